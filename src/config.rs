@@ -1,0 +1,193 @@
+//! Configuration: `HERALD_*` environment variables (and an optional `.env`), each also a flag of
+//! `herald serve`, parsed once into [`Settings`] made of domain types. `.env.example` lists every
+//! setting with its default.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Args;
+
+use crate::domain::{
+    address::AddressPolicy,
+    lease::LeasePolicy,
+    retry::{RetryPolicy, RetrySchedule, parse_duration},
+    signature::SignatureAlgorithm,
+    url::HubUrl,
+};
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Where state and queues live: `sqlite://FILE` (created if missing) or `postgres://…`.
+    #[arg(
+        long,
+        env = "HERALD_DATABASE_URL",
+        default_value = "sqlite://herald.db"
+    )]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address the hub listens on.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The hub URL as subscribers and publishers see it [default: http://<listen>/hub].
+    #[arg(long, env = "HERALD_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Which addresses callbacks and topics may resolve to: false (public only), loopback, true.
+    #[arg(long, env = "HERALD_ALLOW_PRIVATE_ADDRESSES", default_value = "false")]
+    pub allow_private_addresses: AddressPolicy,
+    #[arg(long, env = "HERALD_LEASE_MIN_SECONDS", default_value_t = 60)]
+    pub lease_min_seconds: u64,
+    #[arg(long, env = "HERALD_LEASE_DEFAULT_SECONDS", default_value_t = 864_000)]
+    pub lease_default_seconds: u64,
+    #[arg(long, env = "HERALD_LEASE_MAX_SECONDS", default_value_t = 2_592_000)]
+    pub lease_max_seconds: u64,
+    /// Delays between delivery attempts, e.g. `1m,5m,30m,2h,6h,12h`.
+    #[arg(
+        long,
+        env = "HERALD_RETRY_SCHEDULE",
+        default_value = "1m,5m,30m,2h,6h,12h"
+    )]
+    pub retry_schedule: RetrySchedule,
+    /// The longest Retry-After (on 429/503) the hub honours.
+    #[arg(long, env = "HERALD_MAX_RETRY_AFTER", default_value = "12h", value_parser = parse_duration)]
+    pub max_retry_after: Duration,
+    /// HMAC for X-Hub-Signature: sha1, sha256, sha384 or sha512.
+    #[arg(long, env = "HERALD_SIGNATURE_ALGORITHM", default_value = "sha256")]
+    pub signature_algorithm: SignatureAlgorithm,
+    /// Largest request body accepted on the hub URL (bytes).
+    #[arg(long, env = "HERALD_MAX_REQUEST_BYTES", default_value_t = 65_536)]
+    pub max_request_bytes: usize,
+    /// Largest topic body the hub fetches and distributes (bytes).
+    #[arg(long, env = "HERALD_MAX_TOPIC_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_topic_bytes: usize,
+    #[arg(long, env = "HERALD_VERIFY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub verify_timeout: Duration,
+    #[arg(long, env = "HERALD_FETCH_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub fetch_timeout: Duration,
+    #[arg(long, env = "HERALD_DELIVERY_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub delivery_timeout: Duration,
+    /// Deliveries carried by one hubout job.
+    #[arg(long, env = "HERALD_DELIVERY_BATCH", default_value_t = 500)]
+    pub delivery_batch: usize,
+    /// Concurrent POSTs within one hubout job.
+    #[arg(long, env = "HERALD_DELIVERY_CONCURRENCY", default_value_t = 64)]
+    pub delivery_concurrency: usize,
+    /// How often idle queue workers look for jobs pushed by other processes or come due.
+    #[arg(long, env = "HERALD_QUEUE_POLL", default_value = "250ms", value_parser = parse_duration)]
+    pub queue_poll: Duration,
+    /// How often the reconciler re-enqueues pending work that no job covers.
+    #[arg(long, env = "HERALD_RECONCILE_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
+    /// What this process runs: all (HTTP and queue workers), web, or worker.
+    #[arg(long, env = "HERALD_ROLE", default_value = "all")]
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    All,
+    Web,
+    Worker,
+}
+
+impl Role {
+    pub fn serves_http(self) -> bool {
+        matches!(self, Self::All | Self::Web)
+    }
+    pub fn runs_workers(self) -> bool {
+        matches!(self, Self::All | Self::Worker)
+    }
+}
+
+/// Validated settings, shared by the web side and the workers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub listen: SocketAddr,
+    /// `None`: derived from the address actually bound.
+    pub public_url: Option<HubUrl>,
+    pub address_policy: AddressPolicy,
+    pub lease: LeasePolicy,
+    pub retry: RetryPolicy,
+    pub signature_algorithm: SignatureAlgorithm,
+    pub max_request_bytes: usize,
+    pub max_topic_bytes: usize,
+    pub verify_timeout: Duration,
+    pub fetch_timeout: Duration,
+    pub delivery_timeout: Duration,
+    pub delivery_batch: usize,
+    pub delivery_concurrency: usize,
+    pub queue_poll: Duration,
+    pub reconcile_interval: Duration,
+    pub role: Role,
+}
+
+impl TryFrom<ServeArgs> for Settings {
+    type Error = String;
+
+    fn try_from(a: ServeArgs) -> Result<Self, Self::Error> {
+        let public_url = a
+            .public_url
+            .as_deref()
+            .map(|u| HubUrl::parse(u).map_err(|e| format!("HERALD_PUBLIC_URL {e}: {u:?}")))
+            .transpose()?;
+        let lease = LeasePolicy::new(
+            a.lease_min_seconds,
+            a.lease_default_seconds,
+            a.lease_max_seconds,
+        )?;
+        let positive = |name: &str, v: usize| {
+            if v == 0 {
+                Err(format!("{name} must be at least 1"))
+            } else {
+                Ok(v)
+            }
+        };
+        Ok(Self {
+            database_url: a.database.database_url,
+            listen: a.listen,
+            public_url,
+            address_policy: a.allow_private_addresses,
+            lease,
+            retry: RetryPolicy::new(a.retry_schedule, a.max_retry_after),
+            signature_algorithm: a.signature_algorithm,
+            max_request_bytes: positive("HERALD_MAX_REQUEST_BYTES", a.max_request_bytes)?,
+            max_topic_bytes: positive("HERALD_MAX_TOPIC_BYTES", a.max_topic_bytes)?,
+            verify_timeout: a.verify_timeout,
+            fetch_timeout: a.fetch_timeout,
+            delivery_timeout: a.delivery_timeout,
+            delivery_batch: positive("HERALD_DELIVERY_BATCH", a.delivery_batch)?,
+            delivery_concurrency: positive("HERALD_DELIVERY_CONCURRENCY", a.delivery_concurrency)?,
+            queue_poll: a.queue_poll,
+            reconcile_interval: a.reconcile_interval,
+            role: a.role,
+        })
+    }
+}
+
+impl Settings {
+    /// Settings as `herald serve` would build them with no flags and only `vars` set; used by
+    /// tests and by `check-config`.
+    pub fn from_vars<'a>(
+        vars: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> Result<Self, String> {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut args = vec!["herald".to_owned()];
+        for (name, value) in vars {
+            let flag = name
+                .trim_start_matches("HERALD_")
+                .to_ascii_lowercase()
+                .replace('_', "-");
+            args.push(format!("--{flag}={value}"));
+        }
+        let parsed = <Wrapper as clap::Parser>::try_parse_from(args).map_err(|e| e.to_string())?;
+        Self::try_from(parsed.serve)
+    }
+}

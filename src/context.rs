@@ -1,0 +1,16 @@
+//! What the HTTP handlers and the queue workers share.
+
+use crate::{
+    config::Settings, domain::url::HubUrl, jobs::queue::Wakers, outbound::Outbound, store::Db,
+};
+
+#[derive(Debug)]
+pub struct HubContext {
+    pub db: Db,
+    pub settings: Settings,
+    /// The hub URL as subscribers and publishers see it (`HERALD_PUBLIC_URL`, or the address
+    /// actually bound).
+    pub public_url: HubUrl,
+    pub outbound: Outbound,
+    pub wakers: Wakers,
+}

@@ -1,0 +1,141 @@
+//! Which IP addresses the hub may contact (server-side request forgery defence; not in the
+//! spec, see websub-requirements §e.8).
+//!
+//! By default only public unicast addresses are allowed. `loopback` additionally allows the
+//! loopback range (a hub co-located with its publisher); `all` allows everything (tests, or a
+//! hub inside a trusted private network).
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressPolicy {
+    PublicOnly,
+    AllowLoopback,
+    AllowAll,
+}
+
+impl AddressPolicy {
+    pub fn permits(self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match self {
+            Self::AllowAll => true,
+            Self::AllowLoopback => ip.is_loopback() || is_public(ip),
+            Self::PublicOnly => is_public(ip),
+        }
+    }
+}
+
+impl FromStr for AddressPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "false" | "no" | "0" | "none" => Ok(Self::PublicOnly),
+            "loopback" => Ok(Self::AllowLoopback),
+            "true" | "yes" | "1" | "all" => Ok(Self::AllowAll),
+            other => Err(format!("{other:?} is not one of false, loopback, true")),
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local() // 169.254/16, cloud metadata
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // 100.64/10 carrier-grade NAT
+        || (a == 192 && b == 0 && c == 0) // 192.0.0/24 protocol assignments
+        || (a == 198 && (18..20).contains(&b)) // 198.18/15 benchmarking
+        || a >= 240) // reserved
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (first & 0xfe00) == 0xfc00 // fc00::/7 unique local
+        || (first & 0xffc0) == 0xfe80 // fe80::/10 link local
+        || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
+        || (first == 0x0064 && ip.segments()[1] == 0xff9b)) // NAT64 may reach private v4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn public_only_refuses_internal_ranges() {
+        let refused = [
+            "127.0.0.1",
+            "127.8.9.10",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+        ];
+        for s in refused {
+            assert!(!AddressPolicy::PublicOnly.permits(ip(s)), "{s}");
+        }
+        for s in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "172.32.0.1"] {
+            assert!(AddressPolicy::PublicOnly.permits(ip(s)), "{s}");
+        }
+    }
+
+    #[test]
+    fn loopback_mode_allows_only_loopback_in_addition() {
+        let p = AddressPolicy::AllowLoopback;
+        assert!(p.permits(ip("127.0.0.1")));
+        assert!(p.permits(ip("::1")));
+        assert!(!p.permits(ip("10.0.0.1")));
+        assert!(!p.permits(ip("169.254.169.254")));
+        assert!(AddressPolicy::AllowAll.permits(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn parses_settings() {
+        assert_eq!("false".parse(), Ok(AddressPolicy::PublicOnly));
+        assert_eq!("TRUE".parse(), Ok(AddressPolicy::AllowAll));
+        assert_eq!("loopback".parse(), Ok(AddressPolicy::AllowLoopback));
+        assert!("maybe".parse::<AddressPolicy>().is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! Pure WebSub types and decisions: no I/O, no database, no HTTP.
+//!
+//! Everything that arrives from outside (the hub URL's form, configuration, job payloads) is
+//! parsed into these types once, at the edge; code further in never re-validates.
+
+pub mod address;
+pub mod challenge;
+pub mod hub_request;
+pub mod lease;
+pub mod link;
+pub mod retry;
+pub mod secret;
+pub mod signature;
+pub mod url;

@@ -1,0 +1,18 @@
+//! `GET /health`: 200 when the database answers, 503 otherwise (JSON).
+
+use std::sync::Arc;
+
+use actix_web::{HttpResponse, web};
+
+use crate::{context::HubContext, store::dispatch};
+
+pub async fn get(ctx: web::Data<Arc<HubContext>>) -> HttpResponse {
+    let ok: Result<i64, sqlx::Error> =
+        dispatch!(&ctx.db, c => sqlx::query_scalar("SELECT 1").fetch_one(c).await);
+    match ok {
+        Ok(_) => HttpResponse::Ok()
+            .json(serde_json::json!({"status": "ok", "database": ctx.db.engine()})),
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "unavailable", "error": e.to_string()})),
+    }
+}

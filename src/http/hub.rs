@@ -1,0 +1,147 @@
+//! The hub URL (`/hub`, and `POST /` as an alias): subscribe, unsubscribe and publish.
+//!
+//! Parses the form, hands it to one operation, answers in plain text: 202 for an accepted
+//! (un)subscribe request — before and regardless of verification (WebSub §5.1.2) — 204 for a
+//! valid publish ping (PuSH 0.3 §7.1, also when nobody is subscribed), 4xx with the reason for
+//! anything malformed, 413 for an oversized body, 415 for a body that is not a form, 503 with
+//! `Retry-After` when the database is unavailable. Nothing is stored for a refused request.
+
+use std::sync::Arc;
+
+use actix_web::{
+    HttpRequest, HttpResponse, ResponseError,
+    http::{StatusCode, header},
+    web,
+};
+use futures::StreamExt;
+
+use crate::{
+    context::HubContext,
+    domain::hub_request::{HubRequest, HubRequestError, parse_form},
+    jobs::{distribute, verify},
+    store::StoreError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("{0}")]
+    BadRequest(#[from] HubRequestError),
+    #[error("hub.callback {0}")]
+    CallbackRefused(String),
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the request body must be application/x-www-form-urlencoded, not {0}")]
+    NotAForm(String),
+    #[error("the request body could not be read: {0}")]
+    Body(String),
+    #[error("the hub is temporarily unavailable; please retry")]
+    Unavailable(#[from] StoreError),
+}
+
+impl ResponseError for HubError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::CallbackRefused(_) | Self::Body(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotAForm(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Unavailable(cause) = self {
+            tracing::error!(error = %cause, "hub request failed");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        response.content_type("text/plain; charset=utf-8");
+        if matches!(self, Self::Unavailable(_)) {
+            response.insert_header((header::RETRY_AFTER, "30"));
+        }
+        response.body(format!("{self}\n"))
+    }
+}
+
+pub async fn post(
+    req: HttpRequest,
+    payload: web::Payload,
+    ctx: web::Data<Arc<HubContext>>,
+) -> Result<HttpResponse, HubError> {
+    check_content_type(&req)?;
+    let body = read_body(&req, payload, ctx.settings.max_request_bytes).await?;
+    let pairs = parse_form(&body)?;
+    match HubRequest::try_from(pairs.as_slice())? {
+        HubRequest::Subscription(request) => {
+            if let Err(e) = ctx.outbound.check(request.callback.as_url()) {
+                return Err(HubError::CallbackRefused(e.to_string()));
+            }
+            verify::accept(&ctx, &request).await?;
+            Ok(text(
+                StatusCode::ACCEPTED,
+                "Accepted: verification of intent will follow.\n",
+            ))
+        }
+        HubRequest::Publish { topics } => {
+            distribute::accept_ping(&ctx, &topics).await?;
+            Ok(HttpResponse::NoContent().finish())
+        }
+    }
+}
+
+/// `GET /hub`: a short description for people who open the hub URL in a browser.
+pub async fn describe(ctx: web::Data<Arc<HubContext>>) -> HttpResponse {
+    text(
+        StatusCode::OK,
+        &format!(
+            "Herald WebSub hub at {}\n\nPOST application/x-www-form-urlencoded with \
+             hub.mode=subscribe|unsubscribe (hub.topic, hub.callback) or hub.mode=publish (hub.url).\n",
+            ctx.public_url
+        ),
+    )
+}
+
+fn text(status: StatusCode, body: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body.to_owned())
+}
+
+/// A missing Content-Type is read as a form (what most command-line clients send); any other
+/// type is refused.
+fn check_content_type(req: &HttpRequest) -> Result<(), HubError> {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let value = value.to_str().unwrap_or_default();
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Ok(())
+    } else {
+        Err(HubError::NotAForm(value.chars().take(100).collect()))
+    }
+}
+
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, HubError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|l| l > limit) {
+        return Err(HubError::TooLarge(limit));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| HubError::Body(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(HubError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

@@ -1,0 +1,13 @@
+//! The HTTP surface: the hub URL and a health check.
+
+pub mod health;
+pub mod hub;
+
+use actix_web::web;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/hub", web::post().to(hub::post))
+        .route("/hub", web::get().to(hub::describe))
+        .route("/", web::post().to(hub::post))
+        .route("/health", web::get().to(health::get));
+}

@@ -1,0 +1,233 @@
+//! `hubout`: content distribution requests (WebSub §7, §7.1).
+//!
+//! A job carries a batch of delivery ids. It claims those that are due, POSTs them
+//! concurrently over pooled keep-alive connections (one slow subscriber holds one slot, not the
+//! batch), and records every result in one transaction. Each POST carries the exact body with
+//! `Content-Length`, the topic's Content-Type verbatim, one `Link` header (rel=hub, rel=self),
+//! and `X-Hub-Signature` when the subscription has a secret. What happens next is decided by
+//! `domain::retry`: retries become new jobs that are due later, pushed in the same transaction.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LINK};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    JobError,
+    queue::{self, Job, Queue},
+};
+use crate::{
+    context::HubContext,
+    domain::{
+        link::delivery_link_header,
+        retry::{NextStep, Outcome, with_jitter},
+        secret::Secret,
+    },
+    store::{
+        contents,
+        contents::ContentRow,
+        deliveries::{self, ClaimedDelivery, Recorded},
+        now_ms, subscriptions,
+    },
+};
+
+pub const QUEUE: &str = "hubout";
+
+/// Content-Type sent when the topic had none.
+pub const FALLBACK_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// Waits up to this long in the handler for a job that the queue started early (the queue keeps
+/// whole seconds); longer waits go back to the queue.
+const MAX_IN_HANDLER_WAIT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliverJob {
+    pub deliveries: Vec<i64>,
+    /// Unix milliseconds before which nothing in this batch is due (0: at once).
+    #[serde(default)]
+    pub not_before: i64,
+}
+
+#[tracing::instrument(skip_all, fields(batch = job.deliveries.len()))]
+pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
+    let wait = job.not_before - now_ms();
+    if wait > 0 {
+        let wait = Duration::from_millis(wait as u64);
+        if wait > MAX_IN_HANDLER_WAIT {
+            let mut tx = ctx.db.begin().await?;
+            queue::push(
+                &mut tx,
+                &[Job::new(Queue::Deliver, &job).not_before(job.not_before)],
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        tokio::time::sleep(wait).await;
+    }
+
+    let now = now_ms();
+    let hold = now + 2 * ctx.settings.delivery_timeout.as_millis() as i64 + 30_000;
+    let claimed = deliveries::claim(&ctx.db, &job.deliveries, now, hold).await?;
+    if claimed.is_empty() {
+        return Ok(());
+    }
+    let rows = deliveries::load_claimed(&ctx.db, &claimed).await?;
+    let mut content_ids: Vec<i64> = rows.iter().map(|r| r.content_id).collect();
+    content_ids.sort_unstable();
+    content_ids.dedup();
+    let contents = contents::load_many(&ctx.db, &content_ids).await?;
+    // One draw per batch: deliveries that failed alike come back together, as one job.
+    let jitter = random_unit();
+
+    let results: Vec<(ClaimedDelivery, Recorded)> = futures::stream::iter(rows)
+        .map(|row| {
+            let content = contents.get(&row.content_id).cloned();
+            async move {
+                let recorded = match content {
+                    Some(content) => attempt(ctx, &row, content, jitter).await,
+                    None => Recorded::Cancelled {
+                        reason: "content row missing".into(),
+                    },
+                };
+                (row, recorded)
+            }
+        })
+        .buffer_unordered(ctx.settings.delivery_concurrency)
+        .collect()
+        .await;
+
+    let now = now_ms();
+    let mut retries: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    let mut gone = Vec::new();
+    for (row, recorded) in &results {
+        match recorded {
+            Recorded::Retry {
+                next_attempt_at, ..
+            } => retries.entry(*next_attempt_at).or_default().push(row.id),
+            Recorded::Gone => gone.push(row.subscription_id),
+            _ => {}
+        }
+    }
+    let jobs: Vec<Job> = retries
+        .into_iter()
+        .map(|(at, ids)| {
+            Job::new(
+                Queue::Deliver,
+                &DeliverJob {
+                    deliveries: ids,
+                    not_before: at,
+                },
+            )
+            .not_before(at)
+        })
+        .collect();
+    let records: Vec<(i64, Recorded)> = results.into_iter().map(|(row, r)| (row.id, r)).collect();
+
+    let mut tx = ctx.db.begin().await?;
+    deliveries::record(&mut tx, &records, now).await?;
+    subscriptions::end(&mut tx, &gone, "callback answered 410 Gone", now).await?;
+    queue::push(&mut tx, &jobs).await?;
+    tx.commit().await?;
+    ctx.wakers.wake_for(&jobs);
+    Ok(())
+}
+
+/// One POST, and what the retry policy makes of its outcome.
+async fn attempt(
+    ctx: &HubContext,
+    row: &ClaimedDelivery,
+    content: Arc<ContentRow>,
+    jitter: f64,
+) -> Recorded {
+    if row.subscription_state != "active" {
+        return Recorded::Cancelled {
+            reason: format!("subscription is {}", row.subscription_state),
+        };
+    }
+    if row.expires_at <= now_ms() {
+        return Recorded::Cancelled {
+            reason: "subscription lease expired".into(),
+        };
+    }
+    let headers = match headers(ctx, row, &content) {
+        Ok(h) => h,
+        Err(reason) => {
+            return Recorded::Failed {
+                status: None,
+                error: reason,
+            };
+        }
+    };
+    let outcome = match ctx
+        .outbound
+        .post_delivery(&row.callback, headers, content.body.clone())
+        .await
+    {
+        Ok(r) if (200..300).contains(&r.status) => Outcome::Success(r.status),
+        Ok(r) => Outcome::Status {
+            status: r.status,
+            retry_after: r.retry_after,
+        },
+        Err(e) => Outcome::Transport(e.to_string()),
+    };
+    let attempts = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
+    let (status, error) = match &outcome {
+        Outcome::Success(s) => (Some(i64::from(*s)), String::new()),
+        Outcome::Status { status, .. } => (
+            Some(i64::from(*status)),
+            format!("callback answered {status}"),
+        ),
+        Outcome::Transport(e) => (None, e.clone()),
+    };
+    match ctx.settings.retry.next_step(attempts, &outcome) {
+        NextStep::Delivered => Recorded::Delivered {
+            status: status.unwrap_or(200),
+        },
+        NextStep::EndSubscription => Recorded::Gone,
+        NextStep::RetryAfter(delay) => Recorded::Retry {
+            status,
+            error,
+            next_attempt_at: now_ms() + with_jitter(delay, jitter).as_millis() as i64,
+        },
+        NextStep::GiveUp => Recorded::Failed { status, error },
+    }
+}
+
+fn headers(
+    ctx: &HubContext,
+    row: &ClaimedDelivery,
+    content: &ContentRow,
+) -> Result<HeaderMap, String> {
+    let mut h = HeaderMap::new();
+    let content_type = content
+        .content_type
+        .as_deref()
+        .unwrap_or(FALLBACK_CONTENT_TYPE);
+    h.insert(CONTENT_TYPE, value(content_type)?);
+    h.insert(
+        LINK,
+        value(&delivery_link_header(&content.hub_link, &content.self_link))?,
+    );
+    if let Some(secret) = row.secret.clone().and_then(Secret::from_stored) {
+        let signature = ctx
+            .settings
+            .signature_algorithm
+            .sign(&secret, &content.body);
+        h.insert(
+            HeaderName::from_static("x-hub-signature"),
+            value(&signature)?,
+        );
+    }
+    Ok(h)
+}
+
+fn value(s: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(s).map_err(|_| format!("cannot send header value {s:?}"))
+}
+
+fn random_unit() -> f64 {
+    let hex = crate::domain::challenge::random_hex(2);
+    f64::from(u16::from_str_radix(&hex, 16).unwrap_or(0)) / 65536.0
+}

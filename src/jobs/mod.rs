@@ -1,0 +1,32 @@
+//! The three queues of the hub, plus the reconciler that keeps them honest.
+//!
+//! | queue        | one job per                      | module        |
+//! |--------------|----------------------------------|---------------|
+//! | `hubverify`  | subscribe/unsubscribe request    | [`verify`]    |
+//! | `hubdistrib` | topic with unhandled pings       | [`distribute`]|
+//! | `hubout`     | batch of deliveries (hundreds)   | [`deliver`]   |
+//!
+//! Jobs carry ids, never bodies, and are pushed in the same transaction as the state they act
+//! on, so a job exists exactly when its state says there is work. Handlers are idempotent:
+//! each claims its state before acting, so a duplicate job finds nothing to do.
+
+pub mod deliver;
+pub mod distribute;
+pub mod queue;
+pub mod reconcile;
+pub mod verify;
+
+/// Why a job stopped early. The queue records it; the reconciler re-enqueues the work later.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for JobError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
+    }
+}

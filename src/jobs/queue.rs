@@ -1,0 +1,336 @@
+//! The queue facade: the only module that names apalis types.
+//!
+//! Jobs are pushed inside the caller's store transaction (`push`), with `max_attempts(1)`: the
+//! retry and backoff policy is ours (`domain::retry`, `deliveries.next_attempt_at`), never
+//! apalis' instant re-runs. Workers wake at once for jobs pushed in this process (a watch
+//! channel per queue) and poll every `HERALD_QUEUE_POLL` for jobs pushed by other processes or
+//! coming due. Worker names are unique per process start (stack-notes P6).
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use apalis::prelude::*;
+use apalis_postgres::{Config as PgConfig, PostgresStorage};
+use apalis_sqlite::{Config as SqliteConfig, SqliteStorage};
+use futures::Stream;
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::watch;
+
+use super::{deliver::DeliverJob, distribute::DistributeJob, verify::VerifyJob};
+use crate::{
+    context::HubContext,
+    domain::challenge::random_hex,
+    store::{Db, StoreError, Tx, dispatch},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Queue {
+    Verify,
+    Distribute,
+    Deliver,
+}
+
+impl Queue {
+    pub const ALL: [Queue; 3] = [Queue::Verify, Queue::Distribute, Queue::Deliver];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Queue::Verify => super::verify::QUEUE,
+            Queue::Distribute => super::distribute::QUEUE,
+            Queue::Deliver => super::deliver::QUEUE,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A job to push: its queue, JSON payload, and the earliest second it may run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    queue: Queue,
+    payload: Vec<u8>,
+    run_at_secs: Option<u64>,
+}
+
+impl Job {
+    pub fn new<T: Serialize>(queue: Queue, payload: &T) -> Self {
+        let payload = serde_json::to_vec(payload).expect("job payloads serialise");
+        Self {
+            queue,
+            payload,
+            run_at_secs: None,
+        }
+    }
+
+    /// Not before `at_ms` (Unix milliseconds; the queue itself keeps whole seconds, so the
+    /// handler also checks the precise time carried in its payload).
+    pub fn not_before(mut self, at_ms: i64) -> Self {
+        self.run_at_secs = Some((at_ms.max(0) / 1000) as u64);
+        self
+    }
+
+    pub fn queue(&self) -> Queue {
+        self.queue
+    }
+}
+
+fn task(job: &Job) -> Task<Vec<u8>> {
+    let mut builder = TaskBuilder::new(job.payload.clone()).max_attempts(1);
+    if let Some(at) = job.run_at_secs {
+        builder = builder.run_at_timestamp(at);
+    }
+    builder.build()
+}
+
+/// Pushes `jobs` inside `tx`: they exist if and only if the transaction commits.
+pub async fn push(tx: &mut Tx, jobs: &[Job]) -> Result<(), StoreError> {
+    for queue in Queue::ALL {
+        let tasks: Vec<_> = jobs.iter().filter(|j| j.queue == queue).map(task).collect();
+        if tasks.is_empty() {
+            continue;
+        }
+        for chunk in tasks.chunks(1000) {
+            match tx {
+                Tx::Sqlite(t) => apalis_sqlite::queries::push_tasks(&mut **t, queue.name(), chunk)
+                    .await
+                    .map_err(|e| StoreError::Queue(e.to_string()))?,
+                Tx::Pg(t) => {
+                    apalis_postgres::queries::push_tasks(&mut **t, queue.name(), chunk.to_vec())
+                        .await
+                        .map_err(|e| StoreError::Queue(e.to_string()))?
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates or upgrades the queue tables.
+pub async fn migrate(db: &Db) -> Result<(), StoreError> {
+    match db {
+        Db::Sqlite(pool) => SqliteStorage::migrations().run(pool).await?,
+        Db::Pg(pool) => PostgresStorage::migrations().run(pool).await?,
+    }
+    Ok(())
+}
+
+/// Payloads of the jobs of `queue` that are waiting or running: the work some job covers.
+pub async fn unfinished<T: DeserializeOwned>(db: &Db, queue: Queue) -> Result<Vec<T>, StoreError> {
+    let sql = match db {
+        Db::Sqlite(_) => {
+            "SELECT job FROM Jobs WHERE job_type = $1 AND status IN ('Pending', 'Queued', 'Running')"
+        }
+        Db::Pg(_) => {
+            "SELECT job FROM apalis.jobs WHERE job_type = $1 AND status IN ('Pending', 'Queued', 'Running')"
+        }
+    };
+    let rows: Vec<Vec<u8>> =
+        dispatch!(db, c => sqlx::query_scalar(sql).bind(queue.name()).fetch_all(c).await?);
+    Ok(rows
+        .iter()
+        .filter_map(|r| serde_json::from_slice(r).ok())
+        .collect())
+}
+
+/// Deletes finished jobs: completed ones after `done_for`, failed ones after a week.
+pub async fn purge_finished(db: &Db, done_for: Duration) -> Result<u64, StoreError> {
+    let now = chrono::Utc::now().timestamp();
+    let done_before = now - done_for.as_secs() as i64;
+    let failed_before = now - 7 * 86_400;
+    let n = match db {
+        Db::Sqlite(pool) => sqlx::query(
+            "DELETE FROM Jobs WHERE (status IN ('Done', 'Killed') AND done_at < $1)
+                                 OR (status = 'Failed' AND attempts >= max_attempts AND done_at < $2)",
+        )
+        .bind(done_before)
+        .bind(failed_before)
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        Db::Pg(pool) => sqlx::query(
+            "DELETE FROM apalis.jobs WHERE (status IN ('Done', 'Killed') AND done_at < to_timestamp($1))
+                                        OR (status = 'Failed' AND attempts >= max_attempts AND done_at < to_timestamp($2))",
+        )
+        .bind(done_before as f64)
+        .bind(failed_before as f64)
+        .execute(pool)
+        .await?
+        .rows_affected(),
+    };
+    Ok(n)
+}
+
+/// In-process wake-ups, one channel per queue.
+#[derive(Debug, Clone)]
+pub struct Wakers(Arc<[watch::Sender<u64>; 3]>);
+
+impl Default for Wakers {
+    fn default() -> Self {
+        Self(Arc::new(std::array::from_fn(|_| watch::channel(0).0)))
+    }
+}
+
+impl Wakers {
+    /// Wakes the workers of `queue` (call after the commit that pushed its jobs).
+    pub fn wake(&self, queue: Queue) {
+        self.0[queue.index()].send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn wake_for(&self, jobs: &[Job]) {
+        for queue in Queue::ALL {
+            if jobs.iter().any(|j| j.queue == queue) {
+                self.wake(queue);
+            }
+        }
+    }
+
+    fn stream(&self, queue: Queue) -> Pin<Box<dyn Stream<Item = ()> + Send + Sync>> {
+        let rx = self.0[queue.index()].subscribe();
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        }))
+    }
+}
+
+/// Running queue workers; [`Workers::stop`] drains them.
+pub struct Workers {
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Workers {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.done.await;
+    }
+}
+
+type Ctx = Arc<HubContext>;
+
+async fn verify_task(job: VerifyJob, ctx: Data<Ctx>) -> Result<(), BoxDynError> {
+    Ok(super::verify::run(&ctx, job).await?)
+}
+
+async fn distribute_task(job: DistributeJob, ctx: Data<Ctx>) -> Result<(), BoxDynError> {
+    Ok(super::distribute::run(&ctx, job).await?)
+}
+
+async fn deliver_task(job: DeliverJob, ctx: Data<Ctx>) -> Result<(), BoxDynError> {
+    Ok(super::deliver::run(&ctx, job).await?)
+}
+
+/// How many jobs of each queue one process runs at once.
+fn concurrency(queue: Queue) -> usize {
+    match queue {
+        Queue::Verify => 16,
+        Queue::Distribute => 4,
+        Queue::Deliver => 4,
+    }
+}
+
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+macro_rules! worker {
+    ($storage:expr, $ctx:expr, $queue:expr, $instance:expr, $handler:expr) => {{
+        let ctx: Ctx = $ctx.clone();
+        let instance = $instance.clone();
+        move |restarts: usize| {
+            let strategy = Strategy::new()
+                .stream(ctx.wakers.stream($queue))
+                .interval(ctx.settings.queue_poll);
+            WorkerBuilder::new(format!("{}-{}-{}", $queue.name(), instance, restarts))
+                .backend($storage.clone().poll_with_strategy(strategy))
+                .data(ctx.clone())
+                .concurrency(concurrency($queue))
+                .build($handler)
+        }
+    }};
+}
+
+/// Starts one worker per queue on the context's database.
+pub fn start(ctx: Ctx) -> Workers {
+    let instance = random_hex(6);
+    let mut monitor = Monitor::new()
+        .should_restart(|worker, error| {
+            tracing::warn!(worker = %worker.name(), %error, "queue worker stopped; restarting");
+            true
+        })
+        .shutdown_timeout(Duration::from_secs(10));
+    match &ctx.db {
+        Db::Sqlite(pool) => {
+            let config = |q: Queue| {
+                SqliteConfig::default()
+                    .queue(q.name())
+                    .batch_size(10)
+                    .heartbeat_interval(HEARTBEAT)
+                    .missed_heartbeats(2)
+            };
+            let verify = SqliteStorage::<VerifyJob>::new(pool).with_config(config(Queue::Verify));
+            let distribute =
+                SqliteStorage::<DistributeJob>::new(pool).with_config(config(Queue::Distribute));
+            let deliver =
+                SqliteStorage::<DeliverJob>::new(pool).with_config(config(Queue::Deliver));
+            monitor = monitor
+                .register(worker!(verify, ctx, Queue::Verify, instance, verify_task))
+                .register(worker!(
+                    distribute,
+                    ctx,
+                    Queue::Distribute,
+                    instance,
+                    distribute_task
+                ))
+                .register(worker!(
+                    deliver,
+                    ctx,
+                    Queue::Deliver,
+                    instance,
+                    deliver_task
+                ));
+        }
+        Db::Pg(pool) => {
+            let config = |q: Queue| {
+                PgConfig::default()
+                    .queue(q.name())
+                    .batch_size(20)
+                    .heartbeat_interval(HEARTBEAT)
+                    .missed_heartbeats(2)
+            };
+            let verify = PostgresStorage::<VerifyJob>::new(pool).with_config(config(Queue::Verify));
+            let distribute =
+                PostgresStorage::<DistributeJob>::new(pool).with_config(config(Queue::Distribute));
+            let deliver =
+                PostgresStorage::<DeliverJob>::new(pool).with_config(config(Queue::Deliver));
+            monitor = monitor
+                .register(worker!(verify, ctx, Queue::Verify, instance, verify_task))
+                .register(worker!(
+                    distribute,
+                    ctx,
+                    Queue::Distribute,
+                    instance,
+                    distribute_task
+                ))
+                .register(worker!(
+                    deliver,
+                    ctx,
+                    Queue::Deliver,
+                    instance,
+                    deliver_task
+                ));
+        }
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let reconciler = super::reconcile::spawn(ctx.clone());
+    let done = tokio::spawn(async move {
+        let signal = async move {
+            let _ = stopped.await;
+            Ok(())
+        };
+        if let Err(error) = monitor.run_with_signal(signal).await {
+            tracing::error!(%error, "queue workers stopped with an error");
+        }
+        reconciler.abort();
+    });
+    Workers { stop, done }
+}

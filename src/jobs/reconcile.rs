@@ -1,0 +1,121 @@
+//! The reconciler: re-enqueues pending work that no job covers (design decision 6).
+//!
+//! Jobs are pushed in the same transaction as their state, so in normal operation it finds
+//! nothing. It exists for what transactions cannot prevent: a job that failed inside the queue
+//! (a database error mid-handler), or one deleted by an operator. It runs at start-up and then
+//! every `HERALD_RECONCILE_INTERVAL`, and also deletes finished queue rows. Every step is
+//! idempotent, so several processes sharing one PostgreSQL may run it at once.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use super::{
+    deliver::DeliverJob,
+    distribute::DistributeJob,
+    queue::{self, Job, Queue},
+    verify::VerifyJob,
+};
+use crate::{
+    context::HubContext,
+    store::{StoreError, deliveries, requests, topics},
+};
+
+/// What one pass re-enqueued.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub verifications: usize,
+    pub distributions: usize,
+    pub deliveries: usize,
+    pub purged_jobs: u64,
+}
+
+pub fn spawn(ctx: Arc<HubContext>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match run_once(&ctx).await {
+                Ok(r) if r != Report::default() => tracing::info!(?r, "reconciled"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "reconciliation failed"),
+            }
+            tokio::time::sleep(ctx.settings.reconcile_interval).await;
+        }
+    })
+}
+
+pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
+    let db = &ctx.db;
+    let mut jobs = Vec::new();
+
+    let covered: HashSet<i64> = queue::unfinished::<VerifyJob>(db, Queue::Verify)
+        .await?
+        .into_iter()
+        .map(|j| j.request)
+        .collect();
+    let verifications: Vec<i64> = requests::pending_ids(db)
+        .await?
+        .into_iter()
+        .filter(|id| !covered.contains(id))
+        .collect();
+    jobs.extend(
+        verifications
+            .iter()
+            .map(|&request| Job::new(Queue::Verify, &VerifyJob { request })),
+    );
+
+    let covered: HashSet<i64> = queue::unfinished::<DistributeJob>(db, Queue::Distribute)
+        .await?
+        .into_iter()
+        .map(|j| j.topic)
+        .collect();
+    let distributions: Vec<i64> = topics::pending_ids(db)
+        .await?
+        .into_iter()
+        .filter(|id| !covered.contains(id))
+        .collect();
+    jobs.extend(
+        distributions
+            .iter()
+            .map(|&topic| Job::new(Queue::Distribute, &DistributeJob { topic, failures: 0 })),
+    );
+
+    let covered: HashSet<i64> = queue::unfinished::<DeliverJob>(db, Queue::Deliver)
+        .await?
+        .into_iter()
+        .flat_map(|j| j.deliveries)
+        .collect();
+    let mut open: Vec<(i64, i64)> = deliveries::open(db)
+        .await?
+        .into_iter()
+        .filter(|(id, _)| !covered.contains(id))
+        .collect();
+    let delivery_count = open.len();
+    // Batches of deliveries that come due together.
+    open.sort_by_key(|&(id, due)| (due, id));
+    for batch in open.chunks(ctx.settings.delivery_batch) {
+        let not_before = batch.iter().map(|&(_, due)| due).max().unwrap_or(0);
+        let ids = batch.iter().map(|&(id, _)| id).collect();
+        jobs.push(
+            Job::new(
+                Queue::Deliver,
+                &DeliverJob {
+                    deliveries: ids,
+                    not_before,
+                },
+            )
+            .not_before(not_before),
+        );
+    }
+
+    if !jobs.is_empty() {
+        let mut tx = db.begin().await?;
+        queue::push(&mut tx, &jobs).await?;
+        tx.commit().await?;
+        ctx.wakers.wake_for(&jobs);
+    }
+    let purged_jobs = queue::purge_finished(db, Duration::from_secs(300)).await?;
+    Ok(Report {
+        verifications: verifications.len(),
+        distributions: distributions.len(),
+        deliveries: delivery_count,
+        purged_jobs,
+    })
+}

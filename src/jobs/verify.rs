@@ -1,0 +1,180 @@
+//! `hubverify`: verification of intent (WebSub §5.3) and denial (§5.2).
+//!
+//! A GET to the callback with its query string kept byte-for-byte and `hub.mode`, `hub.topic`,
+//! `hub.challenge` and (for subscribe) `hub.lease_seconds` appended. Success is a 2xx whose body
+//! is exactly the challenge; redirects are not followed and count as failure. Success applies
+//! the request — unless a newer one for the same (topic, callback) was applied first — and
+//! failure changes nothing but the request's own record. A topic the address policy forbids is
+//! refused with a `hub.mode=denied` GET instead.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    JobError,
+    queue::{self, Job, Queue},
+};
+use crate::{
+    context::HubContext,
+    domain::{
+        challenge,
+        hub_request::{Mode, SubscriptionRequest},
+        url::HubUrl,
+    },
+    store::{self, StoreError, now_ms, requests, subscriptions, topics},
+};
+
+pub const QUEUE: &str = "hubverify";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyJob {
+    pub request: i64,
+}
+
+/// Accepts a subscribe or unsubscribe request: stores the intent and its verification job in
+/// one transaction. The caller answers 202 right away (§5.1.2).
+pub async fn accept(ctx: &HubContext, request: &SubscriptionRequest) -> Result<i64, StoreError> {
+    let now = now_ms();
+    let mut tx = ctx.db.begin().await?;
+    let id = requests::insert(&mut tx, request, now).await?;
+    let jobs = [Job::new(Queue::Verify, &VerifyJob { request: id })];
+    queue::push(&mut tx, &jobs).await?;
+    tx.commit().await?;
+    ctx.wakers.wake_for(&jobs);
+    tracing::info!(request = id, mode = request.mode.as_str(), topic = %request.topic, callback = %request.callback, "subscription request accepted");
+    Ok(id)
+}
+
+enum Verdict {
+    Confirmed,
+    Refused(String),
+}
+
+#[tracing::instrument(skip(ctx), fields(request = job.request))]
+pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
+    let Some(req) = requests::load(&ctx.db, job.request).await? else {
+        return Ok(());
+    };
+    if req.state != "pending" {
+        return Ok(());
+    }
+    let corrupt = |what: &str| JobError::Corrupt(format!("request {}: {what}", req.id));
+    let mode = Mode::parse_stored(&req.mode).ok_or_else(|| corrupt("mode"))?;
+    let topic = HubUrl::parse(&req.topic).map_err(|_| corrupt("topic"))?;
+    let callback = HubUrl::parse(&req.callback).map_err(|_| corrupt("callback"))?;
+
+    if mode == Mode::Subscribe
+        && let Some(reason) = topic_refusal(ctx, &topic).await
+    {
+        deny(ctx, &callback, &topic, &reason).await;
+        let mut tx = ctx.db.begin().await?;
+        requests::complete(&mut tx, req.id, "denied", Some(&reason), now_ms()).await?;
+        tx.commit().await?;
+        tracing::info!(%topic, %callback, %reason, "subscription denied");
+        return Ok(());
+    }
+
+    let lease = ctx
+        .settings
+        .lease
+        .grant(req.lease_requested.map(|l| l.max(1) as u64));
+    let challenge = challenge::generate();
+    let lease_text = lease.to_string();
+    let mut params = vec![
+        ("hub.mode", mode.as_str()),
+        ("hub.topic", topic.as_str()),
+        ("hub.challenge", challenge.as_str()),
+    ];
+    if mode == Mode::Subscribe {
+        params.push(("hub.lease_seconds", &lease_text));
+    }
+    // The lease runs from the moment the verification request is made (§5.3).
+    let verified_at = now_ms();
+    let verdict = match ctx
+        .outbound
+        .get_verification(&callback.with_appended_query(&params))
+        .await
+    {
+        Ok((status, body)) if (200..300).contains(&status) && body == challenge.as_bytes() => {
+            Verdict::Confirmed
+        }
+        Ok((status, _)) if (200..300).contains(&status) => Verdict::Refused(format!(
+            "callback answered {status} without echoing the challenge"
+        )),
+        Ok((status, _)) => Verdict::Refused(format!("callback answered {status}")),
+        Err(e) => Verdict::Refused(format!("callback unreachable: {e}")),
+    };
+
+    let now = now_ms();
+    let mut tx = ctx.db.begin().await?;
+    match verdict {
+        Verdict::Confirmed => {
+            if requests::complete(&mut tx, req.id, "verified", None, now).await? {
+                apply(&mut tx, &req, mode, lease, verified_at, now).await?;
+            }
+            tracing::info!(%topic, %callback, mode = mode.as_str(), lease, "verified");
+        }
+        Verdict::Refused(reason) => {
+            requests::complete(&mut tx, req.id, "failed", Some(&reason), now).await?;
+            tracing::info!(%topic, %callback, mode = mode.as_str(), %reason, "verification failed");
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn apply(
+    tx: &mut store::Tx,
+    req: &requests::RequestRow,
+    mode: Mode,
+    lease: u64,
+    verified_at: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    match mode {
+        Mode::Subscribe => {
+            let topic_id = topics::upsert(tx, &req.topic, now).await?;
+            let activation = subscriptions::Activation {
+                topic_id,
+                callback: &req.callback,
+                secret: req.secret.as_deref(),
+                lease_seconds: i64::try_from(lease).unwrap_or(i64::MAX),
+                verified_at,
+                request_id: req.id,
+            };
+            subscriptions::activate(tx, &activation, now).await?;
+        }
+        Mode::Unsubscribe => {
+            subscriptions::deactivate(tx, &req.topic, &req.callback, req.id, now).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Why the hub refuses to serve `topic`, if it does: its host is not an address the hub may
+/// fetch from.
+async fn topic_refusal(ctx: &HubContext, topic: &HubUrl) -> Option<String> {
+    let url = topic.as_url();
+    if let Err(e) = ctx.outbound.check(url) {
+        return Some(format!("topic {e}"));
+    }
+    let host = url.host_str()?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<_> = tokio::net::lookup_host((host, port)).await.ok()?.collect();
+    let policy = ctx.outbound.policy();
+    (!addrs.is_empty() && addrs.iter().all(|a| !policy.permits(a.ip()))).then(|| {
+        format!("topic host {host} resolves only to addresses this hub may not fetch from")
+    })
+}
+
+/// Informs the subscriber that its subscription was refused (§5.2). Best effort: the answer is
+/// irrelevant.
+async fn deny(ctx: &HubContext, callback: &HubUrl, topic: &HubUrl, reason: &str) {
+    let url = callback.with_appended_query(&[
+        ("hub.mode", "denied"),
+        ("hub.topic", topic.as_str()),
+        ("hub.reason", reason),
+    ]);
+    if let Err(e) = ctx.outbound.get_verification(&url).await {
+        tracing::info!(%callback, error = %e, "denial notice not delivered");
+    }
+}

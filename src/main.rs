@@ -1,0 +1,16 @@
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    // An optional .env next to the process; real environment variables win.
+    let _ = dotenvy::dotenv();
+    herald::telemetry::init();
+    let cli = herald::cli::Cli::parse();
+    match herald::cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("herald: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

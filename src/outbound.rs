@@ -1,0 +1,356 @@
+//! The hub's one outbound HTTP client: timeouts, a User-Agent, size caps and the address policy.
+//!
+//! Verification and delivery never follow redirects (WebSub §5.3.1, §7: a 3xx is a failure).
+//! Topic fetches follow up to [`MAX_REDIRECTS`], each hop checked against the same policy.
+//! Host names are resolved by [`PolicyResolver`], which drops addresses the policy forbids, so the
+//! address checked is the address connected to (no DNS-rebinding gap); IP literals, which skip
+//! the resolver, are checked before each request.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use reqwest::{
+    Client, StatusCode,
+    dns::{Addrs, Name, Resolve, Resolving},
+    header::{self, HeaderMap, HeaderValue},
+    redirect,
+};
+
+use crate::{config::Settings, domain::address::AddressPolicy};
+
+pub const MAX_REDIRECTS: usize = 5;
+/// A verification answer longer than this cannot be a challenge echo.
+const MAX_VERIFY_BODY: usize = 1024;
+/// Delivery responses are read (to keep the connection reusable) up to this size, then dropped.
+const MAX_DELIVERY_RESPONSE: usize = 64 * 1024;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OutboundError {
+    #[error("address not allowed: {0}")]
+    Forbidden(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("{0}")]
+    Transport(String),
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+impl From<reqwest::Error> for OutboundError {
+    fn from(e: reqwest::Error) -> Self {
+        if e.is_timeout() {
+            return Self::Timeout;
+        }
+        // The resolver's refusal arrives wrapped; surface it as the policy error it is.
+        let mut source: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(s) = source {
+            let text = s.to_string();
+            if let Some(reason) = text.strip_prefix("address not allowed: ") {
+                return Self::Forbidden(reason.to_owned());
+            }
+            source = s.source();
+        }
+        Self::Transport(describe(&e))
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Resolves host names and keeps only the addresses the policy permits.
+#[derive(Debug, Clone, Copy)]
+struct PolicyResolver(AddressPolicy);
+
+impl Resolve for PolicyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.0;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = all
+                .iter()
+                .copied()
+                .filter(|a| policy.permits(a.ip()))
+                .collect();
+            if allowed.is_empty() && !all.is_empty() {
+                return Err(format!(
+                    "address not allowed: {host} resolves only to non-public addresses"
+                )
+                .into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// A fetched topic.
+#[derive(Debug)]
+pub enum Fetched {
+    NotModified,
+    Body {
+        body: Vec<u8>,
+        content_type: Option<String>,
+        etag: Option<String>,
+        last_modified: Option<String>,
+        /// Every rel="hub" URL of the response's Link headers.
+        advertised_hubs: Vec<String>,
+    },
+}
+
+/// What a delivery POST got back.
+#[derive(Debug)]
+pub struct DeliveryResponse {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    verify: Client,
+    deliver: Client,
+    fetch: Client,
+    policy: AddressPolicy,
+    max_topic_bytes: usize,
+}
+
+impl Outbound {
+    pub fn new(settings: &Settings) -> Result<Self, reqwest::Error> {
+        let policy = settings.address_policy;
+        let user_agent = format!(
+            "Herald/{} (WebSub hub; +{})",
+            env!("CARGO_PKG_VERSION"),
+            settings
+                .public_url
+                .as_ref()
+                .map_or("unconfigured", |u| u.as_str())
+        );
+        let base = |timeout: Duration| {
+            Client::builder()
+                .user_agent(user_agent.clone())
+                .dns_resolver(PolicyResolver(policy))
+                .no_proxy()
+                .tcp_nodelay(true)
+                .connect_timeout(timeout.min(Duration::from_secs(10)))
+                .timeout(timeout)
+        };
+        let follow_checked = redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+            } else if let Err(e) = check_literal(policy, attempt.url()) {
+                attempt.error(e.to_string())
+            } else {
+                attempt.follow()
+            }
+        });
+        Ok(Self {
+            verify: base(settings.verify_timeout)
+                .redirect(redirect::Policy::none())
+                .build()?,
+            deliver: base(settings.delivery_timeout)
+                .redirect(redirect::Policy::none())
+                .pool_max_idle_per_host(256)
+                .build()?,
+            fetch: base(settings.fetch_timeout)
+                .redirect(follow_checked)
+                .build()?,
+            policy,
+            max_topic_bytes: settings.max_topic_bytes,
+        })
+    }
+
+    pub fn policy(&self) -> AddressPolicy {
+        self.policy
+    }
+
+    /// Whether `url` may be contacted at all, as far as can be told without DNS.
+    pub fn check(&self, url: &url::Url) -> Result<(), OutboundError> {
+        check_literal(self.policy, url)
+    }
+
+    /// A verification (or denial) GET: the status and up to [`MAX_VERIFY_BODY`] bytes of body.
+    pub async fn get_verification(&self, url: &str) -> Result<(u16, Vec<u8>), OutboundError> {
+        let url = parse(url)?;
+        self.check(&url)?;
+        let mut response = self.verify.get(url).send().await?;
+        let status = response.status().as_u16();
+        let body = read_capped(&mut response, MAX_VERIFY_BODY, false).await?;
+        Ok((status, body))
+    }
+
+    /// A content distribution POST of `body` with `headers`.
+    pub async fn post_delivery(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: bytes::Bytes,
+    ) -> Result<DeliveryResponse, OutboundError> {
+        let url = parse(url)?;
+        self.check(&url)?;
+        let mut response = self
+            .deliver
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let retry_after = match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(parse_retry_after),
+            _ => None,
+        };
+        // The body is ignored (§7); draining a small one keeps the connection reusable.
+        let _ = read_capped(&mut response, MAX_DELIVERY_RESPONSE, false).await;
+        Ok(DeliveryResponse {
+            status: status.as_u16(),
+            retry_after,
+        })
+    }
+
+    /// GETs a topic with conditional headers, following a few checked redirects.
+    pub async fn fetch_topic(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+    ) -> Result<Fetched, OutboundError> {
+        let url = parse(url)?;
+        self.check(&url)?;
+        let mut request = self.fetch.get(url).header(header::ACCEPT, "*/*");
+        if let Some(etag) = etag {
+            request = request.header(header::IF_NONE_MATCH, etag);
+        }
+        if let Some(lm) = last_modified {
+            request = request.header(header::IF_MODIFIED_SINCE, lm);
+        }
+        let mut response = request.send().await?;
+        let status = response.status();
+        if status == StatusCode::NOT_MODIFIED {
+            return Ok(Fetched::NotModified);
+        }
+        if !status.is_success() {
+            return Err(OutboundError::Transport(format!("topic answered {status}")));
+        }
+        let headers = response.headers();
+        let text = |name: header::HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = text(header::CONTENT_TYPE);
+        let etag = text(header::ETAG);
+        let last_modified = text(header::LAST_MODIFIED);
+        let advertised_hubs = headers
+            .get_all(header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| crate::domain::link::links_with_rel(v, "hub"))
+            .collect();
+        let body = read_capped(&mut response, self.max_topic_bytes, true).await?;
+        Ok(Fetched::Body {
+            body,
+            content_type,
+            etag,
+            last_modified,
+            advertised_hubs,
+        })
+    }
+}
+
+fn parse(url: &str) -> Result<url::Url, OutboundError> {
+    url::Url::parse(url).map_err(|e| OutboundError::Transport(format!("invalid URL: {e}")))
+}
+
+fn check_literal(policy: AddressPolicy, url: &url::Url) -> Result<(), OutboundError> {
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.into(),
+        Some(url::Host::Ipv6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    if policy.permits(ip) {
+        Ok(())
+    } else {
+        Err(OutboundError::Forbidden(format!(
+            "{ip} is not a public address"
+        )))
+    }
+}
+
+/// Reads at most `cap` bytes of body. Past the cap: an error when `strict`, else truncation.
+async fn read_capped(
+    response: &mut reqwest::Response,
+    cap: usize,
+    strict: bool,
+) -> Result<Vec<u8>, OutboundError> {
+    if strict && response.content_length().is_some_and(|l| l > cap as u64) {
+        return Err(OutboundError::TooLarge(cap));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > cap {
+            if strict {
+                return Err(OutboundError::TooLarge(cap));
+            }
+            let room = cap - body.len();
+            body.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(text).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Shared handle used by the jobs.
+pub type SharedOutbound = Arc<Outbound>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("120")),
+            Some(Duration::from_secs(120))
+        );
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(300)).to_rfc2822();
+        let d = parse_retry_after(&HeaderValue::from_str(&later).unwrap()).unwrap();
+        assert!(
+            d > Duration::from_secs(250) && d <= Duration::from_secs(300),
+            "{d:?}"
+        );
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+
+    #[test]
+    fn literal_addresses_are_checked() {
+        let url = |s| url::Url::parse(s).unwrap();
+        assert!(check_literal(AddressPolicy::PublicOnly, &url("http://127.0.0.1/")).is_err());
+        assert!(check_literal(AddressPolicy::PublicOnly, &url("http://[::1]:8080/")).is_err());
+        assert!(check_literal(AddressPolicy::PublicOnly, &url("http://169.254.169.254/")).is_err());
+        assert!(check_literal(AddressPolicy::PublicOnly, &url("http://93.184.216.34/")).is_ok());
+        assert!(check_literal(AddressPolicy::AllowLoopback, &url("http://127.0.0.1/")).is_ok());
+        assert!(check_literal(AddressPolicy::PublicOnly, &url("http://example.com/")).is_ok());
+    }
+}

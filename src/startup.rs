@@ -1,0 +1,140 @@
+//! Builds the running hub from [`Settings`]: database, migrations, HTTP server and queue
+//! workers. Used by `herald serve` and by the integration tests, which bind port 0.
+
+use std::{net::TcpListener, sync::Arc};
+
+use actix_web::{App, HttpServer, dev::ServerHandle, web};
+
+use crate::{
+    config::Settings,
+    context::HubContext,
+    domain::url::HubUrl,
+    http,
+    jobs::queue::{self, Wakers, Workers},
+    outbound::Outbound,
+    store::Db,
+};
+
+pub struct Application {
+    ctx: Arc<HubContext>,
+    port: Option<u16>,
+    server: Option<(ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>)>,
+    workers: Option<Workers>,
+}
+
+/// rustls needs its crypto provider chosen once per process (stack-notes §2).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        install_crypto_provider();
+        let db = Db::connect(&settings.database_url).await?;
+        db.migrate().await?;
+
+        let listener = if settings.role.serves_http() {
+            Some(
+                TcpListener::bind(settings.listen)
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?,
+            )
+        } else {
+            None
+        };
+        let port = listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?
+            .map(|a| a.port());
+        let public_url = match (&settings.public_url, &listener) {
+            (Some(url), _) => url.clone(),
+            (None, Some(l)) => HubUrl::parse(&format!("http://{}/hub", l.local_addr()?))?,
+            (None, None) => HubUrl::parse(&format!("http://{}/hub", settings.listen))?,
+        };
+        let outbound = Outbound::new(&settings)?;
+        let ctx = Arc::new(HubContext {
+            db,
+            settings,
+            public_url,
+            outbound,
+            wakers: Wakers::default(),
+        });
+
+        let server = match listener {
+            Some(listener) => {
+                let data = web::Data::new(ctx.clone());
+                let server = HttpServer::new(move || {
+                    App::new().app_data(data.clone()).configure(http::routes)
+                })
+                .listen(listener)?
+                .disable_signals()
+                .shutdown_timeout(10)
+                .run();
+                let handle = server.handle();
+                Some((handle, tokio::spawn(server)))
+            }
+            None => None,
+        };
+        let workers = ctx
+            .settings
+            .role
+            .runs_workers()
+            .then(|| queue::start(ctx.clone()));
+        tracing::info!(
+            hub = %ctx.public_url,
+            database = ctx.db.engine(),
+            port,
+            "Herald is running"
+        );
+        Ok(Self {
+            ctx,
+            port,
+            server,
+            workers,
+        })
+    }
+
+    /// The bound HTTP port (`None` for a worker-only process).
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    pub fn context(&self) -> &Arc<HubContext> {
+        &self.ctx
+    }
+
+    /// Stops accepting requests, drains the workers, and closes the database.
+    pub async fn stop(self) {
+        if let Some((handle, join)) = self.server {
+            handle.stop(true).await;
+            let _ = join.await;
+        }
+        if let Some(workers) = self.workers {
+            workers.stop().await;
+        }
+        self.ctx.db.close().await;
+    }
+
+    /// Runs until SIGINT or SIGTERM, then stops gracefully.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.stop().await;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler can be installed");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,69 @@
+//! `contents`: one row per distributed update of a topic — the exact bytes, their Content-Type
+//! and the Link values every delivery of it carries.
+
+use std::{collections::HashMap, sync::Arc};
+
+use super::{Db, StoreError, Tx, dispatch, dispatch_tx, placeholders};
+
+pub struct NewContent<'a> {
+    pub topic_id: i64,
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+    pub content_hash: &'a str,
+    pub hub_link: &'a str,
+    pub self_link: &'a str,
+}
+
+pub async fn insert(tx: &mut Tx, c: &NewContent<'_>, now: i64) -> Result<i64, StoreError> {
+    let sql = "INSERT INTO contents (topic_id, content_type, body, content_hash, hub_link, self_link, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+    let id: i64 = dispatch_tx!(tx, conn => sqlx::query_scalar(sql)
+        .bind(c.topic_id).bind(c.content_type).bind(c.body).bind(c.content_hash)
+        .bind(c.hub_link).bind(c.self_link).bind(now)
+        .fetch_one(conn).await?);
+    Ok(id)
+}
+
+/// A content row as deliveries need it; the body is reference-counted, so the batch's
+/// concurrent POSTs share one copy.
+#[derive(Debug)]
+pub struct ContentRow {
+    pub id: i64,
+    pub content_type: Option<String>,
+    pub body: bytes::Bytes,
+    pub hub_link: String,
+    pub self_link: String,
+}
+
+type RawContent = (i64, Option<String>, Vec<u8>, String, String);
+
+/// Loads the given contents, keyed by id; bodies are shared, not copied per delivery.
+pub async fn load_many(db: &Db, ids: &[i64]) -> Result<HashMap<i64, Arc<ContentRow>>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!(
+        "SELECT id, content_type, body, hub_link, self_link FROM contents WHERE id IN ({})",
+        placeholders(1, ids.len())
+    );
+    let rows: Vec<RawContent> = dispatch!(db, c => {
+        let mut q = sqlx::query_as::<_, RawContent>(sqlx::AssertSqlSafe(sql.as_str()));
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.fetch_all(c).await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(id, content_type, body, hub_link, self_link)| {
+            let row = ContentRow {
+                id,
+                content_type,
+                body: body.into(),
+                hub_link,
+                self_link,
+            };
+            (id, Arc::new(row))
+        })
+        .collect())
+}

@@ -1,0 +1,182 @@
+//! `deliveries`: one row per (content, active subscription), created in bulk by a fan-out and
+//! worked through by hubout jobs that carry batches of ids.
+//!
+//! A job *claims* its rows (`pending` and due, or `sending` with a lapsed claim) before POSTing,
+//! so a duplicate job — after a crash, or from the reconciler — finds nothing to do.
+//! States: pending → sending → delivered | pending (retry) | failed | gone | cancelled.
+
+use super::{Db, StoreError, Tx, dispatch, dispatch_tx, placeholders};
+
+/// Creates one pending delivery of `content_id` per active, unexpired subscription of the
+/// topic, in one statement, and returns their ids.
+pub async fn fan_out(
+    tx: &mut Tx,
+    content_id: i64,
+    topic_id: i64,
+    now: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let sql = "INSERT INTO deliveries (content_id, subscription_id, next_attempt_at, created_at, updated_at)
+               SELECT $1, s.id, $3, $3, $3 FROM subscriptions s
+               WHERE s.topic_id = $2 AND s.state = 'active' AND s.expires_at > $3
+               ORDER BY s.id
+               ON CONFLICT (content_id, subscription_id) DO NOTHING
+               RETURNING id";
+    let mut ids: Vec<i64> = dispatch_tx!(tx, c => sqlx::query_scalar(sql)
+        .bind(content_id).bind(topic_id).bind(now).fetch_all(c).await?);
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Claims those of `ids` that are due, until `hold_until`; returns the claimed ids.
+pub async fn claim(
+    db: &Db,
+    ids: &[i64],
+    now: i64,
+    hold_until: i64,
+) -> Result<Vec<i64>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "UPDATE deliveries SET state = 'sending', claimed_until = $1, updated_at = $2
+         WHERE id IN ({})
+           AND ((state = 'pending' AND next_attempt_at <= $2)
+             OR (state = 'sending' AND claimed_until < $2))
+         RETURNING id",
+        placeholders(3, ids.len())
+    );
+    let claimed: Vec<i64> = dispatch!(db, c => {
+        let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(hold_until).bind(now);
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.fetch_all(c).await?
+    });
+    Ok(claimed)
+}
+
+/// Everything one POST needs about a claimed delivery and its subscription.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub attempts: i64,
+    pub content_id: i64,
+    pub subscription_id: i64,
+    pub callback: String,
+    pub secret: Option<String>,
+    pub subscription_state: String,
+    pub expires_at: i64,
+}
+
+pub async fn load_claimed(db: &Db, ids: &[i64]) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT d.id, d.attempts, d.content_id, s.id AS subscription_id, s.callback, s.secret,
+                s.state AS subscription_state, s.expires_at
+         FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+         WHERE d.id IN ({}) ORDER BY d.id",
+        placeholders(1, ids.len())
+    );
+    Ok(dispatch!(db, c => {
+        let mut q = sqlx::query_as::<_, ClaimedDelivery>(sqlx::AssertSqlSafe(sql.as_str()));
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.fetch_all(c).await?
+    }))
+}
+
+/// The recorded result of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    Delivered {
+        status: i64,
+    },
+    Retry {
+        status: Option<i64>,
+        error: String,
+        next_attempt_at: i64,
+    },
+    Failed {
+        status: Option<i64>,
+        error: String,
+    },
+    Gone,
+    Cancelled {
+        reason: String,
+    },
+}
+
+/// Writes the results of one batch. Deliveries that succeeded with the same status are updated
+/// together; the rarer outcomes row by row.
+pub async fn record(tx: &mut Tx, results: &[(i64, Recorded)], now: i64) -> Result<(), StoreError> {
+    let mut delivered: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    for (id, r) in results {
+        if let Recorded::Delivered { status } = r {
+            delivered.entry(*status).or_default().push(*id);
+        }
+    }
+    for (status, ids) in delivered {
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_status = $1,
+                     last_error = NULL, delivered_at = $2, updated_at = $2, claimed_until = NULL
+                 WHERE id IN ({})",
+                placeholders(3, chunk.len())
+            );
+            dispatch_tx!(tx, c => {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(status).bind(now);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                q.execute(c).await?;
+            });
+        }
+    }
+    let one = "UPDATE deliveries SET state = $2, attempts = attempts + $3, last_status = $4,
+                   last_error = $5, next_attempt_at = COALESCE($6, next_attempt_at),
+                   updated_at = $7, claimed_until = NULL
+               WHERE id = $1";
+    for (id, r) in results {
+        let (state, attempted, status, error, next): (
+            &str,
+            i64,
+            Option<i64>,
+            Option<&str>,
+            Option<i64>,
+        ) = match r {
+            Recorded::Delivered { .. } => continue,
+            Recorded::Retry {
+                status,
+                error,
+                next_attempt_at,
+            } => ("pending", 1, *status, Some(error), Some(*next_attempt_at)),
+            Recorded::Failed { status, error } => ("failed", 1, *status, Some(error), None),
+            Recorded::Gone => (
+                "gone",
+                1,
+                Some(410),
+                Some("410 Gone: subscription ended"),
+                None,
+            ),
+            Recorded::Cancelled { reason } => ("cancelled", 0, None, Some(reason), None),
+        };
+        dispatch_tx!(tx, c => {
+            sqlx::query(one)
+                .bind(id).bind(state).bind(attempted).bind(status).bind(error).bind(next).bind(now)
+                .execute(c).await?;
+        });
+    }
+    Ok(())
+}
+
+/// Open deliveries (pending, or sending under a claim that may have died with its process) and
+/// the earliest time each may be attempted.
+pub async fn open(db: &Db) -> Result<Vec<(i64, i64)>, StoreError> {
+    let sql = "SELECT id, CASE WHEN state = 'sending' THEN COALESCE(claimed_until, next_attempt_at)
+                              ELSE next_attempt_at END AS due
+               FROM deliveries WHERE state IN ('pending', 'sending') ORDER BY id";
+    Ok(dispatch!(db, c => sqlx::query_as::<_, (i64, i64)>(sql).fetch_all(c).await?))
+}

@@ -1,0 +1,170 @@
+//! Persistence on SQLite (the embedded default) or PostgreSQL, chosen once from the URL.
+//!
+//! Only this module and `jobs::queue` know which engine is in use. SQL is written once in the
+//! dialect both accept (`$N` placeholders, `ON CONFLICT`, `RETURNING`) and run through
+//! [`dispatch!`], which expands the same expression for each pool type. Times are integer Unix
+//! milliseconds passed in as parameters, never `now()` in SQL. One module per table.
+
+pub mod contents;
+pub mod deliveries;
+pub mod requests;
+pub mod subscriptions;
+pub mod topics;
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    PgPool, Postgres, Sqlite, SqlitePool,
+    postgres::PgPoolOptions,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("queue error: {0}")]
+    Queue(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A connection pool to one of the two engines.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Pg(PgPool),
+}
+
+/// An open transaction on one of the two engines.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Pg(sqlx::Transaction<'static, Postgres>),
+}
+
+/// Runs `$body` with `$conn` bound to the pool of whichever engine `$db` uses.
+macro_rules! dispatch {
+    ($db:expr, $conn:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($conn) => $body,
+            $crate::store::Db::Pg($conn) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$conn` bound to the connection of the transaction `$tx`.
+macro_rules! dispatch_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::store::Tx::Sqlite(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+            $crate::store::Tx::Pg(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use {dispatch, dispatch_tx};
+
+impl Db {
+    /// Connects; a SQLite file is created when missing, in WAL mode with a busy timeout.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(15))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+                .await?;
+            Ok(Self::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(15))
+                .connect(url)
+                .await?;
+            Ok(Self::Pg(pool))
+        } else {
+            Err(StoreError::Config(format!(
+                "unsupported database URL {url:?}: use sqlite://FILE or postgres://…"
+            )))
+        }
+    }
+
+    /// Applies Herald's migrations and the queue's. Herald's history lives in its own table so
+    /// it cannot clash with apalis' (stack-notes P2).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Db::Sqlite(pool) => {
+                let mut ours = sqlx::migrate!("./migrations/sqlite");
+                ours.dangerous_set_table_name("_herald_migrations");
+                ours.run(pool).await?;
+            }
+            Db::Pg(pool) => {
+                let mut ours = sqlx::migrate!("./migrations/postgres");
+                ours.dangerous_set_table_name("_herald_migrations");
+                ours.run(pool).await?;
+            }
+        }
+        crate::jobs::queue::migrate(self).await
+    }
+
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self {
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Pg(pool) => Tx::Pg(pool.begin().await?),
+        })
+    }
+
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Pg(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        dispatch!(self, pool => pool.close().await)
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Pg(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// `$start, $start+1, …` for `n` values: the placeholder list of an `IN (…)`.
+pub(crate) fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholder_lists() {
+        assert_eq!(super::placeholders(3, 3), "$3,$4,$5");
+        assert_eq!(super::placeholders(1, 1), "$1");
+    }
+}

@@ -1,0 +1,112 @@
+//! `topics`: one row per topic URL that has (or had) a verified subscription.
+//!
+//! Publish pings increment `ping_seq`; a distribution claims the topic, reads the count, fetches,
+//! and sets `distributed_seq` to what it read. Pings that arrive meanwhile leave the topic
+//! pending, so they lead to one more fetch rather than one each.
+
+use super::{Db, StoreError, Tx, dispatch, dispatch_tx};
+
+/// Returns the id of the topic row for `url`, creating it when missing.
+pub async fn upsert(tx: &mut Tx, url: &str, now: i64) -> Result<i64, StoreError> {
+    let sql = "INSERT INTO topics (url, created_at) VALUES ($1, $2)
+               ON CONFLICT (url) DO UPDATE SET url = excluded.url RETURNING id";
+    let id: i64 =
+        dispatch_tx!(tx, c => sqlx::query_scalar(sql).bind(url).bind(now).fetch_one(c).await?);
+    Ok(id)
+}
+
+/// Records a publish ping for `url` if the topic has an active subscriber; returns its id.
+pub async fn record_ping(tx: &mut Tx, url: &str, now: i64) -> Result<Option<i64>, StoreError> {
+    let sql = "UPDATE topics SET ping_seq = ping_seq + 1, last_pinged_at = $2
+               WHERE url = $1 AND EXISTS (
+                   SELECT 1 FROM subscriptions s
+                   WHERE s.topic_id = topics.id AND s.state = 'active' AND s.expires_at > $2)
+               RETURNING id";
+    let id: Option<i64> =
+        dispatch_tx!(tx, c => sqlx::query_scalar(sql).bind(url).bind(now).fetch_optional(c).await?);
+    Ok(id)
+}
+
+/// What a distribution needs to know about its topic once it holds the claim.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedTopic {
+    pub id: i64,
+    pub url: String,
+    pub ping_seq: i64,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub content_hash: Option<String>,
+}
+
+/// Claims a pending topic for distribution until `hold_until`. `None` when nothing is pending
+/// or another worker holds the claim.
+pub async fn claim(
+    db: &Db,
+    id: i64,
+    now: i64,
+    hold_until: i64,
+) -> Result<Option<ClaimedTopic>, StoreError> {
+    let sql = "UPDATE topics SET distributing_until = $3
+               WHERE id = $1 AND ping_seq > distributed_seq
+                 AND (distributing_until IS NULL OR distributing_until < $2)
+               RETURNING id, url, ping_seq, etag, last_modified, content_hash";
+    let row = dispatch!(db, c => sqlx::query_as::<_, ClaimedTopic>(sql)
+        .bind(id).bind(now).bind(hold_until).fetch_optional(c).await?);
+    Ok(row)
+}
+
+/// What a finished fetch leaves on the topic.
+#[derive(Debug, Clone, Default)]
+pub struct FetchRecord {
+    pub content_type: Option<String>,
+    pub content_hash: Option<String>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// Marks pings up to `seq` distributed, stores what the fetch learnt, releases the claim, and
+/// returns whether more pings are waiting.
+pub async fn finish(
+    tx: &mut Tx,
+    id: i64,
+    seq: i64,
+    fetched: &FetchRecord,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let sql = "UPDATE topics SET distributed_seq = $2, distributing_until = NULL,
+                   content_type = COALESCE($3, content_type), content_hash = COALESCE($4, content_hash),
+                   etag = $5, last_modified = $6, last_fetched_at = $7,
+                   last_fetch_error = NULL, fetch_failures = 0
+               WHERE id = $1 RETURNING ping_seq";
+    let ping_seq: i64 = dispatch_tx!(tx, c => sqlx::query_scalar(sql)
+        .bind(id).bind(seq).bind(&fetched.content_type).bind(&fetched.content_hash)
+        .bind(&fetched.etag).bind(&fetched.last_modified).bind(now)
+        .fetch_one(c).await?);
+    Ok(ping_seq > seq)
+}
+
+/// A fetch that failed: the error is kept and the claim released, the pings stay pending.
+pub async fn fetch_failed(db: &Db, id: i64, error: &str, now: i64) -> Result<(), StoreError> {
+    let sql = "UPDATE topics SET distributing_until = NULL, last_fetch_error = $2,
+                   fetch_failures = fetch_failures + 1, last_fetched_at = $3
+               WHERE id = $1";
+    dispatch!(db, c => {
+        sqlx::query(sql).bind(id).bind(error).bind(now).execute(c).await?;
+    });
+    Ok(())
+}
+
+/// Gives up on the pings up to `seq` after repeated fetch failures.
+pub async fn abandon(db: &Db, id: i64, seq: i64) -> Result<(), StoreError> {
+    let sql = "UPDATE topics SET distributed_seq = $2 WHERE id = $1 AND distributed_seq < $2";
+    dispatch!(db, c => {
+        sqlx::query(sql).bind(id).bind(seq).execute(c).await?;
+    });
+    Ok(())
+}
+
+/// Topics with pings that no distribution has covered yet.
+pub async fn pending_ids(db: &Db) -> Result<Vec<i64>, StoreError> {
+    let sql = "SELECT id FROM topics WHERE ping_seq > distributed_seq ORDER BY id";
+    Ok(dispatch!(db, c => sqlx::query_scalar(sql).fetch_all(c).await?))
+}
