@@ -1,0 +1,213 @@
+//! Content distribution (§7, §7.1): headers, signatures, outcomes and retries.
+
+use crate::helpers::{
+    Answer, Publisher, Subscriber, TestApp, eventually, subscriber::expected_signature,
+};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_carries_the_exact_body_content_type_and_link_header() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    // No space after the semicolon, trailing spaces in the text: both must arrive verbatim.
+    publisher.set(
+        "plain",
+        Some("text/plain;charset=UTF-8"),
+        "WebSub Rocks!\n\non April 1, 2026 9:00am  \n",
+    );
+    let topic = publisher.url("plain");
+    let cb = format!("{}?token=abc", sub.callback("p"));
+    app.subscribed(&topic, &cb, &[]).await;
+
+    assert_eq!(app.publish(&topic).await, reqwest::StatusCode::NO_CONTENT);
+    let d = &sub.wait_deliveries("p", 1).await[0];
+    assert_eq!(
+        d.uri, "/cb/p?token=abc",
+        "the exact callback, no hub.* added"
+    );
+    assert_eq!(d.body, b"WebSub Rocks!\n\non April 1, 2026 9:00am  \n");
+    assert_eq!(d.header("content-type"), Some("text/plain;charset=UTF-8"));
+    assert_eq!(
+        d.header("content-length"),
+        Some(d.body.len().to_string().as_str())
+    );
+    assert_eq!(
+        d.header("link"),
+        Some(format!("<{}>; rel=\"hub\", <{topic}>; rel=\"self\"", app.hub_url()).as_str())
+    );
+    assert_eq!(d.header("x-hub-signature"), None, "no secret, no signature");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hub_link_is_the_one_the_topic_advertises_for_this_hub() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("adv", Some("application/json"), "{\n  \"items\": []\n}");
+    let advertised = format!("http://127.0.0.1:{}/hub/", app.port);
+    publisher.set_header(
+        "adv",
+        "link",
+        &format!("<https://other-hub.example/>; rel=\"hub\", <{advertised}>; rel=\"hub\""),
+    );
+    let topic = publisher.url("adv");
+    app.subscribed(&topic, &sub.callback("a"), &[]).await;
+    app.publish(&topic).await;
+    let d = &sub.wait_deliveries("a", 1).await[0];
+    assert_eq!(
+        d.header("link"),
+        Some(format!("<{advertised}>; rel=\"hub\", <{topic}>; rel=\"self\"").as_str())
+    );
+    assert_eq!(d.header("content-type"), Some("application/json"));
+    assert_eq!(d.body, b"{\n  \"items\": []\n}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_are_signed_with_each_of_the_four_algorithms() {
+    for alg in ["sha1", "sha256", "sha384", "sha512"] {
+        let app = TestApp::spawn_with(&[("HERALD_SIGNATURE_ALGORITHM", alg)]).await;
+        let sub = Subscriber::spawn();
+        let publisher = Publisher::spawn();
+        let body = format!("<p>signed with {alg}</p>");
+        publisher.set("sig", Some("text/html; charset=UTF-8"), body.clone());
+        let topic = publisher.url("sig");
+        // A 199-byte secret with non-ASCII characters.
+        let secret = format!("{}{}", "ü".repeat(50), "k".repeat(99));
+        assert_eq!(secret.len(), 199);
+        app.subscribed(&topic, &sub.callback("s"), &[("hub.secret", &secret)])
+            .await;
+        app.publish(&topic).await;
+        let d = &sub.wait_deliveries("s", 1).await[0];
+        assert_eq!(
+            d.header("x-hub-signature"),
+            Some(expected_signature(alg, &secret, body.as_bytes()).as_str()),
+            "{alg}"
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_are_retried_until_delivered_with_the_same_body_and_signature() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("r", Some("text/plain"), "persist");
+    let topic = publisher.url("r");
+    app.subscribed(&topic, &sub.callback("flaky"), &[("hub.secret", "k")])
+        .await;
+    sub.on_deliver(
+        "flaky",
+        [
+            Answer::Status(500),
+            Answer::Redirect("/cb/elsewhere".into()),
+            Answer::StatusRetryAfter(503, 0),
+        ],
+    );
+    app.publish(&topic).await;
+    let got = sub.wait_deliveries("flaky", 4).await;
+    for d in &got {
+        assert_eq!(d.body, b"persist");
+        assert_eq!(
+            d.header("x-hub-signature"),
+            Some(expected_signature("sha256", "k", b"persist").as_str())
+        );
+    }
+    assert!(
+        sub.requests("elsewhere").is_empty(),
+        "a 3xx on delivery is never followed"
+    );
+    eventually("the delivery to be recorded", || async {
+        let state = app.scalar_text("SELECT state FROM deliveries", &[]).await?;
+        (state == "delivered").then_some(())
+    })
+    .await;
+    assert_eq!(app.count("SELECT attempts FROM deliveries").await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_410_ends_the_subscription() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("g", Some("text/plain"), "v1");
+    let topic = publisher.url("g");
+    let cb = sub.callback("gone");
+    app.subscribed(&topic, &cb, &[]).await;
+    sub.on_deliver("gone", [Answer::Status(410)]);
+    app.publish(&topic).await;
+    sub.wait_deliveries("gone", 1).await;
+    eventually("the subscription to end", || async {
+        (app.subscription_state(&topic, &cb).await? == "ended").then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.scalar_text("SELECT state FROM deliveries", &[])
+            .await
+            .as_deref(),
+        Some("gone")
+    );
+    // A later publish finds no active subscriber: the ping is not even counted.
+    publisher.set("g", Some("text/plain"), "v2");
+    assert_eq!(app.publish(&topic).await, reqwest::StatusCode::NO_CONTENT);
+    assert_eq!(app.count("SELECT ping_seq FROM topics").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM deliveries").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exhausted_delivery_is_kept_as_failed_and_the_subscriber_still_gets_the_next_update() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("x", Some("text/plain"), "first");
+    let topic = publisher.url("x");
+    let cb = sub.callback("down");
+    app.subscribed(&topic, &cb, &[]).await;
+    // Schedule 100ms,200ms,300ms: four attempts, then give up.
+    sub.on_deliver("down", std::iter::repeat_n(Answer::Status(500), 4));
+    app.publish(&topic).await;
+    sub.wait_deliveries("down", 4).await;
+    eventually("the delivery to be given up", || async {
+        (app.scalar_text("SELECT state FROM deliveries", &[]).await? == "failed").then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.scalar_text("SELECT last_error FROM deliveries", &[])
+            .await
+            .as_deref(),
+        Some("callback answered 500")
+    );
+    assert_eq!(
+        app.subscription_state(&topic, &cb).await.as_deref(),
+        Some("active")
+    );
+
+    publisher.set("x", Some("text/plain"), "second");
+    app.publish(&topic).await;
+    let got = sub.wait_deliveries("down", 5).await;
+    assert_eq!(got[4].body, b"second");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_subscriber_does_not_hold_up_the_others() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("busy", Some("text/plain"), "news");
+    let topic = publisher.url("busy");
+    app.subscribed(&topic, &sub.callback("slow"), &[]).await;
+    app.subscribed(&topic, &sub.callback("fast"), &[]).await;
+    sub.on_deliver("slow", [Answer::Gated]);
+    app.publish(&topic).await;
+    // The slow callback is holding its request open while the fast one is served.
+    sub.wait_deliveries("slow", 1).await;
+    sub.wait_deliveries("fast", 1).await;
+    sub.open_gate();
+    eventually("both deliveries to be recorded", || async {
+        (app.count("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
+            .await
+            == 2)
+            .then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,296 @@
+//! `TestApp`: Herald built exactly as `herald serve` builds it, on port 0, against a fresh
+//! SQLite file or a fresh PostgreSQL database (`HERALD_TEST_DATABASE=postgres`).
+
+use herald::{config::Settings, startup::Application, store::Db};
+use reqwest::StatusCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_env() -> Self {
+        match std::env::var("HERALD_TEST_DATABASE").as_deref() {
+            Ok("postgres") | Ok("postgresql") | Ok("pg") => Self::Postgres,
+            Ok("sqlite") | Err(_) => Self::Sqlite,
+            Ok(other) => panic!("HERALD_TEST_DATABASE={other:?}: use sqlite or postgres"),
+        }
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh, empty database URL for one test.
+async fn fresh_database() -> String {
+    let name = format!("herald_test_{}", herald::domain::challenge::random_hex(8));
+    match Backend::from_env() {
+        Backend::Sqlite => {
+            let path = std::env::temp_dir().join(format!("{name}.db"));
+            format!("sqlite://{}", path.display())
+        }
+        Backend::Postgres => {
+            let admin = admin_url();
+            let pool = sqlx::PgPool::connect(&admin)
+                .await
+                .expect("connect to PostgreSQL as admin");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&pool)
+                .await
+                .expect("create the test database");
+            pool.close().await;
+            let base = admin
+                .rsplit_once('/')
+                .map_or(admin.as_str(), |(b, _)| b)
+                .to_owned();
+            format!("{base}/{name}")
+        }
+    }
+}
+
+pub struct TestApp {
+    pub app: Option<Application>,
+    pub database_url: String,
+    pub port: u16,
+    pub vars: Vec<(&'static str, String)>,
+    pub client: reqwest::Client,
+    db: Db,
+}
+
+impl TestApp {
+    /// A hub that may contact loopback (where the test doubles live), with fast retries.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    /// As [`TestApp::spawn`], with settings overridden by `HERALD_*` names.
+    pub async fn spawn_with(overrides: &[(&'static str, &str)]) -> Self {
+        let database_url = fresh_database().await;
+        let mut vars: Vec<(&'static str, String)> = vec![
+            ("HERALD_ALLOW_PRIVATE_ADDRESSES", "true".into()),
+            ("HERALD_RETRY_SCHEDULE", "100ms,200ms,300ms".into()),
+            ("HERALD_LEASE_MIN_SECONDS", "1".into()),
+            ("HERALD_QUEUE_POLL", "100ms".into()),
+            ("HERALD_VERIFY_TIMEOUT", "5s".into()),
+            ("HERALD_DELIVERY_TIMEOUT", "5s".into()),
+        ];
+        for (k, v) in overrides {
+            vars.retain(|(name, _)| name != k);
+            vars.push((k, (*v).to_owned()));
+        }
+        Self::start(database_url, vars, None).await
+    }
+
+    async fn start(
+        database_url: String,
+        vars: Vec<(&'static str, String)>,
+        port: Option<u16>,
+    ) -> Self {
+        let mut all = vars.clone();
+        all.push(("HERALD_DATABASE_URL", database_url.clone()));
+        all.push(("HERALD_LISTEN", format!("127.0.0.1:{}", port.unwrap_or(0))));
+        let settings = Settings::from_vars(all).expect("valid test settings");
+        let app = Application::build(settings).await.expect("the hub starts");
+        let port = app.port().unwrap_or(0);
+        let db = Db::connect(&database_url)
+            .await
+            .expect("a second connection for assertions");
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Self {
+            app: Some(app),
+            database_url,
+            port,
+            vars,
+            client,
+            db,
+        }
+    }
+
+    /// Stops the hub gracefully and starts a new one on the same database (and port).
+    pub async fn restart(mut self) -> Self {
+        self.app.take().expect("running").stop().await;
+        self.db.close().await;
+        Self::start(
+            self.database_url.clone(),
+            self.vars.clone(),
+            Some(self.port),
+        )
+        .await
+    }
+
+    /// Starts another process-like instance on the same database with extra settings.
+    pub async fn sibling(&self, overrides: &[(&'static str, &str)]) -> TestApp {
+        let mut vars = self.vars.clone();
+        for (k, v) in overrides {
+            vars.retain(|(name, _)| name != k);
+            vars.push((k, (*v).to_owned()));
+        }
+        Self::start(self.database_url.clone(), vars, None).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+    }
+
+    pub fn hub_url(&self) -> String {
+        format!("http://127.0.0.1:{}/hub", self.port)
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// POSTs a form to the hub URL; returns status and body text.
+    pub async fn post_form(&self, pairs: &[(&str, &str)]) -> (StatusCode, String) {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        self.post_raw("application/x-www-form-urlencoded", body.into_bytes())
+            .await
+    }
+
+    pub async fn post_raw(&self, content_type: &str, body: Vec<u8>) -> (StatusCode, String) {
+        let response = self
+            .client
+            .post(self.hub_url())
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("the hub answers");
+        let status = response.status();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        callback: &str,
+        extra: &[(&str, &str)],
+    ) -> StatusCode {
+        let mut pairs = vec![
+            ("hub.mode", "subscribe"),
+            ("hub.topic", topic),
+            ("hub.callback", callback),
+        ];
+        pairs.extend_from_slice(extra);
+        self.post_form(&pairs).await.0
+    }
+
+    pub async fn unsubscribe(&self, topic: &str, callback: &str) -> StatusCode {
+        self.post_form(&[
+            ("hub.mode", "unsubscribe"),
+            ("hub.topic", topic),
+            ("hub.callback", callback),
+        ])
+        .await
+        .0
+    }
+
+    pub async fn publish(&self, topic: &str) -> StatusCode {
+        self.post_form(&[("hub.mode", "publish"), ("hub.url", topic)])
+            .await
+            .0
+    }
+
+    /// The state of the subscription of `callback` to `topic`, if a row exists.
+    pub async fn subscription_state(&self, topic: &str, callback: &str) -> Option<String> {
+        self.scalar_text(
+            "SELECT s.state FROM subscriptions s JOIN topics t ON t.id = s.topic_id WHERE t.url = $1 AND s.callback = $2",
+            &[topic, callback],
+        )
+        .await
+    }
+
+    /// Waits until the request for (topic, callback) is no longer pending; returns its state.
+    pub async fn settled_request(&self, topic: &str, callback: &str) -> String {
+        super::eventually("the subscription request to be settled", || async {
+            let state = self
+                .scalar_text(
+                    "SELECT state FROM subscription_requests WHERE topic = $1 AND callback = $2 ORDER BY id DESC LIMIT 1",
+                    &[topic, callback],
+                )
+                .await?;
+            (state != "pending").then_some(state)
+        })
+        .await
+    }
+
+    /// Subscribes and waits for the verification to succeed.
+    pub async fn subscribed(&self, topic: &str, callback: &str, extra: &[(&str, &str)]) {
+        assert_eq!(
+            self.subscribe(topic, callback, extra).await,
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(self.settled_request(topic, callback).await, "verified");
+    }
+
+    pub async fn scalar_text(&self, sql: &'static str, binds: &[&str]) -> Option<String> {
+        herald_sql::text(&self.db, sql, binds).await
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        herald_sql::count(&self.db, sql).await
+    }
+
+    pub async fn exec(&self, sql: &'static str) {
+        herald_sql::exec(&self.db, sql).await
+    }
+}
+
+/// Raw SQL for assertions and for breaking things on purpose.
+mod herald_sql {
+    use herald::store::Db;
+
+    pub async fn text(db: &Db, sql: &'static str, binds: &[&str]) -> Option<String> {
+        match db {
+            Db::Sqlite(p) => {
+                let mut q = sqlx::query_scalar::<_, Option<String>>(sql);
+                for b in binds {
+                    q = q.bind(*b);
+                }
+                q.fetch_optional(p).await.expect("query").flatten()
+            }
+            Db::Pg(p) => {
+                let mut q = sqlx::query_scalar::<_, Option<String>>(sql);
+                for b in binds {
+                    q = q.bind(*b);
+                }
+                q.fetch_optional(p).await.expect("query").flatten()
+            }
+        }
+    }
+
+    pub async fn count(db: &Db, sql: &'static str) -> i64 {
+        match db {
+            Db::Sqlite(p) => sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(p)
+                .await
+                .expect("query"),
+            Db::Pg(p) => sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(p)
+                .await
+                .expect("query"),
+        }
+    }
+
+    pub async fn exec(db: &Db, sql: &'static str) {
+        match db {
+            Db::Sqlite(p) => {
+                sqlx::query(sql).execute(p).await.expect("statement");
+            }
+            Db::Pg(p) => {
+                sqlx::query(sql).execute(p).await.expect("statement");
+            }
+        }
+    }
+}

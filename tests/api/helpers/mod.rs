@@ -1,0 +1,45 @@
+//! Test harness: a real Herald on a random loopback port against a fresh database, a real
+//! scriptable subscriber and a real publisher, and deadline-bounded waiting.
+
+pub mod app;
+pub mod publisher;
+pub mod subscriber;
+
+use std::{future::Future, time::Duration};
+
+pub use app::TestApp;
+pub use publisher::Publisher;
+pub use subscriber::{Answer, Subscriber};
+
+/// How long any awaited event may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it returns `Some`, failing the test with `what` after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > DEADLINE {
+            panic!("timed out after {DEADLINE:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A loopback listener on a free port, for a test double's server.
+pub fn loopback_listener() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = listener.local_addr().expect("bound address").port();
+    (listener, port)
+}
+
+/// Runs a test double's actix server in the background.
+pub fn run_server(server: actix_web::dev::Server) {
+    tokio::spawn(server);
+}

@@ -1,0 +1,113 @@
+//! A real publisher: serves topics (`/t/<name>`) whose body, Content-Type and extra headers the
+//! test sets and changes, and counts every fetch.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use actix_web::{App, HttpRequest, HttpResponse, web};
+
+#[derive(Debug, Clone, Default)]
+pub struct Topic {
+    pub body: Vec<u8>,
+    pub content_type: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub fetches: usize,
+    /// Answer with this status instead of the body.
+    pub status: Option<u16>,
+}
+
+#[derive(Clone, Default)]
+pub struct Publisher {
+    port: u16,
+    topics: Arc<Mutex<HashMap<String, Topic>>>,
+}
+
+impl Publisher {
+    pub fn spawn() -> Self {
+        let topics: Arc<Mutex<HashMap<String, Topic>>> = Arc::default();
+        let data = web::Data::new(topics.clone());
+        let (listener, port) = super::loopback_listener();
+        let server = actix_web::HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(serve))
+        })
+        .workers(2)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+        super::run_server(server);
+        Self { port, topics }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/t/{name}", self.port)
+    }
+
+    /// Sets (or replaces) what topic `name` serves.
+    pub fn set(&self, name: &str, content_type: Option<&str>, body: impl Into<Vec<u8>>) {
+        let mut all = self.topics.lock().expect("lock");
+        let t = all.entry(name.to_owned()).or_default();
+        t.body = body.into();
+        t.content_type = content_type.map(str::to_owned);
+        t.status = None;
+    }
+
+    pub fn set_header(&self, name: &str, header: &str, value: &str) {
+        let mut all = self.topics.lock().expect("lock");
+        all.entry(name.to_owned())
+            .or_default()
+            .headers
+            .push((header.to_owned(), value.to_owned()));
+    }
+
+    pub fn set_status(&self, name: &str, status: u16) {
+        self.topics
+            .lock()
+            .expect("lock")
+            .entry(name.to_owned())
+            .or_default()
+            .status = Some(status);
+    }
+
+    pub fn fetches(&self, name: &str) -> usize {
+        self.topics
+            .lock()
+            .expect("lock")
+            .get(name)
+            .map_or(0, |t| t.fetches)
+    }
+}
+
+async fn serve(
+    req: HttpRequest,
+    topics: web::Data<Arc<Mutex<HashMap<String, Topic>>>>,
+) -> HttpResponse {
+    let name = req.path().trim_start_matches("/t/").to_owned();
+    let mut all = topics.lock().expect("lock");
+    let Some(topic) = all.get_mut(&name) else {
+        return HttpResponse::NotFound().finish();
+    };
+    topic.fetches += 1;
+    if let Some(status) = topic.status {
+        let code = actix_web::http::StatusCode::from_u16(status).expect("valid status");
+        return HttpResponse::build(code).body("error page that must never be delivered");
+    }
+    let mut response = HttpResponse::Ok();
+    for (k, v) in &topic.headers {
+        response.append_header((k.as_str(), v.as_str()));
+    }
+    let mut response = response.body(topic.body.clone());
+    let headers = response.headers_mut();
+    headers.remove(actix_web::http::header::CONTENT_TYPE);
+    if let Some(ct) = &topic.content_type {
+        headers.insert(
+            actix_web::http::header::CONTENT_TYPE,
+            actix_web::http::header::HeaderValue::from_str(ct).expect("valid content type"),
+        );
+    }
+    response
+}

@@ -1,0 +1,11 @@
+//! Herald's integration tests: one binary, run once per backend
+//! (`HERALD_TEST_DATABASE=sqlite|postgres`; see README).
+
+mod helpers;
+
+mod deliver;
+mod durability;
+mod fanout;
+mod publish;
+mod subscribe;
+mod verify;

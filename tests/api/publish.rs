@@ -1,0 +1,149 @@
+//! Publish pings and topic fetches (§6; PuSH 0.3 §7.1).
+
+use reqwest::StatusCode;
+
+use crate::helpers::{Publisher, Subscriber, TestApp, eventually};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pings_name_topics_in_every_spelling_and_get_204() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    let names = ["a", "b", "c", "d", "e"];
+    for name in names {
+        publisher.set(name, Some("text/plain"), format!("topic {name}"));
+        app.subscribed(&publisher.url(name), &sub.callback(name), &[])
+            .await;
+    }
+    let (a, b, c, d, e) = (
+        publisher.url("a"),
+        publisher.url("b"),
+        publisher.url("c"),
+        publisher.url("d"),
+        publisher.url("e"),
+    );
+    let de = format!("{d},{e}");
+    let (status, body) = app
+        .post_form(&[
+            ("hub.mode", "publish"),
+            ("hub.url", &a),
+            ("hub.url", &b),
+            ("hub.url[]", &c),
+            ("hub.url", &de),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    for name in ["a", "b", "c", "d", "e"] {
+        let got = sub.wait_deliveries(name, 1).await;
+        assert_eq!(got[0].body, format!("topic {name}").as_bytes());
+    }
+    // websub.rocks pings with hub.topic only.
+    publisher.set("a", Some("text/plain"), "topic a, again");
+    let (status, _) = app
+        .post_form(&[("hub.mode", "publish"), ("hub.topic", &a)])
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(sub.wait_deliveries("a", 2).await[1].body, b"topic a, again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ping_without_subscribers_is_accepted_and_fetches_nothing() {
+    let app = TestApp::spawn().await;
+    let publisher = Publisher::spawn();
+    publisher.set("lonely", Some("text/plain"), "x");
+    assert_eq!(
+        app.publish(&publisher.url("lonely")).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM topics").await, 0);
+    assert_eq!(publisher.fetches("lonely"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_pings_are_refused_with_a_reason() {
+    let app = TestApp::spawn().await;
+    for (pairs, expected) in [
+        (vec![("hub.mode", "publish")], "at least one hub.url"),
+        (
+            vec![("hub.mode", "publish"), ("hub.url", "")],
+            "at least one hub.url",
+        ),
+        (
+            vec![("hub.mode", "publish"), ("hub.url", "not a url")],
+            "hub.url",
+        ),
+        (
+            vec![
+                ("hub.mode", "publish"),
+                ("hub.url", "http://127.0.0.1:9/ok"),
+                ("hub.url", "gopher://x/"),
+            ],
+            "http or https",
+        ),
+    ] {
+        let (status, body) = app.post_form(&pairs).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{pairs:?}");
+        assert!(body.contains(expected), "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unchanged_content_is_not_delivered_again_and_error_pages_never_are() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("same", Some("text/plain"), "stable");
+    let topic = publisher.url("same");
+    app.subscribed(&topic, &sub.callback("s"), &[]).await;
+
+    app.publish(&topic).await;
+    sub.wait_deliveries("s", 1).await;
+    app.publish(&topic).await;
+    eventually("the second fetch", || async {
+        (publisher.fetches("same") >= 2).then_some(())
+    })
+    .await;
+    eventually("the second distribution to finish", || async {
+        let pending = app
+            .count("SELECT COUNT(*) FROM topics WHERE ping_seq > distributed_seq")
+            .await;
+        (pending == 0).then_some(())
+    })
+    .await;
+
+    publisher.set_status("same", 500);
+    app.publish(&topic).await;
+    eventually("the failed fetch to be recorded", || async {
+        app.scalar_text(
+            "SELECT last_fetch_error FROM topics WHERE url = $1",
+            &[&topic],
+        )
+        .await
+    })
+    .await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM contents").await, 1);
+    assert_eq!(sub.deliveries("s").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compressed_topic_is_delivered_decoded() {
+    use std::io::Write;
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    let plain = "squeezed content ".repeat(50);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(plain.as_bytes()).expect("compress");
+    publisher.set(
+        "gz",
+        Some("text/plain; charset=utf-8"),
+        gz.finish().expect("compress"),
+    );
+    publisher.set_header("gz", "content-encoding", "gzip");
+    let topic = publisher.url("gz");
+    app.subscribed(&topic, &sub.callback("g"), &[]).await;
+    app.publish(&topic).await;
+    let d = &sub.wait_deliveries("g", 1).await[0];
+    assert_eq!(d.body, plain.as_bytes());
+    assert_eq!(d.header("content-encoding"), None);
+}
