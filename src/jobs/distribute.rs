@@ -65,7 +65,7 @@ pub async fn accept_ping(ctx: &HubContext, urls: &[HubUrl]) -> Result<usize, Sto
     Ok(jobs.len())
 }
 
-#[tracing::instrument(skip(ctx), fields(topic = job.topic))]
+#[tracing::instrument(skip_all, fields(topic = job.topic))]
 pub async fn run(ctx: &HubContext, job: DistributeJob) -> Result<(), JobError> {
     let now = now_ms();
     let hold = now + 2 * ctx.settings.fetch_timeout.as_millis() as i64 + 30_000;

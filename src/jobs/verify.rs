@@ -49,7 +49,7 @@ enum Verdict {
     Refused(String),
 }
 
-#[tracing::instrument(skip(ctx), fields(request = job.request))]
+#[tracing::instrument(skip_all, fields(request = job.request))]
 pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
     let Some(req) = requests::load(&ctx.db, job.request).await? else {
         return Ok(());

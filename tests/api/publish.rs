@@ -147,3 +147,90 @@ async fn a_compressed_topic_is_delivered_decoded() {
     assert_eq!(d.body, plain.as_bytes());
     assert_eq!(d.header("content-encoding"), None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirected_topic_is_followed_and_delivered_with_its_subscribed_url_as_self() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("new-home", Some("application/rss+xml"), "<rss/>");
+    publisher.set_redirect("old", &publisher.url("new-home"));
+    let topic = publisher.url("old");
+    app.subscribed(&topic, &sub.callback("m"), &[]).await;
+    app.publish(&topic).await;
+    let d = &sub.wait_deliveries("m", 1).await[0];
+    assert_eq!(d.body, b"<rss/>");
+    assert!(
+        d.header("link")
+            .is_some_and(|l| l.ends_with(&format!("<{topic}>; rel=\"self\"")))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_into_a_forbidden_address_is_not_followed() {
+    let app = TestApp::spawn_with(&[("HERALD_ALLOW_PRIVATE_ADDRESSES", "loopback")]).await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set_redirect("trap", "http://169.254.169.254/latest/meta-data/");
+    let topic = publisher.url("trap");
+    app.subscribed(&topic, &sub.callback("t"), &[]).await;
+    app.publish(&topic).await;
+    let error = eventually("the fetch error to be recorded", || async {
+        app.scalar_text(
+            "SELECT last_fetch_error FROM topics WHERE url = $1",
+            &[&topic],
+        )
+        .await
+    })
+    .await;
+    assert!(error.contains("not allowed"), "{error}");
+    assert_eq!(app.count("SELECT COUNT(*) FROM contents").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetches_are_conditional_and_a_304_delivers_nothing() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("etag", Some("text/plain"), "tagged");
+    publisher.set_etag("etag", "\"v1\"");
+    let topic = publisher.url("etag");
+    app.subscribed(&topic, &sub.callback("e"), &[]).await;
+    app.publish(&topic).await;
+    sub.wait_deliveries("e", 1).await;
+    app.publish(&topic).await;
+    eventually("the second fetch to finish", || async {
+        let idle = app
+            .count("SELECT COUNT(*) FROM topics WHERE ping_seq > distributed_seq")
+            .await
+            == 0;
+        (publisher.fetches("etag") == 2 && idle).then_some(())
+    })
+    .await;
+    assert_eq!(
+        publisher.request_headers("etag", "if-none-match"),
+        [None, Some("\"v1\"".to_owned())]
+    );
+    assert_eq!(sub.deliveries("e").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_over_the_size_cap_is_not_delivered() {
+    let app = TestApp::spawn_with(&[("HERALD_MAX_TOPIC_BYTES", "1024")]).await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("big", Some("text/plain"), "x".repeat(4096));
+    let topic = publisher.url("big");
+    app.subscribed(&topic, &sub.callback("b"), &[]).await;
+    app.publish(&topic).await;
+    let error = eventually("the fetch error to be recorded", || async {
+        app.scalar_text(
+            "SELECT last_fetch_error FROM topics WHERE url = $1",
+            &[&topic],
+        )
+        .await
+    })
+    .await;
+    assert!(error.contains("larger than 1024 bytes"), "{error}");
+    assert_eq!(app.count("SELECT COUNT(*) FROM contents").await, 0);
+}

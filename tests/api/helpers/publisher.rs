@@ -16,6 +16,12 @@ pub struct Topic {
     pub fetches: usize,
     /// Answer with this status instead of the body.
     pub status: Option<u16>,
+    /// Answer 302 to this location instead of the body.
+    pub redirect: Option<String>,
+    /// Serve this ETag, and 304 to a request that already has it.
+    pub etag: Option<String>,
+    /// The request headers of every fetch, in order.
+    pub requests: Vec<Vec<(String, String)>>,
 }
 
 #[derive(Clone, Default)]
@@ -73,6 +79,35 @@ impl Publisher {
             .status = Some(status);
     }
 
+    pub fn set_redirect(&self, name: &str, location: &str) {
+        self.topics
+            .lock()
+            .expect("lock")
+            .entry(name.to_owned())
+            .or_default()
+            .redirect = Some(location.to_owned());
+    }
+
+    pub fn set_etag(&self, name: &str, etag: &str) {
+        self.topics
+            .lock()
+            .expect("lock")
+            .entry(name.to_owned())
+            .or_default()
+            .etag = Some(etag.to_owned());
+    }
+
+    /// The value of `header` in every fetch of `name`, in order.
+    pub fn request_headers(&self, name: &str, header: &str) -> Vec<Option<String>> {
+        let all = self.topics.lock().expect("lock");
+        all.get(name).map_or_else(Vec::new, |t| {
+            t.requests
+                .iter()
+                .map(|h| h.iter().find(|(k, _)| k == header).map(|(_, v)| v.clone()))
+                .collect()
+        })
+    }
+
     pub fn fetches(&self, name: &str) -> usize {
         self.topics
             .lock()
@@ -92,11 +127,37 @@ async fn serve(
         return HttpResponse::NotFound().finish();
     };
     topic.fetches += 1;
+    topic.requests.push(
+        req.headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    );
+    if let Some(location) = &topic.redirect {
+        return HttpResponse::Found()
+            .insert_header(("location", location.as_str()))
+            .finish();
+    }
+    let if_none_match = req
+        .headers()
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok());
+    if topic.etag.is_some() && topic.etag.as_deref() == if_none_match {
+        return HttpResponse::NotModified().finish();
+    }
     if let Some(status) = topic.status {
         let code = actix_web::http::StatusCode::from_u16(status).expect("valid status");
         return HttpResponse::build(code).body("error page that must never be delivered");
     }
     let mut response = HttpResponse::Ok();
+    if let Some(etag) = &topic.etag {
+        response.insert_header(("etag", etag.as_str()));
+    }
     for (k, v) in &topic.headers {
         response.append_header((k.as_str(), v.as_str()));
     }

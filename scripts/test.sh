@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests once, the integration suite on SQLite and then on PostgreSQL.
+#
+# PostgreSQL is reached at HERALD_TEST_POSTGRES_URL (default: the local server with trust auth);
+# each integration test creates its own database there, named herald_test_*.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export HERALD_TEST_POSTGRES_URL="${HERALD_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+# Databases and files left by earlier runs.
+rm -f "${TMPDIR:-/tmp}"/herald_test_*.db "${TMPDIR:-/tmp}"/herald_test_*.db-*
+if command -v psql >/dev/null 2>&1; then
+  psql "$HERALD_TEST_POSTGRES_URL" -qAt -c \
+    "SELECT 'DROP DATABASE IF EXISTS ' || quote_ident(datname) || ';' FROM pg_database WHERE datname LIKE 'herald\_test\_%'" \
+    2>/dev/null | psql "$HERALD_TEST_POSTGRES_URL" -q >/dev/null 2>&1 || true
+fi
+
+echo "== unit tests and the integration suite on SQLite =="
+HERALD_TEST_DATABASE=sqlite cargo test --locked --all-targets
+
+echo "== the integration suite on PostgreSQL =="
+HERALD_TEST_DATABASE=postgres cargo test --locked --test api
