@@ -155,7 +155,6 @@ impl Outbound {
                 .build()?,
             deliver: base(settings.delivery_timeout)
                 .redirect(redirect::Policy::none())
-                .pool_max_idle_per_host(256)
                 .build()?,
             fetch: base(settings.fetch_timeout)
                 .redirect(follow_checked)

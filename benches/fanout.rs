@@ -1,0 +1,250 @@
+//! Fan-out and latency benchmark (design targets; run with `cargo bench --bench fanout`).
+//!
+//! Starts a real Herald (release build) on a fresh database, a local sink that answers 204 to
+//! every delivery and serves the topic, and inserts N verified subscriptions directly (the
+//! subscribe path has its own measure). Then it measures:
+//! - fan-out: one publish ping → every delivery POSTed and recorded (deliveries/s);
+//! - latency: with one subscriber and an idle hub, ping → delivery received (median, p90);
+//! - peak resident memory of the process (hub and sink together).
+//!
+//! `HERALD_BENCH_SUBSCRIBERS` (default 10000) sets N; `HERALD_TEST_DATABASE=postgres` and
+//! `HERALD_TEST_POSTGRES_URL` select PostgreSQL as in the tests.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use actix_web::{App, HttpResponse, web};
+use herald::{config::Settings, startup::Application, store::Db};
+use tokio::sync::Notify;
+
+struct Sink {
+    received: AtomicUsize,
+    notify: Notify,
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn database_url() -> String {
+    let name = format!("herald_bench_{}", herald::domain::challenge::random_hex(6));
+    if std::env::var("HERALD_TEST_DATABASE").is_ok_and(|v| v.starts_with("postgres")) {
+        let admin = std::env::var("HERALD_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let pool = sqlx::PgPool::connect(&admin)
+            .await
+            .expect("admin connection");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .expect("create database");
+        let base = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(b, _)| b)
+            .to_owned();
+        format!("{base}/{name}")
+    } else {
+        format!(
+            "sqlite://{}",
+            std::env::temp_dir().join(format!("{name}.db")).display()
+        )
+    }
+}
+
+/// Inserts `n` active subscriptions of `topic` with callbacks on the sink.
+async fn seed(db: &Db, topic: &str, sink_port: u16, n: usize) -> i64 {
+    let now = chrono::Utc::now().timestamp_millis();
+    let far = now + 86_400_000;
+    macro_rules! seed_on {
+        ($pool:expr) => {{
+            let topic_id: i64 = sqlx::query_scalar("INSERT INTO topics (url, created_at) VALUES ($1, $2) RETURNING id")
+                .bind(topic)
+                .bind(now)
+                .fetch_one($pool)
+                .await
+                .expect("topic");
+            let mut tx = $pool.begin().await.expect("tx");
+            for i in 0..n {
+                sqlx::query(
+                    "INSERT INTO subscriptions (topic_id, callback, lease_seconds, state, verified_at, expires_at,
+                         applied_request_id, created_at, updated_at)
+                     VALUES ($1, $2, 86400, 'active', $3, $4, 0, $3, $3)",
+                )
+                .bind(topic_id)
+                .bind(format!("http://127.0.0.1:{sink_port}/cb/{i}"))
+                .bind(now)
+                .bind(far)
+                .execute(&mut *tx)
+                .await
+                .expect("subscription");
+            }
+            tx.commit().await.expect("commit");
+            topic_id
+        }};
+    }
+    match db {
+        Db::Sqlite(pool) => seed_on!(pool),
+        Db::Pg(pool) => seed_on!(pool),
+    }
+}
+
+async fn delivered(db: &Db) -> i64 {
+    let sql = "SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'";
+    match db {
+        Db::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.expect("count"),
+        Db::Pg(p) => sqlx::query_scalar(sql).fetch_one(p).await.expect("count"),
+    }
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn ping(client: &reqwest::Client, hub: &str, topic: &str) {
+    let status = client
+        .post(hub)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "hub.mode=publish&hub.url={}",
+            url::form_urlencoded::byte_serialize(topic.as_bytes()).collect::<String>()
+        ))
+        .send()
+        .await
+        .expect("ping")
+        .status();
+    assert_eq!(status.as_u16(), 204);
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_usize("HERALD_BENCH_SUBSCRIBERS", 10_000);
+    let sink = Arc::new(Sink {
+        received: AtomicUsize::new(0),
+        notify: Notify::new(),
+    });
+    let topic_version = Arc::new(AtomicUsize::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let sink_port = listener.local_addr().expect("addr").port();
+    {
+        let sink = web::Data::from(sink.clone());
+        let version = web::Data::from(topic_version.clone());
+        let server = actix_web::HttpServer::new(move || {
+            App::new()
+                .app_data(sink.clone())
+                .app_data(version.clone())
+                .route(
+                    "/topic",
+                    web::get().to(|v: web::Data<AtomicUsize>| async move {
+                        HttpResponse::Ok()
+                            .content_type("application/atom+xml")
+                            .body(format!(
+                                "<feed><id>v{}</id></feed>",
+                                v.load(Ordering::SeqCst)
+                            ))
+                    }),
+                )
+                .default_service(web::to(|s: web::Data<Sink>| async move {
+                    s.received.fetch_add(1, Ordering::SeqCst);
+                    s.notify.notify_waiters();
+                    HttpResponse::NoContent().finish()
+                }))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+        tokio::spawn(server);
+    }
+
+    let url = database_url().await;
+    let settings = Settings::from_vars([
+        ("HERALD_DATABASE_URL", url.clone()),
+        ("HERALD_LISTEN", "127.0.0.1:0".to_owned()),
+        ("HERALD_ALLOW_PRIVATE_ADDRESSES", "true".to_owned()),
+    ])
+    .expect("settings");
+    let app = Application::build(settings).await.expect("hub");
+    let hub = format!("http://127.0.0.1:{}/hub", app.port().expect("port"));
+    let db = Db::connect(&url).await.expect("db");
+    let topic = format!("http://127.0.0.1:{sink_port}/topic");
+    let client = reqwest::Client::new();
+
+    // Latency: one subscriber, idle hub.
+    let latency_topic = format!("{topic}?latency");
+    seed(&db, &latency_topic, sink_port, 1).await;
+    let mut samples = Vec::new();
+    for _ in 0..30 {
+        let before = sink.received.load(Ordering::SeqCst);
+        topic_version.fetch_add(1, Ordering::SeqCst);
+        let start = Instant::now();
+        ping(&client, &hub, &latency_topic).await;
+        while sink.received.load(Ordering::SeqCst) == before {
+            let notified = sink.notify.notified();
+            if sink.received.load(Ordering::SeqCst) != before {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), notified).await;
+        }
+        samples.push(start.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    samples.sort();
+    let median = samples[samples.len() / 2];
+    let p90 = samples[samples.len() * 9 / 10];
+    let already = delivered(&db).await;
+
+    // Fan-out.
+    let seed_start = Instant::now();
+    seed(&db, &topic, sink_port, n).await;
+    let seeded = seed_start.elapsed();
+    let received_before = sink.received.load(Ordering::SeqCst);
+    topic_version.fetch_add(1, Ordering::SeqCst);
+    let start = Instant::now();
+    ping(&client, &hub, &topic).await;
+    // Wait on the sink's own counter (no database polling while the hub works)…
+    while sink.received.load(Ordering::SeqCst) - received_before < n {
+        let notified = sink.notify.notified();
+        if sink.received.load(Ordering::SeqCst) - received_before >= n {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "fan-out did not finish"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+    }
+    let posted = start.elapsed();
+    // …then for every result to be written back.
+    while delivered(&db).await - already < n as i64 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let recorded = start.elapsed();
+
+    println!("backend                 {}", db.engine());
+    println!("subscribers             {n} (seeded in {seeded:.2?})");
+    println!(
+        "fan-out, all POSTed     {posted:.2?}  ({:.0} deliveries/s)",
+        n as f64 / posted.as_secs_f64()
+    );
+    println!(
+        "fan-out, all recorded   {recorded:.2?}  ({:.0} deliveries/s)",
+        n as f64 / recorded.as_secs_f64()
+    );
+    println!("latency ping→delivery   median {median:.2?}, p90 {p90:.2?} (30 samples, idle)");
+    println!("peak RSS (hub + sink)   {:.0} MB", peak_rss_mb());
+    app.stop().await;
+}
