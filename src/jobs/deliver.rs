@@ -68,8 +68,13 @@ pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
     }
 
     let now = now_ms();
-    let hold = now + 2 * ctx.settings.delivery_timeout.as_millis() as i64 + 30_000;
-    let claimed = deliveries::claim(&ctx.db, &job.deliveries, now, hold).await?;
+    let claimed = deliveries::claim(
+        &ctx.db,
+        &job.deliveries,
+        now,
+        claim_until(ctx, now, job.deliveries.len()),
+    )
+    .await?;
     if claimed.is_empty() {
         return Ok(());
     }
@@ -132,6 +137,14 @@ pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
     tx.commit().await?;
     ctx.wakers.wake_for(&jobs);
     Ok(())
+}
+
+/// How long a batch keeps its claim: every round of concurrent POSTs may take a full timeout,
+/// plus one more and a margin for writing the results. A claim that lapses lets another worker
+/// take the deliveries again, so it must outlast the slowest batch.
+fn claim_until(ctx: &HubContext, now: i64, batch: usize) -> i64 {
+    let rounds = batch.div_ceil(ctx.settings.delivery_concurrency) as i64 + 1;
+    now + rounds * ctx.settings.delivery_timeout.as_millis() as i64 + 5_000
 }
 
 /// One POST, and what the retry policy makes of its outcome.

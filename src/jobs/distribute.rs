@@ -68,7 +68,8 @@ pub async fn accept_ping(ctx: &HubContext, urls: &[HubUrl]) -> Result<usize, Sto
 #[tracing::instrument(skip_all, fields(topic = job.topic))]
 pub async fn run(ctx: &HubContext, job: DistributeJob) -> Result<(), JobError> {
     let now = now_ms();
-    let hold = now + 2 * ctx.settings.fetch_timeout.as_millis() as i64 + 30_000;
+    // The fetch is bounded by its timeout; the margin covers the fan-out transaction.
+    let hold = now + ctx.settings.fetch_timeout.as_millis() as i64 + 30_000;
     let Some(topic) = topics::claim(&ctx.db, job.topic, now, hold).await? else {
         return Ok(());
     };

@@ -70,3 +70,104 @@ async fn work_whose_jobs_were_lost_is_reconciled_at_start_up() {
     let got = sub.wait_deliveries("r", 1).await;
     assert_eq!(got[0].body, b"found again");
 }
+
+/// The real binary, killed with SIGKILL while a delivery is in flight, then started again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_hub_delivers_what_was_in_flight_after_it_starts_again() {
+    use std::process::{Command, Stdio};
+
+    let app = TestApp::spawn().await; // provides a fresh database and the test settings
+    let database_url = app.database_url.clone();
+    let vars = app.vars.clone();
+    app.stop().await;
+
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("k", Some("text/plain"), "in flight");
+    let topic = publisher.url("k");
+    let (_, port) = crate::helpers::loopback_listener();
+    let start = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.arg("serve")
+            .env("HERALD_DATABASE_URL", &database_url)
+            .env("HERALD_LISTEN", format!("127.0.0.1:{port}"));
+        for (k, v) in &vars {
+            cmd.env(k, v);
+        }
+        cmd.env("HERALD_DELIVERY_TIMEOUT", "2s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("herald starts")
+    };
+    let hub = format!("http://127.0.0.1:{port}/hub");
+    let client = reqwest::Client::new();
+    let post = |pairs: Vec<(&'static str, String)>| {
+        let client = client.clone();
+        let hub = hub.clone();
+        async move {
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish();
+            client
+                .post(&hub)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+        }
+    };
+
+    let mut child = start();
+    eventually("the hub to listen", || async {
+        post(vec![
+            ("hub.mode", "publish".into()),
+            ("hub.url", topic.clone()),
+        ])
+        .await
+        .ok()
+        .map(|_| ())
+    })
+    .await;
+    let status = post(vec![
+        ("hub.mode", "subscribe".into()),
+        ("hub.topic", topic.clone()),
+        ("hub.callback", sub.callback("k")),
+    ])
+    .await
+    .expect("subscribe")
+    .status();
+    assert_eq!(status, StatusCode::ACCEPTED);
+    sub.wait_verifications("k", 1).await;
+    // The delivery will hang until the process is gone.
+    sub.on_deliver("k", [Answer::Gated]);
+    eventually("the subscription to be active", || async {
+        let r = post(vec![
+            ("hub.mode", "publish".into()),
+            ("hub.url", topic.clone()),
+        ])
+        .await
+        .ok()?;
+        (r.status() == StatusCode::NO_CONTENT && !sub.deliveries("k").is_empty()).then_some(())
+    })
+    .await;
+
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    sub.open_gate();
+
+    let mut child = start();
+    // The claim of the dead process lapses, the queue recovers its job, the delivery is made.
+    let got = crate::helpers::eventually_within(
+        std::time::Duration::from_secs(90),
+        "redelivery after the kill",
+        || async {
+            let got = sub.deliveries("k");
+            (got.len() >= 2).then_some(got)
+        },
+    )
+    .await;
+    assert_eq!(got.last().expect("a delivery").body, b"in flight");
+    child.kill().expect("stop");
+    let _ = child.wait();
+}

@@ -284,3 +284,26 @@ async fn percent_encoded_unreserved_characters_name_the_same_subscription() {
     );
     assert_eq!(app.count("SELECT COUNT(*) FROM subscriptions").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_root_path_is_an_alias_of_the_hub_url() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let body = format!(
+        "hub.mode=subscribe&hub.topic=http%3A%2F%2F127.0.0.1%3A9%2Ft&hub.callback={}",
+        url::form_urlencoded::byte_serialize(sub.callback("root").as_bytes()).collect::<String>()
+    );
+    let response = app
+        .client
+        .post(format!("http://127.0.0.1:{}/", app.port))
+        .header(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=UTF-8",
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    sub.wait_verifications("root", 1).await;
+}

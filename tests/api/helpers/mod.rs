@@ -15,7 +15,16 @@ pub use subscriber::{Answer, Subscriber};
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Polls `check` until it returns `Some`, failing the test with `what` after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_within(DEADLINE, what, check).await
+}
+
+/// As [`eventually`], with its own deadline (for what waits on the queue's orphan recovery).
+pub async fn eventually_within<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -25,8 +34,8 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        if start.elapsed() > DEADLINE {
-            panic!("timed out after {DEADLINE:?} waiting for {what}");
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
