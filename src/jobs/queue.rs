@@ -258,21 +258,21 @@ pub fn start(ctx: Ctx) -> Workers {
             true
         })
         .shutdown_timeout(Duration::from_secs(10));
-    match &ctx.db {
-        Db::Sqlite(pool) => {
+    // The same three workers on whichever storage the database uses.
+    macro_rules! register_all {
+        ($storage:ident, $config:ident, $pool:expr, $batch:expr) => {{
             let config = |q: Queue| {
-                SqliteConfig::default()
+                $config::default()
                     .queue(q.name())
-                    .batch_size(10)
+                    .batch_size($batch)
                     .heartbeat_interval(HEARTBEAT)
                     .missed_heartbeats(2)
             };
-            let verify = SqliteStorage::<VerifyJob>::new(pool).with_config(config(Queue::Verify));
+            let verify = $storage::<VerifyJob>::new($pool).with_config(config(Queue::Verify));
             let distribute =
-                SqliteStorage::<DistributeJob>::new(pool).with_config(config(Queue::Distribute));
-            let deliver =
-                SqliteStorage::<DeliverJob>::new(pool).with_config(config(Queue::Deliver));
-            monitor = monitor
+                $storage::<DistributeJob>::new($pool).with_config(config(Queue::Distribute));
+            let deliver = $storage::<DeliverJob>::new($pool).with_config(config(Queue::Deliver));
+            monitor
                 .register(worker!(verify, ctx, Queue::Verify, instance, verify_task))
                 .register(worker!(
                     distribute,
@@ -287,39 +287,13 @@ pub fn start(ctx: Ctx) -> Workers {
                     Queue::Deliver,
                     instance,
                     deliver_task
-                ));
-        }
-        Db::Pg(pool) => {
-            let config = |q: Queue| {
-                PgConfig::default()
-                    .queue(q.name())
-                    .batch_size(20)
-                    .heartbeat_interval(HEARTBEAT)
-                    .missed_heartbeats(2)
-            };
-            let verify = PostgresStorage::<VerifyJob>::new(pool).with_config(config(Queue::Verify));
-            let distribute =
-                PostgresStorage::<DistributeJob>::new(pool).with_config(config(Queue::Distribute));
-            let deliver =
-                PostgresStorage::<DeliverJob>::new(pool).with_config(config(Queue::Deliver));
-            monitor = monitor
-                .register(worker!(verify, ctx, Queue::Verify, instance, verify_task))
-                .register(worker!(
-                    distribute,
-                    ctx,
-                    Queue::Distribute,
-                    instance,
-                    distribute_task
                 ))
-                .register(worker!(
-                    deliver,
-                    ctx,
-                    Queue::Deliver,
-                    instance,
-                    deliver_task
-                ));
-        }
+        }};
     }
+    monitor = match &ctx.db {
+        Db::Sqlite(pool) => register_all!(SqliteStorage, SqliteConfig, pool, 10),
+        Db::Pg(pool) => register_all!(PostgresStorage, PgConfig, pool, 20),
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let reconciler = super::reconcile::spawn(ctx.clone());
     let done = tokio::spawn(async move {

@@ -117,11 +117,7 @@ async fn failures_are_retried_until_delivered_with_the_same_body_and_signature()
         sub.requests("elsewhere").is_empty(),
         "a 3xx on delivery is never followed"
     );
-    eventually("the delivery to be recorded", || async {
-        let state = app.scalar_text("SELECT state FROM deliveries", &[]).await?;
-        (state == "delivered").then_some(())
-    })
-    .await;
+    app.wait_delivery_state("delivered").await;
     assert_eq!(app.count("SELECT attempts FROM deliveries").await, 4);
 }
 
@@ -167,10 +163,7 @@ async fn an_exhausted_delivery_is_kept_as_failed_and_the_subscriber_still_gets_t
     sub.on_deliver("down", std::iter::repeat_n(Answer::Status(500), 4));
     app.publish(&topic).await;
     sub.wait_deliveries("down", 4).await;
-    eventually("the delivery to be given up", || async {
-        (app.scalar_text("SELECT state FROM deliveries", &[]).await? == "failed").then_some(())
-    })
-    .await;
+    app.wait_delivery_state("failed").await;
     assert_eq!(
         app.scalar_text("SELECT last_error FROM deliveries", &[])
             .await
@@ -203,11 +196,5 @@ async fn a_slow_subscriber_does_not_hold_up_the_others() {
     sub.wait_deliveries("slow", 1).await;
     sub.wait_deliveries("fast", 1).await;
     sub.open_gate();
-    eventually("both deliveries to be recorded", || async {
-        (app.count("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
-            .await
-            == 2)
-            .then_some(())
-    })
-    .await;
+    app.wait_delivered(2).await;
 }

@@ -27,10 +27,7 @@ async fn a_restart_in_the_middle_of_pending_retries_delivers_them_afterwards() {
     let app = app.restart().await;
     let got = sub.wait_deliveries("c", 2).await;
     assert_eq!(got[1].body, b"survives");
-    eventually("the delivery to be recorded", || async {
-        (app.scalar_text("SELECT state FROM deliveries", &[]).await? == "delivered").then_some(())
-    })
-    .await;
+    app.wait_delivery_state("delivered").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -28,13 +28,7 @@ async fn one_publish_reaches_three_hundred_subscribers_exactly_once() {
     })
     .await;
     app.publish(&topic).await;
-    eventually("every delivery to be recorded", || async {
-        (app.count("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
-            .await
-            == N as i64)
-            .then_some(())
-    })
-    .await;
+    app.wait_delivered(N as i64).await;
     let mut seen = HashSet::new();
     for i in 0..N {
         let got = sub.deliveries(&format!("s{i}"));

@@ -103,24 +103,11 @@ async fn unchanged_content_is_not_delivered_again_and_error_pages_never_are() {
         (publisher.fetches("same") >= 2).then_some(())
     })
     .await;
-    eventually("the second distribution to finish", || async {
-        let pending = app
-            .count("SELECT COUNT(*) FROM topics WHERE ping_seq > distributed_seq")
-            .await;
-        (pending == 0).then_some(())
-    })
-    .await;
+    app.wait_topics_idle().await;
 
     publisher.set_status("same", 500);
     app.publish(&topic).await;
-    eventually("the failed fetch to be recorded", || async {
-        app.scalar_text(
-            "SELECT last_fetch_error FROM topics WHERE url = $1",
-            &[&topic],
-        )
-        .await
-    })
-    .await;
+    app.wait_fetch_error(&topic).await;
     assert_eq!(app.count("SELECT COUNT(*) FROM contents").await, 1);
     assert_eq!(sub.deliveries("s").len(), 1);
 }
@@ -175,14 +162,7 @@ async fn a_redirect_into_a_forbidden_address_is_not_followed() {
     let topic = publisher.url("trap");
     app.subscribed(&topic, &sub.callback("t"), &[]).await;
     app.publish(&topic).await;
-    let error = eventually("the fetch error to be recorded", || async {
-        app.scalar_text(
-            "SELECT last_fetch_error FROM topics WHERE url = $1",
-            &[&topic],
-        )
-        .await
-    })
-    .await;
+    let error = app.wait_fetch_error(&topic).await;
     assert!(error.contains("not allowed"), "{error}");
     assert_eq!(app.count("SELECT COUNT(*) FROM contents").await, 0);
 }
@@ -223,14 +203,7 @@ async fn a_topic_over_the_size_cap_is_not_delivered() {
     let topic = publisher.url("big");
     app.subscribed(&topic, &sub.callback("b"), &[]).await;
     app.publish(&topic).await;
-    let error = eventually("the fetch error to be recorded", || async {
-        app.scalar_text(
-            "SELECT last_fetch_error FROM topics WHERE url = $1",
-            &[&topic],
-        )
-        .await
-    })
-    .await;
+    let error = app.wait_fetch_error(&topic).await;
     assert!(error.contains("larger than 1024 bytes"), "{error}");
     assert_eq!(app.count("SELECT COUNT(*) FROM contents").await, 0);
 }

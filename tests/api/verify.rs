@@ -98,13 +98,7 @@ async fn an_unsubscription_is_verified_and_stops_deliveries() {
     sub.wait_deliveries("stays", 1).await;
     // Both deliveries are created by the same fan-out: once the one for "stays" exists and was
     // answered, a delivery for "leaves" would have been recorded too.
-    eventually("the fan-out to be recorded", || async {
-        (app.count("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    app.wait_delivered(1).await;
     assert_eq!(app.count("SELECT COUNT(*) FROM deliveries").await, 1);
     assert!(sub.deliveries("leaves").is_empty());
 }
@@ -154,13 +148,7 @@ async fn leases_are_clamped_and_expired_subscriptions_receive_nothing() {
 
     app.publish(&topic).await;
     sub.wait_deliveries("long", 1).await;
-    eventually("the fan-out to be recorded", || async {
-        (app.count("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    app.wait_delivered(1).await;
     assert_eq!(app.count("SELECT COUNT(*) FROM deliveries").await, 1);
     assert!(sub.deliveries("short").is_empty());
 }

@@ -234,6 +234,54 @@ impl TestApp {
         assert_eq!(self.settled_request(topic, callback).await, "verified");
     }
 
+    /// Waits until `n` deliveries are recorded as delivered.
+    pub async fn wait_delivered(&self, n: i64) {
+        super::eventually(&format!("{n} deliveries to be recorded"), || async {
+            (self
+                .count("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
+                .await
+                == n)
+                .then_some(())
+        })
+        .await
+    }
+
+    /// Waits until no topic has pings that a distribution has not covered.
+    pub async fn wait_topics_idle(&self) {
+        super::eventually("every distribution to finish", || async {
+            (self
+                .count("SELECT COUNT(*) FROM topics WHERE ping_seq > distributed_seq")
+                .await
+                == 0)
+                .then_some(())
+        })
+        .await
+    }
+
+    /// Waits for a fetch error to be recorded on `topic`, and returns it.
+    pub async fn wait_fetch_error(&self, topic: &str) -> String {
+        super::eventually("the fetch error to be recorded", || async {
+            self.scalar_text(
+                "SELECT last_fetch_error FROM topics WHERE url = $1",
+                &[topic],
+            )
+            .await
+        })
+        .await
+    }
+
+    /// Waits until the only delivery has reached `state`.
+    pub async fn wait_delivery_state(&self, state: &str) {
+        super::eventually(&format!("the delivery to be {state}"), || async {
+            (self
+                .scalar_text("SELECT state FROM deliveries", &[])
+                .await?
+                == state)
+                .then_some(())
+        })
+        .await
+    }
+
     pub async fn scalar_text(&self, sql: &'static str, binds: &[&str]) -> Option<String> {
         herald_sql::text(&self.db, sql, binds).await
     }

@@ -41,14 +41,31 @@ where
     }
 }
 
-/// A loopback listener on a free port, for a test double's server.
+/// Starts a test double: an actix server on a free loopback port whose every request goes to
+/// `$handler`, with `$data` as app data. Evaluates to the port.
+#[macro_export]
+macro_rules! spawn_double {
+    ($data:expr, $handler:expr) => {{
+        let data = $data;
+        let (listener, port) = $crate::helpers::loopback_listener();
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(data.clone())
+                .default_service(actix_web::web::to($handler))
+        })
+        .workers(2)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+        tokio::spawn(server);
+        port
+    }};
+}
+
+/// A loopback listener on a free port.
 pub fn loopback_listener() -> (std::net::TcpListener, u16) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     let port = listener.local_addr().expect("bound address").port();
     (listener, port)
-}
-
-/// Runs a test double's actix server in the background.
-pub fn run_server(server: actix_web::dev::Server) {
-    tokio::spawn(server);
 }

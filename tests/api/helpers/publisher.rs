@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use actix_web::{App, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 
 #[derive(Debug, Clone, Default)]
 pub struct Topic {
@@ -34,18 +34,7 @@ impl Publisher {
     pub fn spawn() -> Self {
         let topics: Arc<Mutex<HashMap<String, Topic>>> = Arc::default();
         let data = web::Data::new(topics.clone());
-        let (listener, port) = super::loopback_listener();
-        let server = actix_web::HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .default_service(web::to(serve))
-        })
-        .workers(2)
-        .disable_signals()
-        .listen(listener)
-        .expect("listen")
-        .run();
-        super::run_server(server);
+        let port = crate::spawn_double!(data, serve);
         Self { port, topics }
     }
 

@@ -7,7 +7,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use actix_web::{App, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use hmac::{Hmac, KeyInit, Mac};
 use tokio::sync::Notify;
 
@@ -76,18 +76,7 @@ impl Subscriber {
     pub fn spawn() -> Self {
         let state = Arc::new(State::default());
         let data = web::Data::from(state.clone());
-        let (listener, port) = super::loopback_listener();
-        let server = actix_web::HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .default_service(web::to(handle))
-        })
-        .workers(2)
-        .disable_signals()
-        .listen(listener)
-        .expect("listen")
-        .run();
-        super::run_server(server);
+        let port = crate::spawn_double!(data, handle);
         Self { port, state }
     }
 
