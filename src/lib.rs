@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod domain;
+pub mod feed;
 pub mod http;
 pub mod jobs;
 pub mod outbound;

@@ -1,0 +1,48 @@
+//! Which entries are new or changed, against what the topic already delivered.
+
+use std::collections::HashMap;
+
+use super::Feed;
+
+/// The entries a topic delivered before: key → content hash.
+pub type Known = HashMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// Indexes (in document order) of entries never delivered.
+    pub new: Vec<usize>,
+    /// Indexes of entries delivered before with other content.
+    pub changed: Vec<usize>,
+}
+
+impl Selection {
+    pub fn is_empty(&self) -> bool {
+        self.new.is_empty() && self.changed.is_empty()
+    }
+
+    /// New and changed entries, in document order.
+    pub fn indexes(&self) -> Vec<usize> {
+        let mut all: Vec<usize> = self.new.iter().chain(&self.changed).copied().collect();
+        all.sort_unstable();
+        all
+    }
+
+    pub fn contains(&self, i: usize) -> bool {
+        self.new.contains(&i) || self.changed.contains(&i)
+    }
+}
+
+pub fn select(feed: &Feed, known: &Known) -> Selection {
+    let mut selection = Selection {
+        new: Vec::new(),
+        changed: Vec::new(),
+    };
+    for (i, entry) in feed.entries.iter().enumerate() {
+        match known.get(&entry.key) {
+            None => selection.new.push(i),
+            Some(hash) if *hash != entry.hash => selection.changed.push(i),
+            Some(_) => {}
+        }
+    }
+    selection
+}
