@@ -239,7 +239,7 @@ fn attribute(
         .flatten()
         .find(|a| a.key.local_name().as_ref() == local)
         .and_then(|a| {
-            a.decode_and_unescape_value(decoder)
+            a.decoded_and_normalized_value(quick_xml::XmlVersion::Implicit1_0, decoder)
                 .ok()
                 .map(|v| v.into_owned())
         })
