@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::domain::{
     address::AddressPolicy,
+    delivery_mode::DeliveryMode,
     lease::LeasePolicy,
     retry::{RetryPolicy, RetrySchedule, parse_duration},
     signature::SignatureAlgorithm,
@@ -54,6 +55,9 @@ pub struct ServeArgs {
     /// The longest Retry-After (on 429/503) the hub honours.
     #[arg(long, env = "HERALD_MAX_RETRY_AFTER", default_value = "12h", value_parser = parse_duration)]
     pub max_retry_after: Duration,
+    /// How feed topics are delivered unless a subscription asks otherwise: diff, single, full.
+    #[arg(long, env = "HERALD_FEED_DELIVERY", default_value = "diff")]
+    pub feed_delivery: DeliveryMode,
     /// HMAC for X-Hub-Signature: sha1, sha256, sha384 or sha512.
     #[arg(long, env = "HERALD_SIGNATURE_ALGORITHM", default_value = "sha256")]
     pub signature_algorithm: SignatureAlgorithm,
@@ -113,6 +117,7 @@ pub struct Settings {
     pub lease: LeasePolicy,
     pub retry: RetryPolicy,
     pub signature_algorithm: SignatureAlgorithm,
+    pub feed_delivery: DeliveryMode,
     pub max_request_bytes: usize,
     pub max_topic_bytes: usize,
     pub verify_timeout: Duration,
@@ -154,6 +159,7 @@ impl TryFrom<ServeArgs> for Settings {
             lease,
             retry: RetryPolicy::new(a.retry_schedule, a.max_retry_after),
             signature_algorithm: a.signature_algorithm,
+            feed_delivery: a.feed_delivery,
             max_request_bytes: positive("HERALD_MAX_REQUEST_BYTES", a.max_request_bytes)?,
             max_topic_bytes: positive("HERALD_MAX_TOPIC_BYTES", a.max_topic_bytes)?,
             verify_timeout: a.verify_timeout,

@@ -10,6 +10,7 @@
 //! is refused whole if any of them is not a valid URL.
 
 use super::{
+    delivery_mode::DeliveryMode,
     lease::{self, InvalidLease},
     secret::{Secret, SecretTooLong},
     url::{HubUrl, UrlError},
@@ -51,6 +52,8 @@ pub struct SubscriptionRequest {
     pub lease_seconds: Option<u64>,
     /// Always `None` for unsubscribe.
     pub secret: Option<Secret>,
+    /// `herald.delivery`: how feed updates are delivered; `None` for the hub default.
+    pub delivery_mode: Option<DeliveryMode>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +84,8 @@ pub enum HubRequestError {
     Lease(#[from] InvalidLease),
     #[error(transparent)]
     Secret(#[from] SecretTooLong),
+    #[error("herald.delivery {0}")]
+    DeliveryMode(String),
     #[error("a publish ping needs at least one hub.url or hub.topic")]
     NoPublishTopic,
     #[error("a publish ping may name at most {MAX_PUBLISH_TOPICS} topics")]
@@ -188,14 +193,18 @@ impl TryFrom<&[(String, String)]> for HubRequest {
         };
         let callback = form.required_url("hub.callback")?;
         let topic = form.required_url("hub.topic")?;
-        let (lease_seconds, secret) = match mode {
-            Mode::Unsubscribe => (None, None),
+        let (lease_seconds, secret, delivery_mode) = match mode {
+            Mode::Unsubscribe => (None, None, None),
             Mode::Subscribe => {
                 let lease = match form.one("hub.lease_seconds")? {
                     None | Some("") => None,
                     Some(raw) => Some(lease::parse_requested(raw)?),
                 };
-                (lease, Secret::parse(form.one("hub.secret")?)?)
+                let delivery = match form.one("herald.delivery")? {
+                    None | Some("") => None,
+                    Some(raw) => Some(raw.parse().map_err(HubRequestError::DeliveryMode)?),
+                };
+                (lease, Secret::parse(form.one("hub.secret")?)?, delivery)
             }
         };
         Ok(Self::Subscription(Box::new(SubscriptionRequest {
@@ -204,6 +213,7 @@ impl TryFrom<&[(String, String)]> for HubRequest {
             callback,
             lease_seconds,
             secret,
+            delivery_mode,
         })))
     }
 }
@@ -289,6 +299,11 @@ mod tests {
         ));
         assert_eq!(s.lease_seconds, Some(3600));
         assert_eq!(s.secret.unwrap().expose(), "sécret");
+        assert_eq!(s.delivery_mode, None);
+        let s = subscription(&format!(
+            "hub.mode=subscribe&{TOPIC}&{CB}&herald.delivery=single"
+        ));
+        assert_eq!(s.delivery_mode, Some(DeliveryMode::Single));
     }
 
     #[test]
@@ -349,6 +364,10 @@ mod tests {
             (
                 format!("hub.mode=subscribe&{TOPIC}&{CB}&hub.secret={long_secret}"),
                 "shorter than 200 bytes",
+            ),
+            (
+                format!("hub.mode=subscribe&{TOPIC}&{CB}&herald.delivery=some"),
+                "herald.delivery \"some\" is not one of",
             ),
             ("hub.mode=publish".to_owned(), "at least one hub.url"),
             (

@@ -5,6 +5,7 @@
 
 pub mod address;
 pub mod challenge;
+pub mod delivery_mode;
 pub mod hub_request;
 pub mod lease;
 pub mod link;

@@ -34,6 +34,11 @@ use crate::{
 
 pub const QUEUE: &str = "hubout";
 
+/// A delivery's stable identity: the same on every attempt of that delivery.
+pub const EVENT_ID_HEADER: &str = "herald-event-id";
+/// The delivery's number among all deliveries to its subscription, from 1, without gaps.
+pub const SEQUENCE_HEADER: &str = "herald-sequence";
+
 /// Content-Type sent when the topic had none.
 pub const FALLBACK_CONTENT_TYPE: &str = "application/octet-stream";
 
@@ -75,6 +80,7 @@ pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
         claim_until(ctx, now, job.deliveries.len()),
     )
     .await?;
+    requeue_blocked(ctx, &job.deliveries, &claimed).await?;
     if claimed.is_empty() {
         return Ok(());
     }
@@ -138,6 +144,53 @@ pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
     ctx.wakers.wake_for(&jobs);
     Ok(())
 }
+
+/// Deliveries of this job that wait behind an older one to the same subscription go back to
+/// the queue, due when that one can next be finished. (When it finishes first, the job that
+/// finished it pushes them at once; this covers the moment both jobs run together.)
+async fn requeue_blocked(
+    ctx: &HubContext,
+    requested: &[i64],
+    claimed: &[i64],
+) -> Result<(), JobError> {
+    let claimed: std::collections::HashSet<i64> = claimed.iter().copied().collect();
+    let unclaimed: Vec<i64> = requested
+        .iter()
+        .copied()
+        .filter(|id| !claimed.contains(id))
+        .collect();
+    if unclaimed.is_empty() {
+        return Ok(());
+    }
+    let soon = now_ms() + BLOCKED_RECHECK.as_millis() as i64;
+    let mut by_time: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for (id, due) in deliveries::blocked(&ctx.db, &unclaimed, soon).await? {
+        by_time.entry(due.max(soon)).or_default().push(id);
+    }
+    if by_time.is_empty() {
+        return Ok(());
+    }
+    let jobs: Vec<Job> = by_time
+        .into_iter()
+        .map(|(at, ids)| {
+            Job::new(
+                Queue::Deliver,
+                &DeliverJob {
+                    deliveries: ids,
+                    not_before: at,
+                },
+            )
+            .not_before(at)
+        })
+        .collect();
+    let mut tx = ctx.db.begin().await?;
+    queue::push(&mut tx, &jobs).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// How long a delivery waiting behind one in flight waits before it looks again.
+const BLOCKED_RECHECK: Duration = Duration::from_secs(1);
 
 /// How long a batch keeps its claim: every round of concurrent POSTs may take a full timeout,
 /// plus one more and a margin for writing the results. A claim that lapses lets another worker

@@ -1,11 +1,21 @@
 //! `hubdistrib`: publish pings, topic fetches and fan-out (WebSub §6, §7).
 //!
 //! A ping counts against the topic (only topics with an active subscriber are tracked) and
-//! pushes a job. The job claims the topic, fetches it (conditional GET, a few checked
-//! redirects, a size cap), and when the content changed stores one `contents` row, creates one
-//! delivery per active subscription with a single `INSERT … SELECT`, and pushes `hubout` jobs
-//! carrying batches of delivery ids — all in one transaction. Pings that arrive during the
-//! fetch leave the topic pending, and the job pushes one follow-up job for them.
+//! pushes a job unless one is already pending: pings that arrive while a distribution is
+//! pending or running lead to one more fetch, not one each. The job claims the topic (one
+//! distribution per topic at a time, so a newer body never overtakes an older one), fetches
+//! it (conditional GET, a few checked redirects, a size cap), and when the bytes changed:
+//!
+//! - a feed (`feed::analyze`) is compared with the entries the topic already distributed; with
+//!   nothing new or changed nothing is delivered, otherwise each delivery mode in use gets its
+//!   documents: `diff` (only new and changed entries), `single` (one single-entry feed per
+//!   entry, oldest first), `full` (the whole document);
+//! - anything else (and a feed that does not parse, whose reason is kept on the topic) is
+//!   delivered whole.
+//!
+//! Each document is one `contents` row fanned out with a single `INSERT … SELECT` to its
+//! subscriptions, numbered per subscription, with `hubout` jobs carrying batches of delivery
+//! ids — all in one transaction.
 
 use std::time::Duration;
 
@@ -19,9 +29,14 @@ use super::{
 };
 use crate::{
     context::HubContext,
-    domain::{link, url::HubUrl},
+    domain::{challenge, delivery_mode::DeliveryMode, link, url::HubUrl},
+    feed::{self, Analysis},
     outbound::Fetched,
-    store::{StoreError, contents, deliveries, now_ms, topics},
+    store::{
+        StoreError, Tx, contents,
+        deliveries::{self, Audience},
+        now_ms, subscriptions, topic_entries, topics,
+    },
 };
 
 pub const QUEUE: &str = "hubdistrib";
@@ -46,23 +61,24 @@ pub async fn accept_ping(ctx: &HubContext, urls: &[HubUrl]) -> Result<usize, Sto
     let now = now_ms();
     let mut tx = ctx.db.begin().await?;
     let mut jobs = Vec::new();
+    let mut subscribed = 0;
     for url in urls {
-        if let Some(topic) = topics::record_ping(&mut tx, url.as_str(), now).await? {
-            jobs.push(Job::new(
-                Queue::Distribute,
-                &DistributeJob { topic, failures: 0 },
-            ));
+        if let Some(ping) = topics::record_ping(&mut tx, url.as_str(), now).await? {
+            subscribed += 1;
+            if ping.needs_job {
+                let job = DistributeJob {
+                    topic: ping.topic_id,
+                    failures: 0,
+                };
+                jobs.push(Job::new(Queue::Distribute, &job));
+            }
         }
     }
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
     ctx.wakers.wake_for(&jobs);
-    tracing::info!(
-        topics = urls.len(),
-        subscribed = jobs.len(),
-        "publish ping accepted"
-    );
-    Ok(jobs.len())
+    tracing::info!(topics = urls.len(), subscribed, "publish ping accepted");
+    Ok(subscribed)
 }
 
 #[tracing::instrument(skip_all, fields(topic = job.topic))]
@@ -73,6 +89,20 @@ pub async fn run(ctx: &HubContext, job: DistributeJob) -> Result<(), JobError> {
     let Some(topic) = topics::claim(&ctx.db, job.topic, now, hold).await? else {
         return Ok(());
     };
+    let result = distribute(ctx, &job, &topic, now).await;
+    if result.is_err() {
+        // Give the claim back so that the next ping, or the reconciler, retries at once.
+        let _ = topics::release(&ctx.db, topic.id).await;
+    }
+    result
+}
+
+async fn distribute(
+    ctx: &HubContext,
+    job: &DistributeJob,
+    topic: &topics::ClaimedTopic,
+    now: i64,
+) -> Result<(), JobError> {
     let fetched = ctx
         .outbound
         .fetch_topic(
@@ -81,8 +111,8 @@ pub async fn run(ctx: &HubContext, job: DistributeJob) -> Result<(), JobError> {
             topic.last_modified.as_deref(),
         )
         .await;
-    let (body, record, hubs) = match fetched {
-        Ok(Fetched::NotModified) => (None, None, Vec::new()),
+    let (body, mut record, hubs) = match fetched {
+        Ok(Fetched::NotModified) => (None, topics::FetchRecord::default(), Vec::new()),
         Ok(Fetched::Body {
             body,
             content_type,
@@ -97,41 +127,69 @@ pub async fn run(ctx: &HubContext, job: DistributeJob) -> Result<(), JobError> {
                 content_hash: Some(hash),
                 etag,
                 last_modified,
+                ..Default::default()
             };
-            (changed.then_some(body), Some(record), advertised_hubs)
+            (changed.then_some(body), record, advertised_hubs)
         }
-        Err(e) => return fetch_failed(ctx, &job, &topic, &e.to_string()).await,
+        Err(e) => return fetch_failed(ctx, job, topic, &e.to_string()).await,
     };
 
-    let record = record.unwrap_or_default();
     let mut tx = ctx.db.begin().await?;
     let mut jobs = Vec::new();
     let mut fanned_out = 0;
     if let Some(body) = &body {
+        let content_type = record.content_type.clone();
+        let outgoing = plan(
+            ctx,
+            &mut tx,
+            topic.id,
+            content_type.as_deref(),
+            body,
+            &mut record,
+            now,
+        )
+        .await?;
         let hub_link = hubs
             .iter()
             .find(|h| link::same_hub(h, ctx.public_url.as_str()))
             .map_or(ctx.public_url.as_str(), String::as_str);
-        let content = contents::NewContent {
-            topic_id: topic.id,
-            content_type: record.content_type.as_deref(),
-            body,
-            content_hash: record.content_hash.as_deref().unwrap_or_default(),
-            hub_link,
-            self_link: &topic.url,
-        };
-        let content_id = contents::insert(&mut tx, &content, now).await?;
-        let ids = deliveries::fan_out(&mut tx, content_id, topic.id, now).await?;
-        fanned_out = ids.len();
-        for batch in ids.chunks(ctx.settings.delivery_batch) {
-            jobs.push(Job::new(
-                Queue::Deliver,
-                &DeliverJob {
-                    deliveries: batch.to_vec(),
-                    not_before: 0,
-                },
-            ));
+        let default = ctx.settings.feed_delivery.as_str();
+        let mut per_mode: Vec<(&str, i64)> = Vec::new();
+        for doc in &outgoing {
+            let content = contents::NewContent {
+                topic_id: topic.id,
+                content_type: record.content_type.as_deref(),
+                body: &doc.body,
+                content_hash: &content_hash(record.content_type.as_deref(), &doc.body),
+                hub_link,
+                self_link: &topic.url,
+                mode: doc.mode,
+                event_id: &challenge::random_hex(12),
+            };
+            let content_id = contents::insert(&mut tx, &content, now).await?;
+            let audience = match doc.mode {
+                WHOLE => Audience::All,
+                mode => Audience::Mode { mode, default },
+            };
+            let ids =
+                deliveries::fan_out(&mut tx, content_id, topic.id, audience, doc.seq_offset, now)
+                    .await?;
+            fanned_out += ids.len();
+            for batch in ids.chunks(ctx.settings.delivery_batch) {
+                jobs.push(Job::new(
+                    Queue::Deliver,
+                    &DeliverJob {
+                        deliveries: batch.to_vec(),
+                        not_before: 0,
+                    },
+                ));
+            }
+            match per_mode.iter_mut().find(|(m, _)| *m == doc.mode) {
+                Some((_, n)) => *n = (*n).max(doc.seq_offset),
+                None => per_mode.push((doc.mode, doc.seq_offset)),
+            }
         }
+        subscriptions::advance_sequences(&mut tx, topic.id, default, now, &per_mode).await?;
     }
     if topics::finish(&mut tx, topic.id, topic.ping_seq, &record, now_ms()).await? {
         jobs.push(Job::new(
@@ -147,6 +205,90 @@ pub async fn run(ctx: &HubContext, job: DistributeJob) -> Result<(), JobError> {
     ctx.wakers.wake_for(&jobs);
     tracing::info!(url = %topic.url, changed = body.is_some(), deliveries = fanned_out, "topic distributed");
     Ok(())
+}
+
+/// Content that is not a feed, or a feed that could not be read: delivered whole to everyone.
+const WHOLE: &str = "whole";
+
+/// One document to distribute and who receives it.
+struct Outgoing {
+    body: Vec<u8>,
+    /// [`WHOLE`] or a delivery mode.
+    mode: &'static str,
+    /// Its sequence number relative to the subscription's last one (single-entry documents
+    /// are numbered 1, 2, … in delivery order).
+    seq_offset: i64,
+}
+
+/// Decides what a changed body becomes: for a feed, the documents of each delivery mode in use
+/// (nothing when no entry is new or changed); otherwise the body itself. Records the entries
+/// seen and what kind of content it was.
+async fn plan(
+    ctx: &HubContext,
+    tx: &mut Tx,
+    topic_id: i64,
+    content_type: Option<&str>,
+    body: &[u8],
+    record: &mut topics::FetchRecord,
+    now: i64,
+) -> Result<Vec<Outgoing>, StoreError> {
+    record.analysed = true;
+    let feed = match feed::analyze(content_type, body) {
+        Analysis::Feed(feed) => feed,
+        Analysis::NotFeed => {
+            return Ok(vec![Outgoing {
+                body: body.to_vec(),
+                mode: WHOLE,
+                seq_offset: 1,
+            }]);
+        }
+        Analysis::Invalid(reason) => {
+            tracing::info!(topic = topic_id, %reason, "feed could not be read; delivered whole");
+            record.feed_error = Some(reason);
+            return Ok(vec![Outgoing {
+                body: body.to_vec(),
+                mode: WHOLE,
+                seq_offset: 1,
+            }]);
+        }
+    };
+    record.feed_kind = Some(feed.kind.as_str());
+    let known = topic_entries::known(tx, topic_id, &feed.entries).await?;
+    let selection = feed::select(&feed, &known);
+    topic_entries::record(tx, topic_id, &feed.entries, now).await?;
+    if selection.is_empty() {
+        return Ok(Vec::new());
+    }
+    let default = ctx.settings.feed_delivery.as_str();
+    let mut outgoing = Vec::new();
+    for mode in subscriptions::modes_in_use(tx, topic_id, default, now).await? {
+        let Ok(mode) = mode.parse::<DeliveryMode>() else {
+            continue;
+        };
+        match mode {
+            DeliveryMode::Full => outgoing.push(Outgoing {
+                body: body.to_vec(),
+                mode: mode.as_str(),
+                seq_offset: 1,
+            }),
+            DeliveryMode::Diff => outgoing.push(Outgoing {
+                body: feed::build(&feed, body, |i| selection.contains(i)),
+                mode: mode.as_str(),
+                seq_offset: 1,
+            }),
+            // Feeds list the newest entry first; single-entry documents go out oldest first.
+            DeliveryMode::Single => {
+                for (n, i) in selection.indexes().into_iter().rev().enumerate() {
+                    outgoing.push(Outgoing {
+                        body: feed::build(&feed, body, |j| j == i),
+                        mode: mode.as_str(),
+                        seq_offset: n as i64 + 1,
+                    });
+                }
+            }
+        }
+    }
+    Ok(outgoing)
 }
 
 async fn fetch_failed(

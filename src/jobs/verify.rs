@@ -140,6 +140,7 @@ async fn apply(
                 lease_seconds: i64::try_from(lease).unwrap_or(i64::MAX),
                 verified_at,
                 request_id: req.id,
+                delivery_mode: req.delivery_mode.as_deref(),
             };
             subscriptions::activate(tx, &activation, now).await?;
         }

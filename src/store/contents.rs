@@ -12,14 +12,18 @@ pub struct NewContent<'a> {
     pub content_hash: &'a str,
     pub hub_link: &'a str,
     pub self_link: &'a str,
+    /// `whole`, `diff`, `single` or `full`.
+    pub mode: &'a str,
+    pub event_id: &'a str,
 }
 
 pub async fn insert(tx: &mut Tx, c: &NewContent<'_>, now: i64) -> Result<i64, StoreError> {
-    let sql = "INSERT INTO contents (topic_id, content_type, body, content_hash, hub_link, self_link, created_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+    let sql = "INSERT INTO contents (topic_id, content_type, body, content_hash, hub_link, self_link, created_at,
+                                    mode, event_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
     let id: i64 = dispatch_tx!(tx, conn => sqlx::query_scalar(sql)
         .bind(c.topic_id).bind(c.content_type).bind(c.body).bind(c.content_hash)
-        .bind(c.hub_link).bind(c.self_link).bind(now)
+        .bind(c.hub_link).bind(c.self_link).bind(now).bind(c.mode).bind(c.event_id)
         .fetch_one(conn).await?);
     Ok(id)
 }
@@ -33,9 +37,10 @@ pub struct ContentRow {
     pub body: bytes::Bytes,
     pub hub_link: String,
     pub self_link: String,
+    pub event_id: String,
 }
 
-type RawContent = (i64, Option<String>, Vec<u8>, String, String);
+type RawContent = (i64, Option<String>, Vec<u8>, String, String, String);
 
 /// Loads the given contents, keyed by id; bodies are shared, not copied per delivery.
 pub async fn load_many(db: &Db, ids: &[i64]) -> Result<HashMap<i64, Arc<ContentRow>>, StoreError> {
@@ -43,7 +48,7 @@ pub async fn load_many(db: &Db, ids: &[i64]) -> Result<HashMap<i64, Arc<ContentR
         return Ok(HashMap::new());
     }
     let sql = format!(
-        "SELECT id, content_type, body, hub_link, self_link FROM contents WHERE id IN ({})",
+        "SELECT id, content_type, body, hub_link, self_link, event_id FROM contents WHERE id IN ({})",
         placeholders(1, ids.len())
     );
     let rows: Vec<RawContent> = dispatch!(db, c => {
@@ -55,13 +60,14 @@ pub async fn load_many(db: &Db, ids: &[i64]) -> Result<HashMap<i64, Arc<ContentR
     });
     Ok(rows
         .into_iter()
-        .map(|(id, content_type, body, hub_link, self_link)| {
+        .map(|(id, content_type, body, hub_link, self_link, event_id)| {
             let row = ContentRow {
                 id,
                 content_type,
                 body: body.into(),
                 hub_link,
                 self_link,
+                event_id,
             };
             (id, Arc::new(row))
         })

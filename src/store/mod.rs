@@ -9,6 +9,7 @@ pub mod contents;
 pub mod deliveries;
 pub mod requests;
 pub mod subscriptions;
+pub mod topic_entries;
 pub mod topics;
 
 use std::{str::FromStr, time::Duration};
@@ -118,9 +119,13 @@ impl Db {
         crate::jobs::queue::migrate(self).await
     }
 
+    /// Begins a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`):
+    /// every Herald transaction writes, and a deferred one that reads first and writes later
+    /// fails with "database is locked" — without waiting — when another connection wrote in
+    /// between (SQLITE_BUSY_SNAPSHOT). Taken up front, the lock waits under `busy_timeout`.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match self {
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
             Db::Pg(pool) => Tx::Pg(pool.begin().await?),
         })
     }

@@ -13,6 +13,7 @@ pub struct RequestRow {
     pub secret: Option<String>,
     pub lease_requested: Option<i64>,
     pub state: String,
+    pub delivery_mode: Option<String>,
 }
 
 /// Stores a new request; older pending requests for the same (topic, callback) are superseded,
@@ -21,8 +22,9 @@ pub async fn insert(tx: &mut Tx, req: &SubscriptionRequest, now: i64) -> Result<
     let supersede = "UPDATE subscription_requests SET state = 'superseded', completed_at = $3
                      WHERE state = 'pending' AND topic = $1 AND callback = $2";
     let insert = "INSERT INTO subscription_requests
-                      (mode, topic, callback, secret, lease_requested, created_at)
-                  VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+                      (mode, topic, callback, secret, lease_requested, created_at, delivery_mode)
+                  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+    let delivery_mode = req.delivery_mode.map(|m| m.as_str());
     let lease = req
         .lease_seconds
         .map(|l| i64::try_from(l).unwrap_or(i64::MAX));
@@ -32,14 +34,14 @@ pub async fn insert(tx: &mut Tx, req: &SubscriptionRequest, now: i64) -> Result<
             .execute(&mut *c).await?;
         sqlx::query_scalar(insert)
             .bind(req.mode.as_str()).bind(req.topic.as_str()).bind(req.callback.as_str())
-            .bind(secret).bind(lease).bind(now)
+            .bind(secret).bind(lease).bind(now).bind(delivery_mode)
             .fetch_one(&mut *c).await?
     });
     Ok(id)
 }
 
 pub async fn load(db: &Db, id: i64) -> Result<Option<RequestRow>, StoreError> {
-    let sql = "SELECT id, mode, topic, callback, secret, lease_requested, state
+    let sql = "SELECT id, mode, topic, callback, secret, lease_requested, state, delivery_mode
                FROM subscription_requests WHERE id = $1";
     Ok(dispatch!(db, c => sqlx::query_as::<_, RequestRow>(sql).bind(id).fetch_optional(c).await?))
 }

@@ -14,25 +14,26 @@ pub struct Activation<'a> {
     pub lease_seconds: i64,
     pub verified_at: i64,
     pub request_id: i64,
+    pub delivery_mode: Option<&'a str>,
 }
 
 pub async fn activate(tx: &mut Tx, a: &Activation<'_>, now: i64) -> Result<bool, StoreError> {
     let sql = "INSERT INTO subscriptions
                    (topic_id, callback, secret, lease_seconds, state, verified_at, expires_at,
-                    applied_request_id, created_at, updated_at)
-               VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $8)
+                    applied_request_id, created_at, updated_at, delivery_mode)
+               VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $8, $9)
                ON CONFLICT (topic_id, callback) DO UPDATE SET
                    secret = excluded.secret, lease_seconds = excluded.lease_seconds,
                    state = 'active', state_reason = NULL, verified_at = excluded.verified_at,
                    expires_at = excluded.expires_at, applied_request_id = excluded.applied_request_id,
-                   updated_at = excluded.updated_at
+                   updated_at = excluded.updated_at, delivery_mode = excluded.delivery_mode
                WHERE subscriptions.applied_request_id < excluded.applied_request_id";
     let expires_at = a
         .verified_at
         .saturating_add(a.lease_seconds.saturating_mul(1000));
     let n = dispatch_tx!(tx, c => sqlx::query(sql)
         .bind(a.topic_id).bind(a.callback).bind(a.secret).bind(a.lease_seconds)
-        .bind(a.verified_at).bind(expires_at).bind(a.request_id).bind(now)
+        .bind(a.verified_at).bind(expires_at).bind(a.request_id).bind(now).bind(a.delivery_mode)
         .execute(c).await?.rows_affected());
     Ok(n == 1)
 }
@@ -72,5 +73,42 @@ pub async fn end(tx: &mut Tx, ids: &[i64], reason: &str, now: i64) -> Result<(),
         }
         q.execute(c).await?;
     });
+    Ok(())
+}
+
+/// The delivery modes the active subscriptions of a topic use, `default` standing for NULL.
+pub async fn modes_in_use(
+    tx: &mut Tx,
+    topic_id: i64,
+    default: &str,
+    now: i64,
+) -> Result<Vec<String>, StoreError> {
+    let sql = "SELECT DISTINCT COALESCE(delivery_mode, $2) FROM subscriptions
+               WHERE topic_id = $1 AND state = 'active' AND expires_at > $3";
+    let modes: Vec<String> = dispatch_tx!(tx, c => sqlx::query_scalar(sql)
+        .bind(topic_id).bind(default).bind(now).fetch_all(c).await?);
+    Ok(modes)
+}
+
+/// Advances the sequence counters of the active subscriptions of a topic by the number of
+/// deliveries a distribution created for each mode (`whole` applies to every subscription).
+pub async fn advance_sequences(
+    tx: &mut Tx,
+    topic_id: i64,
+    default: &str,
+    now: i64,
+    per_mode: &[(&str, i64)],
+) -> Result<(), StoreError> {
+    for (mode, count) in per_mode {
+        if *count == 0 {
+            continue;
+        }
+        let sql = "UPDATE subscriptions SET delivery_seq = delivery_seq + $4
+                   WHERE topic_id = $1 AND state = 'active' AND expires_at > $3
+                     AND ($5 = 'whole' OR COALESCE(delivery_mode, $2) = $5)";
+        dispatch_tx!(tx, c => {
+            sqlx::query(sql).bind(topic_id).bind(default).bind(now).bind(count).bind(mode).execute(c).await?;
+        });
+    }
     Ok(())
 }

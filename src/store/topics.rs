@@ -15,16 +15,31 @@ pub async fn upsert(tx: &mut Tx, url: &str, now: i64) -> Result<i64, StoreError>
     Ok(id)
 }
 
-/// Records a publish ping for `url` if the topic has an active subscriber; returns its id.
-pub async fn record_ping(tx: &mut Tx, url: &str, now: i64) -> Result<Option<i64>, StoreError> {
+/// A recorded ping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ping {
+    pub topic_id: i64,
+    /// Whether a distribution job must be pushed: not when one is already pending for the
+    /// topic (it will read the latest count), unless the last fetch failed (a fresh ping should
+    /// not wait out the fetch backoff).
+    pub needs_job: bool,
+}
+
+/// Records a publish ping for `url` if the topic has an active subscriber.
+pub async fn record_ping(tx: &mut Tx, url: &str, now: i64) -> Result<Option<Ping>, StoreError> {
     let sql = "UPDATE topics SET ping_seq = ping_seq + 1, last_pinged_at = $2
                WHERE url = $1 AND EXISTS (
                    SELECT 1 FROM subscriptions s
                    WHERE s.topic_id = topics.id AND s.state = 'active' AND s.expires_at > $2)
-               RETURNING id";
-    let id: Option<i64> =
-        dispatch_tx!(tx, c => sqlx::query_scalar(sql).bind(url).bind(now).fetch_optional(c).await?);
-    Ok(id)
+               RETURNING id, ping_seq, distributed_seq, fetch_failures";
+    let row: Option<(i64, i64, i64, i64)> =
+        dispatch_tx!(tx, c => sqlx::query_as(sql).bind(url).bind(now).fetch_optional(c).await?);
+    Ok(
+        row.map(|(topic_id, ping_seq, distributed_seq, failures)| Ping {
+            topic_id,
+            needs_job: ping_seq - 1 <= distributed_seq || failures > 0,
+        }),
+    )
 }
 
 /// What a distribution needs to know about its topic once it holds the claim.
@@ -62,6 +77,12 @@ pub struct FetchRecord {
     pub content_hash: Option<String>,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+    /// `atom`, `rss2`, `rss1`, `jsonfeed`, or `None` for content that is not a feed.
+    pub feed_kind: Option<&'static str>,
+    /// Why content that looked like a feed could not be read.
+    pub feed_error: Option<String>,
+    /// Whether a body was fetched and analysed (`feed_kind` and `feed_error` apply).
+    pub analysed: bool,
 }
 
 /// Marks pings up to `seq` distributed, stores what the fetch learnt, releases the claim, and
@@ -76,11 +97,14 @@ pub async fn finish(
     let sql = "UPDATE topics SET distributed_seq = $2, distributing_until = NULL,
                    content_type = COALESCE($3, content_type), content_hash = COALESCE($4, content_hash),
                    etag = $5, last_modified = $6, last_fetched_at = $7,
-                   last_fetch_error = NULL, fetch_failures = 0
+                   last_fetch_error = NULL, fetch_failures = 0,
+                   feed_kind = CASE WHEN $10 = 1 THEN $8 ELSE feed_kind END,
+                   feed_error = CASE WHEN $10 = 1 THEN $9 ELSE feed_error END
                WHERE id = $1 RETURNING ping_seq";
     let ping_seq: i64 = dispatch_tx!(tx, c => sqlx::query_scalar(sql)
         .bind(id).bind(seq).bind(&fetched.content_type).bind(&fetched.content_hash)
         .bind(&fetched.etag).bind(&fetched.last_modified).bind(now)
+        .bind(fetched.feed_kind).bind(&fetched.feed_error).bind(i64::from(fetched.analysed))
         .fetch_one(c).await?);
     Ok(ping_seq > seq)
 }
@@ -92,6 +116,14 @@ pub async fn fetch_failed(db: &Db, id: i64, error: &str, now: i64) -> Result<(),
                WHERE id = $1";
     dispatch!(db, c => {
         sqlx::query(sql).bind(id).bind(error).bind(now).execute(c).await?;
+    });
+    Ok(())
+}
+
+/// Releases a claim without marking anything distributed.
+pub async fn release(db: &Db, id: i64) -> Result<(), StoreError> {
+    dispatch!(db, c => {
+        sqlx::query("UPDATE topics SET distributing_until = NULL WHERE id = $1").bind(id).execute(c).await?;
     });
     Ok(())
 }

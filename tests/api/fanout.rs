@@ -2,6 +2,8 @@
 
 use std::collections::HashSet;
 
+const FEED: &str = r#"<feed xmlns="http://www.w3.org/2005/Atom"><id>urn:wide</id><entry><id>urn:wide:1</id></entry></feed>"#;
+
 use crate::helpers::{Publisher, Subscriber, TestApp, eventually};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -11,7 +13,7 @@ async fn one_publish_reaches_three_hundred_subscribers_exactly_once() {
     let app = TestApp::spawn_with(&[("HERALD_DELIVERY_BATCH", "64")]).await;
     let sub = Subscriber::spawn();
     let publisher = Publisher::spawn();
-    publisher.set("wide", Some("application/atom+xml"), "<feed/>");
+    publisher.set("wide", Some("application/atom+xml"), FEED);
     let topic = publisher.url("wide");
     for i in 0..N {
         assert_eq!(
@@ -33,7 +35,7 @@ async fn one_publish_reaches_three_hundred_subscribers_exactly_once() {
     for i in 0..N {
         let got = sub.deliveries(&format!("s{i}"));
         assert_eq!(got.len(), 1, "subscriber s{i} got {} deliveries", got.len());
-        assert_eq!(got[0].body, b"<feed/>");
+        assert_eq!(got[0].body, FEED.as_bytes());
         seen.insert(i);
     }
     assert_eq!(seen.len(), N);

@@ -2,6 +2,8 @@
 
 use reqwest::StatusCode;
 
+const RSS: &str = r#"<rss version="2.0"><channel><title>moved</title><item><guid>1</guid></item></channel></rss>"#;
+
 use crate::helpers::{Publisher, Subscriber, TestApp, eventually};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,13 +142,13 @@ async fn a_redirected_topic_is_followed_and_delivered_with_its_subscribed_url_as
     let app = TestApp::spawn().await;
     let sub = Subscriber::spawn();
     let publisher = Publisher::spawn();
-    publisher.set("new-home", Some("application/rss+xml"), "<rss/>");
+    publisher.set("new-home", Some("application/rss+xml"), RSS);
     publisher.set_redirect("old", &publisher.url("new-home"));
     let topic = publisher.url("old");
     app.subscribed(&topic, &sub.callback("m"), &[]).await;
     app.publish(&topic).await;
     let d = &sub.wait_deliveries("m", 1).await[0];
-    assert_eq!(d.body, b"<rss/>");
+    assert_eq!(d.body, RSS.as_bytes());
     assert!(
         d.header("link")
             .is_some_and(|l| l.ends_with(&format!("<{topic}>; rel=\"self\"")))

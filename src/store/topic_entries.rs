@@ -1,0 +1,54 @@
+//! `topic_entries`: the entries of feed topics already distributed, by identity key, with the
+//! hash of their content, so the next distribution sends only what is new or changed.
+//! Entries that left the feed are forgotten after [`FORGET_AFTER_MS`].
+
+use super::{StoreError, Tx, dispatch_tx, placeholders};
+use crate::feed::{Entry, Known};
+
+/// Entries not seen in the feed for this long are forgotten (30 days).
+pub const FORGET_AFTER_MS: i64 = 30 * 86_400_000;
+
+/// The stored hashes of those of `entries` the topic has distributed before.
+pub async fn known(tx: &mut Tx, topic_id: i64, entries: &[Entry]) -> Result<Known, StoreError> {
+    let mut known = Known::new();
+    for chunk in entries.chunks(500) {
+        let sql = format!(
+            "SELECT entry_key, content_hash FROM topic_entries WHERE topic_id = $1 AND entry_key IN ({})",
+            placeholders(2, chunk.len())
+        );
+        let rows: Vec<(String, String)> = dispatch_tx!(tx, c => {
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(topic_id);
+            for e in chunk {
+                q = q.bind(&e.key);
+            }
+            q.fetch_all(c).await?
+        });
+        known.extend(rows);
+    }
+    Ok(known)
+}
+
+/// Records every entry of the current document as seen now (new ones with their hash, changed
+/// ones with the new hash), and forgets entries that left the feed long ago.
+pub async fn record(
+    tx: &mut Tx,
+    topic_id: i64,
+    entries: &[Entry],
+    now: i64,
+) -> Result<(), StoreError> {
+    let sql =
+        "INSERT INTO topic_entries (topic_id, entry_key, content_hash, first_seen_at, last_seen_at)
+               VALUES ($1, $2, $3, $4, $4)
+               ON CONFLICT (topic_id, entry_key) DO UPDATE SET
+                   content_hash = excluded.content_hash, last_seen_at = excluded.last_seen_at";
+    for e in entries {
+        dispatch_tx!(tx, c => {
+            sqlx::query(sql).bind(topic_id).bind(&e.key).bind(&e.hash).bind(now).execute(c).await?;
+        });
+    }
+    let forget = "DELETE FROM topic_entries WHERE topic_id = $1 AND last_seen_at < $2";
+    dispatch_tx!(tx, c => {
+        sqlx::query(forget).bind(topic_id).bind(now - FORGET_AFTER_MS).execute(c).await?;
+    });
+    Ok(())
+}
