@@ -276,6 +276,12 @@ fn headers(
         LINK,
         value(&delivery_link_header(&content.hub_link, &content.self_link))?,
     );
+    let event_id = format!("{}-{}", content.event_id, row.subscription_id);
+    h.insert(HeaderName::from_static(EVENT_ID_HEADER), value(&event_id)?);
+    h.insert(
+        HeaderName::from_static(SEQUENCE_HEADER),
+        value(&row.seq.to_string())?,
+    );
     if let Some(secret) = row.secret.clone().and_then(Secret::from_stored) {
         let signature = ctx
             .settings

@@ -6,6 +6,7 @@ mod helpers;
 mod deliver;
 mod durability;
 mod fanout;
+mod feeds;
 mod publish;
 mod subscribe;
 mod verify;

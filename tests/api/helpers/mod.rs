@@ -51,6 +51,8 @@ macro_rules! spawn_double {
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(data.clone())
+                // Large deliveries (the 10 MB feed) must reach the handler.
+                .app_data(actix_web::web::PayloadConfig::new(64 * 1024 * 1024))
                 .default_service(actix_web::web::to($handler))
         })
         .workers(2)
