@@ -105,10 +105,18 @@ async fn delivered(db: &Db) -> i64 {
 }
 
 fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+fn current_rss_mb() -> f64 {
+    status_mb("VmRSS:")
+}
+
+fn status_mb(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -151,11 +159,32 @@ async fn main() {
                         HttpResponse::Ok()
                             .content_type("application/atom+xml")
                             .body(format!(
-                                "<feed><id>v{}</id></feed>",
+                                "<feed xmlns=\"http://www.w3.org/2005/Atom\"><id>urn:bench</id><entry><id>urn:bench:v{}</id></entry></feed>",
                                 v.load(Ordering::SeqCst)
                             ))
                     }),
                 )
+                .route(
+                    "/big",
+                    web::get().to(|| async {
+                        let mut out = String::from(
+                            "<feed xmlns=\"http://www.w3.org/2005/Atom\"><id>urn:big</id>\n",
+                        );
+                        let mut i = 0;
+                        while out.len() < 10 * 1024 * 1024 {
+                            out.push_str(&format!(
+                                "<entry><id>urn:big:{i}</id><content>{}</content></entry>\n",
+                                "x".repeat(2000)
+                            ));
+                            i += 1;
+                        }
+                        out.push_str("</feed>\n");
+                        HttpResponse::Ok()
+                            .content_type("application/atom+xml")
+                            .body(out)
+                    }),
+                )
+                .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
                 .default_service(web::to(|s: web::Data<Sink>| async move {
                     s.received.fetch_add(1, Ordering::SeqCst);
                     s.notify.notify_waiters();
@@ -193,6 +222,10 @@ async fn main() {
         let start = Instant::now();
         ping(&client, &hub, &latency_topic).await;
         while sink.received.load(Ordering::SeqCst) == before {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no delivery for the latency ping"
+            );
             let notified = sink.notify.notified();
             if sink.received.load(Ordering::SeqCst) != before {
                 break;
@@ -234,6 +267,24 @@ async fn main() {
     }
     let recorded = start.elapsed();
 
+    // A 10 MB feed to a few subscribers: what distributing it costs in memory.
+    let rss_before = current_rss_mb();
+    let big_topic = format!("http://127.0.0.1:{sink_port}/big");
+    seed(&db, &big_topic, sink_port, 10).await;
+    let received_before = sink.received.load(Ordering::SeqCst);
+    let big_start = Instant::now();
+    ping(&client, &hub, &big_topic).await;
+    while sink.received.load(Ordering::SeqCst) - received_before < 10 {
+        let notified = sink.notify.notified();
+        let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+        assert!(
+            big_start.elapsed() < Duration::from_secs(120),
+            "big feed not delivered"
+        );
+    }
+    let big_elapsed = big_start.elapsed();
+    let rss_after_big = peak_rss_mb();
+
     println!("backend                 {}", db.engine());
     println!("subscribers             {n} (seeded in {seeded:.2?})");
     println!(
@@ -246,5 +297,8 @@ async fn main() {
     );
     println!("latency ping→delivery   median {median:.2?}, p90 {p90:.2?} (30 samples, idle)");
     println!("peak RSS (hub + sink)   {:.0} MB", peak_rss_mb());
+    println!(
+        "10 MB feed → 10 subs     {big_elapsed:.2?}; RSS {rss_before:.0} MB before, peak {rss_after_big:.0} MB after"
+    );
     app.stop().await;
 }

@@ -309,3 +309,28 @@ fn selection_finds_new_and_changed_entries() {
     let s = select(&f, &known);
     assert_eq!((s.new.clone(), s.changed.clone()), (vec![0], vec![1]));
 }
+
+#[test]
+fn no_prefix_of_any_fixture_makes_the_parser_panic() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/feeds");
+    for entry in std::fs::read_dir(&dir).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        if !path.is_file() {
+            continue;
+        }
+        let body = std::fs::read(&path).expect("read");
+        for ct in [
+            "application/atom+xml",
+            "application/rss+xml",
+            "application/feed+json",
+            "",
+        ] {
+            for cut in (0..body.len()).step_by(7) {
+                let prefix = &body[..cut];
+                if let Analysis::Feed(f) = analyze(Some(ct), prefix) {
+                    let _ = build(&f, prefix, |i| i % 2 == 0);
+                }
+            }
+        }
+    }
+}

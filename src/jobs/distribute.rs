@@ -17,7 +17,7 @@
 //! subscriptions, numbered per subscription, with `hubout` jobs carrying batches of delivery
 //! ids — all in one transaction.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -210,9 +210,9 @@ async fn distribute(
 /// Content that is not a feed, or a feed that could not be read: delivered whole to everyone.
 const WHOLE: &str = "whole";
 
-/// One document to distribute and who receives it.
-struct Outgoing {
-    body: Vec<u8>,
+/// One document to distribute and who receives it; whole documents borrow the fetched bytes.
+struct Outgoing<'a> {
+    body: Cow<'a, [u8]>,
     /// [`WHOLE`] or a delivery mode.
     mode: &'static str,
     /// Its sequence number relative to the subscription's last one (single-entry documents
@@ -223,21 +223,21 @@ struct Outgoing {
 /// Decides what a changed body becomes: for a feed, the documents of each delivery mode in use
 /// (nothing when no entry is new or changed); otherwise the body itself. Records the entries
 /// seen and what kind of content it was.
-async fn plan(
+async fn plan<'a>(
     ctx: &HubContext,
     tx: &mut Tx,
     topic_id: i64,
     content_type: Option<&str>,
-    body: &[u8],
+    body: &'a [u8],
     record: &mut topics::FetchRecord,
     now: i64,
-) -> Result<Vec<Outgoing>, StoreError> {
+) -> Result<Vec<Outgoing<'a>>, StoreError> {
     record.analysed = true;
     let feed = match feed::analyze(content_type, body) {
         Analysis::Feed(feed) => feed,
         Analysis::NotFeed => {
             return Ok(vec![Outgoing {
-                body: body.to_vec(),
+                body: Cow::Borrowed(body),
                 mode: WHOLE,
                 seq_offset: 1,
             }]);
@@ -246,7 +246,7 @@ async fn plan(
             tracing::info!(topic = topic_id, %reason, "feed could not be read; delivered whole");
             record.feed_error = Some(reason);
             return Ok(vec![Outgoing {
-                body: body.to_vec(),
+                body: Cow::Borrowed(body),
                 mode: WHOLE,
                 seq_offset: 1,
             }]);
@@ -267,12 +267,12 @@ async fn plan(
         };
         match mode {
             DeliveryMode::Full => outgoing.push(Outgoing {
-                body: body.to_vec(),
+                body: Cow::Borrowed(body),
                 mode: mode.as_str(),
                 seq_offset: 1,
             }),
             DeliveryMode::Diff => outgoing.push(Outgoing {
-                body: feed::build(&feed, body, |i| selection.contains(i)),
+                body: Cow::Owned(feed::build(&feed, body, |i| selection.contains(i))),
                 mode: mode.as_str(),
                 seq_offset: 1,
             }),
@@ -280,7 +280,7 @@ async fn plan(
             DeliveryMode::Single => {
                 for (n, i) in selection.indexes().into_iter().rev().enumerate() {
                     outgoing.push(Outgoing {
-                        body: feed::build(&feed, body, |j| j == i),
+                        body: Cow::Owned(feed::build(&feed, body, |j| j == i)),
                         mode: mode.as_str(),
                         seq_offset: n as i64 + 1,
                     });
