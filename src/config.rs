@@ -45,6 +45,15 @@ pub struct ServeArgs {
     pub lease_default_seconds: u64,
     #[arg(long, env = "HERALD_LEASE_MAX_SECONDS", default_value_t = 2_592_000)]
     pub lease_max_seconds: u64,
+    /// How often lapsed leases are expired and renewals requested.
+    #[arg(long, env = "HERALD_LEASE_SWEEP_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub lease_sweep_interval: Duration,
+    /// How long before a lease ends the hub re-verifies subscriptions it renews.
+    #[arg(long, env = "HERALD_RENEW_BEFORE", default_value = "24h", value_parser = parse_duration)]
+    pub renew_before: Duration,
+    /// Renew every subscription before its lease ends, not only PuSH 0.3-style ones.
+    #[arg(long, env = "HERALD_AUTO_RENEW", default_value_t = false, action = clap::ArgAction::Set)]
+    pub auto_renew: bool,
     /// Delays between delivery attempts, e.g. `1m,5m,30m,2h,6h,12h`.
     #[arg(
         long,
@@ -61,6 +70,14 @@ pub struct ServeArgs {
     /// HMAC for X-Hub-Signature: sha1, sha256, sha384 or sha512.
     #[arg(long, env = "HERALD_SIGNATURE_ALGORITHM", default_value = "sha256")]
     pub signature_algorithm: SignatureAlgorithm,
+    /// HMAC for subscriptions made PuSH 0.3-style (they sent hub.verify): GNU social and StatusNet
+    /// subscribers accept only sha1.
+    #[arg(
+        long,
+        env = "HERALD_LEGACY_SIGNATURE_ALGORITHM",
+        default_value = "sha1"
+    )]
+    pub legacy_signature_algorithm: SignatureAlgorithm,
     /// Largest request body accepted on the hub URL (bytes).
     #[arg(long, env = "HERALD_MAX_REQUEST_BYTES", default_value_t = 65_536)]
     pub max_request_bytes: usize,
@@ -115,8 +132,12 @@ pub struct Settings {
     pub public_url: Option<HubUrl>,
     pub address_policy: AddressPolicy,
     pub lease: LeasePolicy,
+    pub lease_sweep_interval: Duration,
+    pub renew_before: Duration,
+    pub auto_renew: bool,
     pub retry: RetryPolicy,
     pub signature_algorithm: SignatureAlgorithm,
+    pub legacy_signature_algorithm: SignatureAlgorithm,
     pub feed_delivery: DeliveryMode,
     pub max_request_bytes: usize,
     pub max_topic_bytes: usize,
@@ -157,8 +178,12 @@ impl TryFrom<ServeArgs> for Settings {
             public_url,
             address_policy: a.allow_private_addresses,
             lease,
+            lease_sweep_interval: a.lease_sweep_interval,
+            renew_before: a.renew_before,
+            auto_renew: a.auto_renew,
             retry: RetryPolicy::new(a.retry_schedule, a.max_retry_after),
             signature_algorithm: a.signature_algorithm,
+            legacy_signature_algorithm: a.legacy_signature_algorithm,
             feed_delivery: a.feed_delivery,
             max_request_bytes: positive("HERALD_MAX_REQUEST_BYTES", a.max_request_bytes)?,
             max_topic_bytes: positive("HERALD_MAX_TOPIC_BYTES", a.max_topic_bytes)?,

@@ -41,7 +41,7 @@ CREATE TABLE subscriptions (
     callback           TEXT    NOT NULL,
     secret             TEXT,
     lease_seconds      BIGINT NOT NULL,
-    state              TEXT    NOT NULL CHECK (state IN ('active', 'unsubscribed', 'ended')),
+    state              TEXT    NOT NULL CHECK (state IN ('active', 'unsubscribed', 'ended', 'expired')),
     state_reason       TEXT,
     verified_at        BIGINT NOT NULL,
     expires_at         BIGINT NOT NULL,

@@ -42,6 +42,27 @@ impl Mode {
     }
 }
 
+/// PuSH 0.3's `hub.verify`: how the subscriber wants verification done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// Verify before answering: 204 when verified, 4xx otherwise.
+    Sync,
+    /// Verify after answering (202), as WebSub always does.
+    Async,
+}
+
+impl VerifyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Async => "async",
+        }
+    }
+}
+
+/// The longest `hub.verify_token` accepted, in bytes.
+pub const MAX_VERIFY_TOKEN_BYTES: usize = 1024;
+
 /// A subscribe or unsubscribe request, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionRequest {
@@ -54,6 +75,11 @@ pub struct SubscriptionRequest {
     pub secret: Option<Secret>,
     /// `herald.delivery`: how feed updates are delivered; `None` for the hub default.
     pub delivery_mode: Option<DeliveryMode>,
+    /// `Some` when the subscriber sent `hub.verify` (PuSH 0.3 style): the first keyword Herald
+    /// knows, in the subscriber's order of preference, or `Async` when it knows none.
+    pub legacy: Option<VerifyMode>,
+    /// PuSH 0.3's `hub.verify_token`, echoed in every verification of this subscription.
+    pub verify_token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +110,8 @@ pub enum HubRequestError {
     Lease(#[from] InvalidLease),
     #[error(transparent)]
     Secret(#[from] SecretTooLong),
+    #[error("hub.verify_token must be at most {MAX_VERIFY_TOKEN_BYTES} bytes")]
+    VerifyTokenTooLong,
     #[error("herald.delivery {0}")]
     DeliveryMode(String),
     #[error("a publish ping needs at least one hub.url or hub.topic")]
@@ -207,6 +235,27 @@ impl TryFrom<&[(String, String)]> for HubRequest {
                 (lease, Secret::parse(form.one("hub.secret")?)?, delivery)
             }
         };
+        // PuSH 0.3 §6.1: hub.verify may repeat in order of preference; unknown keywords are
+        // ignored. Any hub.verify marks a 0.3-style subscriber.
+        let verify_values: Vec<&str> = form.all("hub.verify").collect();
+        let legacy = (!verify_values.is_empty()).then(|| {
+            verify_values
+                .iter()
+                .flat_map(|v| v.split(','))
+                .find_map(|k| match k.trim() {
+                    "sync" => Some(VerifyMode::Sync),
+                    "async" => Some(VerifyMode::Async),
+                    _ => None,
+                })
+                .unwrap_or(VerifyMode::Async)
+        });
+        let verify_token = match form.one("hub.verify_token")? {
+            None | Some("") => None,
+            Some(t) if t.len() > MAX_VERIFY_TOKEN_BYTES => {
+                return Err(HubRequestError::VerifyTokenTooLong);
+            }
+            Some(t) => Some(t.to_owned()),
+        };
         Ok(Self::Subscription(Box::new(SubscriptionRequest {
             mode,
             topic,
@@ -214,6 +263,8 @@ impl TryFrom<&[(String, String)]> for HubRequest {
             lease_seconds,
             secret,
             delivery_mode,
+            legacy,
+            verify_token,
         })))
     }
 }
@@ -304,6 +355,31 @@ mod tests {
             "hub.mode=subscribe&{TOPIC}&{CB}&herald.delivery=single"
         ));
         assert_eq!(s.delivery_mode, Some(DeliveryMode::Single));
+    }
+
+    #[test]
+    fn legacy_verify_modes_take_the_first_known_keyword() {
+        let cases = [
+            ("", None),
+            ("&hub.verify=sync", Some(VerifyMode::Sync)),
+            ("&hub.verify=async", Some(VerifyMode::Async)),
+            (
+                "&hub.verify=foo&hub.verify=sync&hub.verify=async",
+                Some(VerifyMode::Sync),
+            ),
+            (
+                "&hub.verify=foo&hub.verify=async&hub.verify=sync",
+                Some(VerifyMode::Async),
+            ),
+            ("&hub.verify=foo", Some(VerifyMode::Async)),
+        ];
+        for (extra, expected) in cases {
+            let s = subscription(&format!(
+                "hub.mode=subscribe&{TOPIC}&{CB}{extra}&hub.verify_token=t%20k"
+            ));
+            assert_eq!(s.legacy, expected, "{extra}");
+            assert_eq!(s.verify_token.as_deref(), Some("t k"));
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The hub URL (`/hub`, and `POST /` as an alias): subscribe, unsubscribe and publish.
 //!
 //! Parses the form, hands it to one operation, answers in plain text: 202 for an accepted
-//! (un)subscribe request — before and regardless of verification (WebSub §5.1.2) — 204 for a
+//! (un)subscribe request — before and regardless of verification (WebSub §5.1.2); for a PuSH 0.3
+//! subscriber that prefers `hub.verify=sync`, 204 once verified or 409 with the reason — 204 for a
 //! valid publish ping (PuSH 0.3 §7.1, also when nobody is subscribed), 4xx with the reason for
 //! anything malformed, 413 for an oversized body, 415 for a body that is not a form, 503 with
 //! `Retry-After` when the database is unavailable. Nothing is stored for a refused request.
@@ -17,8 +18,11 @@ use futures::StreamExt;
 
 use crate::{
     context::HubContext,
-    domain::hub_request::{HubRequest, HubRequestError, parse_form},
-    jobs::{distribute, verify},
+    domain::hub_request::{HubRequest, HubRequestError, VerifyMode, parse_form},
+    jobs::{
+        JobError, distribute,
+        verify::{self, SyncOutcome},
+    },
     store::StoreError,
 };
 
@@ -28,6 +32,8 @@ pub enum HubError {
     BadRequest(#[from] HubRequestError),
     #[error("hub.callback {0}")]
     CallbackRefused(String),
+    #[error("verification of intent failed: {0}")]
+    SyncVerification(String),
     #[error("the request body is larger than {0} bytes")]
     TooLarge(usize),
     #[error("the request body must be application/x-www-form-urlencoded, not {0}")]
@@ -45,6 +51,8 @@ impl ResponseError for HubError {
                 StatusCode::BAD_REQUEST
             }
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            // The Google reference hub's answer to a failed synchronous verification.
+            Self::SyncVerification(_) => StatusCode::CONFLICT,
             Self::NotAForm(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -75,6 +83,15 @@ pub async fn post(
         HubRequest::Subscription(request) => {
             if let Err(e) = ctx.outbound.check(request.callback.as_url()) {
                 return Err(HubError::CallbackRefused(e.to_string()));
+            }
+            if request.legacy == Some(VerifyMode::Sync) {
+                // PuSH 0.3 §6.1.2: verified before the answer; 204 when it succeeded.
+                return match verify::accept_sync(&ctx, &request).await {
+                    Ok(SyncOutcome::Verified) => Ok(HttpResponse::NoContent().finish()),
+                    Ok(SyncOutcome::Refused(reason)) => Err(HubError::SyncVerification(reason)),
+                    Err(JobError::Store(e)) => Err(HubError::Unavailable(e)),
+                    Err(e) => Err(HubError::Unavailable(StoreError::Queue(e.to_string()))),
+                };
             }
             verify::accept(&ctx, &request).await?;
             Ok(text(

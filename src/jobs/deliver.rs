@@ -283,10 +283,13 @@ fn headers(
         value(&row.seq.to_string())?,
     );
     if let Some(secret) = row.secret.clone().and_then(Secret::from_stored) {
-        let signature = ctx
-            .settings
-            .signature_algorithm
-            .sign(&secret, &content.body);
+        // PuSH 0.3-era subscribers (GNU social, StatusNet) verify only sha1.
+        let algorithm = if row.legacy == 1 {
+            ctx.settings.legacy_signature_algorithm
+        } else {
+            ctx.settings.signature_algorithm
+        };
+        let signature = algorithm.sign(&secret, &content.body);
         h.insert(
             HeaderName::from_static("x-hub-signature"),
             value(&signature)?,

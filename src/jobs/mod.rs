@@ -6,12 +6,16 @@
 //! | `hubdistrib` | topic with unhandled pings       | [`distribute`]|
 //! | `hubout`     | batch of deliveries (hundreds)   | [`deliver`]   |
 //!
+//! Periodic work — [`reconcile`] and the lease sweep [`leases`] — runs in every worker process
+//! and only claims rows with single statements, so processes sharing a database never act twice.
+//!
 //! Jobs carry ids, never bodies, and are pushed in the same transaction as the state they act
 //! on, so a job exists exactly when its state says there is work. Handlers are idempotent:
 //! each claims its state before acting, so a duplicate job finds nothing to do.
 
 pub mod deliver;
 pub mod distribute;
+pub mod leases;
 pub mod queue;
 pub mod reconcile;
 pub mod verify;

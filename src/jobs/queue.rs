@@ -296,6 +296,7 @@ pub fn start(ctx: Ctx) -> Workers {
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let reconciler = super::reconcile::spawn(ctx.clone());
+    let lease_sweep = super::leases::spawn(ctx.clone());
     let done = tokio::spawn(async move {
         let signal = async move {
             let _ = stopped.await;
@@ -305,6 +306,7 @@ pub fn start(ctx: Ctx) -> Workers {
             tracing::error!(%error, "queue workers stopped with an error");
         }
         reconciler.abort();
+        lease_sweep.abort();
     });
     Workers { stop, done }
 }

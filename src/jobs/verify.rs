@@ -35,13 +35,43 @@ pub struct VerifyJob {
 pub async fn accept(ctx: &HubContext, request: &SubscriptionRequest) -> Result<i64, StoreError> {
     let now = now_ms();
     let mut tx = ctx.db.begin().await?;
-    let id = requests::insert(&mut tx, request, now).await?;
+    let id = requests::insert(&mut tx, request, "subscriber", now).await?;
     let jobs = [Job::new(Queue::Verify, &VerifyJob { request: id })];
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
     ctx.wakers.wake_for(&jobs);
     tracing::info!(request = id, mode = request.mode.as_str(), topic = %request.topic, callback = %request.callback, "subscription request accepted");
     Ok(id)
+}
+
+/// What a synchronous (PuSH 0.3 `hub.verify=sync`) verification came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    Verified,
+    Refused(String),
+}
+
+/// Accepts a request whose subscriber asked for `hub.verify=sync`: stores it and verifies it
+/// before returning. No job is pushed; should this process die meanwhile, the reconciler
+/// verifies the stored request later.
+pub async fn accept_sync(
+    ctx: &HubContext,
+    request: &SubscriptionRequest,
+) -> Result<SyncOutcome, JobError> {
+    let mut tx = ctx.db.begin().await?;
+    let id = requests::insert(&mut tx, request, "subscriber", now_ms()).await?;
+    tx.commit().await?;
+    run(ctx, VerifyJob { request: id }).await?;
+    let row = requests::load(&ctx.db, id)
+        .await?
+        .ok_or_else(|| JobError::Corrupt(format!("request {id} vanished")))?;
+    Ok(match row.state.as_str() {
+        "verified" => SyncOutcome::Verified,
+        _ => SyncOutcome::Refused(
+            row.reason
+                .unwrap_or_else(|| format!("request {}", row.state)),
+        ),
+    })
 }
 
 enum Verdict {
@@ -86,6 +116,10 @@ pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
     ];
     if mode == Mode::Subscribe {
         params.push(("hub.lease_seconds", &lease_text));
+    }
+    // PuSH 0.3: the subscriber's token comes back verbatim in every verification.
+    if let Some(token) = req.verify_token.as_deref() {
+        params.push(("hub.verify_token", token));
     }
     // The lease runs from the moment the verification request is made (§5.3).
     let verified_at = now_ms();
@@ -141,6 +175,8 @@ async fn apply(
                 verified_at,
                 request_id: req.id,
                 delivery_mode: req.delivery_mode.as_deref(),
+                legacy: req.verify_mode.is_some(),
+                verify_token: req.verify_token.as_deref(),
             };
             subscriptions::activate(tx, &activation, now).await?;
         }

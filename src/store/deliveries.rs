@@ -93,6 +93,8 @@ pub struct ClaimedDelivery {
     pub secret: Option<String>,
     pub subscription_state: String,
     pub expires_at: i64,
+    /// 1 for subscriptions made PuSH 0.3-style.
+    pub legacy: i64,
 }
 
 pub async fn load_claimed(db: &Db, ids: &[i64]) -> Result<Vec<ClaimedDelivery>, StoreError> {
@@ -101,7 +103,7 @@ pub async fn load_claimed(db: &Db, ids: &[i64]) -> Result<Vec<ClaimedDelivery>, 
     }
     let sql = format!(
         "SELECT d.id, d.attempts, d.seq, d.content_id, s.id AS subscription_id, s.callback, s.secret,
-                s.state AS subscription_state, s.expires_at
+                s.state AS subscription_state, s.expires_at, s.legacy
          FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
          WHERE d.id IN ({}) ORDER BY d.id",
         placeholders(1, ids.len())

@@ -14,16 +14,28 @@ pub struct RequestRow {
     pub lease_requested: Option<i64>,
     pub state: String,
     pub delivery_mode: Option<String>,
+    pub verify_mode: Option<String>,
+    pub verify_token: Option<String>,
+    pub origin: String,
+    pub reason: Option<String>,
 }
 
 /// Stores a new request; older pending requests for the same (topic, callback) are superseded,
 /// so only the newest one is verified.
-pub async fn insert(tx: &mut Tx, req: &SubscriptionRequest, now: i64) -> Result<i64, StoreError> {
+/// `origin` is `subscriber` (the hub URL) or `renewal` (hub-initiated).
+pub async fn insert(
+    tx: &mut Tx,
+    req: &SubscriptionRequest,
+    origin: &str,
+    now: i64,
+) -> Result<i64, StoreError> {
     let supersede = "UPDATE subscription_requests SET state = 'superseded', completed_at = $3
                      WHERE state = 'pending' AND topic = $1 AND callback = $2";
     let insert = "INSERT INTO subscription_requests
-                      (mode, topic, callback, secret, lease_requested, created_at, delivery_mode)
-                  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+                      (mode, topic, callback, secret, lease_requested, created_at, delivery_mode,
+                       verify_mode, verify_token, origin)
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
+    let verify_mode = req.legacy.map(|m| m.as_str());
     let delivery_mode = req.delivery_mode.map(|m| m.as_str());
     let lease = req
         .lease_seconds
@@ -35,13 +47,15 @@ pub async fn insert(tx: &mut Tx, req: &SubscriptionRequest, now: i64) -> Result<
         sqlx::query_scalar(insert)
             .bind(req.mode.as_str()).bind(req.topic.as_str()).bind(req.callback.as_str())
             .bind(secret).bind(lease).bind(now).bind(delivery_mode)
+            .bind(verify_mode).bind(&req.verify_token).bind(origin)
             .fetch_one(&mut *c).await?
     });
     Ok(id)
 }
 
 pub async fn load(db: &Db, id: i64) -> Result<Option<RequestRow>, StoreError> {
-    let sql = "SELECT id, mode, topic, callback, secret, lease_requested, state, delivery_mode
+    let sql = "SELECT id, mode, topic, callback, secret, lease_requested, state, delivery_mode,
+                      verify_mode, verify_token, origin, reason
                FROM subscription_requests WHERE id = $1";
     Ok(dispatch!(db, c => sqlx::query_as::<_, RequestRow>(sql).bind(id).fetch_optional(c).await?))
 }

@@ -15,18 +15,22 @@ pub struct Activation<'a> {
     pub verified_at: i64,
     pub request_id: i64,
     pub delivery_mode: Option<&'a str>,
+    pub legacy: bool,
+    pub verify_token: Option<&'a str>,
 }
 
 pub async fn activate(tx: &mut Tx, a: &Activation<'_>, now: i64) -> Result<bool, StoreError> {
     let sql = "INSERT INTO subscriptions
                    (topic_id, callback, secret, lease_seconds, state, verified_at, expires_at,
-                    applied_request_id, created_at, updated_at, delivery_mode)
-               VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $8, $9)
+                    applied_request_id, created_at, updated_at, delivery_mode, legacy, verify_token)
+               VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $8, $9, $10, $11)
                ON CONFLICT (topic_id, callback) DO UPDATE SET
                    secret = excluded.secret, lease_seconds = excluded.lease_seconds,
                    state = 'active', state_reason = NULL, verified_at = excluded.verified_at,
                    expires_at = excluded.expires_at, applied_request_id = excluded.applied_request_id,
-                   updated_at = excluded.updated_at, delivery_mode = excluded.delivery_mode
+                   updated_at = excluded.updated_at, delivery_mode = excluded.delivery_mode,
+                   legacy = excluded.legacy, verify_token = excluded.verify_token,
+                   renewal_requested_at = NULL, ended_at = NULL
                WHERE subscriptions.applied_request_id < excluded.applied_request_id";
     let expires_at = a
         .verified_at
@@ -34,6 +38,7 @@ pub async fn activate(tx: &mut Tx, a: &Activation<'_>, now: i64) -> Result<bool,
     let n = dispatch_tx!(tx, c => sqlx::query(sql)
         .bind(a.topic_id).bind(a.callback).bind(a.secret).bind(a.lease_seconds)
         .bind(a.verified_at).bind(expires_at).bind(a.request_id).bind(now).bind(a.delivery_mode)
+        .bind(i64::from(a.legacy)).bind(a.verify_token)
         .execute(c).await?.rows_affected());
     Ok(n == 1)
 }
@@ -62,7 +67,7 @@ pub async fn end(tx: &mut Tx, ids: &[i64], reason: &str, now: i64) -> Result<(),
         return Ok(());
     }
     let sql = format!(
-        "UPDATE subscriptions SET state = 'ended', state_reason = $1, updated_at = $2
+        "UPDATE subscriptions SET state = 'ended', state_reason = $1, updated_at = $2, ended_at = $2
          WHERE state = 'active' AND id IN ({})",
         placeholders(3, ids.len())
     );
@@ -111,4 +116,67 @@ pub async fn advance_sequences(
         });
     }
     Ok(())
+}
+
+/// Marks active subscriptions whose lease ran out as expired, recording when (the moment the
+/// lease ended) and why; returns their ids. Safe to run in several processes at once.
+pub async fn expire_lapsed(tx: &mut Tx, now: i64) -> Result<Vec<i64>, StoreError> {
+    let sql = "UPDATE subscriptions SET state = 'expired', state_reason = 'lease expired',
+                   ended_at = expires_at, updated_at = $1
+               WHERE state = 'active' AND expires_at <= $1
+               RETURNING id";
+    Ok(dispatch_tx!(tx, c => sqlx::query_scalar(sql).bind(now).fetch_all(c).await?))
+}
+
+/// What a renewal needs to know about a subscription.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RenewalRow {
+    pub id: i64,
+    pub topic: String,
+    pub callback: String,
+    pub secret: Option<String>,
+    pub lease_seconds: i64,
+    pub delivery_mode: Option<String>,
+    pub legacy: i64,
+    pub verify_token: Option<String>,
+}
+
+/// Claims the active subscriptions due for hub-initiated renewal: their lease ends within
+/// `before_ms`, no renewal was requested for this lease yet, no request of the subscriber's own
+/// is pending, and they were made PuSH 0.3-style (or `all`).
+pub async fn claim_renewals(
+    tx: &mut Tx,
+    now: i64,
+    before_ms: i64,
+    all: bool,
+) -> Result<Vec<RenewalRow>, StoreError> {
+    let claim = "UPDATE subscriptions SET renewal_requested_at = $1
+                 WHERE state = 'active' AND renewal_requested_at IS NULL
+                   AND expires_at > $1 AND expires_at <= $1 + $2
+                   AND (legacy = 1 OR $3 = 1)
+                   AND NOT EXISTS (
+                       SELECT 1 FROM subscription_requests r JOIN topics t ON t.url = r.topic
+                       WHERE t.id = subscriptions.topic_id AND r.callback = subscriptions.callback
+                         AND r.state = 'pending')
+                 RETURNING id";
+    let ids: Vec<i64> = dispatch_tx!(tx, c => sqlx::query_scalar(claim)
+        .bind(now).bind(before_ms).bind(i64::from(all)).fetch_all(c).await?);
+    let mut rows = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "SELECT s.id, t.url AS topic, s.callback, s.secret, s.lease_seconds, s.delivery_mode, s.legacy,
+                    s.verify_token
+             FROM subscriptions s JOIN topics t ON t.id = s.topic_id WHERE s.id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let found: Vec<RenewalRow> = dispatch_tx!(tx, c => {
+            let mut q = sqlx::query_as::<_, RenewalRow>(sqlx::AssertSqlSafe(sql.as_str()));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.fetch_all(c).await?
+        });
+        rows.extend(found);
+    }
+    Ok(rows)
 }

@@ -7,6 +7,8 @@ mod deliver;
 mod durability;
 mod fanout;
 mod feeds;
+mod leases;
+mod legacy;
 mod publish;
 mod subscribe;
 mod verify;

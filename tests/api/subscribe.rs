@@ -60,20 +60,12 @@ async fn unknown_parameters_are_ignored_and_not_echoed() {
         .subscribe(
             "http://127.0.0.1:9/t",
             &cb,
-            &[
-                ("foo", "bar"),
-                ("hub.foo", "hub.bar"),
-                ("hub.verify", "sync"),
-            ],
+            &[("foo", "bar"), ("hub.foo", "hub.bar")],
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let get = &sub.wait_verifications("extra", 1).await[0];
-    assert!(
-        get.param("foo").is_none()
-            && get.param("hub.foo").is_none()
-            && get.param("hub.verify").is_none()
-    );
+    assert!(get.param("foo").is_none() && get.param("hub.foo").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]
