@@ -7,6 +7,7 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Args;
 
 use crate::domain::{
+    access::{HubMode, ProducerToken, TopicAllowList},
     address::AddressPolicy,
     delivery_mode::DeliveryMode,
     lease::LeasePolicy,
@@ -102,6 +103,16 @@ pub struct ServeArgs {
     /// How often the reconciler re-enqueues pending work that no job covers.
     #[arg(long, env = "HERALD_RECONCILE_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub reconcile_interval: Duration,
+    /// open: anyone may subscribe and ping; closed: only topics matching HERALD_TOPIC_ALLOW, and
+    /// pings on the hub URL need the producer token.
+    #[arg(long, env = "HERALD_MODE", default_value = "open")]
+    pub mode: HubMode,
+    /// Comma-separated topic URL prefixes (with * wildcards) a closed hub serves.
+    #[arg(long, env = "HERALD_TOPIC_ALLOW", default_value = "")]
+    pub topic_allow: TopicAllowList,
+    /// Bearer token of the producer API (and of pings on a closed hub); unset: API off.
+    #[arg(long, env = "HERALD_PRODUCER_TOKEN", hide_env_values = true)]
+    pub producer_token: Option<String>,
     /// What this process runs: all (HTTP and queue workers), web, or worker.
     #[arg(long, env = "HERALD_ROLE", default_value = "all")]
     pub role: Role,
@@ -149,6 +160,9 @@ pub struct Settings {
     pub queue_poll: Duration,
     pub reconcile_interval: Duration,
     pub role: Role,
+    pub mode: HubMode,
+    pub topic_allow: TopicAllowList,
+    pub producer_token: Option<ProducerToken>,
 }
 
 impl TryFrom<ServeArgs> for Settings {
@@ -160,6 +174,12 @@ impl TryFrom<ServeArgs> for Settings {
             .as_deref()
             .map(|u| HubUrl::parse(u).map_err(|e| format!("HERALD_PUBLIC_URL {e}: {u:?}")))
             .transpose()?;
+        if a.mode == HubMode::Closed && a.topic_allow.is_empty() {
+            return Err(
+                "HERALD_MODE=closed needs HERALD_TOPIC_ALLOW (the producer's topic URL prefixes)"
+                    .into(),
+            );
+        }
         let lease = LeasePolicy::new(
             a.lease_min_seconds,
             a.lease_default_seconds,
@@ -195,6 +215,9 @@ impl TryFrom<ServeArgs> for Settings {
             queue_poll: a.queue_poll,
             reconcile_interval: a.reconcile_interval,
             role: a.role,
+            mode: a.mode,
+            topic_allow: a.topic_allow,
+            producer_token: a.producer_token.as_deref().and_then(ProducerToken::new),
         })
     }
 }

@@ -3,6 +3,7 @@
 //! Everything that arrives from outside (the hub URL's form, configuration, job payloads) is
 //! parsed into these types once, at the edge; code further in never re-validates.
 
+pub mod access;
 pub mod address;
 pub mod challenge;
 pub mod delivery_mode;

@@ -18,7 +18,10 @@ use futures::StreamExt;
 
 use crate::{
     context::HubContext,
-    domain::hub_request::{HubRequest, HubRequestError, VerifyMode, parse_form},
+    domain::{
+        access::HubMode,
+        hub_request::{HubRequest, HubRequestError, VerifyMode, parse_form},
+    },
     jobs::{
         JobError, distribute,
         verify::{self, SyncOutcome},
@@ -32,6 +35,8 @@ pub enum HubError {
     BadRequest(#[from] HubRequestError),
     #[error("hub.callback {0}")]
     CallbackRefused(String),
+    #[error("this hub does not accept publish pings from outside; use the producer token")]
+    Forbidden,
     #[error("verification of intent failed: {0}")]
     SyncVerification(String),
     #[error("the request body is larger than {0} bytes")]
@@ -51,6 +56,7 @@ impl ResponseError for HubError {
                 StatusCode::BAD_REQUEST
             }
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             // The Google reference hub's answer to a failed synchronous verification.
             Self::SyncVerification(_) => StatusCode::CONFLICT,
             Self::NotAForm(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -100,6 +106,20 @@ pub async fn post(
             ))
         }
         HubRequest::Publish { topics } => {
+            if ctx.settings.mode == HubMode::Closed {
+                let authorization = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                let allowed = ctx
+                    .settings
+                    .producer_token
+                    .as_ref()
+                    .is_some_and(|t| t.authorizes(authorization));
+                if !allowed {
+                    return Err(HubError::Forbidden);
+                }
+            }
             distribute::accept_ping(&ctx, &topics).await?;
             Ok(HttpResponse::NoContent().finish())
         }

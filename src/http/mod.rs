@@ -1,5 +1,6 @@
-//! The HTTP surface: the hub URL and a health check.
+//! The HTTP surface: the hub URL, the producer API and a health check.
 
+pub mod api;
 pub mod health;
 pub mod hub;
 
@@ -9,5 +10,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/hub", web::post().to(hub::post))
         .route("/hub", web::get().to(hub::describe))
         .route("/", web::post().to(hub::post))
-        .route("/health", web::get().to(health::get));
+        .route("/health", web::get().to(health::get))
+        .configure(api::routes);
 }

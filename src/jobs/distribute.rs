@@ -35,7 +35,7 @@ use crate::{
     store::{
         StoreError, Tx, contents,
         deliveries::{self, Audience},
-        now_ms, subscriptions, topic_entries, topics,
+        distributions, now_ms, subscriptions, topic_entries, topics,
     },
 };
 
@@ -135,63 +135,12 @@ async fn distribute(
     };
 
     let mut tx = ctx.db.begin().await?;
-    let mut jobs = Vec::new();
-    let mut fanned_out = 0;
+    let mut fanned = Fanned::default();
     if let Some(body) = &body {
-        let content_type = record.content_type.clone();
-        let outgoing = plan(
-            ctx,
-            &mut tx,
-            topic.id,
-            content_type.as_deref(),
-            body,
-            &mut record,
-            now,
-        )
-        .await?;
-        let hub_link = hubs
-            .iter()
-            .find(|h| link::same_hub(h, ctx.public_url.as_str()))
-            .map_or(ctx.public_url.as_str(), String::as_str);
-        let default = ctx.settings.feed_delivery.as_str();
-        let mut per_mode: Vec<(&str, i64)> = Vec::new();
-        for doc in &outgoing {
-            let content = contents::NewContent {
-                topic_id: topic.id,
-                content_type: record.content_type.as_deref(),
-                body: &doc.body,
-                content_hash: &content_hash(record.content_type.as_deref(), &doc.body),
-                hub_link,
-                self_link: &topic.url,
-                mode: doc.mode,
-                event_id: &challenge::random_hex(12),
-            };
-            let content_id = contents::insert(&mut tx, &content, now).await?;
-            let audience = match doc.mode {
-                WHOLE => Audience::All,
-                mode => Audience::Mode { mode, default },
-            };
-            let ids =
-                deliveries::fan_out(&mut tx, content_id, topic.id, audience, doc.seq_offset, now)
-                    .await?;
-            fanned_out += ids.len();
-            for batch in ids.chunks(ctx.settings.delivery_batch) {
-                jobs.push(Job::new(
-                    Queue::Deliver,
-                    &DeliverJob {
-                        deliveries: batch.to_vec(),
-                        not_before: 0,
-                    },
-                ));
-            }
-            match per_mode.iter_mut().find(|(m, _)| *m == doc.mode) {
-                Some((_, n)) => *n = (*n).max(doc.seq_offset),
-                None => per_mode.push((doc.mode, doc.seq_offset)),
-            }
-        }
-        subscriptions::advance_sequences(&mut tx, topic.id, default, now, &per_mode).await?;
+        fanned = fan_out_body(ctx, &mut tx, topic, body, &hubs, &mut record, "ping", now).await?;
     }
-    if topics::finish(&mut tx, topic.id, topic.ping_seq, &record, now_ms()).await? {
+    let mut jobs = fanned.jobs;
+    if topics::finish(&mut tx, topic.id, Some(topic.ping_seq), &record, now_ms()).await? {
         jobs.push(Job::new(
             Queue::Distribute,
             &DistributeJob {
@@ -203,8 +152,185 @@ async fn distribute(
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
     ctx.wakers.wake_for(&jobs);
-    tracing::info!(url = %topic.url, changed = body.is_some(), deliveries = fanned_out, "topic distributed");
+    tracing::info!(url = %topic.url, changed = body.is_some(), deliveries = fanned.deliveries, "topic distributed");
     Ok(())
+}
+
+/// What a fan-out created.
+#[derive(Debug, Default)]
+struct Fanned {
+    jobs: Vec<Job>,
+    deliveries: usize,
+    distribution: Option<i64>,
+}
+
+/// Turns a changed body into documents (see [`plan`]) and, when there are any, records a
+/// distribution, one `contents` row per document and its deliveries, numbered per subscription.
+#[allow(clippy::too_many_arguments)]
+async fn fan_out_body(
+    ctx: &HubContext,
+    tx: &mut Tx,
+    topic: &topics::ClaimedTopic,
+    body: &[u8],
+    advertised_hubs: &[String],
+    record: &mut topics::FetchRecord,
+    source: &str,
+    now: i64,
+) -> Result<Fanned, StoreError> {
+    let content_type = record.content_type.clone();
+    let outgoing = plan(
+        ctx,
+        tx,
+        topic.id,
+        content_type.as_deref(),
+        body,
+        record,
+        now,
+    )
+    .await?;
+    let mut fanned = Fanned::default();
+    if outgoing.is_empty() {
+        return Ok(fanned);
+    }
+    let distribution = distributions::insert(tx, topic.id, source, now).await?;
+    fanned.distribution = Some(distribution);
+    let hub_link = advertised_hubs
+        .iter()
+        .find(|h| link::same_hub(h, ctx.public_url.as_str()))
+        .map_or(ctx.public_url.as_str(), String::as_str);
+    let default = ctx.settings.feed_delivery.as_str();
+    let mut per_mode: Vec<(&str, i64)> = Vec::new();
+    for doc in &outgoing {
+        let content = contents::NewContent {
+            topic_id: topic.id,
+            content_type: content_type.as_deref(),
+            body: &doc.body,
+            content_hash: &content_hash(content_type.as_deref(), &doc.body),
+            hub_link,
+            self_link: &topic.url,
+            mode: doc.mode,
+            event_id: &challenge::random_hex(12),
+            distribution_id: Some(distribution),
+        };
+        let content_id = contents::insert(tx, &content, now).await?;
+        let audience = match doc.mode {
+            WHOLE => Audience::All,
+            mode => Audience::Mode { mode, default },
+        };
+        let ids =
+            deliveries::fan_out(tx, content_id, topic.id, audience, doc.seq_offset, now).await?;
+        fanned.deliveries += ids.len();
+        for batch in ids.chunks(ctx.settings.delivery_batch) {
+            fanned.jobs.push(Job::new(
+                Queue::Deliver,
+                &DeliverJob {
+                    deliveries: batch.to_vec(),
+                    not_before: 0,
+                },
+            ));
+        }
+        match per_mode.iter_mut().find(|(m, _)| *m == doc.mode) {
+            Some((_, n)) => *n = (*n).max(doc.seq_offset),
+            None => per_mode.push((doc.mode, doc.seq_offset)),
+        }
+    }
+    subscriptions::advance_sequences(tx, topic.id, default, now, &per_mode).await?;
+    Ok(fanned)
+}
+
+/// What a producer's fat ping came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// Nobody is subscribed to the topic: nothing stored.
+    NoSubscribers,
+    /// The same bytes were distributed last time: nothing delivered.
+    Unchanged,
+    /// Distributed: `distribution` is `None` when a feed had no new or changed entry.
+    Distributed {
+        distribution: Option<i64>,
+        deliveries: usize,
+    },
+}
+
+/// How long a fat ping waits for a distribution of the same topic to finish.
+const PUSH_CLAIM_WAIT: Duration = Duration::from_secs(10);
+
+/// A producer's fat ping: `body` is distributed as if it had been fetched from `url`, at once
+/// and without a fetch. Waits (briefly) for a running distribution of the topic to finish, so
+/// bodies still go out in order.
+pub async fn push_content(
+    ctx: &HubContext,
+    url: &HubUrl,
+    content_type: Option<String>,
+    body: &[u8],
+) -> Result<Pushed, JobError> {
+    let Some(topic_id) = topics::find_subscribed(&ctx.db, url.as_str(), now_ms()).await? else {
+        return Ok(Pushed::NoSubscribers);
+    };
+    let started = tokio::time::Instant::now();
+    let topic = loop {
+        let now = now_ms();
+        let hold = now + 60_000;
+        if let Some(topic) = topics::claim_any(&ctx.db, topic_id, now, hold).await? {
+            break topic;
+        }
+        if started.elapsed() > PUSH_CLAIM_WAIT {
+            return Err(JobError::Busy(
+                "a distribution of this topic is still running; retry shortly".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let result = push_claimed(ctx, &topic, content_type, body).await;
+    if result.is_err() {
+        let _ = topics::release(&ctx.db, topic.id).await;
+    }
+    result
+}
+
+async fn push_claimed(
+    ctx: &HubContext,
+    topic: &topics::ClaimedTopic,
+    content_type: Option<String>,
+    body: &[u8],
+) -> Result<Pushed, JobError> {
+    let now = now_ms();
+    let hash = content_hash(content_type.as_deref(), body);
+    let unchanged = topic.content_hash.as_deref() == Some(hash.as_str());
+    let mut record = topics::FetchRecord {
+        content_type,
+        content_hash: Some(hash),
+        ..Default::default()
+    };
+    let mut tx = ctx.db.begin().await?;
+    let mut fanned = Fanned::default();
+    if !unchanged {
+        fanned = fan_out_body(ctx, &mut tx, topic, body, &[], &mut record, "push", now).await?;
+    }
+    let mut jobs = fanned.jobs;
+    // Pings that wait for a fetch keep waiting; if their job gave up while we held the claim,
+    // one is pushed again.
+    if topics::finish(&mut tx, topic.id, None, &record, now).await? {
+        jobs.push(Job::new(
+            Queue::Distribute,
+            &DistributeJob {
+                topic: topic.id,
+                failures: 0,
+            },
+        ));
+    }
+    queue::push(&mut tx, &jobs).await?;
+    tx.commit().await?;
+    ctx.wakers.wake_for(&jobs);
+    tracing::info!(url = %topic.url, unchanged, deliveries = fanned.deliveries, "content pushed by the producer");
+    Ok(if unchanged {
+        Pushed::Unchanged
+    } else {
+        Pushed::Distributed {
+            distribution: fanned.distribution,
+            deliveries: fanned.deliveries,
+        }
+    })
 }
 
 /// Content that is not a feed, or a feed that could not be read: delivered whole to everyone.

@@ -27,6 +27,8 @@ pub enum JobError {
     Store(#[from] crate::store::StoreError),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl From<sqlx::Error> for JobError {

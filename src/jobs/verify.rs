@@ -16,6 +16,7 @@ use super::{
 use crate::{
     context::HubContext,
     domain::{
+        access::HubMode,
         challenge,
         hub_request::{Mode, SubscriptionRequest},
         url::HubUrl,
@@ -187,9 +188,12 @@ async fn apply(
     Ok(())
 }
 
-/// Why the hub refuses to serve `topic`, if it does: its host is not an address the hub may
-/// fetch from.
+/// Why the hub refuses to serve `topic`, if it does: a closed hub serves only its producer's
+/// topics, and no hub fetches from addresses its policy forbids.
 async fn topic_refusal(ctx: &HubContext, topic: &HubUrl) -> Option<String> {
+    if ctx.settings.mode == HubMode::Closed && !ctx.settings.topic_allow.permits(topic.as_str()) {
+        return Some("this hub only serves its publisher's own topics".into());
+    }
     let url = topic.as_url();
     if let Err(e) = ctx.outbound.check(url) {
         return Some(format!("topic {e}"));

@@ -15,15 +15,16 @@ pub struct NewContent<'a> {
     /// `whole`, `diff`, `single` or `full`.
     pub mode: &'a str,
     pub event_id: &'a str,
+    pub distribution_id: Option<i64>,
 }
 
 pub async fn insert(tx: &mut Tx, c: &NewContent<'_>, now: i64) -> Result<i64, StoreError> {
     let sql = "INSERT INTO contents (topic_id, content_type, body, content_hash, hub_link, self_link, created_at,
-                                    mode, event_id)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+                                    mode, event_id, distribution_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
     let id: i64 = dispatch_tx!(tx, conn => sqlx::query_scalar(sql)
         .bind(c.topic_id).bind(c.content_type).bind(c.body).bind(c.content_hash)
-        .bind(c.hub_link).bind(c.self_link).bind(now).bind(c.mode).bind(c.event_id)
+        .bind(c.hub_link).bind(c.self_link).bind(now).bind(c.mode).bind(c.event_id).bind(c.distribution_id)
         .fetch_one(conn).await?);
     Ok(id)
 }

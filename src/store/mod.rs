@@ -7,10 +7,12 @@
 
 pub mod contents;
 pub mod deliveries;
+pub mod distributions;
 pub mod requests;
 pub mod subscriptions;
 pub mod topic_entries;
 pub mod topics;
+pub mod views;
 
 use std::{str::FromStr, time::Duration};
 

@@ -85,28 +85,52 @@ pub struct FetchRecord {
     pub analysed: bool,
 }
 
-/// Marks pings up to `seq` distributed, stores what the fetch learnt, releases the claim, and
-/// returns whether more pings are waiting.
+/// Marks pings up to `seq` distributed (none for a producer's push), stores what the fetch
+/// learnt, releases the claim, and returns whether pings are still waiting.
 pub async fn finish(
     tx: &mut Tx,
     id: i64,
-    seq: i64,
+    seq: Option<i64>,
     fetched: &FetchRecord,
     now: i64,
 ) -> Result<bool, StoreError> {
-    let sql = "UPDATE topics SET distributed_seq = $2, distributing_until = NULL,
+    let sql = "UPDATE topics SET distributed_seq = COALESCE($2, distributed_seq), distributing_until = NULL,
                    content_type = COALESCE($3, content_type), content_hash = COALESCE($4, content_hash),
                    etag = $5, last_modified = $6, last_fetched_at = $7,
                    last_fetch_error = NULL, fetch_failures = 0,
                    feed_kind = CASE WHEN $10 = 1 THEN $8 ELSE feed_kind END,
                    feed_error = CASE WHEN $10 = 1 THEN $9 ELSE feed_error END
-               WHERE id = $1 RETURNING ping_seq";
-    let ping_seq: i64 = dispatch_tx!(tx, c => sqlx::query_scalar(sql)
+               WHERE id = $1 RETURNING ping_seq, distributed_seq";
+    let (ping_seq, distributed_seq): (i64, i64) = dispatch_tx!(tx, c => sqlx::query_as(sql)
         .bind(id).bind(seq).bind(&fetched.content_type).bind(&fetched.content_hash)
         .bind(&fetched.etag).bind(&fetched.last_modified).bind(now)
         .bind(fetched.feed_kind).bind(&fetched.feed_error).bind(i64::from(fetched.analysed))
         .fetch_one(c).await?);
-    Ok(ping_seq > seq)
+    Ok(ping_seq > distributed_seq)
+}
+
+/// The id of the topic `url` if it has an active, unexpired subscription.
+pub async fn find_subscribed(db: &Db, url: &str, now: i64) -> Result<Option<i64>, StoreError> {
+    let sql = "SELECT t.id FROM topics t WHERE t.url = $1 AND EXISTS (
+                   SELECT 1 FROM subscriptions s
+                   WHERE s.topic_id = t.id AND s.state = 'active' AND s.expires_at > $2)";
+    Ok(dispatch!(db, c => sqlx::query_scalar(sql).bind(url).bind(now).fetch_optional(c).await?))
+}
+
+/// Claims a topic whether or not pings are pending (a producer's push); `None` while another
+/// distribution holds it.
+pub async fn claim_any(
+    db: &Db,
+    id: i64,
+    now: i64,
+    hold_until: i64,
+) -> Result<Option<ClaimedTopic>, StoreError> {
+    let sql = "UPDATE topics SET distributing_until = $3
+               WHERE id = $1 AND (distributing_until IS NULL OR distributing_until < $2)
+               RETURNING id, url, ping_seq, etag, last_modified, content_hash";
+    let row = dispatch!(db, c => sqlx::query_as::<_, ClaimedTopic>(sql)
+        .bind(id).bind(now).bind(hold_until).fetch_optional(c).await?);
+    Ok(row)
 }
 
 /// A fetch that failed: the error is kept and the claim released, the pings stay pending.

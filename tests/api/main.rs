@@ -9,6 +9,7 @@ mod fanout;
 mod feeds;
 mod leases;
 mod legacy;
+mod producer;
 mod publish;
 mod subscribe;
 mod verify;

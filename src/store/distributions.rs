@@ -1,0 +1,66 @@
+//! `distributions`: one row per distribution of a topic (a fetch that changed, or a producer's
+//! fat ping), so a producer can ask how its update fared.
+
+use serde::Serialize;
+
+use super::{Db, StoreError, Tx, dispatch, dispatch_tx};
+
+pub async fn insert(tx: &mut Tx, topic_id: i64, source: &str, now: i64) -> Result<i64, StoreError> {
+    let sql =
+        "INSERT INTO distributions (topic_id, source, created_at) VALUES ($1, $2, $3) RETURNING id";
+    Ok(
+        dispatch_tx!(tx, c => sqlx::query_scalar(sql).bind(topic_id).bind(source).bind(now).fetch_one(c).await?),
+    )
+}
+
+/// How the deliveries of one distribution stand.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Outcome {
+    pub id: i64,
+    pub topic: String,
+    pub source: String,
+    pub created_at: i64,
+    pub documents: i64,
+    pub deliveries: i64,
+    pub delivered: i64,
+    pub pending: i64,
+    pub failed: i64,
+    pub gone: i64,
+    pub cancelled: i64,
+}
+
+pub async fn outcome(db: &Db, id: i64) -> Result<Option<Outcome>, StoreError> {
+    let head = "SELECT d.id, t.url, d.source, d.created_at,
+                       (SELECT COUNT(*) FROM contents c WHERE c.distribution_id = d.id)
+                FROM distributions d JOIN topics t ON t.id = d.topic_id WHERE d.id = $1";
+    let row: Option<(i64, String, String, i64, i64)> =
+        dispatch!(db, c => sqlx::query_as(head).bind(id).fetch_optional(c).await?);
+    let Some((id, topic, source, created_at, documents)) = row else {
+        return Ok(None);
+    };
+    let counts =
+        "SELECT dl.state, COUNT(*) FROM deliveries dl JOIN contents c ON c.id = dl.content_id
+                  WHERE c.distribution_id = $1 GROUP BY dl.state";
+    let by_state: Vec<(String, i64)> =
+        dispatch!(db, c => sqlx::query_as(counts).bind(id).fetch_all(c).await?);
+    let count = |states: &[&str]| {
+        by_state
+            .iter()
+            .filter(|(s, _)| states.contains(&s.as_str()))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    Ok(Some(Outcome {
+        id,
+        topic,
+        source,
+        created_at,
+        documents,
+        deliveries: by_state.iter().map(|(_, n)| n).sum(),
+        delivered: count(&["delivered"]),
+        pending: count(&["pending", "sending"]),
+        failed: count(&["failed"]),
+        gone: count(&["gone"]),
+        cancelled: count(&["cancelled"]),
+    }))
+}
