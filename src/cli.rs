@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::{
+    admin,
     config::{DatabaseArgs, ServeArgs, Settings},
     startup::{Application, install_crypto_provider},
     store::Db,
@@ -21,6 +22,49 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Create or upgrade the database schema, then exit.
     Migrate(DatabaseArgs),
+    /// Inspect, expire and delete subscriptions.
+    Subscriptions {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(subcommand)]
+        command: admin::subscriptions::Command,
+    },
+    /// Inspect topics.
+    Topics {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(subcommand)]
+        command: admin::topics::Command,
+    },
+    /// Inspect deliveries and replay failed ones.
+    Deliveries {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(subcommand)]
+        command: admin::deliveries::Command,
+    },
+    /// Ping topics as a publisher would (the running hub fetches and distributes them).
+    Publish {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[arg(required = true)]
+        topics: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the configuration (environment, .env, flags of serve) and the database.
+    CheckConfig {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn database(args: &DatabaseArgs) -> anyhow::Result<Db> {
+    install_crypto_provider();
+    let db = Db::connect(&args.database_url).await?;
+    // Keeps the CLI usable against a database a newer hub has not migrated yet.
+    db.migrate().await?;
+    Ok(db)
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -28,6 +72,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let settings = Settings::try_from(*args).map_err(anyhow::Error::msg)?;
             Application::build(settings).await?.run_until_signal().await
+        }
+        Command::Subscriptions { db, command } => {
+            admin::subscriptions::run(&database(&db).await?, command).await
+        }
+        Command::Topics { db, command } => admin::topics::run(&database(&db).await?, command).await,
+        Command::Deliveries { db, command } => {
+            admin::deliveries::run(&database(&db).await?, command).await
+        }
+        Command::Publish { db, topics, json } => {
+            admin::system::publish(&database(&db).await?, &topics, json).await
+        }
+        Command::CheckConfig { json } => {
+            install_crypto_provider();
+            admin::system::check_config(json).await
         }
         Command::Migrate(args) => {
             install_crypto_provider();

@@ -12,9 +12,13 @@
 //! - **distribution** (§7): [`jobs::distribute`] fetches through [`outbound`], stores the
 //!   content, fans out deliveries in bulk and pushes `hubout` batches; [`jobs::deliver`] POSTs them
 //!   signed ([`domain::signature`]) and applies [`domain::retry`].
+//! - **leases** (§5.3.1): [`jobs::leases`] expires lapsed subscriptions and renews PuSH 0.3 ones.
+//! - **producers and operators**: [`http::api`] (push content, who is subscribed, outcomes) and
+//!   [`admin`] (the `herald` subcommands).
 //! - **durability**: jobs are pushed in the transaction of their state ([`jobs::queue`]);
 //!   [`jobs::reconcile`] re-enqueues anything left uncovered.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod context;

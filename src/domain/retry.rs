@@ -88,6 +88,22 @@ impl RetryPolicy {
         }
     }
 
+    /// The schedule as configured, e.g. `1m,5m,30m` (milliseconds where needed).
+    pub fn schedule_text(&self) -> String {
+        self.schedule
+            .delays()
+            .iter()
+            .map(|d| {
+                if d.subsec_millis() == 0 {
+                    format!("{}s", d.as_secs())
+                } else {
+                    format!("{}ms", d.as_millis())
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// `attempts` counts the attempt that produced `outcome` (1 for the first).
     pub fn next_step(&self, attempts: u32, outcome: &Outcome) -> NextStep {
         let retry_after = match outcome {

@@ -33,7 +33,7 @@ use crate::{
     feed::{self, Analysis},
     outbound::Fetched,
     store::{
-        StoreError, Tx, contents,
+        Db, StoreError, Tx, contents,
         deliveries::{self, Audience},
         distributions, now_ms, subscriptions, topic_entries, topics,
     },
@@ -58,8 +58,17 @@ pub struct DistributeJob {
 
 /// Accepts a publish ping for `urls`. Returns how many of them have subscribers.
 pub async fn accept_ping(ctx: &HubContext, urls: &[HubUrl]) -> Result<usize, StoreError> {
+    let (subscribed, jobs) = record_pings(&ctx.db, urls).await?;
+    ctx.wakers.wake_for(&jobs);
+    tracing::info!(topics = urls.len(), subscribed, "publish ping accepted");
+    Ok(subscribed)
+}
+
+/// Counts a ping against each subscribed topic and pushes the distribution jobs needed, in
+/// one transaction (also used by `herald publish`, whose jobs the running hub polls for).
+pub async fn record_pings(db: &Db, urls: &[HubUrl]) -> Result<(usize, Vec<Job>), StoreError> {
     let now = now_ms();
-    let mut tx = ctx.db.begin().await?;
+    let mut tx = db.begin().await?;
     let mut jobs = Vec::new();
     let mut subscribed = 0;
     for url in urls {
@@ -76,9 +85,7 @@ pub async fn accept_ping(ctx: &HubContext, urls: &[HubUrl]) -> Result<usize, Sto
     }
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
-    ctx.wakers.wake_for(&jobs);
-    tracing::info!(topics = urls.len(), subscribed, "publish ping accepted");
-    Ok(subscribed)
+    Ok((subscribed, jobs))
 }
 
 #[tracing::instrument(skip_all, fields(topic = job.topic))]

@@ -282,3 +282,31 @@ pub async fn open(db: &Db) -> Result<Vec<(i64, i64)>, StoreError> {
                FROM deliveries WHERE state IN ('pending', 'sending') ORDER BY id";
     Ok(dispatch!(db, c => sqlx::query_as::<_, (i64, i64)>(sql).fetch_all(c).await?))
 }
+
+/// Failed deliveries (dead letters), oldest first.
+pub async fn failed_ids(db: &Db) -> Result<Vec<i64>, StoreError> {
+    let sql = "SELECT id FROM deliveries WHERE state = 'failed' ORDER BY id";
+    Ok(dispatch!(db, c => sqlx::query_scalar(sql).fetch_all(c).await?))
+}
+
+/// Puts failed deliveries back in line with a fresh retry schedule; returns those it changed.
+pub async fn replay(tx: &mut Tx, ids: &[i64], now: i64) -> Result<Vec<i64>, StoreError> {
+    let mut done = Vec::new();
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = $1,
+                 claimed_until = NULL, updated_at = $1
+             WHERE state = 'failed' AND id IN ({}) RETURNING id",
+            placeholders(2, chunk.len())
+        );
+        let changed: Vec<i64> = dispatch_tx!(tx, c => {
+            let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(now);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.fetch_all(c).await?
+        });
+        done.extend(changed);
+    }
+    Ok(done)
+}

@@ -180,3 +180,52 @@ pub async fn claim_renewals(
     }
     Ok(rows)
 }
+
+/// Expires the given active subscriptions now, by an operator; returns those it changed.
+pub async fn expire_ids(
+    tx: &mut Tx,
+    ids: &[i64],
+    reason: &str,
+    now: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let mut done = Vec::new();
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "UPDATE subscriptions SET state = 'expired', state_reason = $1, ended_at = $2, updated_at = $2
+             WHERE state = 'active' AND id IN ({}) RETURNING id",
+            placeholders(3, chunk.len())
+        );
+        let changed: Vec<i64> = dispatch_tx!(tx, c => {
+            let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(reason).bind(now);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.fetch_all(c).await?
+        });
+        done.extend(changed);
+    }
+    Ok(done)
+}
+
+/// Deletes subscriptions and their deliveries; returns how many subscriptions went.
+pub async fn delete_ids(tx: &mut Tx, ids: &[i64]) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    for chunk in ids.chunks(500) {
+        let list = placeholders(1, chunk.len());
+        let deliveries = format!("DELETE FROM deliveries WHERE subscription_id IN ({list})");
+        let subs = format!("DELETE FROM subscriptions WHERE id IN ({list})");
+        deleted += dispatch_tx!(tx, c => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(deliveries.as_str()));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *c).await?;
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(subs.as_str()));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *c).await?.rows_affected()
+        });
+    }
+    Ok(deleted)
+}

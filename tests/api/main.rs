@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod cli;
 mod deliver;
 mod durability;
 mod fanout;

@@ -1,0 +1,111 @@
+//! The operator's commands (`herald subscriptions …`, `topics …`, `deliveries …`, `publish`,
+//! `check-config`). They work directly on `HERALD_DATABASE_URL`, also while the hub runs: what
+//! they change is ordinary state plus queue jobs, which the running hub picks up.
+//!
+//! Output is a table for people and, with `--json`, JSON for scripts. Destructive commands ask
+//! for confirmation on a terminal and need `--yes` otherwise; `--dry-run` shows what would
+//! change and changes nothing.
+
+pub mod deliveries;
+pub mod subscriptions;
+pub mod system;
+pub mod topics;
+
+use std::io::{IsTerminal, Write};
+
+use serde::Serialize;
+
+/// Prints `rows` under `headers`, columns padded to fit.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    if rows.is_empty() {
+        println!("(none)");
+    }
+}
+
+pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Unix milliseconds as `2026-11-22 14:05:00Z`.
+pub fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+pub fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// `2026-11-01`, `2026-11-01T12:00:00Z` or `now` as Unix milliseconds.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if s == "now" {
+        return Ok(crate::store::now_ms());
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_millis())
+        .ok_or_else(|| format!("{s:?} is not a time (use 2026-11-01, 2026-11-01T12:00:00Z or now)"))
+}
+
+/// Asks before a destructive change: `--yes` answers for the operator; on a terminal the
+/// operator is asked; otherwise the answer is no.
+pub fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("{question} Refusing without --yes (standard input is not a terminal).");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// A progress bar on standard error (hidden when it is not a terminal).
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len}") {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_times() {
+        assert_eq!(super::parse_time("2026-11-01"), Ok(1_793_491_200_000));
+        assert_eq!(
+            super::parse_time("2026-11-01T00:00:01Z"),
+            Ok(1_793_491_201_000)
+        );
+        assert!(super::parse_time("yesterday").is_err());
+    }
+}

@@ -1,0 +1,352 @@
+//! `herald subscriptions list | show | expire | delete`.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::{confirm, opt, parse_time, print_json, print_table, progress, time};
+use crate::{
+    config::Settings,
+    domain::{retry::parse_duration, url::HubUrl},
+    outbound::Outbound,
+    store::{Db, deliveries, now_ms, subscriptions, views},
+};
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List subscriptions, newest last.
+    List(ListArgs),
+    /// Everything about one subscription: lease, secret (present or not), recent deliveries.
+    Show {
+        id: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End subscriptions now (state expired); optionally tell their subscribers.
+    Expire(ExpireArgs),
+    /// Delete subscriptions and their delivery history.
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        /// Show what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this topic URL.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Only callbacks containing this text.
+    #[arg(long)]
+    callback: Option<String>,
+    /// Only this state: active, expired, ended, unsubscribed.
+    #[arg(long)]
+    state: Option<String>,
+    /// Only active subscriptions whose lease ends within this long (e.g. 2d).
+    #[arg(long, value_parser = parse_duration)]
+    expiring_within: Option<Duration>,
+    /// Only subscriptions with failed deliveries or deliveries waiting for a retry.
+    #[arg(long)]
+    failing: bool,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 1000)]
+    limit: i64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExpireArgs {
+    /// Subscription ids.
+    ids: Vec<i64>,
+    /// All active subscriptions of this topic URL.
+    #[arg(long)]
+    topic: Option<String>,
+    /// All active subscriptions whose callback contains this text.
+    #[arg(long)]
+    callback: Option<String>,
+    /// All active subscriptions whose lease ended before this time (2026-11-01, RFC 3339, now).
+    #[arg(long, value_parser = parse_time)]
+    expired_before: Option<i64>,
+    /// Show what would be expired; change nothing.
+    /// Show what would change; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Send each subscriber a hub.mode=denied notice (WebSub §5.2).
+    #[arg(long)]
+    notify: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    yes: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::List(a) => list(db, a).await,
+        Command::Show { id, json } => show(db, id, json).await,
+        Command::Expire(a) => expire(db, a).await,
+        Command::Delete {
+            ids,
+            dry_run,
+            yes,
+            json,
+        } => delete(db, ids, dry_run, yes, json).await,
+    }
+}
+
+async fn list(db: &Db, a: ListArgs) -> anyhow::Result<()> {
+    let filter = views::SubscriptionFilter {
+        topic: a.topic,
+        callback: a.callback,
+        state: a.state,
+        expiring_before: a.expiring_within.map(|d| now_ms() + d.as_millis() as i64),
+        failing: a.failing,
+        limit: a.limit,
+        ..Default::default()
+    };
+    let rows = views::subscriptions(db, &filter).await?;
+    if a.json {
+        return print_json(&rows);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.to_string(),
+                s.state.clone(),
+                time(s.expires_at),
+                s.topic.clone(),
+                s.callback.clone(),
+                opt(s.last_delivery_state.as_ref()),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "ID",
+            "STATE",
+            "EXPIRES",
+            "TOPIC",
+            "CALLBACK",
+            "LAST DELIVERY",
+        ],
+        &table,
+    );
+    Ok(())
+}
+
+async fn show(db: &Db, id: i64, json: bool) -> anyhow::Result<()> {
+    let filter = views::SubscriptionFilter {
+        id: Some(id),
+        limit: 1,
+        ..Default::default()
+    };
+    let Some(s) = views::subscriptions(db, &filter).await?.pop() else {
+        anyhow::bail!("no subscription {id}");
+    };
+    let recent = views::deliveries(db, Some(id), None, 10).await?;
+    if json {
+        return print_json(&json!({"subscription": s, "recent_deliveries": recent}));
+    }
+    let fields = [
+        ("id", s.id.to_string()),
+        ("topic", s.topic.clone()),
+        ("callback", s.callback.clone()),
+        ("state", s.state.clone()),
+        ("reason", opt(s.state_reason.as_ref())),
+        (
+            "secret",
+            if s.has_secret == 1 {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+        ),
+        ("lease", format!("{} s", s.lease_seconds)),
+        ("verified", time(s.verified_at)),
+        ("expires", time(s.expires_at)),
+        ("ended", s.ended_at.map_or_else(|| "-".into(), time)),
+        (
+            "delivery mode",
+            s.delivery_mode
+                .clone()
+                .unwrap_or_else(|| "(hub default)".into()),
+        ),
+        (
+            "PuSH 0.3 style",
+            if s.legacy == 1 {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+        ),
+    ];
+    for (k, v) in fields {
+        println!("{k:<15} {v}");
+    }
+    println!("\nrecent deliveries:");
+    let table: Vec<Vec<String>> = recent
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.to_string(),
+                d.seq.to_string(),
+                d.state.clone(),
+                d.attempts.to_string(),
+                opt(d.last_status),
+                opt(d.last_error.as_ref()),
+                time(d.updated_at),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "ID", "SEQ", "STATE", "ATTEMPTS", "STATUS", "ERROR", "UPDATED",
+        ],
+        &table,
+    );
+    Ok(())
+}
+
+async fn expire(db: &Db, a: ExpireArgs) -> anyhow::Result<()> {
+    if a.ids.is_empty() && a.topic.is_none() && a.callback.is_none() && a.expired_before.is_none() {
+        anyhow::bail!("say which subscriptions: ids, --topic, --callback or --expired-before");
+    }
+    let mut chosen = Vec::new();
+    if a.topic.is_some() || a.callback.is_some() || a.expired_before.is_some() {
+        let filter = views::SubscriptionFilter {
+            topic: a.topic.clone(),
+            callback: a.callback.clone(),
+            state: Some("active".into()),
+            expiring_before: a.expired_before,
+            limit: i64::MAX,
+            ..Default::default()
+        };
+        chosen.extend(views::subscriptions(db, &filter).await?);
+    }
+    for id in &a.ids {
+        let filter = views::SubscriptionFilter {
+            id: Some(*id),
+            state: Some("active".into()),
+            limit: 1,
+            ..Default::default()
+        };
+        chosen.extend(views::subscriptions(db, &filter).await?);
+    }
+    chosen.sort_by_key(|s| s.id);
+    chosen.dedup_by_key(|s| s.id);
+    let ids: Vec<i64> = chosen.iter().map(|s| s.id).collect();
+
+    if a.dry_run || ids.is_empty() {
+        return report(a.json, "would expire", &chosen, a.dry_run);
+    }
+    if !confirm(&format!("Expire {} subscription(s)?", ids.len()), a.yes)? {
+        anyhow::bail!("nothing changed");
+    }
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    let done = subscriptions::expire_ids(&mut tx, &ids, "expired by an operator", now).await?;
+    deliveries::cancel_open(&mut tx, &done, "subscription expired by an operator", now).await?;
+    tx.commit().await?;
+
+    if a.notify {
+        let settings = Settings::from_vars(std::iter::empty()).map_err(anyhow::Error::msg)?;
+        let outbound = Outbound::new(&settings)?;
+        let bar = progress(chosen.len() as u64, "notifying");
+        for s in chosen.iter().filter(|s| done.contains(&s.id)) {
+            if let (Ok(cb), Ok(topic)) = (HubUrl::parse(&s.callback), HubUrl::parse(&s.topic)) {
+                let url = cb.with_appended_query(&[
+                    ("hub.mode", "denied"),
+                    ("hub.topic", topic.as_str()),
+                    ("hub.reason", "the hub's operator ended this subscription"),
+                ]);
+                if let Err(e) = outbound.get_verification(&url).await {
+                    bar.println(format!("subscription {}: notice not delivered: {e}", s.id));
+                }
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+    }
+    let expired: Vec<_> = chosen
+        .into_iter()
+        .filter(|s| done.contains(&s.id))
+        .collect();
+    report(a.json, "expired", &expired, false)
+}
+
+fn report(
+    json: bool,
+    what: &str,
+    rows: &[views::SubscriptionView],
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let ids: Vec<i64> = rows.iter().map(|s| s.id).collect();
+    if json {
+        return print_json(&json!({"dry_run": dry_run, "count": ids.len(), "ids": ids}));
+    }
+    println!(
+        "{what} {} subscription(s){}",
+        ids.len(),
+        if dry_run {
+            " (dry run: nothing changed)"
+        } else {
+            ""
+        }
+    );
+    for s in rows {
+        println!("  {}  {}  {}", s.id, s.topic, s.callback);
+    }
+    Ok(())
+}
+
+async fn delete(
+    db: &Db,
+    ids: Vec<i64>,
+    dry_run: bool,
+    yes: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    if dry_run {
+        if json {
+            return print_json(&json!({"dry_run": true, "ids": ids}));
+        }
+        println!(
+            "would delete {} subscription(s) (dry run: nothing changed)",
+            ids.len()
+        );
+        return Ok(());
+    }
+    if !confirm(
+        &format!(
+            "Delete {} subscription(s) and their delivery history?",
+            ids.len()
+        ),
+        yes,
+    )? {
+        anyhow::bail!("nothing changed");
+    }
+    let mut tx = db.begin().await?;
+    let n = subscriptions::delete_ids(&mut tx, &ids).await?;
+    tx.commit().await?;
+    if json {
+        return print_json(&json!({"deleted": n}));
+    }
+    println!("deleted {n} subscription(s)");
+    Ok(())
+}

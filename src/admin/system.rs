@@ -1,0 +1,70 @@
+//! `herald publish` and `herald check-config`.
+
+use serde_json::json;
+
+use super::print_json;
+use crate::{
+    config::Settings,
+    domain::{access::HubMode, url::HubUrl},
+    jobs::distribute,
+    store::Db,
+};
+
+/// Records a publish ping, exactly like `hub.mode=publish` on the hub URL.
+pub async fn publish(db: &Db, topics: &[String], json: bool) -> anyhow::Result<()> {
+    let urls = topics
+        .iter()
+        .map(|t| HubUrl::parse(t).map_err(|e| anyhow::anyhow!("topic {e}: {t:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (subscribed, jobs) = distribute::record_pings(db, &urls).await?;
+    if json {
+        return print_json(
+            &json!({"topics": urls.len(), "subscribed": subscribed, "distributions_queued": jobs.len()}),
+        );
+    }
+    println!(
+        "pinged {} topic(s): {subscribed} with subscribers; the running hub fetches and distributes them",
+        urls.len()
+    );
+    Ok(())
+}
+
+/// Parses the configuration the way `herald serve` would and checks the database.
+pub async fn check_config(json: bool) -> anyhow::Result<()> {
+    let settings = Settings::from_vars(std::iter::empty())
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let db = Db::connect(&settings.database_url).await?;
+    let database = db.engine();
+    db.close().await;
+    let public_url = settings.public_url.as_ref().map_or_else(
+        || format!("http://{}/hub", settings.listen),
+        |u| u.to_string(),
+    );
+    let report = json!({
+        "valid": true,
+        "database": database,
+        "listen": settings.listen.to_string(),
+        "public_url": public_url,
+        "mode": if settings.mode == HubMode::Closed { "closed" } else { "open" },
+        "producer_api": settings.producer_token.is_some(),
+        "address_policy": format!("{:?}", settings.address_policy),
+        "signature_algorithm": settings.signature_algorithm.name(),
+        "legacy_signature_algorithm": settings.legacy_signature_algorithm.name(),
+        "feed_delivery": settings.feed_delivery.as_str(),
+        "retry_schedule": settings.retry.schedule_text(),
+        "role": format!("{:?}", settings.role).to_lowercase(),
+    });
+    if json {
+        return print_json(&report);
+    }
+    println!("configuration is valid");
+    if let Some(map) = report.as_object() {
+        for (k, v) in map.iter().filter(|(k, _)| *k != "valid") {
+            println!(
+                "  {k:<27} {}",
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+            );
+        }
+    }
+    Ok(())
+}

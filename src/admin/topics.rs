@@ -1,0 +1,81 @@
+//! `herald topics list | show`.
+
+use clap::Subcommand;
+
+use super::{opt, print_json, print_table, time};
+use crate::store::{Db, now_ms, views};
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List topics with their subscriber counts.
+    List {
+        /// At most this many rows.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One topic, by id or URL.
+    Show {
+        topic: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::List { limit, json } => {
+            let rows = views::topics(db, None, now_ms(), limit).await?;
+            if json {
+                return print_json(&rows);
+            }
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.to_string(),
+                        t.active_subscriptions.to_string(),
+                        opt(t.feed_kind.as_ref()),
+                        t.last_fetched_at.map_or_else(|| "-".into(), time),
+                        t.url.clone(),
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "ACTIVE SUBS", "FEED", "LAST FETCH", "URL"], &table);
+            Ok(())
+        }
+        Command::Show { topic, json } => {
+            let Some(t) = views::topics(db, Some(&topic), now_ms(), 1).await?.pop() else {
+                anyhow::bail!("no topic {topic}");
+            };
+            if json {
+                return print_json(&t);
+            }
+            let fields = [
+                ("id", t.id.to_string()),
+                ("url", t.url.clone()),
+                ("content type", opt(t.content_type.as_ref())),
+                ("feed", opt(t.feed_kind.as_ref())),
+                ("feed error", opt(t.feed_error.as_ref())),
+                ("active subs", t.active_subscriptions.to_string()),
+                ("pending pings", t.pending_pings.to_string()),
+                (
+                    "last ping",
+                    t.last_pinged_at.map_or_else(|| "-".into(), time),
+                ),
+                (
+                    "last fetch",
+                    t.last_fetched_at.map_or_else(|| "-".into(), time),
+                ),
+                ("fetch error", opt(t.last_fetch_error.as_ref())),
+            ];
+            for (k, v) in fields {
+                println!("{k:<14} {v}");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The admin CLI, run as a real process against the hub's database while the hub runs.
+
+use std::process::Stdio;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{Answer, Publisher, Subscriber, TestApp};
+
+struct Output {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+async fn herald(app: &TestApp, args: &[&str]) -> Output {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .env("HERALD_DATABASE_URL", &app.database_url)
+        .env("HERALD_ALLOW_PRIVATE_ADDRESSES", "true")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("herald runs");
+    Output {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn state(app: &TestApp, cb: &str) -> String {
+    app.scalar_text("SELECT state FROM subscriptions WHERE callback = $1", &[cb])
+        .await
+        .expect("a subscription")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_can_be_listed_filtered_and_shown() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let (a, b) = (sub.callback("a"), sub.callback("b"));
+    app.subscribed("http://127.0.0.1:9/one", &a, &[("hub.secret", "s")])
+        .await;
+    app.subscribed(
+        "http://127.0.0.1:9/two",
+        &b,
+        &[("hub.lease_seconds", "100")],
+    )
+    .await;
+
+    let out = herald(&app, &["subscriptions", "list"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.starts_with("ID"), "{}", out.stdout);
+    assert!(out.stdout.contains(&a) && out.stdout.contains(&b));
+
+    let all = herald(&app, &["subscriptions", "list", "--json"])
+        .await
+        .json();
+    assert_eq!(all.as_array().map(Vec::len), Some(2));
+    let only = herald(
+        &app,
+        &[
+            "subscriptions",
+            "list",
+            "--topic",
+            "http://127.0.0.1:9/one",
+            "--json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(only[0]["callback"], a.as_str());
+    assert_eq!(only.as_array().map(Vec::len), Some(1));
+    let soon = herald(
+        &app,
+        &["subscriptions", "list", "--expiring-within", "1h", "--json"],
+    )
+    .await
+    .json();
+    assert_eq!(soon.as_array().map(Vec::len), Some(1));
+    assert_eq!(soon[0]["callback"], b.as_str());
+    let none = herald(
+        &app,
+        &["subscriptions", "list", "--state", "expired", "--json"],
+    )
+    .await
+    .json();
+    assert_eq!(none.as_array().map(Vec::len), Some(0));
+
+    let id = only[0]["id"].as_i64().expect("an id").to_string();
+    let shown = herald(&app, &["subscriptions", "show", &id, "--json"])
+        .await
+        .json();
+    assert_eq!(shown["subscription"]["has_secret"], 1);
+    assert!(
+        !shown.to_string().contains("\"s\""),
+        "the secret itself is never shown"
+    );
+    let text = herald(&app, &["subscriptions", "show", &id]).await;
+    assert!(
+        text.stdout.contains("secret          yes"),
+        "{}",
+        text.stdout
+    );
+    let missing = herald(&app, &["subscriptions", "show", "999"]).await;
+    assert!(!missing.ok && missing.stderr.contains("no subscription 999"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expire_respects_dry_run_confirmation_and_notifies() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let (a, b) = (sub.callback("a"), sub.callback("b"));
+    app.subscribed("http://127.0.0.1:9/t", &a, &[]).await;
+    app.subscribed("http://127.0.0.1:9/t", &b, &[]).await;
+
+    let dry = herald(
+        &app,
+        &[
+            "subscriptions",
+            "expire",
+            "--topic",
+            "http://127.0.0.1:9/t",
+            "--dry-run",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(dry.ok, "{}", dry.stderr);
+    assert_eq!(dry.json()["count"], 2);
+    assert_eq!(state(&app, &a).await, "active", "--dry-run changes nothing");
+
+    let refused = herald(&app, &["subscriptions", "expire", "--callback", "/cb/a"]).await;
+    assert!(
+        !refused.ok && refused.stderr.contains("--yes"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(state(&app, &a).await, "active");
+    assert!(
+        !herald(&app, &["subscriptions", "expire"]).await.ok,
+        "a selector is required"
+    );
+
+    let done = herald(
+        &app,
+        &[
+            "subscriptions",
+            "expire",
+            "--callback",
+            "/cb/a",
+            "--notify",
+            "--yes",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(done.ok, "{}", done.stderr);
+    assert_eq!(done.json()["count"], 1);
+    assert_eq!(state(&app, &a).await, "expired");
+    assert_eq!(state(&app, &b).await, "active");
+    let notice = sub
+        .wait_verifications("a", 2)
+        .await
+        .pop()
+        .expect("a notice");
+    assert_eq!(notice.param("hub.mode"), Some("denied"));
+
+    // By lease end: nothing ended before 2000-01-01.
+    let old = herald(
+        &app,
+        &[
+            "subscriptions",
+            "expire",
+            "--expired-before",
+            "2000-01-01",
+            "--yes",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(old.json()["count"], 0);
+
+    let id = app
+        .scalar_text(
+            "SELECT CAST(id AS TEXT) FROM subscriptions WHERE callback = $1",
+            &[&b],
+        )
+        .await
+        .expect("id");
+    assert!(
+        herald(&app, &["subscriptions", "delete", &id, "--dry-run"])
+            .await
+            .ok
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM subscriptions").await, 2);
+    let deleted = herald(&app, &["subscriptions", "delete", &id, "--yes", "--json"]).await;
+    assert_eq!(deleted.json()["deleted"], 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM subscriptions").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_deliveries_are_listed_and_replayed_and_publish_pings() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("t", Some("text/plain"), "dead letter");
+    let topic = publisher.url("t");
+    app.subscribed(&topic, &sub.callback("down"), &[]).await;
+    sub.on_deliver("down", std::iter::repeat_n(Answer::Status(500), 4));
+
+    // `herald publish` pings like a publisher; the running hub distributes.
+    let out = herald(&app, &["publish", &topic, "--json"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.json()["subscribed"], 1);
+    sub.wait_deliveries("down", 4).await;
+    app.wait_delivery_state("failed").await;
+
+    let failed = herald(&app, &["deliveries", "list", "--failed", "--json"])
+        .await
+        .json();
+    assert_eq!(failed.as_array().map(Vec::len), Some(1));
+    assert_eq!(failed[0]["last_error"], "callback answered 500");
+    assert!(
+        herald(&app, &["deliveries", "list", "--failed"])
+            .await
+            .stdout
+            .contains("callback answered 500")
+    );
+
+    let dry = herald(
+        &app,
+        &["deliveries", "retry", "--all-failed", "--dry-run", "--json"],
+    )
+    .await;
+    assert_eq!(dry.json()["count"], 1);
+    assert!(
+        !herald(&app, &["deliveries", "retry", "--all-failed"])
+            .await
+            .ok,
+        "needs --yes off a terminal"
+    );
+    let replay = herald(
+        &app,
+        &["deliveries", "retry", "--all-failed", "--yes", "--json"],
+    )
+    .await;
+    assert!(replay.ok, "{}", replay.stderr);
+    assert_eq!(replay.json()["count"], 1);
+    let got = sub.wait_deliveries("down", 5).await;
+    assert_eq!(got[4].body, b"dead letter");
+    app.wait_delivery_state("delivered").await;
+
+    let topics = herald(&app, &["topics", "list", "--json"]).await.json();
+    assert_eq!(topics[0]["url"], topic.as_str());
+    assert_eq!(topics[0]["active_subscriptions"], 1);
+    let shown = herald(&app, &["topics", "show", &topic]).await;
+    assert!(
+        shown.ok && shown.stdout.contains("active subs    1"),
+        "{}",
+        shown.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_and_help() {
+    let app = TestApp::spawn().await;
+    let ok = herald(&app, &["check-config", "--json"]).await;
+    assert!(ok.ok, "{}", ok.stderr);
+    assert_eq!(ok.json()["valid"], true);
+    let bad = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["check-config"])
+        .env("HERALD_DATABASE_URL", &app.database_url)
+        .env("HERALD_LEASE_MIN_SECONDS", "0")
+        .output()
+        .await
+        .expect("runs");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("minimum lease"));
+    for args in [
+        vec!["--help"],
+        vec!["subscriptions", "--help"],
+        vec!["subscriptions", "expire", "--help"],
+        vec!["deliveries", "retry", "--help"],
+        vec!["topics", "show", "--help"],
+        vec!["publish", "--help"],
+    ] {
+        let out = herald(&app, &args).await;
+        assert!(out.ok && out.stdout.contains("Usage:"), "{args:?}");
+    }
+    // The hub keeps serving while the CLI works on its database.
+    assert_eq!(
+        app.publish("http://127.0.0.1:9/x").await,
+        StatusCode::NO_CONTENT
+    );
+}
