@@ -167,21 +167,9 @@ async fn main() {
                 .route(
                     "/big",
                     web::get().to(|| async {
-                        let mut out = String::from(
-                            "<feed xmlns=\"http://www.w3.org/2005/Atom\"><id>urn:big</id>\n",
-                        );
-                        let mut i = 0;
-                        while out.len() < 10 * 1024 * 1024 {
-                            out.push_str(&format!(
-                                "<entry><id>urn:big:{i}</id><content>{}</content></entry>\n",
-                                "x".repeat(2000)
-                            ));
-                            i += 1;
-                        }
-                        out.push_str("</feed>\n");
                         HttpResponse::Ok()
                             .content_type("application/atom+xml")
-                            .body(out)
+                            .body(herald::feed::samples::big_atom(10 * 1024 * 1024))
                     }),
                 )
                 .app_data(web::PayloadConfig::new(64 * 1024 * 1024))

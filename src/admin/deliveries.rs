@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::{confirm, opt, print_json, print_table, progress, time};
+use super::{confirm, print_json, progress};
 use crate::{
     jobs::{
         deliver::DeliverJob,
@@ -61,27 +61,7 @@ pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
             if json {
                 return print_json(&rows);
             }
-            let table: Vec<Vec<String>> = rows
-                .iter()
-                .map(|d| {
-                    vec![
-                        d.id.to_string(),
-                        d.subscription_id.to_string(),
-                        d.state.clone(),
-                        d.attempts.to_string(),
-                        opt(d.last_status),
-                        opt(d.last_error.as_ref()),
-                        time(d.updated_at),
-                        d.callback.clone(),
-                    ]
-                })
-                .collect();
-            print_table(
-                &[
-                    "ID", "SUB", "STATE", "ATTEMPTS", "STATUS", "ERROR", "UPDATED", "CALLBACK",
-                ],
-                &table,
-            );
+            super::print_deliveries(&rows);
             Ok(())
         }
         Command::Retry {

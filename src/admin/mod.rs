@@ -45,6 +45,32 @@ pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deliveries as a table (`deliveries list`, `subscriptions show`).
+pub fn print_deliveries(rows: &[crate::store::views::DeliveryView]) {
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.to_string(),
+                d.subscription_id.to_string(),
+                d.seq.to_string(),
+                d.state.clone(),
+                d.attempts.to_string(),
+                opt(d.last_status),
+                opt(d.last_error.as_ref()),
+                time(d.updated_at),
+                d.callback.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "ID", "SUB", "SEQ", "STATE", "ATTEMPTS", "STATUS", "ERROR", "UPDATED", "CALLBACK",
+        ],
+        &table,
+    );
+}
+
 /// Unix milliseconds as `2026-11-22 14:05:00Z`.
 pub fn time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)

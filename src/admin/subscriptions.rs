@@ -200,26 +200,7 @@ async fn show(db: &Db, id: i64, json: bool) -> anyhow::Result<()> {
         println!("{k:<15} {v}");
     }
     println!("\nrecent deliveries:");
-    let table: Vec<Vec<String>> = recent
-        .iter()
-        .map(|d| {
-            vec![
-                d.id.to_string(),
-                d.seq.to_string(),
-                d.state.clone(),
-                d.attempts.to_string(),
-                opt(d.last_status),
-                opt(d.last_error.as_ref()),
-                time(d.updated_at),
-            ]
-        })
-        .collect();
-    print_table(
-        &[
-            "ID", "SEQ", "STATE", "ATTEMPTS", "STATUS", "ERROR", "UPDATED",
-        ],
-        &table,
-    );
+    super::print_deliveries(&recent);
     Ok(())
 }
 

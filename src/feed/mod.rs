@@ -14,6 +14,7 @@
 
 mod build;
 mod json;
+pub mod samples;
 mod select;
 mod xml;
 

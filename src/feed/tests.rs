@@ -207,7 +207,7 @@ fn hostile_documents_are_bounded() {
 
 #[test]
 fn a_ten_megabyte_feed_parses_in_one_pass() {
-    let big = big_feed(10 * 1024 * 1024);
+    let big = samples::big_atom(10 * 1024 * 1024);
     let start = std::time::Instant::now();
     let Analysis::Feed(f) = analyze(Some("application/atom+xml"), &big) else {
         panic!()
@@ -221,24 +221,6 @@ fn a_ten_megabyte_feed_parses_in_one_pass() {
     );
     let one = build(&f, &big, |i| i == 0);
     assert!(one.len() < 20_000);
-}
-
-/// A large but ordinary Atom feed of about `size` bytes (the 10 MB fixture, generated rather
-/// than committed).
-pub(crate) fn big_feed(size: usize) -> Vec<u8> {
-    let mut out = String::from(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">\n  <id>urn:big</id>\n  <title>Big</title>\n",
-    );
-    let mut i = 0;
-    while out.len() < size {
-        out.push_str(&format!(
-            "  <entry>\n    <id>urn:big:{i}</id>\n    <title>Entry {i}</title>\n    <content type=\"text\">{}</content>\n  </entry>\n",
-            "lorem ipsum dolor sit amet ".repeat(20)
-        ));
-        i += 1;
-    }
-    out.push_str("</feed>\n");
-    out.into_bytes()
 }
 
 #[test]

@@ -112,33 +112,36 @@ pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
     let now = now_ms();
     let mut retries: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     let mut gone = Vec::new();
+    // Subscriptions whose delivery reached a final state: the next one waiting may go.
+    let mut finished = Vec::new();
     for (row, recorded) in &results {
         match recorded {
             Recorded::Retry {
                 next_attempt_at, ..
             } => retries.entry(*next_attempt_at).or_default().push(row.id),
             Recorded::Gone => gone.push(row.subscription_id),
-            _ => {}
+            _ => finished.push(row.subscription_id),
         }
     }
-    let jobs: Vec<Job> = retries
-        .into_iter()
-        .map(|(at, ids)| {
-            Job::new(
-                Queue::Deliver,
-                &DeliverJob {
-                    deliveries: ids,
-                    not_before: at,
-                },
-            )
-            .not_before(at)
-        })
-        .collect();
+    let mut jobs = jobs_due(retries);
     let records: Vec<(i64, Recorded)> = results.into_iter().map(|(row, r)| (row.id, r)).collect();
 
     let mut tx = ctx.db.begin().await?;
     deliveries::record(&mut tx, &records, now).await?;
     subscriptions::end(&mut tx, &gone, "callback answered 410 Gone", now).await?;
+    deliveries::cancel_open(&mut tx, &gone, "subscription ended (410 Gone)", now).await?;
+    for batch in deliveries::successors(&mut tx, &finished)
+        .await?
+        .chunks(ctx.settings.delivery_batch)
+    {
+        jobs.push(Job::new(
+            Queue::Deliver,
+            &DeliverJob {
+                deliveries: batch.to_vec(),
+                not_before: 0,
+            },
+        ));
+    }
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
     ctx.wakers.wake_for(&jobs);
@@ -170,7 +173,16 @@ async fn requeue_blocked(
     if by_time.is_empty() {
         return Ok(());
     }
-    let jobs: Vec<Job> = by_time
+    let jobs = jobs_due(by_time);
+    let mut tx = ctx.db.begin().await?;
+    queue::push(&mut tx, &jobs).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One hubout job per due time, carrying the deliveries due then.
+fn jobs_due(by_time: BTreeMap<i64, Vec<i64>>) -> Vec<Job> {
+    by_time
         .into_iter()
         .map(|(at, ids)| {
             Job::new(
@@ -182,11 +194,7 @@ async fn requeue_blocked(
             )
             .not_before(at)
         })
-        .collect();
-    let mut tx = ctx.db.begin().await?;
-    queue::push(&mut tx, &jobs).await?;
-    tx.commit().await?;
-    Ok(())
+        .collect()
 }
 
 /// How long a delivery waiting behind one in flight waits before it looks again.

@@ -146,12 +146,34 @@ async fn distribute(
     if let Some(body) = &body {
         fanned = fan_out_body(ctx, &mut tx, topic, body, &hubs, &mut record, "ping", now).await?;
     }
-    let mut jobs = fanned.jobs;
-    if topics::finish(&mut tx, topic.id, Some(topic.ping_seq), &record, now_ms()).await? {
+    finish(
+        ctx,
+        tx,
+        topic.id,
+        Some(topic.ping_seq),
+        &record,
+        fanned.jobs,
+    )
+    .await?;
+    tracing::info!(url = %topic.url, changed = body.is_some(), deliveries = fanned.deliveries, "topic distributed");
+    Ok(())
+}
+
+/// Releases the topic (marking pings up to `seq` distributed), pushes `jobs` and a follow-up
+/// distribution when pings are still waiting, commits, and wakes the workers.
+async fn finish(
+    ctx: &HubContext,
+    mut tx: Tx,
+    topic_id: i64,
+    seq: Option<i64>,
+    record: &topics::FetchRecord,
+    mut jobs: Vec<Job>,
+) -> Result<(), StoreError> {
+    if topics::finish(&mut tx, topic_id, seq, record, now_ms()).await? {
         jobs.push(Job::new(
             Queue::Distribute,
             &DistributeJob {
-                topic: topic.id,
+                topic: topic_id,
                 failures: 0,
             },
         ));
@@ -159,7 +181,6 @@ async fn distribute(
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
     ctx.wakers.wake_for(&jobs);
-    tracing::info!(url = %topic.url, changed = body.is_some(), deliveries = fanned.deliveries, "topic distributed");
     Ok(())
 }
 
@@ -314,21 +335,17 @@ async fn push_claimed(
     if !unchanged {
         fanned = fan_out_body(ctx, &mut tx, topic, body, &[], &mut record, "push", now).await?;
     }
-    let mut jobs = fanned.jobs;
-    // Pings that wait for a fetch keep waiting; if their job gave up while we held the claim,
-    // one is pushed again.
-    if topics::finish(&mut tx, topic.id, None, &record, now).await? {
-        jobs.push(Job::new(
-            Queue::Distribute,
-            &DistributeJob {
-                topic: topic.id,
-                failures: 0,
-            },
-        ));
-    }
-    queue::push(&mut tx, &jobs).await?;
-    tx.commit().await?;
-    ctx.wakers.wake_for(&jobs);
+    // Pings that wait for a fetch keep waiting (their job, pushed again if it gave up while
+    // this push held the claim, fetches them).
+    finish(
+        ctx,
+        tx,
+        topic.id,
+        None,
+        &record,
+        std::mem::take(&mut fanned.jobs),
+    )
+    .await?;
     tracing::info!(url = %topic.url, unchanged, deliveries = fanned.deliveries, "content pushed by the producer");
     Ok(if unchanged {
         Pushed::Unchanged

@@ -53,7 +53,7 @@ pub async fn deactivate(
 ) -> Result<bool, StoreError> {
     let sql =
         "UPDATE subscriptions SET state = 'unsubscribed', state_reason = 'unsubscribe verified',
-                   applied_request_id = $3, updated_at = $4
+                   applied_request_id = $3, updated_at = $4, ended_at = $4
                WHERE topic_id = (SELECT id FROM topics WHERE url = $1) AND callback = $2
                  AND applied_request_id < $3";
     let n = dispatch_tx!(tx, c => sqlx::query(sql).bind(topic).bind(callback).bind(request_id).bind(now)

@@ -320,7 +320,7 @@ async fn hostile_feeds_are_handled_without_harm() {
     ))
     .expect("fixture");
     publisher.set("bomb", Some("application/atom+xml"), bomb.clone());
-    let big = big_feed();
+    let big = herald::feed::samples::big_atom(10 * 1024 * 1024);
     publisher.set("big", Some("application/atom+xml"), big.clone());
     for name in ["bomb", "big"] {
         app.subscribed(&publisher.url(name), &sub.callback(name), &[])
@@ -342,19 +342,4 @@ async fn hostile_feeds_are_handled_without_harm() {
         .as_deref(),
         Some("atom")
     );
-}
-
-/// About 10 MB of ordinary Atom.
-fn big_feed() -> Vec<u8> {
-    let mut out = String::from("<feed xmlns=\"http://www.w3.org/2005/Atom\"><id>urn:big</id>\n");
-    let mut i = 0;
-    while out.len() < 10 * 1024 * 1024 {
-        out.push_str(&format!(
-            "<entry><id>urn:big:{i}</id><content>{}</content></entry>\n",
-            "x".repeat(2000)
-        ));
-        i += 1;
-    }
-    out.push_str("</feed>\n");
-    out.into_bytes()
 }
