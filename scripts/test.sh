@@ -17,7 +17,7 @@ if command -v psql >/dev/null 2>&1; then
 fi
 
 echo "== unit tests and the integration suite on SQLite =="
-HERALD_TEST_DATABASE=sqlite cargo test --locked --all-targets
+HERALD_TEST_DATABASE=sqlite cargo test --locked --lib --bins --tests
 
 echo "== the integration suite on PostgreSQL =="
 HERALD_TEST_DATABASE=postgres cargo test --locked --test api
