@@ -248,11 +248,9 @@ async fn failed_deliveries_are_listed_and_replayed_and_publish_pings() {
             .ok,
         "needs --yes off a terminal"
     );
-    let replay = herald(
-        &app,
-        &["deliveries", "retry", "--all-failed", "--yes", "--json"],
-    )
-    .await;
+    // Replay by id (no confirmation needed for named deliveries).
+    let id = failed[0]["id"].as_i64().expect("an id").to_string();
+    let replay = herald(&app, &["deliveries", "retry", &id, "--json"]).await;
     assert!(replay.ok, "{}", replay.stderr);
     assert_eq!(replay.json()["count"], 1);
     let got = sub.wait_deliveries("down", 5).await;
