@@ -172,3 +172,61 @@ async fn a_topic_the_hub_may_not_fetch_is_denied_with_a_reason() {
     assert!(get.param("hub.challenge").is_none());
     assert_eq!(app.subscription_state(topic, &cb).await, None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_latest_of_quick_successive_requests_wins() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/race";
+    let cb = sub.callback("race");
+    for _ in 0..3 {
+        assert_eq!(app.subscribe(topic, &cb, &[]).await, StatusCode::ACCEPTED);
+        assert_eq!(app.unsubscribe(topic, &cb).await, StatusCode::ACCEPTED);
+    }
+    assert_eq!(
+        app.subscribe(topic, &cb, &[("hub.secret", "last")]).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(app.settled_request(topic, &cb).await, "verified");
+    eventually("every request to be settled", || async {
+        (app.count("SELECT COUNT(*) FROM subscription_requests WHERE state = 'pending'")
+            .await
+            == 0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.subscription_state(topic, &cb).await.as_deref(),
+        Some("active")
+    );
+    let secret = app
+        .scalar_text("SELECT secret FROM subscriptions", &[])
+        .await;
+    assert_eq!(
+        secret.as_deref(),
+        Some("last"),
+        "the last request's secret is the one in force"
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM subscriptions").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsubscribing_a_pair_never_subscribed_creates_nothing() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let cb = sub.callback("stranger");
+    assert_eq!(
+        app.unsubscribe("http://127.0.0.1:9/never", &cb).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        app.settled_request("http://127.0.0.1:9/never", &cb).await,
+        "verified"
+    );
+    assert_eq!(
+        sub.verifications("stranger")[0].param("hub.mode"),
+        Some("unsubscribe")
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM subscriptions").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM topics").await, 0);
+}
