@@ -62,8 +62,14 @@ pub enum Command {
 async fn database(args: &DatabaseArgs) -> anyhow::Result<Db> {
     install_crypto_provider();
     let db = Db::connect(&args.database_url).await?;
-    // Keeps the CLI usable against a database a newer hub has not migrated yet.
-    db.migrate().await?;
+    // Operator commands never change the schema (a hub of another version may own it); they
+    // only need it to exist.
+    if !db.has_schema().await {
+        anyhow::bail!(
+            "{} has no Herald schema yet: run `herald migrate` (or start `herald serve`) first",
+            args.database_url
+        );
+    }
     Ok(db)
 }
 

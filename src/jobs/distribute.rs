@@ -35,7 +35,8 @@ use crate::{
     store::{
         Db, StoreError, Tx, contents,
         deliveries::{self, Audience},
-        distributions, now_ms, subscriptions, topic_entries, topics,
+        distributions, now_ms, subscriptions, topic_entries,
+        topics::{self, ClaimFor},
     },
 };
 
@@ -93,7 +94,7 @@ pub async fn run(ctx: &HubContext, job: DistributeJob) -> Result<(), JobError> {
     let now = now_ms();
     // The fetch is bounded by its timeout; the margin covers the fan-out transaction.
     let hold = now + ctx.settings.fetch_timeout.as_millis() as i64 + 30_000;
-    let Some(topic) = topics::claim(&ctx.db, job.topic, now, hold).await? else {
+    let Some(topic) = topics::claim(&ctx.db, job.topic, now, hold, ClaimFor::Pings).await? else {
         return Ok(());
     };
     let result = distribute(ctx, &job, &topic, now).await;
@@ -233,7 +234,11 @@ async fn fan_out_body(
             topic_id: topic.id,
             content_type: content_type.as_deref(),
             body: &doc.body,
-            content_hash: &content_hash(content_type.as_deref(), &doc.body),
+            content_hash: &match (&doc.body, record.content_hash.as_deref()) {
+                // The fetched bytes themselves: their hash is already known.
+                (Cow::Borrowed(_), Some(hash)) => hash.to_owned(),
+                _ => content_hash(content_type.as_deref(), &doc.body),
+            },
             hub_link,
             self_link: &topic.url,
             mode: doc.mode,
@@ -299,7 +304,7 @@ pub async fn push_content(
     let topic = loop {
         let now = now_ms();
         let hold = now + 60_000;
-        if let Some(topic) = topics::claim_any(&ctx.db, topic_id, now, hold).await? {
+        if let Some(topic) = topics::claim(&ctx.db, topic_id, now, hold, ClaimFor::Push).await? {
             break topic;
         }
         if started.elapsed() > PUSH_CLAIM_WAIT {

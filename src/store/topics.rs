@@ -53,20 +53,31 @@ pub struct ClaimedTopic {
     pub content_hash: Option<String>,
 }
 
-/// Claims a pending topic for distribution until `hold_until`. `None` when nothing is pending
-/// or another worker holds the claim.
+/// What a distribution claims a topic for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimFor {
+    /// A fetch: only when pings are pending.
+    Pings,
+    /// A producer's push: whether or not pings are pending.
+    Push,
+}
+
+/// Claims a topic for distribution until `hold_until`. `None` while another distribution holds
+/// it, or (for pings) when none is pending.
 pub async fn claim(
     db: &Db,
     id: i64,
     now: i64,
     hold_until: i64,
+    purpose: ClaimFor,
 ) -> Result<Option<ClaimedTopic>, StoreError> {
     let sql = "UPDATE topics SET distributing_until = $3
-               WHERE id = $1 AND ping_seq > distributed_seq
+               WHERE id = $1 AND ($4 = 0 OR ping_seq > distributed_seq)
                  AND (distributing_until IS NULL OR distributing_until < $2)
                RETURNING id, url, ping_seq, etag, last_modified, content_hash";
+    let pings_only = i64::from(purpose == ClaimFor::Pings);
     let row = dispatch!(db, c => sqlx::query_as::<_, ClaimedTopic>(sql)
-        .bind(id).bind(now).bind(hold_until).fetch_optional(c).await?);
+        .bind(id).bind(now).bind(hold_until).bind(pings_only).fetch_optional(c).await?);
     Ok(row)
 }
 
@@ -115,22 +126,6 @@ pub async fn find_subscribed(db: &Db, url: &str, now: i64) -> Result<Option<i64>
                    SELECT 1 FROM subscriptions s
                    WHERE s.topic_id = t.id AND s.state = 'active' AND s.expires_at > $2)";
     Ok(dispatch!(db, c => sqlx::query_scalar(sql).bind(url).bind(now).fetch_optional(c).await?))
-}
-
-/// Claims a topic whether or not pings are pending (a producer's push); `None` while another
-/// distribution holds it.
-pub async fn claim_any(
-    db: &Db,
-    id: i64,
-    now: i64,
-    hold_until: i64,
-) -> Result<Option<ClaimedTopic>, StoreError> {
-    let sql = "UPDATE topics SET distributing_until = $3
-               WHERE id = $1 AND (distributing_until IS NULL OR distributing_until < $2)
-               RETURNING id, url, ping_seq, etag, last_modified, content_hash";
-    let row = dispatch!(db, c => sqlx::query_as::<_, ClaimedTopic>(sql)
-        .bind(id).bind(now).bind(hold_until).fetch_optional(c).await?);
-    Ok(row)
 }
 
 /// A fetch that failed: the error is kept and the claim released, the pings stay pending.

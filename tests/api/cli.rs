@@ -294,6 +294,22 @@ async fn check_config_and_help() {
         let out = herald(&app, &args).await;
         assert!(out.ok && out.stdout.contains("Usage:"), "{args:?}");
     }
+    // Operator commands never migrate: an empty database gets a hint, not a schema.
+    let empty = std::env::temp_dir().join(format!("herald_test_{}_empty.db", std::process::id()));
+    let url = format!("sqlite://{}", empty.display());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["subscriptions", "list"])
+        .env("HERALD_DATABASE_URL", &url)
+        .output()
+        .await
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("herald migrate"));
+    let db = herald::store::Db::connect(&url).await.expect("connect");
+    assert!(!db.has_schema().await, "the CLI created no tables");
+    db.close().await;
+    let _ = std::fs::remove_file(&empty);
+
     // The hub keeps serving while the CLI works on its database.
     assert_eq!(
         app.publish("http://127.0.0.1:9/x").await,
