@@ -134,35 +134,76 @@ impl Role {
     }
 }
 
-/// Validated settings, shared by the web side and the workers.
+/// Validated settings, shared by the web side and the workers, grouped by the part of the hub
+/// that needs them.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database_url: String,
     pub listen: SocketAddr,
     /// `None`: derived from the address actually bound.
     pub public_url: Option<HubUrl>,
-    pub address_policy: AddressPolicy,
-    pub lease: LeasePolicy,
-    pub lease_sweep_interval: Duration,
-    pub renew_before: Duration,
-    pub auto_renew: bool,
-    pub retry: RetryPolicy,
-    pub signature_algorithm: SignatureAlgorithm,
-    pub legacy_signature_algorithm: SignatureAlgorithm,
-    pub feed_delivery: DeliveryMode,
-    pub max_request_bytes: usize,
-    pub max_topic_bytes: usize,
-    pub verify_timeout: Duration,
-    pub fetch_timeout: Duration,
-    pub delivery_timeout: Duration,
-    pub delivery_batch: usize,
-    pub delivery_concurrency: usize,
-    pub queue_poll: Duration,
-    pub reconcile_interval: Duration,
     pub role: Role,
+    /// Which addresses callbacks and topics may resolve to.
+    pub address_policy: AddressPolicy,
+    pub access: AccessSettings,
+    pub lease: LeaseSettings,
+    pub verification: VerificationSettings,
+    pub fetch: FetchSettings,
+    pub delivery: DeliverySettings,
+    pub queue: QueueSettings,
+}
+
+/// Who may use the hub, and how much they may send.
+#[derive(Debug, Clone)]
+pub struct AccessSettings {
     pub mode: HubMode,
     pub topic_allow: TopicAllowList,
     pub producer_token: Option<ProducerToken>,
+    pub max_request_bytes: usize,
+}
+
+/// Leases granted, enforced and renewed (`jobs::leases`).
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    pub policy: LeasePolicy,
+    pub sweep_interval: Duration,
+    pub renew_before: Duration,
+    pub auto_renew: bool,
+}
+
+/// Verification of intent (`jobs::verify`).
+#[derive(Debug, Clone)]
+pub struct VerificationSettings {
+    pub timeout: Duration,
+}
+
+/// Topic fetches (`jobs::distribute`).
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    pub timeout: Duration,
+    pub max_bytes: usize,
+}
+
+/// Content distribution (`jobs::deliver`, and the documents `jobs::distribute` plans).
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub retry: RetryPolicy,
+    pub signature_algorithm: SignatureAlgorithm,
+    pub legacy_signature_algorithm: SignatureAlgorithm,
+    /// How feeds are delivered to subscriptions that did not choose.
+    pub feed_default: DeliveryMode,
+    pub timeout: Duration,
+    /// Deliveries per hubout job.
+    pub batch: usize,
+    /// Concurrent POSTs per hubout job.
+    pub concurrency: usize,
+}
+
+/// The queue workers and the reconciler (`jobs::queue`, `jobs::reconcile`).
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub poll: Duration,
+    pub reconcile_interval: Duration,
 }
 
 impl TryFrom<ServeArgs> for Settings {
@@ -196,28 +237,40 @@ impl TryFrom<ServeArgs> for Settings {
             database_url: a.database.database_url,
             listen: a.listen,
             public_url,
-            address_policy: a.allow_private_addresses,
-            lease,
-            lease_sweep_interval: a.lease_sweep_interval,
-            renew_before: a.renew_before,
-            auto_renew: a.auto_renew,
-            retry: RetryPolicy::new(a.retry_schedule, a.max_retry_after),
-            signature_algorithm: a.signature_algorithm,
-            legacy_signature_algorithm: a.legacy_signature_algorithm,
-            feed_delivery: a.feed_delivery,
-            max_request_bytes: positive("HERALD_MAX_REQUEST_BYTES", a.max_request_bytes)?,
-            max_topic_bytes: positive("HERALD_MAX_TOPIC_BYTES", a.max_topic_bytes)?,
-            verify_timeout: a.verify_timeout,
-            fetch_timeout: a.fetch_timeout,
-            delivery_timeout: a.delivery_timeout,
-            delivery_batch: positive("HERALD_DELIVERY_BATCH", a.delivery_batch)?,
-            delivery_concurrency: positive("HERALD_DELIVERY_CONCURRENCY", a.delivery_concurrency)?,
-            queue_poll: a.queue_poll,
-            reconcile_interval: a.reconcile_interval,
             role: a.role,
-            mode: a.mode,
-            topic_allow: a.topic_allow,
-            producer_token: a.producer_token.as_deref().and_then(ProducerToken::new),
+            address_policy: a.allow_private_addresses,
+            access: AccessSettings {
+                mode: a.mode,
+                topic_allow: a.topic_allow,
+                producer_token: a.producer_token.as_deref().and_then(ProducerToken::new),
+                max_request_bytes: positive("HERALD_MAX_REQUEST_BYTES", a.max_request_bytes)?,
+            },
+            lease: LeaseSettings {
+                policy: lease,
+                sweep_interval: a.lease_sweep_interval,
+                renew_before: a.renew_before,
+                auto_renew: a.auto_renew,
+            },
+            verification: VerificationSettings {
+                timeout: a.verify_timeout,
+            },
+            fetch: FetchSettings {
+                timeout: a.fetch_timeout,
+                max_bytes: positive("HERALD_MAX_TOPIC_BYTES", a.max_topic_bytes)?,
+            },
+            delivery: DeliverySettings {
+                retry: RetryPolicy::new(a.retry_schedule, a.max_retry_after),
+                signature_algorithm: a.signature_algorithm,
+                legacy_signature_algorithm: a.legacy_signature_algorithm,
+                feed_default: a.feed_delivery,
+                timeout: a.delivery_timeout,
+                batch: positive("HERALD_DELIVERY_BATCH", a.delivery_batch)?,
+                concurrency: positive("HERALD_DELIVERY_CONCURRENCY", a.delivery_concurrency)?,
+            },
+            queue: QueueSettings {
+                poll: a.queue_poll,
+                reconcile_interval: a.reconcile_interval,
+            },
         })
     }
 }

@@ -150,17 +150,17 @@ impl Outbound {
             }
         });
         Ok(Self {
-            verify: base(settings.verify_timeout)
+            verify: base(settings.verification.timeout)
                 .redirect(redirect::Policy::none())
                 .build()?,
-            deliver: base(settings.delivery_timeout)
+            deliver: base(settings.delivery.timeout)
                 .redirect(redirect::Policy::none())
                 .build()?,
-            fetch: base(settings.fetch_timeout)
+            fetch: base(settings.fetch.timeout)
                 .redirect(follow_checked)
                 .build()?,
             policy,
-            max_topic_bytes: settings.max_topic_bytes,
+            max_topic_bytes: settings.fetch.max_bytes,
         })
     }
 

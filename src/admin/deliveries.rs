@@ -5,11 +5,15 @@ use serde_json::json;
 
 use super::{confirm, print_json, progress};
 use crate::{
+    domain::{
+        ids::{DeliveryId, SubscriptionId, UnixMs},
+        state::DeliveryState,
+    },
     jobs::{
         deliver::DeliverJob,
         queue::{self, Job, Queue},
     },
-    store::{Db, deliveries, now_ms, views},
+    store::{Db, deliveries, views},
 };
 
 #[derive(Debug, Subcommand)]
@@ -21,7 +25,7 @@ pub enum Command {
         failed: bool,
         /// Only deliveries of this subscription.
         #[arg(long)]
-        subscription: Option<i64>,
+        subscription: Option<SubscriptionId>,
         /// At most this many rows.
         #[arg(long, default_value_t = 100)]
         limit: i64,
@@ -32,7 +36,7 @@ pub enum Command {
     /// Replay failed deliveries with a fresh retry schedule.
     Retry {
         /// Delivery ids.
-        ids: Vec<i64>,
+        ids: Vec<DeliveryId>,
         /// Every failed delivery.
         #[arg(long, conflicts_with = "ids")]
         all_failed: bool,
@@ -56,8 +60,13 @@ pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
             limit,
             json,
         } => {
-            let rows =
-                views::deliveries(db, subscription, failed.then_some("failed"), limit).await?;
+            let rows = views::deliveries(
+                db,
+                subscription,
+                failed.then_some(DeliveryState::Failed),
+                limit,
+            )
+            .await?;
             if json {
                 return print_json(&rows);
             }
@@ -97,11 +106,11 @@ pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
             let mut replayed = Vec::new();
             for chunk in ids.chunks(500) {
                 let mut tx = db.begin().await?;
-                let done = deliveries::replay(&mut tx, chunk, now_ms()).await?;
+                let done = deliveries::replay(&mut tx, chunk, UnixMs::now()).await?;
                 if !done.is_empty() {
                     let job = DeliverJob {
                         deliveries: done.clone(),
-                        not_before: 0,
+                        not_before: UnixMs::EPOCH,
                     };
                     queue::push(&mut tx, &[Job::new(Queue::Deliver, &job)]).await?;
                 }

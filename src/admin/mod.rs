@@ -15,6 +15,8 @@ use std::io::{IsTerminal, Write};
 
 use serde::Serialize;
 
+use crate::domain::ids::UnixMs;
+
 /// Prints `rows` under `headers`, columns padded to fit.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
@@ -54,7 +56,7 @@ pub fn print_deliveries(rows: &[crate::store::views::DeliveryView]) {
                 d.id.to_string(),
                 d.subscription_id.to_string(),
                 d.seq.to_string(),
-                d.state.clone(),
+                d.state.to_string(),
                 d.attempts.to_string(),
                 opt(d.last_status),
                 opt(d.last_error.as_ref()),
@@ -71,9 +73,9 @@ pub fn print_deliveries(rows: &[crate::store::views::DeliveryView]) {
     );
 }
 
-/// Unix milliseconds as `2026-11-22 14:05:00Z`.
-pub fn time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
+/// An instant as `2026-11-22 14:05:00Z`.
+pub fn time(at: UnixMs) -> String {
+    chrono::DateTime::from_timestamp_millis(at.as_millis())
         .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
         .unwrap_or_else(|| "-".into())
 }
@@ -82,18 +84,18 @@ pub fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
-/// `2026-11-01`, `2026-11-01T12:00:00Z` or `now` as Unix milliseconds.
-pub fn parse_time(s: &str) -> Result<i64, String> {
+/// `2026-11-01`, `2026-11-01T12:00:00Z` or `now` as an instant.
+pub fn parse_time(s: &str) -> Result<UnixMs, String> {
     if s == "now" {
-        return Ok(crate::store::now_ms());
+        return Ok(UnixMs::now());
     }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp_millis());
+        return Ok(UnixMs::from_millis(t.timestamp_millis()));
     }
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc().timestamp_millis())
+        .map(|t| UnixMs::from_millis(t.and_utc().timestamp_millis()))
         .ok_or_else(|| format!("{s:?} is not a time (use 2026-11-01, 2026-11-01T12:00:00Z or now)"))
 }
 
@@ -125,12 +127,17 @@ pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
 
 #[cfg(test)]
 mod tests {
+    use crate::domain::ids::UnixMs;
+
     #[test]
     fn parses_times() {
-        assert_eq!(super::parse_time("2026-11-01"), Ok(1_793_491_200_000));
+        assert_eq!(
+            super::parse_time("2026-11-01"),
+            Ok(UnixMs::from_millis(1_793_491_200_000))
+        );
         assert_eq!(
             super::parse_time("2026-11-01T00:00:01Z"),
-            Ok(1_793_491_201_000)
+            Ok(UnixMs::from_millis(1_793_491_201_000))
         );
         assert!(super::parse_time("yesterday").is_err());
     }

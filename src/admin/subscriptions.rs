@@ -8,9 +8,14 @@ use serde_json::json;
 use super::{confirm, opt, parse_time, print_json, print_table, progress, time};
 use crate::{
     config::Settings,
-    domain::{retry::parse_duration, url::HubUrl},
+    domain::{
+        ids::{SubscriptionId, UnixMs},
+        retry::parse_duration,
+        state::SubscriptionState,
+        url::HubUrl,
+    },
     outbound::Outbound,
-    store::{Db, deliveries, now_ms, subscriptions, views},
+    store::{Db, deliveries, subscriptions, views},
 };
 
 #[derive(Debug, Subcommand)]
@@ -19,7 +24,7 @@ pub enum Command {
     List(ListArgs),
     /// Everything about one subscription: lease, secret (present or not), recent deliveries.
     Show {
-        id: i64,
+        id: SubscriptionId,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -29,7 +34,7 @@ pub enum Command {
     /// Delete subscriptions and their delivery history.
     Delete {
         #[arg(required = true)]
-        ids: Vec<i64>,
+        ids: Vec<SubscriptionId>,
         /// Show what would change; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -52,7 +57,7 @@ pub struct ListArgs {
     callback: Option<String>,
     /// Only this state: active, expired, ended, unsubscribed.
     #[arg(long)]
-    state: Option<String>,
+    state: Option<SubscriptionState>,
     /// Only active subscriptions whose lease ends within this long (e.g. 2d).
     #[arg(long, value_parser = parse_duration)]
     expiring_within: Option<Duration>,
@@ -70,7 +75,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct ExpireArgs {
     /// Subscription ids.
-    ids: Vec<i64>,
+    ids: Vec<SubscriptionId>,
     /// All active subscriptions of this topic URL.
     #[arg(long)]
     topic: Option<String>,
@@ -79,7 +84,7 @@ pub struct ExpireArgs {
     callback: Option<String>,
     /// All active subscriptions whose lease ended before this time (2026-11-01, RFC 3339, now).
     #[arg(long, value_parser = parse_time)]
-    expired_before: Option<i64>,
+    expired_before: Option<UnixMs>,
     /// Show what would be expired; change nothing.
     /// Show what would change; change nothing.
     #[arg(long)]
@@ -114,7 +119,7 @@ async fn list(db: &Db, a: ListArgs) -> anyhow::Result<()> {
         topic: a.topic,
         callback: a.callback,
         state: a.state,
-        expiring_before: a.expiring_within.map(|d| now_ms() + d.as_millis() as i64),
+        expiring_before: a.expiring_within.map(|d| UnixMs::now().after(d)),
         failing: a.failing,
         limit: a.limit,
         ..Default::default()
@@ -128,7 +133,7 @@ async fn list(db: &Db, a: ListArgs) -> anyhow::Result<()> {
         .map(|s| {
             vec![
                 s.id.to_string(),
-                s.state.clone(),
+                s.state.to_string(),
                 time(s.expires_at),
                 s.topic.clone(),
                 s.callback.clone(),
@@ -150,7 +155,7 @@ async fn list(db: &Db, a: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn show(db: &Db, id: i64, json: bool) -> anyhow::Result<()> {
+async fn show(db: &Db, id: SubscriptionId, json: bool) -> anyhow::Result<()> {
     let filter = views::SubscriptionFilter {
         id: Some(id),
         limit: 1,
@@ -167,11 +172,11 @@ async fn show(db: &Db, id: i64, json: bool) -> anyhow::Result<()> {
         ("id", s.id.to_string()),
         ("topic", s.topic.clone()),
         ("callback", s.callback.clone()),
-        ("state", s.state.clone()),
+        ("state", s.state.to_string()),
         ("reason", opt(s.state_reason.as_ref())),
         (
             "secret",
-            if s.has_secret == 1 {
+            if s.has_secret {
                 "yes".into()
             } else {
                 "no".into()
@@ -184,16 +189,11 @@ async fn show(db: &Db, id: i64, json: bool) -> anyhow::Result<()> {
         (
             "delivery mode",
             s.delivery_mode
-                .clone()
-                .unwrap_or_else(|| "(hub default)".into()),
+                .map_or_else(|| "(hub default)".into(), |m| m.to_string()),
         ),
         (
             "PuSH 0.3 style",
-            if s.legacy == 1 {
-                "yes".into()
-            } else {
-                "no".into()
-            },
+            if s.legacy { "yes".into() } else { "no".into() },
         ),
     ];
     for (k, v) in fields {
@@ -213,7 +213,7 @@ async fn expire(db: &Db, a: ExpireArgs) -> anyhow::Result<()> {
         let filter = views::SubscriptionFilter {
             topic: a.topic.clone(),
             callback: a.callback.clone(),
-            state: Some("active".into()),
+            state: Some(SubscriptionState::Active),
             expiring_before: a.expired_before,
             limit: i64::MAX,
             ..Default::default()
@@ -223,7 +223,7 @@ async fn expire(db: &Db, a: ExpireArgs) -> anyhow::Result<()> {
     for id in &a.ids {
         let filter = views::SubscriptionFilter {
             id: Some(*id),
-            state: Some("active".into()),
+            state: Some(SubscriptionState::Active),
             limit: 1,
             ..Default::default()
         };
@@ -231,7 +231,7 @@ async fn expire(db: &Db, a: ExpireArgs) -> anyhow::Result<()> {
     }
     chosen.sort_by_key(|s| s.id);
     chosen.dedup_by_key(|s| s.id);
-    let ids: Vec<i64> = chosen.iter().map(|s| s.id).collect();
+    let ids: Vec<SubscriptionId> = chosen.iter().map(|s| s.id).collect();
 
     if a.dry_run || ids.is_empty() {
         return report(a.json, "would expire", &chosen, a.dry_run);
@@ -239,7 +239,7 @@ async fn expire(db: &Db, a: ExpireArgs) -> anyhow::Result<()> {
     if !confirm(&format!("Expire {} subscription(s)?", ids.len()), a.yes)? {
         anyhow::bail!("nothing changed");
     }
-    let now = now_ms();
+    let now = UnixMs::now();
     let mut tx = db.begin().await?;
     let done = subscriptions::expire_ids(&mut tx, &ids, "expired by an operator", now).await?;
     deliveries::cancel_open(&mut tx, &done, "subscription expired by an operator", now).await?;
@@ -277,7 +277,7 @@ fn report(
     rows: &[views::SubscriptionView],
     dry_run: bool,
 ) -> anyhow::Result<()> {
-    let ids: Vec<i64> = rows.iter().map(|s| s.id).collect();
+    let ids: Vec<SubscriptionId> = rows.iter().map(|s| s.id).collect();
     if json {
         return print_json(&json!({"dry_run": dry_run, "count": ids.len(), "ids": ids}));
     }
@@ -298,7 +298,7 @@ fn report(
 
 async fn delete(
     db: &Db,
-    ids: Vec<i64>,
+    ids: Vec<SubscriptionId>,
     dry_run: bool,
     yes: bool,
     json: bool,

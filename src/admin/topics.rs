@@ -3,7 +3,10 @@
 use clap::Subcommand;
 
 use super::{opt, print_json, print_table, time};
-use crate::store::{Db, now_ms, views};
+use crate::{
+    domain::ids::UnixMs,
+    store::{Db, views},
+};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -28,7 +31,7 @@ pub enum Command {
 pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
     match command {
         Command::List { limit, json } => {
-            let rows = views::topics(db, None, now_ms(), limit).await?;
+            let rows = views::topics(db, None, UnixMs::now(), limit).await?;
             if json {
                 return print_json(&rows);
             }
@@ -48,7 +51,10 @@ pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Show { topic, json } => {
-            let Some(t) = views::topics(db, Some(&topic), now_ms(), 1).await?.pop() else {
+            let Some(t) = views::topics(db, Some(&topic), UnixMs::now(), 1)
+                .await?
+                .pop()
+            else {
                 anyhow::bail!("no topic {topic}");
             };
             if json {

@@ -4,7 +4,8 @@
 
 use std::{fmt, str::FromStr};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeliveryMode {
     /// The feed with only its new and changed entries (WebSub §7's "MAY remove already-delivered
     /// entries").

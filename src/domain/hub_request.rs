@@ -32,12 +32,15 @@ impl Mode {
             Self::Unsubscribe => "unsubscribe",
         }
     }
+}
 
-    pub fn parse_stored(s: &str) -> Option<Self> {
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "subscribe" => Some(Self::Subscribe),
-            "unsubscribe" => Some(Self::Unsubscribe),
-            _ => None,
+            "subscribe" => Ok(Self::Subscribe),
+            "unsubscribe" => Ok(Self::Unsubscribe),
+            other => Err(format!("{other:?} is not subscribe or unsubscribe")),
         }
     }
 }
@@ -56,6 +59,17 @@ impl VerifyMode {
         match self {
             Self::Sync => "sync",
             Self::Async => "async",
+        }
+    }
+}
+
+impl std::str::FromStr for VerifyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sync" => Ok(Self::Sync),
+            "async" => Ok(Self::Async),
+            other => Err(format!("{other:?} is not sync or async")),
         }
     }
 }

@@ -19,12 +19,15 @@ use serde_json::json;
 
 use crate::{
     context::HubContext,
-    domain::url::HubUrl,
+    domain::{
+        ids::{DistributionId, UnixMs},
+        url::HubUrl,
+    },
     jobs::{
         JobError,
         distribute::{self, Pushed},
     },
-    store::{StoreError, distributions, now_ms, views},
+    store::{StoreError, distributions, views},
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -119,7 +122,7 @@ impl ResponseError for ApiError {
 }
 
 fn authorize(req: &HttpRequest, ctx: &HubContext) -> Result<(), ApiError> {
-    let Some(token) = &ctx.settings.producer_token else {
+    let Some(token) = &ctx.settings.access.producer_token else {
         return Err(ApiError::Disabled);
     };
     match req
@@ -150,8 +153,8 @@ impl TopicQuery {
     }
 }
 
-fn time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
+fn time(at: UnixMs) -> String {
+    chrono::DateTime::from_timestamp_millis(at.as_millis())
         .map(|t| t.to_rfc3339())
         .unwrap_or_default()
 }
@@ -166,7 +169,7 @@ async fn publish(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx)?;
     let topic = query.parse()?;
-    let limit = ctx.settings.max_topic_bytes;
+    let limit = ctx.settings.fetch.max_bytes;
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk =
@@ -206,7 +209,7 @@ async fn topic(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx)?;
     let topic = query.parse()?;
-    let active = views::active_subscribers(&ctx.db, topic.as_str(), now_ms())
+    let active = views::active_subscribers(&ctx.db, topic.as_str(), UnixMs::now())
         .await?
         .unwrap_or(0);
     Ok(HttpResponse::Ok().json(json!({
@@ -251,7 +254,7 @@ async fn topic_subscriptions(
                 "state_reason": s.state_reason,
                 "expires_at": time(s.expires_at),
                 "delivery_mode": s.delivery_mode,
-                "legacy": s.legacy == 1,
+                "legacy": s.legacy,
                 "last_delivery": last,
             })
         })
@@ -266,7 +269,7 @@ async fn distribution(
     ctx: web::Data<Arc<HubContext>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx)?;
-    let id: i64 = id
+    let id: DistributionId = id
         .parse()
         .map_err(|_| ApiError::BadRequest("a distribution id is a number".into()))?;
     let Some(o) = distributions::outcome(&ctx.db, id).await? else {

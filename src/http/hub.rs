@@ -83,7 +83,7 @@ pub async fn post(
     ctx: web::Data<Arc<HubContext>>,
 ) -> Result<HttpResponse, HubError> {
     check_content_type(&req)?;
-    let body = read_body(&req, payload, ctx.settings.max_request_bytes).await?;
+    let body = read_body(&req, payload, ctx.settings.access.max_request_bytes).await?;
     let pairs = parse_form(&body)?;
     match HubRequest::try_from(pairs.as_slice())? {
         HubRequest::Subscription(request) => {
@@ -106,13 +106,14 @@ pub async fn post(
             ))
         }
         HubRequest::Publish { topics } => {
-            if ctx.settings.mode == HubMode::Closed {
+            if ctx.settings.access.mode == HubMode::Closed {
                 let authorization = req
                     .headers()
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
                 let allowed = ctx
                     .settings
+                    .access
                     .producer_token
                     .as_ref()
                     .is_some_and(|t| t.authorizes(authorization));

@@ -20,15 +20,16 @@ use super::{
 use crate::{
     context::HubContext,
     domain::{
+        ids::{DeliveryId, UnixMs},
         link::delivery_link_header,
         retry::{NextStep, Outcome, with_jitter},
-        secret::Secret,
+        state::SubscriptionState,
     },
     store::{
         contents,
         contents::ContentRow,
         deliveries::{self, ClaimedDelivery, Recorded},
-        now_ms, subscriptions,
+        subscriptions,
     },
 };
 
@@ -48,17 +49,16 @@ const MAX_IN_HANDLER_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliverJob {
-    pub deliveries: Vec<i64>,
-    /// Unix milliseconds before which nothing in this batch is due (0: at once).
+    pub deliveries: Vec<DeliveryId>,
+    /// Before this instant nothing in the batch is due (the epoch: at once).
     #[serde(default)]
-    pub not_before: i64,
+    pub not_before: UnixMs,
 }
 
 #[tracing::instrument(skip_all, fields(batch = job.deliveries.len()))]
 pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
-    let wait = job.not_before - now_ms();
-    if wait > 0 {
-        let wait = Duration::from_millis(wait as u64);
+    let wait = UnixMs::now().until(job.not_before);
+    if !wait.is_zero() {
         if wait > MAX_IN_HANDLER_WAIT {
             let mut tx = ctx.db.begin().await?;
             queue::push(
@@ -72,7 +72,7 @@ pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
         tokio::time::sleep(wait).await;
     }
 
-    let now = now_ms();
+    let now = UnixMs::now();
     let claimed = deliveries::claim(
         &ctx.db,
         &job.deliveries,
@@ -85,7 +85,7 @@ pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
         return Ok(());
     }
     let rows = deliveries::load_claimed(&ctx.db, &claimed).await?;
-    let mut content_ids: Vec<i64> = rows.iter().map(|r| r.content_id).collect();
+    let mut content_ids: Vec<_> = rows.iter().map(|r| r.content_id).collect();
     content_ids.sort_unstable();
     content_ids.dedup();
     let contents = contents::load_many(&ctx.db, &content_ids).await?;
@@ -105,12 +105,12 @@ pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
                 (row, recorded)
             }
         })
-        .buffer_unordered(ctx.settings.delivery_concurrency)
+        .buffer_unordered(ctx.settings.delivery.concurrency)
         .collect()
         .await;
 
-    let now = now_ms();
-    let mut retries: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    let now = UnixMs::now();
+    let mut retries: BTreeMap<UnixMs, Vec<DeliveryId>> = BTreeMap::new();
     let mut gone = Vec::new();
     // Subscriptions whose delivery reached a final state: the next one waiting may go.
     let mut finished = Vec::new();
@@ -124,7 +124,8 @@ pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
         }
     }
     let mut jobs = jobs_due(retries);
-    let records: Vec<(i64, Recorded)> = results.into_iter().map(|(row, r)| (row.id, r)).collect();
+    let records: Vec<(DeliveryId, Recorded)> =
+        results.into_iter().map(|(row, r)| (row.id, r)).collect();
 
     let mut tx = ctx.db.begin().await?;
     deliveries::record(&mut tx, &records, now).await?;
@@ -132,13 +133,13 @@ pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
     deliveries::cancel_open(&mut tx, &gone, "subscription ended (410 Gone)", now).await?;
     for batch in deliveries::successors(&mut tx, &finished)
         .await?
-        .chunks(ctx.settings.delivery_batch)
+        .chunks(ctx.settings.delivery.batch)
     {
         jobs.push(Job::new(
             Queue::Deliver,
             &DeliverJob {
                 deliveries: batch.to_vec(),
-                not_before: 0,
+                not_before: UnixMs::EPOCH,
             },
         ));
     }
@@ -153,11 +154,11 @@ pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
 /// finished it pushes them at once; this covers the moment both jobs run together.)
 async fn requeue_blocked(
     ctx: &HubContext,
-    requested: &[i64],
-    claimed: &[i64],
+    requested: &[DeliveryId],
+    claimed: &[DeliveryId],
 ) -> Result<(), JobError> {
-    let claimed: std::collections::HashSet<i64> = claimed.iter().copied().collect();
-    let unclaimed: Vec<i64> = requested
+    let claimed: std::collections::HashSet<DeliveryId> = claimed.iter().copied().collect();
+    let unclaimed: Vec<DeliveryId> = requested
         .iter()
         .copied()
         .filter(|id| !claimed.contains(id))
@@ -165,8 +166,8 @@ async fn requeue_blocked(
     if unclaimed.is_empty() {
         return Ok(());
     }
-    let soon = now_ms() + BLOCKED_RECHECK.as_millis() as i64;
-    let mut by_time: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    let soon = UnixMs::now().after(BLOCKED_RECHECK);
+    let mut by_time: BTreeMap<UnixMs, Vec<DeliveryId>> = BTreeMap::new();
     for (id, due) in deliveries::blocked(&ctx.db, &unclaimed, soon).await? {
         by_time.entry(due.max(soon)).or_default().push(id);
     }
@@ -181,7 +182,7 @@ async fn requeue_blocked(
 }
 
 /// One hubout job per due time, carrying the deliveries due then.
-fn jobs_due(by_time: BTreeMap<i64, Vec<i64>>) -> Vec<Job> {
+fn jobs_due(by_time: BTreeMap<UnixMs, Vec<DeliveryId>>) -> Vec<Job> {
     by_time
         .into_iter()
         .map(|(at, ids)| {
@@ -203,9 +204,9 @@ const BLOCKED_RECHECK: Duration = Duration::from_secs(1);
 /// How long a batch keeps its claim: every round of concurrent POSTs may take a full timeout,
 /// plus one more and a margin for writing the results. A claim that lapses lets another worker
 /// take the deliveries again, so it must outlast the slowest batch.
-fn claim_until(ctx: &HubContext, now: i64, batch: usize) -> i64 {
-    let rounds = batch.div_ceil(ctx.settings.delivery_concurrency) as i64 + 1;
-    now + rounds * ctx.settings.delivery_timeout.as_millis() as i64 + 5_000
+fn claim_until(ctx: &HubContext, now: UnixMs, batch: usize) -> UnixMs {
+    let rounds = batch.div_ceil(ctx.settings.delivery.concurrency) as u32 + 1;
+    now.after(ctx.settings.delivery.timeout * rounds + Duration::from_secs(5))
 }
 
 /// One POST, and what the retry policy makes of its outcome.
@@ -215,12 +216,12 @@ async fn attempt(
     content: Arc<ContentRow>,
     jitter: f64,
 ) -> Recorded {
-    if row.subscription_state != "active" {
+    if row.subscription_state != SubscriptionState::Active {
         return Recorded::Cancelled {
             reason: format!("subscription is {}", row.subscription_state),
         };
     }
-    if row.expires_at <= now_ms() {
+    if row.expires_at <= UnixMs::now() {
         return Recorded::Cancelled {
             reason: "subscription lease expired".into(),
         };
@@ -236,7 +237,7 @@ async fn attempt(
     };
     let outcome = match ctx
         .outbound
-        .post_delivery(&row.callback, headers, content.body.clone())
+        .post_delivery(row.callback.as_str(), headers, content.body.clone())
         .await
     {
         Ok(r) if (200..300).contains(&r.status) => Outcome::Success(r.status),
@@ -246,16 +247,13 @@ async fn attempt(
         },
         Err(e) => Outcome::Transport(e.to_string()),
     };
-    let attempts = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
+    let attempts = row.attempts.saturating_add(1);
     let (status, error) = match &outcome {
-        Outcome::Success(s) => (Some(i64::from(*s)), String::new()),
-        Outcome::Status { status, .. } => (
-            Some(i64::from(*status)),
-            format!("callback answered {status}"),
-        ),
+        Outcome::Success(s) => (Some(*s), String::new()),
+        Outcome::Status { status, .. } => (Some(*status), format!("callback answered {status}")),
         Outcome::Transport(e) => (None, e.clone()),
     };
-    match ctx.settings.retry.next_step(attempts, &outcome) {
+    match ctx.settings.delivery.retry.next_step(attempts, &outcome) {
         NextStep::Delivered => Recorded::Delivered {
             status: status.unwrap_or(200),
         },
@@ -263,7 +261,7 @@ async fn attempt(
         NextStep::RetryAfter(delay) => Recorded::Retry {
             status,
             error,
-            next_attempt_at: now_ms() + with_jitter(delay, jitter).as_millis() as i64,
+            next_attempt_at: UnixMs::now().after(with_jitter(delay, jitter)),
         },
         NextStep::GiveUp => Recorded::Failed { status, error },
     }
@@ -290,14 +288,14 @@ fn headers(
         HeaderName::from_static(SEQUENCE_HEADER),
         value(&row.seq.to_string())?,
     );
-    if let Some(secret) = row.secret.clone().and_then(Secret::from_stored) {
+    if let Some(secret) = &row.secret {
         // PuSH 0.3-era subscribers (GNU social, StatusNet) verify only sha1.
-        let algorithm = if row.legacy == 1 {
-            ctx.settings.legacy_signature_algorithm
+        let algorithm = if row.legacy {
+            ctx.settings.delivery.legacy_signature_algorithm
         } else {
-            ctx.settings.signature_algorithm
+            ctx.settings.delivery.signature_algorithm
         };
-        let signature = algorithm.sign(&secret, &content.body);
+        let signature = algorithm.sign(secret, &content.body);
         h.insert(
             HeaderName::from_static("x-hub-signature"),
             value(&signature)?,

@@ -20,12 +20,8 @@ use super::{
 };
 use crate::{
     context::HubContext,
-    domain::{
-        hub_request::{Mode, SubscriptionRequest, VerifyMode},
-        secret::Secret,
-        url::HubUrl,
-    },
-    store::{StoreError, deliveries, now_ms, requests, subscriptions},
+    domain::{ids::UnixMs, state::RequestOrigin},
+    store::{StoreError, deliveries, requests, subscriptions},
 };
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -44,29 +40,23 @@ pub fn spawn(ctx: Arc<HubContext>) -> tokio::task::JoinHandle<()> {
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "lease sweep failed"),
             }
-            tokio::time::sleep(ctx.settings.lease_sweep_interval).await;
+            tokio::time::sleep(ctx.settings.lease.sweep_interval).await;
         }
     })
 }
 
 pub async fn sweep_once(ctx: &HubContext) -> Result<Sweep, StoreError> {
-    let now = now_ms();
+    let now = UnixMs::now();
     let mut tx = ctx.db.begin().await?;
     let expired = subscriptions::expire_lapsed(&mut tx, now).await?;
     deliveries::cancel_open(&mut tx, &expired, "subscription lease expired", now).await?;
 
-    let before = ctx.settings.renew_before.as_millis() as i64;
-    let due = subscriptions::claim_renewals(&mut tx, now, before, ctx.settings.auto_renew).await?;
+    let lease = &ctx.settings.lease;
+    let due =
+        subscriptions::claim_renewals(&mut tx, now, lease.renew_before, lease.auto_renew).await?;
     let mut jobs = Vec::with_capacity(due.len());
-    for row in &due {
-        let Some(request) = renewal_request(row) else {
-            tracing::warn!(
-                subscription = row.id,
-                "stored subscription cannot be renewed"
-            );
-            continue;
-        };
-        let id = requests::insert(&mut tx, &request, "renewal", now).await?;
+    for (_, request) in &due {
+        let id = requests::insert(&mut tx, request, RequestOrigin::Renewal, now).await?;
         jobs.push(Job::new(Queue::Verify, &VerifyJob { request: id }));
     }
     queue::push(&mut tx, &jobs).await?;
@@ -75,19 +65,5 @@ pub async fn sweep_once(ctx: &HubContext) -> Result<Sweep, StoreError> {
     Ok(Sweep {
         expired: expired.len(),
         renewals: jobs.len(),
-    })
-}
-
-/// The subscribe request a renewal verifies: the subscription's own settings.
-fn renewal_request(row: &subscriptions::RenewalRow) -> Option<SubscriptionRequest> {
-    Some(SubscriptionRequest {
-        mode: Mode::Subscribe,
-        topic: HubUrl::parse(&row.topic).ok()?,
-        callback: HubUrl::parse(&row.callback).ok()?,
-        lease_seconds: u64::try_from(row.lease_seconds).ok(),
-        secret: row.secret.clone().and_then(Secret::from_stored),
-        delivery_mode: row.delivery_mode.as_deref().and_then(|m| m.parse().ok()),
-        legacy: (row.legacy == 1).then_some(VerifyMode::Async),
-        verify_token: row.verify_token.clone(),
     })
 }

@@ -25,8 +25,6 @@ pub mod verify;
 pub enum JobError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("stored data is inconsistent: {0}")]
-    Corrupt(String),
     #[error("{0}")]
     Busy(String),
 }

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use super::{deliver::DeliverJob, distribute::DistributeJob, verify::VerifyJob};
 use crate::{
     context::HubContext,
-    domain::challenge::random_hex,
+    domain::{challenge::random_hex, ids::UnixMs},
     store::{Db, StoreError, Tx, dispatch},
 };
 
@@ -63,10 +63,10 @@ impl Job {
         }
     }
 
-    /// Not before `at_ms` (Unix milliseconds; the queue itself keeps whole seconds, so the
-    /// handler also checks the precise time carried in its payload).
-    pub fn not_before(mut self, at_ms: i64) -> Self {
-        self.run_at_secs = Some((at_ms.max(0) / 1000) as u64);
+    /// Not before `at` (the queue itself keeps whole seconds, so the handler also checks the
+    /// precise time carried in its payload).
+    pub fn not_before(mut self, at: UnixMs) -> Self {
+        self.run_at_secs = Some(at.as_secs());
         self
     }
 
@@ -239,7 +239,7 @@ macro_rules! worker {
         move |restarts: usize| {
             let strategy = Strategy::new()
                 .stream(ctx.wakers.stream($queue))
-                .interval(ctx.settings.queue_poll);
+                .interval(ctx.settings.queue.poll);
             WorkerBuilder::new(format!("{}-{}-{}", $queue.name(), instance, restarts))
                 .backend($storage.clone().poll_with_strategy(strategy))
                 .data(ctx.clone())

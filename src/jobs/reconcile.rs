@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     context::HubContext,
+    domain::ids::{DeliveryId, RequestId, TopicId, UnixMs},
     store::{StoreError, deliveries, requests, topics},
 };
 
@@ -36,7 +37,7 @@ pub fn spawn(ctx: Arc<HubContext>) -> tokio::task::JoinHandle<()> {
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "reconciliation failed"),
             }
-            tokio::time::sleep(ctx.settings.reconcile_interval).await;
+            tokio::time::sleep(ctx.settings.queue.reconcile_interval).await;
         }
     })
 }
@@ -45,12 +46,12 @@ pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
     let db = &ctx.db;
     let mut jobs = Vec::new();
 
-    let covered: HashSet<i64> = queue::unfinished::<VerifyJob>(db, Queue::Verify)
+    let covered: HashSet<RequestId> = queue::unfinished::<VerifyJob>(db, Queue::Verify)
         .await?
         .into_iter()
         .map(|j| j.request)
         .collect();
-    let verifications: Vec<i64> = requests::pending_ids(db)
+    let verifications: Vec<RequestId> = requests::pending_ids(db)
         .await?
         .into_iter()
         .filter(|id| !covered.contains(id))
@@ -61,12 +62,12 @@ pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
             .map(|&request| Job::new(Queue::Verify, &VerifyJob { request })),
     );
 
-    let covered: HashSet<i64> = queue::unfinished::<DistributeJob>(db, Queue::Distribute)
+    let covered: HashSet<TopicId> = queue::unfinished::<DistributeJob>(db, Queue::Distribute)
         .await?
         .into_iter()
         .map(|j| j.topic)
         .collect();
-    let distributions: Vec<i64> = topics::pending_ids(db)
+    let distributions: Vec<TopicId> = topics::pending_ids(db)
         .await?
         .into_iter()
         .filter(|id| !covered.contains(id))
@@ -77,12 +78,12 @@ pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
             .map(|&topic| Job::new(Queue::Distribute, &DistributeJob { topic, failures: 0 })),
     );
 
-    let covered: HashSet<i64> = queue::unfinished::<DeliverJob>(db, Queue::Deliver)
+    let covered: HashSet<DeliveryId> = queue::unfinished::<DeliverJob>(db, Queue::Deliver)
         .await?
         .into_iter()
         .flat_map(|j| j.deliveries)
         .collect();
-    let mut open: Vec<(i64, i64)> = deliveries::open(db)
+    let mut open: Vec<(DeliveryId, UnixMs)> = deliveries::open(db)
         .await?
         .into_iter()
         .filter(|(id, _)| !covered.contains(id))
@@ -90,8 +91,12 @@ pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
     let delivery_count = open.len();
     // Batches of deliveries that come due together.
     open.sort_by_key(|&(id, due)| (due, id));
-    for batch in open.chunks(ctx.settings.delivery_batch) {
-        let not_before = batch.iter().map(|&(_, due)| due).max().unwrap_or(0);
+    for batch in open.chunks(ctx.settings.delivery.batch) {
+        let not_before = batch
+            .iter()
+            .map(|&(_, due)| due)
+            .max()
+            .unwrap_or(UnixMs::EPOCH);
         let ids = batch.iter().map(|&(id, _)| id).collect();
         jobs.push(
             Job::new(

@@ -19,29 +19,34 @@ use crate::{
         access::HubMode,
         challenge,
         hub_request::{Mode, SubscriptionRequest},
+        ids::{RequestId, UnixMs},
+        state::{RequestOrigin, RequestState},
         url::HubUrl,
     },
-    store::{self, StoreError, now_ms, requests, subscriptions, topics},
+    store::{self, StoreError, requests, subscriptions, topics},
 };
 
 pub const QUEUE: &str = "hubverify";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyJob {
-    pub request: i64,
+    pub request: RequestId,
 }
 
 /// Accepts a subscribe or unsubscribe request: stores the intent and its verification job in
 /// one transaction. The caller answers 202 right away (§5.1.2).
-pub async fn accept(ctx: &HubContext, request: &SubscriptionRequest) -> Result<i64, StoreError> {
-    let now = now_ms();
+pub async fn accept(
+    ctx: &HubContext,
+    request: &SubscriptionRequest,
+) -> Result<RequestId, StoreError> {
+    let now = UnixMs::now();
     let mut tx = ctx.db.begin().await?;
-    let id = requests::insert(&mut tx, request, "subscriber", now).await?;
+    let id = requests::insert(&mut tx, request, RequestOrigin::Subscriber, now).await?;
     let jobs = [Job::new(Queue::Verify, &VerifyJob { request: id })];
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
     ctx.wakers.wake_for(&jobs);
-    tracing::info!(request = id, mode = request.mode.as_str(), topic = %request.topic, callback = %request.callback, "subscription request accepted");
+    tracing::info!(request = %id, mode = request.mode.as_str(), topic = %request.topic, callback = %request.callback, "subscription request accepted");
     Ok(id)
 }
 
@@ -60,18 +65,15 @@ pub async fn accept_sync(
     request: &SubscriptionRequest,
 ) -> Result<SyncOutcome, JobError> {
     let mut tx = ctx.db.begin().await?;
-    let id = requests::insert(&mut tx, request, "subscriber", now_ms()).await?;
+    let id = requests::insert(&mut tx, request, RequestOrigin::Subscriber, UnixMs::now()).await?;
     tx.commit().await?;
     run(ctx, VerifyJob { request: id }).await?;
-    let row = requests::load(&ctx.db, id)
-        .await?
-        .ok_or_else(|| JobError::Corrupt(format!("request {id} vanished")))?;
-    Ok(match row.state.as_str() {
-        "verified" => SyncOutcome::Verified,
-        _ => SyncOutcome::Refused(
-            row.reason
-                .unwrap_or_else(|| format!("request {}", row.state)),
-        ),
+    let Some(stored) = requests::load(&ctx.db, id).await? else {
+        return Ok(SyncOutcome::Refused("the request was removed".into()));
+    };
+    Ok(match stored.state {
+        RequestState::Verified => SyncOutcome::Verified,
+        state => SyncOutcome::Refused(stored.reason.unwrap_or_else(|| format!("request {state}"))),
     })
 }
 
@@ -80,34 +82,36 @@ enum Verdict {
     Refused(String),
 }
 
-#[tracing::instrument(skip_all, fields(request = job.request))]
+#[tracing::instrument(skip_all, fields(request = %job.request))]
 pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
-    let Some(req) = requests::load(&ctx.db, job.request).await? else {
+    let Some(stored) = requests::load(&ctx.db, job.request).await? else {
         return Ok(());
     };
-    if req.state != "pending" {
+    if stored.state != RequestState::Pending {
         return Ok(());
     }
-    let corrupt = |what: &str| JobError::Corrupt(format!("request {}: {what}", req.id));
-    let mode = Mode::parse_stored(&req.mode).ok_or_else(|| corrupt("mode"))?;
-    let topic = HubUrl::parse(&req.topic).map_err(|_| corrupt("topic"))?;
-    let callback = HubUrl::parse(&req.callback).map_err(|_| corrupt("callback"))?;
+    let req = &stored.request;
+    let (mode, topic, callback) = (req.mode, &req.topic, &req.callback);
 
     if mode == Mode::Subscribe
-        && let Some(reason) = topic_refusal(ctx, &topic).await
+        && let Some(reason) = topic_refusal(ctx, topic).await
     {
-        deny(ctx, &callback, &topic, &reason).await;
+        deny(ctx, callback, topic, &reason).await;
         let mut tx = ctx.db.begin().await?;
-        requests::complete(&mut tx, req.id, "denied", Some(&reason), now_ms()).await?;
+        requests::complete(
+            &mut tx,
+            stored.id,
+            RequestState::Denied,
+            Some(&reason),
+            UnixMs::now(),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(%topic, %callback, %reason, "subscription denied");
         return Ok(());
     }
 
-    let lease = ctx
-        .settings
-        .lease
-        .grant(req.lease_requested.map(|l| l.max(1) as u64));
+    let lease = ctx.settings.lease.policy.grant(req.lease_seconds);
     let challenge = challenge::generate();
     let lease_text = lease.to_string();
     let mut params = vec![
@@ -123,7 +127,7 @@ pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
         params.push(("hub.verify_token", token));
     }
     // The lease runs from the moment the verification request is made (§5.3).
-    let verified_at = now_ms();
+    let verified_at = UnixMs::now();
     let verdict = match ctx
         .outbound
         .get_verification(&callback.with_appended_query(&params))
@@ -139,17 +143,18 @@ pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
         Err(e) => Verdict::Refused(format!("callback unreachable: {e}")),
     };
 
-    let now = now_ms();
+    let now = UnixMs::now();
     let mut tx = ctx.db.begin().await?;
     match verdict {
         Verdict::Confirmed => {
-            if requests::complete(&mut tx, req.id, "verified", None, now).await? {
-                apply(&mut tx, &req, mode, lease, verified_at, now).await?;
+            if requests::complete(&mut tx, stored.id, RequestState::Verified, None, now).await? {
+                apply(&mut tx, &stored, lease, verified_at, now).await?;
             }
             tracing::info!(%topic, %callback, mode = mode.as_str(), lease, "verified");
         }
         Verdict::Refused(reason) => {
-            requests::complete(&mut tx, req.id, "failed", Some(&reason), now).await?;
+            requests::complete(&mut tx, stored.id, RequestState::Failed, Some(&reason), now)
+                .await?;
             tracing::info!(%topic, %callback, mode = mode.as_str(), %reason, "verification failed");
         }
     }
@@ -159,30 +164,26 @@ pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
 
 async fn apply(
     tx: &mut store::Tx,
-    req: &requests::RequestRow,
-    mode: Mode,
+    stored: &requests::StoredRequest,
     lease: u64,
-    verified_at: i64,
-    now: i64,
+    verified_at: UnixMs,
+    now: UnixMs,
 ) -> Result<(), StoreError> {
-    match mode {
+    let req = &stored.request;
+    match req.mode {
         Mode::Subscribe => {
             let topic_id = topics::upsert(tx, &req.topic, now).await?;
             let activation = subscriptions::Activation {
                 topic_id,
-                callback: &req.callback,
-                secret: req.secret.as_deref(),
-                lease_seconds: i64::try_from(lease).unwrap_or(i64::MAX),
+                request_id: stored.id,
+                request: req,
+                lease_seconds: lease,
                 verified_at,
-                request_id: req.id,
-                delivery_mode: req.delivery_mode.as_deref(),
-                legacy: req.verify_mode.is_some(),
-                verify_token: req.verify_token.as_deref(),
             };
             subscriptions::activate(tx, &activation, now).await?;
         }
         Mode::Unsubscribe => {
-            subscriptions::deactivate(tx, &req.topic, &req.callback, req.id, now).await?;
+            subscriptions::deactivate(tx, &req.topic, &req.callback, stored.id, now).await?;
         }
     }
     Ok(())
@@ -191,7 +192,9 @@ async fn apply(
 /// Why the hub refuses to serve `topic`, if it does: a closed hub serves only its producer's
 /// topics, and no hub fetches from addresses its policy forbids.
 async fn topic_refusal(ctx: &HubContext, topic: &HubUrl) -> Option<String> {
-    if ctx.settings.mode == HubMode::Closed && !ctx.settings.topic_allow.permits(topic.as_str()) {
+    if ctx.settings.access.mode == HubMode::Closed
+        && !ctx.settings.access.topic_allow.permits(topic.as_str())
+    {
         return Some("this hub only serves its publisher's own topics".into());
     }
     let url = topic.as_url();

@@ -5,32 +5,27 @@
 //! so a duplicate job — after a crash, or from the reconciler — finds nothing to do.
 //! States: pending → sending → delivered | pending (retry) | failed | gone | cancelled.
 
-use super::{Db, StoreError, Tx, dispatch, dispatch_tx, placeholders};
-
-/// Which subscriptions of a topic a content row goes to.
-#[derive(Debug, Clone, Copy)]
-pub enum Audience<'a> {
-    /// Every active subscription (content that is not a feed, or every entry).
-    All,
-    /// Active subscriptions whose delivery mode (NULL meaning `default`) is `mode`.
-    Mode { mode: &'a str, default: &'a str },
-}
+use super::{Db, StoreError, Tx, bind_all, dispatch, dispatch_tx, in_list_chunks};
+use crate::domain::{
+    delivery_mode::DeliveryMode,
+    ids::{ContentId, DeliveryId, SubscriptionId, TopicId, UnixMs},
+    secret::Secret,
+    state::{Audience, SubscriptionState},
+    url::HubUrl,
+};
 
 /// Creates one pending delivery of `content_id` per active, unexpired subscription of the
-/// topic in `audience`, in one statement, numbered `delivery_seq + seq_offset` per
-/// subscription, and returns their ids.
+/// topic in `audience` (subscriptions without a mode of their own count as `default`), in one
+/// statement, numbered `delivery_seq + seq_offset` per subscription, and returns their ids.
 pub async fn fan_out(
     tx: &mut Tx,
-    content_id: i64,
-    topic_id: i64,
-    audience: Audience<'_>,
+    content_id: ContentId,
+    topic_id: TopicId,
+    audience: Audience,
+    default: DeliveryMode,
     seq_offset: i64,
-    now: i64,
-) -> Result<Vec<i64>, StoreError> {
-    let (mode, default) = match audience {
-        Audience::All => ("whole", "whole"),
-        Audience::Mode { mode, default } => (mode, default),
-    };
+    now: UnixMs,
+) -> Result<Vec<DeliveryId>, StoreError> {
     let sql = "INSERT INTO deliveries (content_id, subscription_id, seq, next_attempt_at, created_at, updated_at)
                SELECT $1, s.id, s.delivery_seq + $4, $3, $3, $3 FROM subscriptions s
                WHERE s.topic_id = $2 AND s.state = 'active' AND s.expires_at > $3
@@ -38,8 +33,9 @@ pub async fn fan_out(
                ORDER BY s.id
                ON CONFLICT (content_id, subscription_id) DO NOTHING
                RETURNING id";
-    let mut ids: Vec<i64> = dispatch_tx!(tx, c => sqlx::query_scalar(sql)
-        .bind(content_id).bind(topic_id).bind(now).bind(seq_offset).bind(mode).bind(default)
+    let mut ids: Vec<DeliveryId> = dispatch_tx!(tx, c => sqlx::query_scalar(sql)
+        .bind(content_id).bind(topic_id).bind(now).bind(seq_offset).bind(audience.as_str())
+        .bind(default.as_str())
         .fetch_all(c).await?);
     ids.sort_unstable();
     Ok(ids)
@@ -52,84 +48,117 @@ pub async fn fan_out(
 /// ([`successors`]).
 pub async fn claim(
     db: &Db,
-    ids: &[i64],
-    now: i64,
-    hold_until: i64,
-) -> Result<Vec<i64>, StoreError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
+    ids: &[DeliveryId],
+    now: UnixMs,
+    hold_until: UnixMs,
+) -> Result<Vec<DeliveryId>, StoreError> {
+    let sql = "UPDATE deliveries SET state = 'sending', claimed_until = $1, updated_at = $2
+               WHERE id IN ({list})
+                 AND ((state = 'pending' AND next_attempt_at <= $2)
+                   OR (state = 'sending' AND claimed_until < $2))
+                 AND NOT EXISTS (
+                     SELECT 1 FROM deliveries older
+                     WHERE older.subscription_id = deliveries.subscription_id AND older.id < deliveries.id
+                       AND older.state IN ('pending', 'sending'))
+               RETURNING id";
+    let mut claimed = Vec::new();
+    for (sql, chunk) in in_list_chunks(sql, 3, ids) {
+        let ids: Vec<DeliveryId> = dispatch!(db, c => {
+            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(hold_until).bind(now), chunk)
+                .fetch_all(c).await?
+        });
+        claimed.extend(ids);
     }
-    let sql = format!(
-        "UPDATE deliveries SET state = 'sending', claimed_until = $1, updated_at = $2
-         WHERE id IN ({})
-           AND ((state = 'pending' AND next_attempt_at <= $2)
-             OR (state = 'sending' AND claimed_until < $2))
-           AND NOT EXISTS (
-               SELECT 1 FROM deliveries older
-               WHERE older.subscription_id = deliveries.subscription_id AND older.id < deliveries.id
-                 AND older.state IN ('pending', 'sending'))
-         RETURNING id",
-        placeholders(3, ids.len())
-    );
-    let claimed: Vec<i64> = dispatch!(db, c => {
-        let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(hold_until).bind(now);
-        for id in ids {
-            q = q.bind(id);
-        }
-        q.fetch_all(c).await?
-    });
     Ok(claimed)
 }
 
 /// Everything one POST needs about a claimed delivery and its subscription.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
-    pub id: i64,
-    pub attempts: i64,
+    pub id: DeliveryId,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    /// Its number among the deliveries to its subscription.
     pub seq: i64,
-    pub content_id: i64,
-    pub subscription_id: i64,
-    pub callback: String,
-    pub secret: Option<String>,
-    pub subscription_state: String,
-    pub expires_at: i64,
-    /// 1 for subscriptions made PuSH 0.3-style.
-    pub legacy: i64,
+    pub content_id: ContentId,
+    pub subscription_id: SubscriptionId,
+    pub callback: HubUrl,
+    pub secret: Option<Secret>,
+    pub subscription_state: SubscriptionState,
+    pub expires_at: UnixMs,
+    /// The subscription was made PuSH 0.3-style.
+    pub legacy: bool,
 }
 
-pub async fn load_claimed(db: &Db, ids: &[i64]) -> Result<Vec<ClaimedDelivery>, StoreError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    id: DeliveryId,
+    attempts: i64,
+    seq: i64,
+    content_id: ContentId,
+    subscription_id: SubscriptionId,
+    callback: String,
+    secret: Option<String>,
+    subscription_state: String,
+    expires_at: UnixMs,
+    legacy: i64,
+}
+
+impl TryFrom<ClaimedRow> for ClaimedDelivery {
+    type Error = StoreError;
+
+    fn try_from(r: ClaimedRow) -> Result<Self, StoreError> {
+        let bad =
+            |what: String| StoreError::corrupt("subscriptions", r.subscription_id.get(), what);
+        Ok(Self {
+            id: r.id,
+            attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
+            seq: r.seq,
+            content_id: r.content_id,
+            subscription_id: r.subscription_id,
+            callback: HubUrl::parse(&r.callback).map_err(|e| bad(format!("callback {e}")))?,
+            secret: r.secret.and_then(Secret::from_stored),
+            subscription_state: r
+                .subscription_state
+                .parse()
+                .map_err(|e| bad(format!("state {e}")))?,
+            expires_at: r.expires_at,
+            legacy: r.legacy == 1,
+        })
     }
-    let sql = format!(
-        "SELECT d.id, d.attempts, d.seq, d.content_id, s.id AS subscription_id, s.callback, s.secret,
-                s.state AS subscription_state, s.expires_at, s.legacy
-         FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
-         WHERE d.id IN ({}) ORDER BY d.id",
-        placeholders(1, ids.len())
-    );
-    Ok(dispatch!(db, c => {
-        let mut q = sqlx::query_as::<_, ClaimedDelivery>(sqlx::AssertSqlSafe(sql.as_str()));
-        for id in ids {
-            q = q.bind(id);
+}
+
+pub async fn load_claimed(db: &Db, ids: &[DeliveryId]) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    let sql = "SELECT d.id, d.attempts, d.seq, d.content_id, s.id AS subscription_id, s.callback, s.secret,
+                      s.state AS subscription_state, s.expires_at, s.legacy
+               FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+               WHERE d.id IN ({list}) ORDER BY d.id";
+    let mut out = Vec::with_capacity(ids.len());
+    for (sql, chunk) in in_list_chunks(sql, 1, ids) {
+        let rows: Vec<ClaimedRow> = dispatch!(db, c => {
+            bind_all!(sqlx::query_as::<_, ClaimedRow>(sqlx::AssertSqlSafe(sql.as_str())), chunk)
+                .fetch_all(c).await?
+        });
+        for row in rows {
+            out.push(ClaimedDelivery::try_from(row)?);
         }
-        q.fetch_all(c).await?
-    }))
+    }
+    Ok(out)
 }
 
 /// The recorded result of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
     Delivered {
-        status: i64,
+        status: u16,
     },
     Retry {
-        status: Option<i64>,
+        status: Option<u16>,
         error: String,
-        next_attempt_at: i64,
+        next_attempt_at: UnixMs,
     },
     Failed {
-        status: Option<i64>,
+        status: Option<u16>,
         error: String,
     },
     Gone,
@@ -140,27 +169,26 @@ pub enum Recorded {
 
 /// Writes the results of one batch. Deliveries that succeeded with the same status are updated
 /// together; the rarer outcomes row by row.
-pub async fn record(tx: &mut Tx, results: &[(i64, Recorded)], now: i64) -> Result<(), StoreError> {
-    let mut delivered: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+pub async fn record(
+    tx: &mut Tx,
+    results: &[(DeliveryId, Recorded)],
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    let mut delivered: std::collections::BTreeMap<u16, Vec<DeliveryId>> = Default::default();
     for (id, r) in results {
         if let Recorded::Delivered { status } = r {
             delivered.entry(*status).or_default().push(*id);
         }
     }
+    let sql =
+        "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_status = $1,
+                   last_error = NULL, delivered_at = $2, updated_at = $2, claimed_until = NULL
+               WHERE id IN ({list})";
     for (status, ids) in delivered {
-        for chunk in ids.chunks(1000) {
-            let sql = format!(
-                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_status = $1,
-                     last_error = NULL, delivered_at = $2, updated_at = $2, claimed_until = NULL
-                 WHERE id IN ({})",
-                placeholders(3, chunk.len())
-            );
+        for (sql, chunk) in in_list_chunks(sql, 3, &ids) {
             dispatch_tx!(tx, c => {
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(status).bind(now);
-                for id in chunk {
-                    q = q.bind(id);
-                }
-                q.execute(c).await?;
+                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(i64::from(status)).bind(now), chunk)
+                    .execute(c).await?;
             });
         }
     }
@@ -172,9 +200,9 @@ pub async fn record(tx: &mut Tx, results: &[(i64, Recorded)], now: i64) -> Resul
         let (state, attempted, status, error, next): (
             &str,
             i64,
-            Option<i64>,
+            Option<u16>,
             Option<&str>,
-            Option<i64>,
+            Option<UnixMs>,
         ) = match r {
             Recorded::Delivered { .. } => continue,
             Recorded::Retry {
@@ -194,7 +222,8 @@ pub async fn record(tx: &mut Tx, results: &[(i64, Recorded)], now: i64) -> Resul
         };
         dispatch_tx!(tx, c => {
             sqlx::query(one)
-                .bind(id).bind(state).bind(attempted).bind(status).bind(error).bind(next).bind(now)
+                .bind(id).bind(state).bind(attempted).bind(status.map(i64::from)).bind(error)
+                .bind(next).bind(now)
                 .execute(c).await?;
         });
     }
@@ -204,24 +233,22 @@ pub async fn record(tx: &mut Tx, results: &[(i64, Recorded)], now: i64) -> Resul
 /// Those of `ids` still pending behind an older open delivery to the same subscription, each
 /// with the earliest time that blocker can be finished: its next attempt when it waits for a
 /// retry, else (it is being sent) `soon`.
-pub async fn blocked(db: &Db, ids: &[i64], soon: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+pub async fn blocked(
+    db: &Db,
+    ids: &[DeliveryId],
+    soon: UnixMs,
+) -> Result<Vec<(DeliveryId, UnixMs)>, StoreError> {
+    let sql = "SELECT d.id, MIN(CASE WHEN o.state = 'pending' THEN o.next_attempt_at ELSE $1 END)
+               FROM deliveries d
+               JOIN deliveries o ON o.subscription_id = d.subscription_id AND o.id < d.id
+                                AND o.state IN ('pending', 'sending')
+               WHERE d.state = 'pending' AND d.id IN ({list})
+               GROUP BY d.id";
     let mut out = Vec::new();
-    for chunk in ids.chunks(500) {
-        let sql = format!(
-            "SELECT d.id, MIN(CASE WHEN o.state = 'pending' THEN o.next_attempt_at ELSE $1 END)
-             FROM deliveries d
-             JOIN deliveries o ON o.subscription_id = d.subscription_id AND o.id < d.id
-                              AND o.state IN ('pending', 'sending')
-             WHERE d.state = 'pending' AND d.id IN ({})
-             GROUP BY d.id",
-            placeholders(2, chunk.len())
-        );
-        let rows: Vec<(i64, i64)> = dispatch!(db, c => {
-            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(soon);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.fetch_all(c).await?
+    for (sql, chunk) in in_list_chunks(sql, 2, ids) {
+        let rows: Vec<(DeliveryId, UnixMs)> = dispatch!(db, c => {
+            bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(soon), chunk)
+                .fetch_all(c).await?
         });
         out.extend(rows);
     }
@@ -231,22 +258,16 @@ pub async fn blocked(db: &Db, ids: &[i64], soon: i64) -> Result<Vec<(i64, i64)>,
 /// Cancels every pending delivery to the given subscriptions (they ended).
 pub async fn cancel_open(
     tx: &mut Tx,
-    subscription_ids: &[i64],
+    subscription_ids: &[SubscriptionId],
     reason: &str,
-    now: i64,
+    now: UnixMs,
 ) -> Result<(), StoreError> {
-    for chunk in subscription_ids.chunks(500) {
-        let sql = format!(
-            "UPDATE deliveries SET state = 'cancelled', last_error = $1, updated_at = $2
-             WHERE state = 'pending' AND subscription_id IN ({})",
-            placeholders(3, chunk.len())
-        );
+    let sql = "UPDATE deliveries SET state = 'cancelled', last_error = $1, updated_at = $2
+               WHERE state = 'pending' AND subscription_id IN ({list})";
+    for (sql, chunk) in in_list_chunks(sql, 3, subscription_ids) {
         dispatch_tx!(tx, c => {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(reason).bind(now);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(c).await?;
+            bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(reason).bind(now), chunk)
+                .execute(c).await?;
         });
     }
     Ok(())
@@ -254,20 +275,18 @@ pub async fn cancel_open(
 
 /// For subscriptions whose delivery just finished: the next open delivery of each, which
 /// waited for it.
-pub async fn successors(tx: &mut Tx, subscription_ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+pub async fn successors(
+    tx: &mut Tx,
+    subscription_ids: &[SubscriptionId],
+) -> Result<Vec<DeliveryId>, StoreError> {
+    let sql =
+        "SELECT MIN(id) FROM deliveries WHERE state = 'pending' AND subscription_id IN ({list})
+               GROUP BY subscription_id";
     let mut next = Vec::new();
-    for chunk in subscription_ids.chunks(500) {
-        let sql = format!(
-            "SELECT MIN(id) FROM deliveries WHERE state = 'pending' AND subscription_id IN ({})
-             GROUP BY subscription_id",
-            placeholders(1, chunk.len())
-        );
-        let ids: Vec<i64> = dispatch_tx!(tx, c => {
-            let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()));
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.fetch_all(c).await?
+    for (sql, chunk) in in_list_chunks(sql, 1, subscription_ids) {
+        let ids: Vec<DeliveryId> = dispatch_tx!(tx, c => {
+            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())), chunk)
+                .fetch_all(c).await?
         });
         next.extend(ids);
     }
@@ -276,35 +295,33 @@ pub async fn successors(tx: &mut Tx, subscription_ids: &[i64]) -> Result<Vec<i64
 
 /// Open deliveries (pending, or sending under a claim that may have died with its process) and
 /// the earliest time each may be attempted.
-pub async fn open(db: &Db) -> Result<Vec<(i64, i64)>, StoreError> {
+pub async fn open(db: &Db) -> Result<Vec<(DeliveryId, UnixMs)>, StoreError> {
     let sql = "SELECT id, CASE WHEN state = 'sending' THEN COALESCE(claimed_until, next_attempt_at)
                               ELSE next_attempt_at END AS due
                FROM deliveries WHERE state IN ('pending', 'sending') ORDER BY id";
-    Ok(dispatch!(db, c => sqlx::query_as::<_, (i64, i64)>(sql).fetch_all(c).await?))
+    Ok(dispatch!(db, c => sqlx::query_as::<_, (DeliveryId, UnixMs)>(sql).fetch_all(c).await?))
 }
 
 /// Failed deliveries (dead letters), oldest first.
-pub async fn failed_ids(db: &Db) -> Result<Vec<i64>, StoreError> {
+pub async fn failed_ids(db: &Db) -> Result<Vec<DeliveryId>, StoreError> {
     let sql = "SELECT id FROM deliveries WHERE state = 'failed' ORDER BY id";
     Ok(dispatch!(db, c => sqlx::query_scalar(sql).fetch_all(c).await?))
 }
 
 /// Puts failed deliveries back in line with a fresh retry schedule; returns those it changed.
-pub async fn replay(tx: &mut Tx, ids: &[i64], now: i64) -> Result<Vec<i64>, StoreError> {
+pub async fn replay(
+    tx: &mut Tx,
+    ids: &[DeliveryId],
+    now: UnixMs,
+) -> Result<Vec<DeliveryId>, StoreError> {
+    let sql = "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = $1,
+                   claimed_until = NULL, updated_at = $1
+               WHERE state = 'failed' AND id IN ({list}) RETURNING id";
     let mut done = Vec::new();
-    for chunk in ids.chunks(500) {
-        let sql = format!(
-            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = $1,
-                 claimed_until = NULL, updated_at = $1
-             WHERE state = 'failed' AND id IN ({}) RETURNING id",
-            placeholders(2, chunk.len())
-        );
-        let changed: Vec<i64> = dispatch_tx!(tx, c => {
-            let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(now);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.fetch_all(c).await?
+    for (sql, chunk) in in_list_chunks(sql, 2, ids) {
+        let changed: Vec<DeliveryId> = dispatch_tx!(tx, c => {
+            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(now), chunk)
+                .fetch_all(c).await?
         });
         done.extend(changed);
     }

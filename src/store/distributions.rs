@@ -4,22 +4,31 @@
 use serde::Serialize;
 
 use super::{Db, StoreError, Tx, dispatch, dispatch_tx};
+use crate::domain::{
+    ids::{DistributionId, TopicId, UnixMs},
+    state::{DeliveryState, DistributionSource},
+};
 
-pub async fn insert(tx: &mut Tx, topic_id: i64, source: &str, now: i64) -> Result<i64, StoreError> {
+pub async fn insert(
+    tx: &mut Tx,
+    topic_id: TopicId,
+    source: DistributionSource,
+    now: UnixMs,
+) -> Result<DistributionId, StoreError> {
     let sql =
         "INSERT INTO distributions (topic_id, source, created_at) VALUES ($1, $2, $3) RETURNING id";
     Ok(
-        dispatch_tx!(tx, c => sqlx::query_scalar(sql).bind(topic_id).bind(source).bind(now).fetch_one(c).await?),
+        dispatch_tx!(tx, c => sqlx::query_scalar(sql).bind(topic_id).bind(source.as_str()).bind(now).fetch_one(c).await?),
     )
 }
 
 /// How the deliveries of one distribution stand.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Outcome {
-    pub id: i64,
+    pub id: DistributionId,
     pub topic: String,
-    pub source: String,
-    pub created_at: i64,
+    pub source: DistributionSource,
+    pub created_at: UnixMs,
     pub documents: i64,
     pub deliveries: i64,
     pub delivered: i64,
@@ -29,24 +38,34 @@ pub struct Outcome {
     pub cancelled: i64,
 }
 
-pub async fn outcome(db: &Db, id: i64) -> Result<Option<Outcome>, StoreError> {
+pub async fn outcome(db: &Db, id: DistributionId) -> Result<Option<Outcome>, StoreError> {
     let head = "SELECT d.id, t.url, d.source, d.created_at,
                        (SELECT COUNT(*) FROM contents c WHERE c.distribution_id = d.id)
                 FROM distributions d JOIN topics t ON t.id = d.topic_id WHERE d.id = $1";
-    let row: Option<(i64, String, String, i64, i64)> =
+    let row: Option<(DistributionId, String, String, UnixMs, i64)> =
         dispatch!(db, c => sqlx::query_as(head).bind(id).fetch_optional(c).await?);
     let Some((id, topic, source, created_at, documents)) = row else {
         return Ok(None);
     };
+    let source = source
+        .parse()
+        .map_err(|e| StoreError::corrupt("distributions", id.get(), format!("source {e}")))?;
     let counts =
         "SELECT dl.state, COUNT(*) FROM deliveries dl JOIN contents c ON c.id = dl.content_id
                   WHERE c.distribution_id = $1 GROUP BY dl.state";
-    let by_state: Vec<(String, i64)> =
+    let rows: Vec<(String, i64)> =
         dispatch!(db, c => sqlx::query_as(counts).bind(id).fetch_all(c).await?);
-    let count = |states: &[&str]| {
+    let mut by_state = Vec::with_capacity(rows.len());
+    for (state, n) in rows {
+        let state: DeliveryState = state.parse().map_err(|e| {
+            StoreError::corrupt("distributions", id.get(), format!("a delivery's state {e}"))
+        })?;
+        by_state.push((state, n));
+    }
+    let count = |states: &[DeliveryState]| {
         by_state
             .iter()
-            .filter(|(s, _)| states.contains(&s.as_str()))
+            .filter(|(s, _)| states.contains(s))
             .map(|(_, n)| n)
             .sum()
     };
@@ -57,10 +76,10 @@ pub async fn outcome(db: &Db, id: i64) -> Result<Option<Outcome>, StoreError> {
         created_at,
         documents,
         deliveries: by_state.iter().map(|(_, n)| n).sum(),
-        delivered: count(&["delivered"]),
-        pending: count(&["pending", "sending"]),
-        failed: count(&["failed"]),
-        gone: count(&["gone"]),
-        cancelled: count(&["cancelled"]),
+        delivered: count(&[DeliveryState::Delivered]),
+        pending: count(&[DeliveryState::Pending, DeliveryState::Sending]),
+        failed: count(&[DeliveryState::Failed]),
+        gone: count(&[DeliveryState::Gone]),
+        cancelled: count(&[DeliveryState::Cancelled]),
     }))
 }

@@ -14,7 +14,7 @@ pub mod topic_entries;
 pub mod topics;
 pub mod views;
 
-use std::{str::FromStr, time::Duration};
+use std::{fmt, str::FromStr, time::Duration};
 
 use sqlx::{
     PgPool, Postgres, Sqlite, SqlitePool,
@@ -32,6 +32,24 @@ pub enum StoreError {
     Queue(String),
     #[error("{0}")]
     Config(String),
+    /// A stored row that does not decode into its domain type (a value outside the vocabulary
+    /// the migrations allow, or an unparseable URL): reported where the row is read.
+    #[error("corrupt row {table}#{id}: {what}")]
+    Corrupt {
+        table: &'static str,
+        id: i64,
+        what: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(table: &'static str, id: i64, what: impl fmt::Display) -> Self {
+        Self::Corrupt {
+            table,
+            id,
+            what: what.to_string(),
+        }
+    }
 }
 
 /// A connection pool to one of the two engines.
@@ -168,13 +186,54 @@ pub(crate) fn placeholders(start: usize, n: usize) -> String {
         .join(",")
 }
 
-/// The current time in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// How many values one `IN (…)` list binds: well under SQLite's and PostgreSQL's limits on
+/// bound parameters, whatever else the statement binds.
+pub(crate) const IN_LIST_CHUNK: usize = 500;
+
+/// Splits `values` into chunks for statements with an `IN (…)` list, and writes each chunk's
+/// statement: `{list}` in `template` becomes the placeholders `$first, $first+1, …`. Bind the
+/// statement's other parameters first, then the chunk with [`bind_all!`].
+pub(crate) fn in_list_chunks<'v, T>(
+    template: &'static str,
+    first: usize,
+    values: &'v [T],
+) -> impl Iterator<Item = (String, &'v [T])> + use<'v, T> {
+    values.chunks(IN_LIST_CHUNK).map(move |chunk| {
+        (
+            template.replace("{list}", &placeholders(first, chunk.len())),
+            chunk,
+        )
+    })
 }
+
+/// Binds every value of `$values` to the query `$q`, in order.
+macro_rules! bind_all {
+    ($q:expr, $values:expr) => {{
+        let mut q = $q;
+        for value in $values {
+            q = q.bind(*value);
+        }
+        q
+    }};
+}
+pub(crate) use bind_all;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn in_lists_are_chunked_with_their_own_placeholders() {
+        let ids: Vec<i64> = (0..1001).collect();
+        let chunks: Vec<_> = super::in_list_chunks("x IN ({list})", 2, &ids).collect();
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks[2].0, "x IN ($2)");
+        assert_eq!(chunks[0].1.len(), super::IN_LIST_CHUNK);
+        assert!(
+            chunks[1]
+                .0
+                .ends_with(&format!("${})", super::IN_LIST_CHUNK + 1))
+        );
+    }
+
     #[test]
     fn placeholder_lists() {
         assert_eq!(super::placeholders(3, 3), "$3,$4,$5");

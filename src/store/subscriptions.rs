@@ -4,22 +4,26 @@
 //! pair (`applied_request_id`), so verifications that finish out of order cannot undo a newer
 //! decision. Unsubscribed and ended rows are kept with their state for that reason.
 
-use super::{StoreError, Tx, dispatch_tx, placeholders};
+use super::{StoreError, Tx, bind_all, dispatch_tx, in_list_chunks};
+use crate::domain::{
+    delivery_mode::DeliveryMode,
+    hub_request::{Mode, SubscriptionRequest, VerifyMode},
+    ids::{RequestId, SubscriptionId, TopicId, UnixMs},
+    secret::Secret,
+    state::Audience,
+    url::HubUrl,
+};
 
 /// A verified subscribe: activates or replaces (secret, lease) the subscription.
 pub struct Activation<'a> {
-    pub topic_id: i64,
-    pub callback: &'a str,
-    pub secret: Option<&'a str>,
-    pub lease_seconds: i64,
-    pub verified_at: i64,
-    pub request_id: i64,
-    pub delivery_mode: Option<&'a str>,
-    pub legacy: bool,
-    pub verify_token: Option<&'a str>,
+    pub topic_id: TopicId,
+    pub request_id: RequestId,
+    pub request: &'a SubscriptionRequest,
+    pub lease_seconds: u64,
+    pub verified_at: UnixMs,
 }
 
-pub async fn activate(tx: &mut Tx, a: &Activation<'_>, now: i64) -> Result<bool, StoreError> {
+pub async fn activate(tx: &mut Tx, a: &Activation<'_>, now: UnixMs) -> Result<bool, StoreError> {
     let sql = "INSERT INTO subscriptions
                    (topic_id, callback, secret, lease_seconds, state, verified_at, expires_at,
                     applied_request_id, created_at, updated_at, delivery_mode, legacy, verify_token)
@@ -32,13 +36,16 @@ pub async fn activate(tx: &mut Tx, a: &Activation<'_>, now: i64) -> Result<bool,
                    legacy = excluded.legacy, verify_token = excluded.verify_token,
                    renewal_requested_at = NULL, ended_at = NULL
                WHERE subscriptions.applied_request_id < excluded.applied_request_id";
+    let r = a.request;
+    let lease_seconds = i64::try_from(a.lease_seconds).unwrap_or(i64::MAX);
     let expires_at = a
         .verified_at
-        .saturating_add(a.lease_seconds.saturating_mul(1000));
+        .after(std::time::Duration::from_secs(a.lease_seconds));
     let n = dispatch_tx!(tx, c => sqlx::query(sql)
-        .bind(a.topic_id).bind(a.callback).bind(a.secret).bind(a.lease_seconds)
-        .bind(a.verified_at).bind(expires_at).bind(a.request_id).bind(now).bind(a.delivery_mode)
-        .bind(i64::from(a.legacy)).bind(a.verify_token)
+        .bind(a.topic_id).bind(r.callback.as_str()).bind(r.secret.as_ref().map(Secret::expose))
+        .bind(lease_seconds).bind(a.verified_at).bind(expires_at).bind(a.request_id).bind(now)
+        .bind(r.delivery_mode.map(DeliveryMode::as_str))
+        .bind(i64::from(r.legacy.is_some())).bind(r.verify_token.as_deref())
         .execute(c).await?.rows_affected());
     Ok(n == 1)
 }
@@ -46,65 +53,76 @@ pub async fn activate(tx: &mut Tx, a: &Activation<'_>, now: i64) -> Result<bool,
 /// A verified unsubscribe. Returns false when there was nothing (newer) to remove.
 pub async fn deactivate(
     tx: &mut Tx,
-    topic: &str,
-    callback: &str,
-    request_id: i64,
-    now: i64,
+    topic: &HubUrl,
+    callback: &HubUrl,
+    request_id: RequestId,
+    now: UnixMs,
 ) -> Result<bool, StoreError> {
     let sql =
         "UPDATE subscriptions SET state = 'unsubscribed', state_reason = 'unsubscribe verified',
                    applied_request_id = $3, updated_at = $4, ended_at = $4
                WHERE topic_id = (SELECT id FROM topics WHERE url = $1) AND callback = $2
                  AND applied_request_id < $3";
-    let n = dispatch_tx!(tx, c => sqlx::query(sql).bind(topic).bind(callback).bind(request_id).bind(now)
+    let n = dispatch_tx!(tx, c => sqlx::query(sql).bind(topic.as_str()).bind(callback.as_str())
+        .bind(request_id).bind(now)
         .execute(c).await?.rows_affected());
     Ok(n == 1)
 }
 
 /// Ends subscriptions whose callback answered 410 Gone.
-pub async fn end(tx: &mut Tx, ids: &[i64], reason: &str, now: i64) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
+pub async fn end(
+    tx: &mut Tx,
+    ids: &[SubscriptionId],
+    reason: &str,
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    let sql = "UPDATE subscriptions SET state = 'ended', state_reason = $1, updated_at = $2, ended_at = $2
+               WHERE state = 'active' AND id IN ({list})";
+    for (sql, chunk) in in_list_chunks(sql, 3, ids) {
+        dispatch_tx!(tx, c => {
+            bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(reason).bind(now), chunk)
+                .execute(c).await?;
+        });
     }
-    let sql = format!(
-        "UPDATE subscriptions SET state = 'ended', state_reason = $1, updated_at = $2, ended_at = $2
-         WHERE state = 'active' AND id IN ({})",
-        placeholders(3, ids.len())
-    );
-    dispatch_tx!(tx, c => {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(reason).bind(now);
-        for id in ids {
-            q = q.bind(id);
-        }
-        q.execute(c).await?;
-    });
     Ok(())
 }
 
-/// The delivery modes the active subscriptions of a topic use, `default` standing for NULL.
+/// The delivery modes the active subscriptions of a topic use (`default` for those that chose
+/// none).
 pub async fn modes_in_use(
     tx: &mut Tx,
-    topic_id: i64,
-    default: &str,
-    now: i64,
-) -> Result<Vec<String>, StoreError> {
+    topic_id: TopicId,
+    default: DeliveryMode,
+    now: UnixMs,
+) -> Result<Vec<DeliveryMode>, StoreError> {
     let sql = "SELECT DISTINCT COALESCE(delivery_mode, $2) FROM subscriptions
                WHERE topic_id = $1 AND state = 'active' AND expires_at > $3";
     let modes: Vec<String> = dispatch_tx!(tx, c => sqlx::query_scalar(sql)
-        .bind(topic_id).bind(default).bind(now).fetch_all(c).await?);
-    Ok(modes)
+        .bind(topic_id).bind(default.as_str()).bind(now).fetch_all(c).await?);
+    modes
+        .into_iter()
+        .map(|m| {
+            m.parse().map_err(|e| {
+                StoreError::corrupt(
+                    "subscriptions",
+                    0,
+                    format!("delivery_mode of topic {topic_id}: {e}"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Advances the sequence counters of the active subscriptions of a topic by the number of
-/// deliveries a distribution created for each mode (`whole` applies to every subscription).
+/// deliveries a distribution created for each audience (`Whole` reaches every subscription).
 pub async fn advance_sequences(
     tx: &mut Tx,
-    topic_id: i64,
-    default: &str,
-    now: i64,
-    per_mode: &[(&str, i64)],
+    topic_id: TopicId,
+    default: DeliveryMode,
+    now: UnixMs,
+    per_audience: &[(Audience, i64)],
 ) -> Result<(), StoreError> {
-    for (mode, count) in per_mode {
+    for (audience, count) in per_audience {
         if *count == 0 {
             continue;
         }
@@ -112,7 +130,8 @@ pub async fn advance_sequences(
                    WHERE topic_id = $1 AND state = 'active' AND expires_at > $3
                      AND ($5 = 'whole' OR COALESCE(delivery_mode, $2) = $5)";
         dispatch_tx!(tx, c => {
-            sqlx::query(sql).bind(topic_id).bind(default).bind(now).bind(count).bind(mode).execute(c).await?;
+            sqlx::query(sql).bind(topic_id).bind(default.as_str()).bind(now).bind(count)
+                .bind(audience.as_str()).execute(c).await?;
         });
     }
     Ok(())
@@ -120,7 +139,7 @@ pub async fn advance_sequences(
 
 /// Marks active subscriptions whose lease ran out as expired, recording when (the moment the
 /// lease ended) and why; returns their ids. Safe to run in several processes at once.
-pub async fn expire_lapsed(tx: &mut Tx, now: i64) -> Result<Vec<i64>, StoreError> {
+pub async fn expire_lapsed(tx: &mut Tx, now: UnixMs) -> Result<Vec<SubscriptionId>, StoreError> {
     let sql = "UPDATE subscriptions SET state = 'expired', state_reason = 'lease expired',
                    ended_at = expires_at, updated_at = $1
                WHERE state = 'active' AND expires_at <= $1
@@ -128,79 +147,97 @@ pub async fn expire_lapsed(tx: &mut Tx, now: i64) -> Result<Vec<i64>, StoreError
     Ok(dispatch_tx!(tx, c => sqlx::query_scalar(sql).bind(now).fetch_all(c).await?))
 }
 
-/// What a renewal needs to know about a subscription.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct RenewalRow {
-    pub id: i64,
-    pub topic: String,
-    pub callback: String,
-    pub secret: Option<String>,
-    pub lease_seconds: i64,
-    pub delivery_mode: Option<String>,
-    pub legacy: i64,
-    pub verify_token: Option<String>,
+#[derive(sqlx::FromRow)]
+struct RenewalRow {
+    id: SubscriptionId,
+    topic: String,
+    callback: String,
+    secret: Option<String>,
+    lease_seconds: i64,
+    delivery_mode: Option<String>,
+    legacy: i64,
+    verify_token: Option<String>,
+}
+
+impl TryFrom<RenewalRow> for SubscriptionRequest {
+    type Error = StoreError;
+
+    /// The subscribe request a renewal verifies: the subscription's own settings.
+    fn try_from(r: RenewalRow) -> Result<Self, StoreError> {
+        let bad = |what: String| StoreError::corrupt("subscriptions", r.id.get(), what);
+        Ok(SubscriptionRequest {
+            mode: Mode::Subscribe,
+            topic: HubUrl::parse(&r.topic).map_err(|e| bad(format!("topic {e}")))?,
+            callback: HubUrl::parse(&r.callback).map_err(|e| bad(format!("callback {e}")))?,
+            lease_seconds: u64::try_from(r.lease_seconds).ok(),
+            secret: r.secret.and_then(Secret::from_stored),
+            delivery_mode: r
+                .delivery_mode
+                .map(|m| m.parse())
+                .transpose()
+                .map_err(|e| bad(format!("delivery_mode {e}")))?,
+            legacy: (r.legacy == 1).then_some(VerifyMode::Async),
+            verify_token: r.verify_token,
+        })
+    }
 }
 
 /// Claims the active subscriptions due for hub-initiated renewal: their lease ends within
 /// `before_ms`, no renewal was requested for this lease yet, no request of the subscriber's own
-/// is pending, and they were made PuSH 0.3-style (or `all`).
+/// is pending, and they were made PuSH 0.3-style (or `all`). Returns each with the subscribe
+/// request that renews it; a row that cannot be read is logged and left out.
 pub async fn claim_renewals(
     tx: &mut Tx,
-    now: i64,
-    before_ms: i64,
+    now: UnixMs,
+    within: std::time::Duration,
     all: bool,
-) -> Result<Vec<RenewalRow>, StoreError> {
+) -> Result<Vec<(SubscriptionId, SubscriptionRequest)>, StoreError> {
     let claim = "UPDATE subscriptions SET renewal_requested_at = $1
                  WHERE state = 'active' AND renewal_requested_at IS NULL
-                   AND expires_at > $1 AND expires_at <= $1 + $2
+                   AND expires_at > $1 AND expires_at <= $2
                    AND (legacy = 1 OR $3 = 1)
                    AND NOT EXISTS (
                        SELECT 1 FROM subscription_requests r JOIN topics t ON t.url = r.topic
                        WHERE t.id = subscriptions.topic_id AND r.callback = subscriptions.callback
                          AND r.state = 'pending')
                  RETURNING id";
-    let ids: Vec<i64> = dispatch_tx!(tx, c => sqlx::query_scalar(claim)
-        .bind(now).bind(before_ms).bind(i64::from(all)).fetch_all(c).await?);
-    let mut rows = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(500) {
-        let sql = format!(
-            "SELECT s.id, t.url AS topic, s.callback, s.secret, s.lease_seconds, s.delivery_mode, s.legacy,
-                    s.verify_token
-             FROM subscriptions s JOIN topics t ON t.id = s.topic_id WHERE s.id IN ({})",
-            placeholders(1, chunk.len())
-        );
-        let found: Vec<RenewalRow> = dispatch_tx!(tx, c => {
-            let mut q = sqlx::query_as::<_, RenewalRow>(sqlx::AssertSqlSafe(sql.as_str()));
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.fetch_all(c).await?
+    let ids: Vec<SubscriptionId> = dispatch_tx!(tx, c => sqlx::query_scalar(claim)
+        .bind(now).bind(now.after(within)).bind(i64::from(all)).fetch_all(c).await?);
+    let select =
+        "SELECT s.id, t.url AS topic, s.callback, s.secret, s.lease_seconds, s.delivery_mode,
+                         s.legacy, s.verify_token
+                  FROM subscriptions s JOIN topics t ON t.id = s.topic_id WHERE s.id IN ({list})";
+    let mut renewals = Vec::with_capacity(ids.len());
+    for (sql, chunk) in in_list_chunks(select, 1, &ids) {
+        let rows: Vec<RenewalRow> = dispatch_tx!(tx, c => {
+            bind_all!(sqlx::query_as::<_, RenewalRow>(sqlx::AssertSqlSafe(sql.as_str())), chunk)
+                .fetch_all(c).await?
         });
-        rows.extend(found);
+        for row in rows {
+            let id = row.id;
+            match SubscriptionRequest::try_from(row) {
+                Ok(request) => renewals.push((id, request)),
+                Err(error) => tracing::error!(%error, "subscription cannot be renewed"),
+            }
+        }
     }
-    Ok(rows)
+    Ok(renewals)
 }
 
 /// Expires the given active subscriptions now, by an operator; returns those it changed.
 pub async fn expire_ids(
     tx: &mut Tx,
-    ids: &[i64],
+    ids: &[SubscriptionId],
     reason: &str,
-    now: i64,
-) -> Result<Vec<i64>, StoreError> {
+    now: UnixMs,
+) -> Result<Vec<SubscriptionId>, StoreError> {
+    let sql = "UPDATE subscriptions SET state = 'expired', state_reason = $1, ended_at = $2, updated_at = $2
+               WHERE state = 'active' AND id IN ({list}) RETURNING id";
     let mut done = Vec::new();
-    for chunk in ids.chunks(500) {
-        let sql = format!(
-            "UPDATE subscriptions SET state = 'expired', state_reason = $1, ended_at = $2, updated_at = $2
-             WHERE state = 'active' AND id IN ({}) RETURNING id",
-            placeholders(3, chunk.len())
-        );
-        let changed: Vec<i64> = dispatch_tx!(tx, c => {
-            let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(reason).bind(now);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.fetch_all(c).await?
+    for (sql, chunk) in in_list_chunks(sql, 3, ids) {
+        let changed: Vec<SubscriptionId> = dispatch_tx!(tx, c => {
+            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(reason).bind(now), chunk)
+                .fetch_all(c).await?
         });
         done.extend(changed);
     }
@@ -208,23 +245,18 @@ pub async fn expire_ids(
 }
 
 /// Deletes subscriptions and their deliveries; returns how many subscriptions went.
-pub async fn delete_ids(tx: &mut Tx, ids: &[i64]) -> Result<u64, StoreError> {
+pub async fn delete_ids(tx: &mut Tx, ids: &[SubscriptionId]) -> Result<u64, StoreError> {
+    let deliveries = "DELETE FROM deliveries WHERE subscription_id IN ({list})";
+    let subscriptions = "DELETE FROM subscriptions WHERE id IN ({list})";
     let mut deleted = 0;
-    for chunk in ids.chunks(500) {
-        let list = placeholders(1, chunk.len());
-        let deliveries = format!("DELETE FROM deliveries WHERE subscription_id IN ({list})");
-        let subs = format!("DELETE FROM subscriptions WHERE id IN ({list})");
+    for ((deliveries, chunk), (subscriptions, _)) in
+        in_list_chunks(deliveries, 1, ids).zip(in_list_chunks(subscriptions, 1, ids))
+    {
         deleted += dispatch_tx!(tx, c => {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(deliveries.as_str()));
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(&mut *c).await?;
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(subs.as_str()));
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(&mut *c).await?.rows_affected()
+            bind_all!(sqlx::query(sqlx::AssertSqlSafe(deliveries.as_str())), chunk)
+                .execute(&mut *c).await?;
+            bind_all!(sqlx::query(sqlx::AssertSqlSafe(subscriptions.as_str())), chunk)
+                .execute(&mut *c).await?.rows_affected()
         });
     }
     Ok(deleted)

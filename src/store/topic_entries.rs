@@ -1,21 +1,23 @@
 //! `topic_entries`: the entries of feed topics already distributed, by identity key, with the
 //! hash of their content, so the next distribution sends only what is new or changed.
-//! Entries that left the feed are forgotten after [`FORGET_AFTER_MS`].
+//! Entries that left the feed are forgotten after [`FORGET_AFTER`].
 
-use super::{StoreError, Tx, dispatch_tx, placeholders};
-use crate::feed::{Entry, Known};
+use std::time::Duration;
+
+use super::{StoreError, Tx, dispatch_tx, in_list_chunks};
+use crate::{
+    domain::ids::{TopicId, UnixMs},
+    feed::{Entry, Known},
+};
 
 /// Entries not seen in the feed for this long are forgotten (30 days).
-pub const FORGET_AFTER_MS: i64 = 30 * 86_400_000;
+pub const FORGET_AFTER: Duration = Duration::from_secs(30 * 86_400);
 
 /// The stored hashes of those of `entries` the topic has distributed before.
-pub async fn known(tx: &mut Tx, topic_id: i64, entries: &[Entry]) -> Result<Known, StoreError> {
+pub async fn known(tx: &mut Tx, topic_id: TopicId, entries: &[Entry]) -> Result<Known, StoreError> {
     let mut known = Known::new();
-    for chunk in entries.chunks(500) {
-        let sql = format!(
-            "SELECT entry_key, content_hash FROM topic_entries WHERE topic_id = $1 AND entry_key IN ({})",
-            placeholders(2, chunk.len())
-        );
+    let sql = "SELECT entry_key, content_hash FROM topic_entries WHERE topic_id = $1 AND entry_key IN ({list})";
+    for (sql, chunk) in in_list_chunks(sql, 2, entries) {
         let rows: Vec<(String, String)> = dispatch_tx!(tx, c => {
             let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(topic_id);
             for e in chunk {
@@ -32,9 +34,9 @@ pub async fn known(tx: &mut Tx, topic_id: i64, entries: &[Entry]) -> Result<Know
 /// ones with the new hash), and forgets entries that left the feed long ago.
 pub async fn record(
     tx: &mut Tx,
-    topic_id: i64,
+    topic_id: TopicId,
     entries: &[Entry],
-    now: i64,
+    now: UnixMs,
 ) -> Result<(), StoreError> {
     let sql =
         "INSERT INTO topic_entries (topic_id, entry_key, content_hash, first_seen_at, last_seen_at)
@@ -48,7 +50,7 @@ pub async fn record(
     }
     let forget = "DELETE FROM topic_entries WHERE topic_id = $1 AND last_seen_at < $2";
     dispatch_tx!(tx, c => {
-        sqlx::query(forget).bind(topic_id).bind(now - FORGET_AFTER_MS).execute(c).await?;
+        sqlx::query(forget).bind(topic_id).bind(now.before(FORGET_AFTER)).execute(c).await?;
     });
     Ok(())
 }

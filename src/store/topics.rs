@@ -5,20 +5,24 @@
 //! pending, so they lead to one more fetch rather than one each.
 
 use super::{Db, StoreError, Tx, dispatch, dispatch_tx};
+use crate::domain::{
+    ids::{TopicId, UnixMs},
+    url::HubUrl,
+};
 
 /// Returns the id of the topic row for `url`, creating it when missing.
-pub async fn upsert(tx: &mut Tx, url: &str, now: i64) -> Result<i64, StoreError> {
+pub async fn upsert(tx: &mut Tx, url: &HubUrl, now: UnixMs) -> Result<TopicId, StoreError> {
     let sql = "INSERT INTO topics (url, created_at) VALUES ($1, $2)
                ON CONFLICT (url) DO UPDATE SET url = excluded.url RETURNING id";
-    let id: i64 =
-        dispatch_tx!(tx, c => sqlx::query_scalar(sql).bind(url).bind(now).fetch_one(c).await?);
+    let id: TopicId = dispatch_tx!(tx, c => sqlx::query_scalar(sql).bind(url.as_str()).bind(now)
+        .fetch_one(c).await?);
     Ok(id)
 }
 
 /// A recorded ping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ping {
-    pub topic_id: i64,
+    pub topic_id: TopicId,
     /// Whether a distribution job must be pushed: not when one is already pending for the
     /// topic (it will read the latest count), unless the last fetch failed (a fresh ping should
     /// not wait out the fetch backoff).
@@ -26,14 +30,18 @@ pub struct Ping {
 }
 
 /// Records a publish ping for `url` if the topic has an active subscriber.
-pub async fn record_ping(tx: &mut Tx, url: &str, now: i64) -> Result<Option<Ping>, StoreError> {
+pub async fn record_ping(
+    tx: &mut Tx,
+    url: &HubUrl,
+    now: UnixMs,
+) -> Result<Option<Ping>, StoreError> {
     let sql = "UPDATE topics SET ping_seq = ping_seq + 1, last_pinged_at = $2
                WHERE url = $1 AND EXISTS (
                    SELECT 1 FROM subscriptions s
                    WHERE s.topic_id = topics.id AND s.state = 'active' AND s.expires_at > $2)
                RETURNING id, ping_seq, distributed_seq, fetch_failures";
-    let row: Option<(i64, i64, i64, i64)> =
-        dispatch_tx!(tx, c => sqlx::query_as(sql).bind(url).bind(now).fetch_optional(c).await?);
+    let row: Option<(TopicId, i64, i64, i64)> = dispatch_tx!(tx, c => sqlx::query_as(sql)
+        .bind(url.as_str()).bind(now).fetch_optional(c).await?);
     Ok(
         row.map(|(topic_id, ping_seq, distributed_seq, failures)| Ping {
             topic_id,
@@ -43,14 +51,41 @@ pub async fn record_ping(tx: &mut Tx, url: &str, now: i64) -> Result<Option<Ping
 }
 
 /// What a distribution needs to know about its topic once it holds the claim.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ClaimedTopic {
-    pub id: i64,
-    pub url: String,
+    pub id: TopicId,
+    pub url: HubUrl,
+    /// The pings this distribution covers.
     pub ping_seq: i64,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub content_hash: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    id: TopicId,
+    url: String,
+    ping_seq: i64,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    content_hash: Option<String>,
+}
+
+impl TryFrom<ClaimedRow> for ClaimedTopic {
+    type Error = StoreError;
+
+    fn try_from(r: ClaimedRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            url: HubUrl::parse(&r.url)
+                .map_err(|e| StoreError::corrupt("topics", r.id.get(), format!("url {e}")))?,
+            id: r.id,
+            ping_seq: r.ping_seq,
+            etag: r.etag,
+            last_modified: r.last_modified,
+            content_hash: r.content_hash,
+        })
+    }
 }
 
 /// What a distribution claims a topic for.
@@ -66,9 +101,9 @@ pub enum ClaimFor {
 /// it, or (for pings) when none is pending.
 pub async fn claim(
     db: &Db,
-    id: i64,
-    now: i64,
-    hold_until: i64,
+    id: TopicId,
+    now: UnixMs,
+    hold_until: UnixMs,
     purpose: ClaimFor,
 ) -> Result<Option<ClaimedTopic>, StoreError> {
     let sql = "UPDATE topics SET distributing_until = $3
@@ -76,9 +111,9 @@ pub async fn claim(
                  AND (distributing_until IS NULL OR distributing_until < $2)
                RETURNING id, url, ping_seq, etag, last_modified, content_hash";
     let pings_only = i64::from(purpose == ClaimFor::Pings);
-    let row = dispatch!(db, c => sqlx::query_as::<_, ClaimedTopic>(sql)
+    let row = dispatch!(db, c => sqlx::query_as::<_, ClaimedRow>(sql)
         .bind(id).bind(now).bind(hold_until).bind(pings_only).fetch_optional(c).await?);
-    Ok(row)
+    row.map(ClaimedTopic::try_from).transpose()
 }
 
 /// What a finished fetch leaves on the topic.
@@ -100,10 +135,10 @@ pub struct FetchRecord {
 /// learnt, releases the claim, and returns whether pings are still waiting.
 pub async fn finish(
     tx: &mut Tx,
-    id: i64,
+    id: TopicId,
     seq: Option<i64>,
     fetched: &FetchRecord,
-    now: i64,
+    now: UnixMs,
 ) -> Result<bool, StoreError> {
     let sql = "UPDATE topics SET distributed_seq = COALESCE($2, distributed_seq), distributing_until = NULL,
                    content_type = COALESCE($3, content_type), content_hash = COALESCE($4, content_hash),
@@ -121,15 +156,26 @@ pub async fn finish(
 }
 
 /// The id of the topic `url` if it has an active, unexpired subscription.
-pub async fn find_subscribed(db: &Db, url: &str, now: i64) -> Result<Option<i64>, StoreError> {
+pub async fn find_subscribed(
+    db: &Db,
+    url: &HubUrl,
+    now: UnixMs,
+) -> Result<Option<TopicId>, StoreError> {
     let sql = "SELECT t.id FROM topics t WHERE t.url = $1 AND EXISTS (
                    SELECT 1 FROM subscriptions s
                    WHERE s.topic_id = t.id AND s.state = 'active' AND s.expires_at > $2)";
-    Ok(dispatch!(db, c => sqlx::query_scalar(sql).bind(url).bind(now).fetch_optional(c).await?))
+    Ok(
+        dispatch!(db, c => sqlx::query_scalar(sql).bind(url.as_str()).bind(now).fetch_optional(c).await?),
+    )
 }
 
 /// A fetch that failed: the error is kept and the claim released, the pings stay pending.
-pub async fn fetch_failed(db: &Db, id: i64, error: &str, now: i64) -> Result<(), StoreError> {
+pub async fn fetch_failed(
+    db: &Db,
+    id: TopicId,
+    error: &str,
+    now: UnixMs,
+) -> Result<(), StoreError> {
     let sql = "UPDATE topics SET distributing_until = NULL, last_fetch_error = $2,
                    fetch_failures = fetch_failures + 1, last_fetched_at = $3
                WHERE id = $1";
@@ -140,7 +186,7 @@ pub async fn fetch_failed(db: &Db, id: i64, error: &str, now: i64) -> Result<(),
 }
 
 /// Releases a claim without marking anything distributed.
-pub async fn release(db: &Db, id: i64) -> Result<(), StoreError> {
+pub async fn release(db: &Db, id: TopicId) -> Result<(), StoreError> {
     dispatch!(db, c => {
         sqlx::query("UPDATE topics SET distributing_until = NULL WHERE id = $1").bind(id).execute(c).await?;
     });
@@ -148,7 +194,7 @@ pub async fn release(db: &Db, id: i64) -> Result<(), StoreError> {
 }
 
 /// Gives up on the pings up to `seq` after repeated fetch failures.
-pub async fn abandon(db: &Db, id: i64, seq: i64) -> Result<(), StoreError> {
+pub async fn abandon(db: &Db, id: TopicId, seq: i64) -> Result<(), StoreError> {
     let sql = "UPDATE topics SET distributed_seq = $2 WHERE id = $1 AND distributed_seq < $2";
     dispatch!(db, c => {
         sqlx::query(sql).bind(id).bind(seq).execute(c).await?;
@@ -157,7 +203,7 @@ pub async fn abandon(db: &Db, id: i64, seq: i64) -> Result<(), StoreError> {
 }
 
 /// Topics with pings that no distribution has covered yet.
-pub async fn pending_ids(db: &Db) -> Result<Vec<i64>, StoreError> {
+pub async fn pending_ids(db: &Db) -> Result<Vec<TopicId>, StoreError> {
     let sql = "SELECT id FROM topics WHERE ping_seq > distributed_seq ORDER BY id";
     Ok(dispatch!(db, c => sqlx::query_scalar(sql).fetch_all(c).await?))
 }

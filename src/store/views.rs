@@ -1,44 +1,122 @@
 //! Read-only views for operators and producers: subscriptions with their latest delivery,
 //! topics, failed deliveries. Secrets never leave this module; only whether one is set.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::{Db, StoreError, dispatch};
+use crate::domain::{
+    delivery_mode::DeliveryMode,
+    ids::{DeliveryId, SubscriptionId, TopicId, UnixMs},
+    state::{DeliveryState, SubscriptionState},
+};
+
+/// Flags keep the JSON shape they always had: 1 or 0.
+fn as_flag<S: Serializer>(flag: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_i64(i64::from(*flag))
+}
+
+/// Decodes a stored text column of a view row, reporting the row when it does not decode.
+fn decode<T: std::str::FromStr<Err = String>>(
+    table: &'static str,
+    id: i64,
+    column: &str,
+    raw: &str,
+) -> Result<T, StoreError> {
+    raw.parse()
+        .map_err(|e| StoreError::corrupt(table, id, format!("{column} {e}")))
+}
 
 /// What may narrow a subscription listing.
 #[derive(Debug, Clone, Default)]
 pub struct SubscriptionFilter {
-    pub id: Option<i64>,
+    pub id: Option<SubscriptionId>,
     pub topic: Option<String>,
     /// A substring of the callback URL.
     pub callback: Option<String>,
-    pub state: Option<String>,
-    /// Active subscriptions whose lease ends before this time (Unix ms).
-    pub expiring_before: Option<i64>,
+    pub state: Option<SubscriptionState>,
+    /// Active subscriptions whose lease ends before this time.
+    pub expiring_before: Option<UnixMs>,
     /// Subscriptions with a failed delivery, or one waiting for a retry.
     pub failing: bool,
     pub limit: i64,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SubscriptionView {
-    pub id: i64,
+    pub id: SubscriptionId,
     pub topic: String,
     pub callback: String,
-    pub state: String,
+    pub state: SubscriptionState,
     pub state_reason: Option<String>,
-    pub has_secret: i64,
+    #[serde(serialize_with = "as_flag")]
+    pub has_secret: bool,
     pub lease_seconds: i64,
-    pub verified_at: i64,
-    pub expires_at: i64,
-    pub ended_at: Option<i64>,
-    pub delivery_mode: Option<String>,
-    pub legacy: i64,
-    pub created_at: i64,
-    pub last_delivery_state: Option<String>,
+    pub verified_at: UnixMs,
+    pub expires_at: UnixMs,
+    pub ended_at: Option<UnixMs>,
+    pub delivery_mode: Option<DeliveryMode>,
+    /// Made PuSH 0.3-style (the subscriber sent `hub.verify`).
+    #[serde(serialize_with = "as_flag")]
+    pub legacy: bool,
+    pub created_at: UnixMs,
+    pub last_delivery_state: Option<DeliveryState>,
     pub last_delivery_status: Option<i64>,
-    pub last_delivery_at: Option<i64>,
+    pub last_delivery_at: Option<UnixMs>,
     pub last_delivery_error: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SubscriptionRow {
+    id: SubscriptionId,
+    topic: String,
+    callback: String,
+    state: String,
+    state_reason: Option<String>,
+    has_secret: i64,
+    lease_seconds: i64,
+    verified_at: UnixMs,
+    expires_at: UnixMs,
+    ended_at: Option<UnixMs>,
+    delivery_mode: Option<String>,
+    legacy: i64,
+    created_at: UnixMs,
+    last_delivery_state: Option<String>,
+    last_delivery_status: Option<i64>,
+    last_delivery_at: Option<UnixMs>,
+    last_delivery_error: Option<String>,
+}
+
+impl TryFrom<SubscriptionRow> for SubscriptionView {
+    type Error = StoreError;
+
+    fn try_from(r: SubscriptionRow) -> Result<Self, StoreError> {
+        let id = r.id.get();
+        Ok(Self {
+            id: r.id,
+            topic: r.topic,
+            callback: r.callback,
+            state: decode("subscriptions", id, "state", &r.state)?,
+            state_reason: r.state_reason,
+            has_secret: r.has_secret == 1,
+            lease_seconds: r.lease_seconds,
+            verified_at: r.verified_at,
+            expires_at: r.expires_at,
+            ended_at: r.ended_at,
+            delivery_mode: r
+                .delivery_mode
+                .map(|m| decode("subscriptions", id, "delivery_mode", &m))
+                .transpose()?,
+            legacy: r.legacy == 1,
+            created_at: r.created_at,
+            last_delivery_state: r
+                .last_delivery_state
+                .map(|s| decode("deliveries", id, "state", &s))
+                .transpose()?,
+            last_delivery_status: r.last_delivery_status,
+            last_delivery_at: r.last_delivery_at,
+            last_delivery_error: r.last_delivery_error,
+        })
+    }
 }
 
 pub async fn subscriptions(
@@ -67,42 +145,83 @@ pub async fn subscriptions(
                        AND (d.state = 'failed' OR (d.state = 'pending' AND d.attempts > 0))))
                ORDER BY s.id
                LIMIT $7";
-    let rows = dispatch!(db, c => sqlx::query_as::<_, SubscriptionView>(sql)
-        .bind(f.id).bind(&f.topic).bind(&f.callback).bind(&f.state).bind(f.expiring_before)
-        .bind(i64::from(f.failing)).bind(f.limit)
+    let rows = dispatch!(db, c => sqlx::query_as::<_, SubscriptionRow>(sql)
+        .bind(f.id).bind(&f.topic).bind(&f.callback).bind(f.state.map(SubscriptionState::as_str))
+        .bind(f.expiring_before).bind(i64::from(f.failing)).bind(f.limit)
         .fetch_all(c).await?);
-    Ok(rows)
+    rows.into_iter().map(SubscriptionView::try_from).collect()
 }
 
 /// Counts the active, unexpired subscriptions of a topic (`None`: unknown topic).
-pub async fn active_subscribers(db: &Db, topic: &str, now: i64) -> Result<Option<i64>, StoreError> {
+pub async fn active_subscribers(
+    db: &Db,
+    topic: &str,
+    now: UnixMs,
+) -> Result<Option<i64>, StoreError> {
     let sql = "SELECT (SELECT COUNT(*) FROM subscriptions s
                        WHERE s.topic_id = t.id AND s.state = 'active' AND s.expires_at > $2)
                FROM topics t WHERE t.url = $1";
     Ok(dispatch!(db, c => sqlx::query_scalar(sql).bind(topic).bind(now).fetch_optional(c).await?))
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DeliveryView {
-    pub id: i64,
-    pub subscription_id: i64,
+    pub id: DeliveryId,
+    pub subscription_id: SubscriptionId,
     pub callback: String,
     pub topic: String,
-    pub state: String,
+    pub state: DeliveryState,
     pub seq: i64,
     pub attempts: i64,
     pub last_status: Option<i64>,
     pub last_error: Option<String>,
-    pub next_attempt_at: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub next_attempt_at: UnixMs,
+    pub created_at: UnixMs,
+    pub updated_at: UnixMs,
+}
+
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: DeliveryId,
+    subscription_id: SubscriptionId,
+    callback: String,
+    topic: String,
+    state: String,
+    seq: i64,
+    attempts: i64,
+    last_status: Option<i64>,
+    last_error: Option<String>,
+    next_attempt_at: UnixMs,
+    created_at: UnixMs,
+    updated_at: UnixMs,
+}
+
+impl TryFrom<DeliveryRow> for DeliveryView {
+    type Error = StoreError;
+
+    fn try_from(r: DeliveryRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            state: decode("deliveries", r.id.get(), "state", &r.state)?,
+            id: r.id,
+            subscription_id: r.subscription_id,
+            callback: r.callback,
+            topic: r.topic,
+            seq: r.seq,
+            attempts: r.attempts,
+            last_status: r.last_status,
+            last_error: r.last_error,
+            next_attempt_at: r.next_attempt_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
 }
 
 /// Deliveries, newest first: of one subscription, or in one state.
 pub async fn deliveries(
     db: &Db,
-    subscription: Option<i64>,
-    state: Option<&str>,
+    subscription: Option<SubscriptionId>,
+    state: Option<DeliveryState>,
     limit: i64,
 ) -> Result<Vec<DeliveryView>, StoreError> {
     let sql =
@@ -113,32 +232,33 @@ pub async fn deliveries(
                JOIN topics t ON t.id = s.topic_id
                WHERE ($1 IS NULL OR d.subscription_id = $1) AND ($2 IS NULL OR d.state = $2)
                ORDER BY d.id DESC LIMIT $3";
-    Ok(dispatch!(db, c => sqlx::query_as::<_, DeliveryView>(sql)
-        .bind(subscription).bind(state).bind(limit).fetch_all(c).await?))
+    let rows = dispatch!(db, c => sqlx::query_as::<_, DeliveryRow>(sql)
+        .bind(subscription).bind(state.map(DeliveryState::as_str)).bind(limit).fetch_all(c).await?);
+    rows.into_iter().map(DeliveryView::try_from).collect()
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct TopicView {
-    pub id: i64,
+    pub id: TopicId,
     pub url: String,
     pub content_type: Option<String>,
     pub feed_kind: Option<String>,
     pub feed_error: Option<String>,
-    pub last_pinged_at: Option<i64>,
-    pub last_fetched_at: Option<i64>,
+    pub last_pinged_at: Option<UnixMs>,
+    pub last_fetched_at: Option<UnixMs>,
     pub last_fetch_error: Option<String>,
     pub pending_pings: i64,
     pub active_subscriptions: i64,
-    pub created_at: i64,
+    pub created_at: UnixMs,
 }
 
 pub async fn topics(
     db: &Db,
     id_or_url: Option<&str>,
-    now: i64,
+    now: UnixMs,
     limit: i64,
 ) -> Result<Vec<TopicView>, StoreError> {
-    let id: Option<i64> = id_or_url.and_then(|v| v.parse().ok());
+    let id: Option<TopicId> = id_or_url.and_then(|v| v.parse().ok());
     let url: Option<&str> = id_or_url.filter(|_| id.is_none());
     let sql = "SELECT t.id, t.url, t.content_type, t.feed_kind, t.feed_error, t.last_pinged_at,
                       t.last_fetched_at, t.last_fetch_error, t.ping_seq - t.distributed_seq AS pending_pings,

@@ -1,0 +1,193 @@
+//! Row identities and instants, typed so that a delivery id can never be passed where a
+//! subscription id is expected.
+//!
+//! Each id is the integer primary key of its table (`migrations/*/0001_core.sql`); it is read
+//! from rows (`sqlx(transparent)`), job payloads and JSON (`serde(transparent)`) as the bare
+//! number, so neither stored data nor the JSON of the APIs changes shape. [`UnixMs`] is the
+//! one instant type: Unix milliseconds, the unit every time column uses.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+            sqlx::Type,
+        )]
+        #[serde(transparent)]
+        #[sqlx(transparent)]
+        pub struct $name(i64);
+
+        impl $name {
+            /// The id as stored; for ids read back from the database or typed by an operator.
+            pub const fn new(raw: i64) -> Self {
+                Self(raw)
+            }
+
+            pub const fn get(self) -> i64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(Self)
+                    .ok_or_else(|| format!("{s:?} is not an id (a positive integer)"))
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A row of `topics`.
+    TopicId
+);
+id_type!(
+    /// A row of `subscriptions` (the HubSub table).
+    SubscriptionId
+);
+id_type!(
+    /// A row of `subscription_requests`: one subscribe or unsubscribe intent.
+    RequestId
+);
+id_type!(
+    /// A row of `deliveries`: one document to one subscription.
+    DeliveryId
+);
+id_type!(
+    /// A row of `contents`: one document as distributed.
+    ContentId
+);
+id_type!(
+    /// A row of `distributions`: one fetch that changed, or one producer push.
+    DistributionId
+);
+
+/// An instant, in Unix milliseconds. The default is the epoch ("at once").
+#[derive(
+    Debug,
+    Default,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct UnixMs(i64);
+
+impl UnixMs {
+    /// The beginning of time, for "due at once".
+    pub const EPOCH: UnixMs = UnixMs(0);
+
+    pub fn now() -> Self {
+        Self(chrono::Utc::now().timestamp_millis())
+    }
+
+    pub const fn from_millis(ms: i64) -> Self {
+        Self(ms)
+    }
+
+    pub const fn as_millis(self) -> i64 {
+        self.0
+    }
+
+    /// Whole seconds since the epoch (never negative).
+    pub fn as_secs(self) -> u64 {
+        (self.0.max(0) / 1000) as u64
+    }
+
+    /// This instant plus `d`, saturating.
+    pub fn after(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// This instant minus `d`, saturating.
+    pub fn before(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// How long from `self` until `later` (zero when `later` is not later).
+    pub fn until(self, later: UnixMs) -> Duration {
+        Duration::from_millis(u64::try_from(later.0.saturating_sub(self.0)).unwrap_or(0))
+    }
+
+    /// RFC 3339 in UTC, to the millisecond.
+    pub fn to_rfc3339(self) -> String {
+        chrono::DateTime::from_timestamp_millis(self.0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_else(|| self.0.to_string())
+    }
+}
+
+impl fmt::Display for UnixMs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_only_positive_integers() {
+        assert_eq!("42".parse::<DeliveryId>(), Ok(DeliveryId::new(42)));
+        assert!("0".parse::<DeliveryId>().is_err());
+        assert!("-3".parse::<TopicId>().is_err());
+        assert!("x".parse::<TopicId>().is_err());
+    }
+
+    #[test]
+    fn ids_and_instants_serialise_as_bare_numbers() {
+        assert_eq!(serde_json::to_string(&RequestId::new(7)).unwrap(), "7");
+        assert_eq!(
+            serde_json::to_string(&UnixMs::from_millis(1500)).unwrap(),
+            "1500"
+        );
+        let id: SubscriptionId = serde_json::from_str("12").unwrap();
+        assert_eq!(id.get(), 12);
+    }
+
+    #[test]
+    fn instant_arithmetic_saturates() {
+        let t = UnixMs::from_millis(1_000);
+        assert_eq!(t.after(Duration::from_millis(500)).as_millis(), 1_500);
+        assert_eq!(t.before(Duration::from_secs(2)).as_millis(), -1_000);
+        assert_eq!(t.until(UnixMs::from_millis(400)), Duration::ZERO);
+        assert_eq!(t.until(UnixMs::from_millis(3_000)), Duration::from_secs(2));
+        assert_eq!(
+            UnixMs::from_millis(i64::MAX)
+                .after(Duration::MAX)
+                .as_millis(),
+            i64::MAX
+        );
+        assert_eq!(t.to_rfc3339(), "1970-01-01T00:00:01.000Z");
+    }
+}

@@ -1,0 +1,297 @@
+//! `hubdistrib`: topic fetches and fan-out (WebSub §6, §7).
+//!
+//! - [`ping`]: publish pings count against their topic and push this queue's jobs;
+//! - this module: the job itself — it claims the topic (one distribution per topic at a time,
+//!   so a newer body never overtakes an older one), fetches it (conditional GET, a few checked
+//!   redirects, a size cap) and, when the bytes changed, fans them out;
+//! - [`plan`]: what a changed body becomes (diff, single-entry or whole documents);
+//! - [`push`]: a producer's fat ping, distributed without a fetch.
+//!
+//! Each document is one `contents` row fanned out with a single `INSERT … SELECT` to its
+//! subscriptions, numbered per subscription, with `hubout` jobs carrying batches of delivery
+//! ids — all in one transaction.
+
+pub mod ping;
+mod plan;
+pub mod push;
+
+use std::{borrow::Cow, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use self::{
+    ping::{accept_ping, record_pings},
+    push::{Pushed, push_content},
+};
+use super::{
+    JobError,
+    deliver::DeliverJob,
+    queue::{self, Job, Queue},
+};
+use crate::{
+    context::HubContext,
+    domain::{
+        challenge,
+        ids::{DistributionId, TopicId, UnixMs},
+        link,
+        state::{Audience, DistributionSource},
+    },
+    outbound::Fetched,
+    store::{
+        StoreError, Tx, contents, deliveries, distributions, subscriptions,
+        topics::{self, ClaimFor},
+    },
+};
+
+pub const QUEUE: &str = "hubdistrib";
+
+/// Delays before re-fetching a topic whose fetch failed; then the pings are given up.
+const FETCH_RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_secs(5),
+    Duration::from_secs(60),
+    Duration::from_secs(600),
+];
+
+/// Beyond the fetch timeout, how long a distribution may take to write its fan-out.
+const FAN_OUT_MARGIN: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DistributeJob {
+    pub topic: TopicId,
+    /// How many fetches of this topic failed in a row before this job.
+    #[serde(default)]
+    pub failures: u32,
+}
+
+#[tracing::instrument(skip_all, fields(topic = %job.topic))]
+pub async fn run(ctx: &HubContext, job: DistributeJob) -> Result<(), JobError> {
+    let now = UnixMs::now();
+    let hold = now.after(ctx.settings.fetch.timeout + FAN_OUT_MARGIN);
+    let Some(topic) = topics::claim(&ctx.db, job.topic, now, hold, ClaimFor::Pings).await? else {
+        return Ok(());
+    };
+    let result = distribute(ctx, &job, &topic, now).await;
+    if result.is_err() {
+        // Give the claim back so that the next ping, or the reconciler, retries at once.
+        let _ = topics::release(&ctx.db, topic.id).await;
+    }
+    result
+}
+
+async fn distribute(
+    ctx: &HubContext,
+    job: &DistributeJob,
+    topic: &topics::ClaimedTopic,
+    now: UnixMs,
+) -> Result<(), JobError> {
+    let fetched = ctx
+        .outbound
+        .fetch_topic(
+            topic.url.as_str(),
+            topic.etag.as_deref(),
+            topic.last_modified.as_deref(),
+        )
+        .await;
+    let (body, mut record, hubs) = match fetched {
+        Ok(Fetched::NotModified) => (None, topics::FetchRecord::default(), Vec::new()),
+        Ok(Fetched::Body {
+            body,
+            content_type,
+            etag,
+            last_modified,
+            advertised_hubs,
+        }) => {
+            let hash = content_hash(content_type.as_deref(), &body);
+            let changed = topic.content_hash.as_deref() != Some(hash.as_str());
+            let record = topics::FetchRecord {
+                content_type,
+                content_hash: Some(hash),
+                etag,
+                last_modified,
+                ..Default::default()
+            };
+            (changed.then_some(body), record, advertised_hubs)
+        }
+        Err(e) => return fetch_failed(ctx, job, topic, &e.to_string()).await,
+    };
+
+    let mut tx = ctx.db.begin().await?;
+    let mut fanned = Fanned::default();
+    if let Some(body) = &body {
+        fanned = fan_out_body(
+            ctx,
+            &mut tx,
+            topic,
+            body,
+            &hubs,
+            &mut record,
+            DistributionSource::Ping,
+            now,
+        )
+        .await?;
+    }
+    finish(
+        ctx,
+        tx,
+        topic.id,
+        Some(topic.ping_seq),
+        &record,
+        fanned.jobs,
+    )
+    .await?;
+    tracing::info!(url = %topic.url, changed = body.is_some(), deliveries = fanned.deliveries, "topic distributed");
+    Ok(())
+}
+
+/// Releases the topic (marking pings up to `seq` distributed), pushes `jobs` and a follow-up
+/// distribution when pings are still waiting, commits, and wakes the workers.
+async fn finish(
+    ctx: &HubContext,
+    mut tx: Tx,
+    topic_id: TopicId,
+    seq: Option<i64>,
+    record: &topics::FetchRecord,
+    mut jobs: Vec<Job>,
+) -> Result<(), StoreError> {
+    if topics::finish(&mut tx, topic_id, seq, record, UnixMs::now()).await? {
+        jobs.push(Job::new(
+            Queue::Distribute,
+            &DistributeJob {
+                topic: topic_id,
+                failures: 0,
+            },
+        ));
+    }
+    queue::push(&mut tx, &jobs).await?;
+    tx.commit().await?;
+    ctx.wakers.wake_for(&jobs);
+    Ok(())
+}
+
+/// What a fan-out created.
+#[derive(Debug, Default)]
+struct Fanned {
+    jobs: Vec<Job>,
+    deliveries: usize,
+    distribution: Option<DistributionId>,
+}
+
+/// Turns a changed body into documents (see [`plan::plan`]) and, when there are any, records a
+/// distribution, one `contents` row per document and its deliveries, numbered per subscription.
+#[allow(clippy::too_many_arguments)]
+async fn fan_out_body(
+    ctx: &HubContext,
+    tx: &mut Tx,
+    topic: &topics::ClaimedTopic,
+    body: &[u8],
+    advertised_hubs: &[String],
+    record: &mut topics::FetchRecord,
+    source: DistributionSource,
+    now: UnixMs,
+) -> Result<Fanned, StoreError> {
+    let content_type = record.content_type.clone();
+    let outgoing = plan::plan(
+        ctx,
+        tx,
+        topic.id,
+        content_type.as_deref(),
+        body,
+        record,
+        now,
+    )
+    .await?;
+    let mut fanned = Fanned::default();
+    if outgoing.is_empty() {
+        return Ok(fanned);
+    }
+    let distribution = distributions::insert(tx, topic.id, source, now).await?;
+    fanned.distribution = Some(distribution);
+    let hub_link = advertised_hubs
+        .iter()
+        .find(|h| link::same_hub(h, ctx.public_url.as_str()))
+        .map_or(ctx.public_url.as_str(), String::as_str);
+    let default = ctx.settings.delivery.feed_default;
+    let mut per_audience: Vec<(Audience, i64)> = Vec::new();
+    for doc in &outgoing {
+        let content = contents::NewContent {
+            topic_id: topic.id,
+            content_type: content_type.as_deref(),
+            body: &doc.body,
+            content_hash: &match (&doc.body, record.content_hash.as_deref()) {
+                // The fetched bytes themselves: their hash is already known.
+                (Cow::Borrowed(_), Some(hash)) => hash.to_owned(),
+                _ => content_hash(content_type.as_deref(), &doc.body),
+            },
+            hub_link,
+            self_link: topic.url.as_str(),
+            audience: doc.audience,
+            event_id: &challenge::random_hex(12),
+            distribution_id: Some(distribution),
+        };
+        let content_id = contents::insert(tx, &content, now).await?;
+        let ids = deliveries::fan_out(
+            tx,
+            content_id,
+            topic.id,
+            doc.audience,
+            default,
+            doc.seq_offset,
+            now,
+        )
+        .await?;
+        fanned.deliveries += ids.len();
+        for batch in ids.chunks(ctx.settings.delivery.batch) {
+            fanned.jobs.push(Job::new(
+                Queue::Deliver,
+                &DeliverJob {
+                    deliveries: batch.to_vec(),
+                    not_before: UnixMs::EPOCH,
+                },
+            ));
+        }
+        match per_audience.iter_mut().find(|(a, _)| *a == doc.audience) {
+            Some((_, n)) => *n = (*n).max(doc.seq_offset),
+            None => per_audience.push((doc.audience, doc.seq_offset)),
+        }
+    }
+    subscriptions::advance_sequences(tx, topic.id, default, now, &per_audience).await?;
+    Ok(fanned)
+}
+
+async fn fetch_failed(
+    ctx: &HubContext,
+    job: &DistributeJob,
+    topic: &topics::ClaimedTopic,
+    error: &str,
+) -> Result<(), JobError> {
+    let now = UnixMs::now();
+    topics::fetch_failed(&ctx.db, topic.id, error, now).await?;
+    match FETCH_RETRY_DELAYS.get(job.failures as usize) {
+        Some(delay) => {
+            tracing::warn!(url = %topic.url, %error, retry_in = ?delay, "topic fetch failed");
+            let mut tx = ctx.db.begin().await?;
+            let retry = DistributeJob {
+                topic: topic.id,
+                failures: job.failures + 1,
+            };
+            let jobs = [Job::new(Queue::Distribute, &retry).not_before(now.after(*delay))];
+            queue::push(&mut tx, &jobs).await?;
+            tx.commit().await?;
+        }
+        None => {
+            tracing::warn!(url = %topic.url, %error, "topic fetch failed again; pings given up");
+            topics::abandon(&ctx.db, topic.id, topic.ping_seq).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Identifies a topic's content: its bytes and its Content-Type.
+fn content_hash(content_type: Option<&str>, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(content_type.unwrap_or_default().as_bytes());
+    h.update([0]);
+    h.update(body);
+    hex::encode(h.finalize())
+}
