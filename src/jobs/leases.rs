@@ -56,7 +56,7 @@ pub async fn sweep_once(ctx: &HubContext) -> Result<Sweep, StoreError> {
         subscriptions::claim_renewals(&mut tx, now, lease.renew_before, lease.auto_renew).await?;
     let mut jobs = Vec::with_capacity(due.len());
     for (_, request) in &due {
-        let id = requests::insert(&mut tx, request, RequestOrigin::Renewal, now).await?;
+        let id = requests::insert(&mut tx, request, RequestOrigin::Renewal, now, None).await?;
         jobs.push(Job::new(Queue::Verify, &VerifyJob { request: id }));
     }
     queue::push(&mut tx, &jobs).await?;

@@ -51,7 +51,7 @@ pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
         .into_iter()
         .map(|j| j.request)
         .collect();
-    let verifications: Vec<RequestId> = requests::pending_ids(db)
+    let verifications: Vec<RequestId> = requests::unclaimed_pending_ids(db, UnixMs::now())
         .await?
         .into_iter()
         .filter(|id| !covered.contains(id))

@@ -3,9 +3,16 @@
 //! A GET to the callback with its query string kept byte-for-byte and `hub.mode`, `hub.topic`,
 //! `hub.challenge` and (for subscribe) `hub.lease_seconds` appended. Success is a 2xx whose body
 //! is exactly the challenge; redirects are not followed and count as failure. Success applies
-//! the request — unless a newer one for the same (topic, callback) was applied first — and
-//! failure changes nothing but the request's own record. A topic the address policy forbids is
-//! refused with a `hub.mode=denied` GET instead.
+//! the request; failure changes nothing but the request's own record. A topic the address
+//! policy forbids is refused with a `hub.mode=denied` GET instead.
+//!
+//! Requests for one (topic, callback) are verified one at a time in arrival order
+//! (`store::requests`): a job whose request waits behind an older one stops, and whoever
+//! completes a request pushes the next one's job in the same transaction. So a verified intent
+//! is always applied, and a later one after it — a stranger's unsubscribe cannot cancel the
+//! owner's subscribe, and a refused unsubscribe leaves the subscription as it was.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,10 +30,18 @@ use crate::{
         state::{RequestOrigin, RequestState},
         url::HubUrl,
     },
-    store::{self, StoreError, requests, subscriptions, topics},
+    store::{
+        self, StoreError,
+        requests::{self, Claim, Holder, StoredRequest},
+        subscriptions, topics,
+    },
 };
 
 pub const QUEUE: &str = "hubverify";
+
+/// Beyond the verification timeout, how long a claim lasts (resolving the topic for the
+/// address policy, a denial notice, writing the result).
+const CLAIM_MARGIN: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyJob {
@@ -41,7 +56,7 @@ pub async fn accept(
 ) -> Result<RequestId, StoreError> {
     let now = UnixMs::now();
     let mut tx = ctx.db.begin().await?;
-    let id = requests::insert(&mut tx, request, RequestOrigin::Subscriber, now).await?;
+    let id = requests::insert(&mut tx, request, RequestOrigin::Subscriber, now, None).await?;
     let jobs = [Job::new(Queue::Verify, &VerifyJob { request: id })];
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
@@ -57,17 +72,62 @@ pub enum SyncOutcome {
     Refused(String),
 }
 
-/// Accepts a request whose subscriber asked for `hub.verify=sync`: stores it and verifies it
-/// before returning. No job is pushed; should this process die meanwhile, the reconciler
-/// verifies the stored request later.
+/// How often a synchronous request waiting behind an older one looks again.
+const SYNC_WAIT_STEP: Duration = Duration::from_millis(50);
+
+/// Accepts a request whose subscriber asked for `hub.verify=sync`: stores it reserved for this
+/// HTTP request (no job, and the reconciler leaves it alone while the reservation lasts) and
+/// verifies it before returning. An older request of the same pair still being verified is
+/// waited for, up to one verification timeout. Should this process die meanwhile, the
+/// reservation lapses and the reconciler has the stored request verified later.
 pub async fn accept_sync(
     ctx: &HubContext,
     request: &SubscriptionRequest,
 ) -> Result<SyncOutcome, JobError> {
+    let timeout = ctx.settings.verification.timeout;
+    let now = UnixMs::now();
+    // Waiting for an older request, then verifying this one, then writing the result.
+    let reserved = now.after(timeout * 2 + CLAIM_MARGIN);
     let mut tx = ctx.db.begin().await?;
-    let id = requests::insert(&mut tx, request, RequestOrigin::Subscriber, UnixMs::now()).await?;
+    let id = requests::insert(
+        &mut tx,
+        request,
+        RequestOrigin::Subscriber,
+        now,
+        Some(reserved),
+    )
+    .await?;
     tx.commit().await?;
-    run(ctx, VerifyJob { request: id }).await?;
+    let give_up = tokio::time::Instant::now() + timeout;
+    let stored = loop {
+        let now = UnixMs::now();
+        let hold = now.after(timeout + CLAIM_MARGIN).max(reserved);
+        match requests::claim(&ctx.db, id, now, hold, Holder::Reserver).await? {
+            Claim::Claimed(stored) => break stored,
+            Claim::Taken => {
+                return Ok(SyncOutcome::Refused(
+                    "the request was completed elsewhere".into(),
+                ));
+            }
+            Claim::Blocked { .. } if tokio::time::Instant::now() >= give_up => {
+                let reason =
+                    "an earlier request for this subscription is still being verified; try again";
+                let mut tx = ctx.db.begin().await?;
+                requests::complete(
+                    &mut tx,
+                    id,
+                    RequestState::Failed,
+                    Some(reason),
+                    UnixMs::now(),
+                )
+                .await?;
+                tx.commit().await?;
+                return Ok(SyncOutcome::Refused(reason.into()));
+            }
+            Claim::Blocked { .. } => tokio::time::sleep(SYNC_WAIT_STEP).await,
+        }
+    };
+    verify_claimed(ctx, &stored).await?;
     let Some(stored) = requests::load(&ctx.db, id).await? else {
         return Ok(SyncOutcome::Refused("the request was removed".into()));
     };
@@ -84,12 +144,35 @@ enum Verdict {
 
 #[tracing::instrument(skip_all, fields(request = %job.request))]
 pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
-    let Some(stored) = requests::load(&ctx.db, job.request).await? else {
-        return Ok(());
-    };
-    if stored.state != RequestState::Pending {
-        return Ok(());
+    let now = UnixMs::now();
+    let hold = now.after(ctx.settings.verification.timeout + CLAIM_MARGIN);
+    match requests::claim(&ctx.db, job.request, now, hold, Holder::Job).await? {
+        Claim::Claimed(stored) => verify_claimed(ctx, &stored).await,
+        Claim::Taken => Ok(()),
+        Claim::Blocked { recheck_at } => {
+            let mut tx = ctx.db.begin().await?;
+            queue::push(
+                &mut tx,
+                &[Job::new(Queue::Verify, &job).not_before(recheck_at)],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        }
     }
+}
+
+/// Verifies a request this process holds the claim of, and completes it. On an error the claim
+/// is given back, so that the request is verified again (with a fresh challenge) at once.
+async fn verify_claimed(ctx: &HubContext, stored: &StoredRequest) -> Result<(), JobError> {
+    let result = verify_and_complete(ctx, stored).await;
+    if result.is_err() {
+        let _ = requests::release(&ctx.db, stored.id).await;
+    }
+    result
+}
+
+async fn verify_and_complete(ctx: &HubContext, stored: &StoredRequest) -> Result<(), JobError> {
     let req = &stored.request;
     let (mode, topic, callback) = (req.mode, &req.topic, &req.callback);
 
@@ -97,16 +180,7 @@ pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
         && let Some(reason) = topic_refusal(ctx, topic).await
     {
         deny(ctx, callback, topic, &reason).await;
-        let mut tx = ctx.db.begin().await?;
-        requests::complete(
-            &mut tx,
-            stored.id,
-            RequestState::Denied,
-            Some(&reason),
-            UnixMs::now(),
-        )
-        .await?;
-        tx.commit().await?;
+        complete(ctx, stored, RequestState::Denied, Some(&reason), None).await?;
         tracing::info!(%topic, %callback, %reason, "subscription denied");
         return Ok(());
     }
@@ -143,22 +217,51 @@ pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
         Err(e) => Verdict::Refused(format!("callback unreachable: {e}")),
     };
 
-    let now = UnixMs::now();
-    let mut tx = ctx.db.begin().await?;
     match verdict {
         Verdict::Confirmed => {
-            if requests::complete(&mut tx, stored.id, RequestState::Verified, None, now).await? {
-                apply(&mut tx, &stored, lease, verified_at, now).await?;
-            }
+            complete(
+                ctx,
+                stored,
+                RequestState::Verified,
+                None,
+                Some((lease, verified_at)),
+            )
+            .await?;
             tracing::info!(%topic, %callback, mode = mode.as_str(), lease, "verified");
         }
         Verdict::Refused(reason) => {
-            requests::complete(&mut tx, stored.id, RequestState::Failed, Some(&reason), now)
-                .await?;
+            complete(ctx, stored, RequestState::Failed, Some(&reason), None).await?;
             tracing::info!(%topic, %callback, mode = mode.as_str(), %reason, "verification failed");
         }
     }
+    Ok(())
+}
+
+/// Completes a request in one transaction: its final state, the subscription change a verified
+/// one makes (`applied`: the lease granted and when verification started), and the job of the
+/// next request of the same pair, which waited for this one.
+async fn complete(
+    ctx: &HubContext,
+    stored: &StoredRequest,
+    state: RequestState,
+    reason: Option<&str>,
+    applied: Option<(u64, UnixMs)>,
+) -> Result<(), StoreError> {
+    let now = UnixMs::now();
+    let req = &stored.request;
+    let mut tx = ctx.db.begin().await?;
+    if requests::complete(&mut tx, stored.id, state, reason, now).await?
+        && let Some((lease, verified_at)) = applied
+    {
+        apply(&mut tx, stored, lease, verified_at, now).await?;
+    }
+    let mut jobs = Vec::new();
+    if let Some(next) = requests::next_in_line(&mut tx, &req.topic, &req.callback).await? {
+        jobs.push(Job::new(Queue::Verify, &VerifyJob { request: next }));
+    }
+    queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
+    ctx.wakers.wake_for(&jobs);
     Ok(())
 }
 

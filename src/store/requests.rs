@@ -1,5 +1,13 @@
 //! `subscription_requests`: subscribe/unsubscribe intents waiting for verification, so that a
 //! failed verification leaves the existing subscription untouched (WebSub §5.1).
+//!
+//! Intents for one (topic, callback) are verified one at a time, oldest first: a request is
+//! *claimed* for verification ([`claim`]) only while no older request of the pair is pending,
+//! and whoever completes a request pushes the verification of the next one
+//! ([`next_in_line`]). A newer request never cancels an older one. The one exception, invisible
+//! to the subscriber: a request identical to the one right before it (same mode, secret, lease,
+//! delivery mode, `hub.verify`, `hub.verify_token`), from a subscriber, replaces that one when
+//! its verification has not started — verifying both would apply the same thing twice.
 
 use super::{Db, StoreError, Tx, dispatch, dispatch_tx};
 use crate::domain::{
@@ -72,20 +80,33 @@ impl TryFrom<Row> for StoredRequest {
     }
 }
 
-/// Stores a new request; older pending requests for the same (topic, callback) are superseded,
-/// so only the newest one is verified.
+/// Stores a new request. When the request right before it for the same pair is identical and
+/// its verification has not started, that one is superseded (see the module docs).
+///
+/// `reserve_until` marks the request as taken until then, so that no job verifies it: a
+/// `hub.verify=sync` request is verified by the HTTP request that made it.
 pub async fn insert(
     tx: &mut Tx,
     req: &SubscriptionRequest,
     origin: RequestOrigin,
     now: UnixMs,
+    reserve_until: Option<UnixMs>,
 ) -> Result<RequestId, StoreError> {
-    let supersede = "UPDATE subscription_requests SET state = 'superseded', completed_at = $3
-                     WHERE state = 'pending' AND topic = $1 AND callback = $2";
+    let supersede = "UPDATE subscription_requests
+                     SET state = 'superseded', completed_at = $9,
+                         reason = 'replaced by an identical request before its verification started'
+                     WHERE id = (SELECT MAX(id) FROM subscription_requests
+                                 WHERE state = 'pending' AND topic = $1 AND callback = $2)
+                       AND origin = 'subscriber' AND started_at IS NULL AND claimed_until IS NULL
+                       AND mode = $3 AND secret IS NOT DISTINCT FROM $4
+                       AND lease_requested IS NOT DISTINCT FROM $5
+                       AND delivery_mode IS NOT DISTINCT FROM $6
+                       AND verify_mode IS NOT DISTINCT FROM $7
+                       AND verify_token IS NOT DISTINCT FROM $8";
     let insert = "INSERT INTO subscription_requests
                       (mode, topic, callback, secret, lease_requested, created_at, delivery_mode,
-                       verify_mode, verify_token, origin)
-                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
+                       verify_mode, verify_token, origin, claimed_until)
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id";
     let verify_mode = req.legacy.map(|m| m.as_str());
     let delivery_mode = req.delivery_mode.map(|m| m.as_str());
     let lease = req
@@ -93,16 +114,24 @@ pub async fn insert(
         .map(|l| i64::try_from(l).unwrap_or(i64::MAX));
     let secret = req.secret.as_ref().map(|s| s.expose());
     let id: RequestId = dispatch_tx!(tx, c => {
-        sqlx::query(supersede).bind(req.topic.as_str()).bind(req.callback.as_str()).bind(now)
-            .execute(&mut *c).await?;
+        if origin == RequestOrigin::Subscriber {
+            sqlx::query(supersede)
+                .bind(req.topic.as_str()).bind(req.callback.as_str()).bind(req.mode.as_str())
+                .bind(secret).bind(lease).bind(delivery_mode).bind(verify_mode)
+                .bind(&req.verify_token).bind(now)
+                .execute(&mut *c).await?;
+        }
         sqlx::query_scalar(insert)
             .bind(req.mode.as_str()).bind(req.topic.as_str()).bind(req.callback.as_str())
             .bind(secret).bind(lease).bind(now).bind(delivery_mode)
-            .bind(verify_mode).bind(&req.verify_token).bind(origin.as_str())
+            .bind(verify_mode).bind(&req.verify_token).bind(origin.as_str()).bind(reserve_until)
             .fetch_one(&mut *c).await?
     });
     Ok(id)
 }
+
+const COLUMNS: &str = "id, mode, topic, callback, secret, lease_requested, state, delivery_mode,
+                       verify_mode, verify_token, origin, reason";
 
 pub async fn load(db: &Db, id: RequestId) -> Result<Option<StoredRequest>, StoreError> {
     let sql = "SELECT id, mode, topic, callback, secret, lease_requested, state, delivery_mode,
@@ -112,8 +141,88 @@ pub async fn load(db: &Db, id: RequestId) -> Result<Option<StoredRequest>, Store
     row.map(StoredRequest::try_from).transpose()
 }
 
+/// Whose claim a [`claim`] may take over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// A queue job: only an unclaimed request, or one whose claim lapsed.
+    Job,
+    /// The HTTP request that reserved it when storing it (`hub.verify=sync`).
+    Reserver,
+}
+
+/// What [`claim`] came to.
+#[derive(Debug)]
+pub enum Claim {
+    /// Claimed: verify it now; the claim lasts until the `hold_until` given.
+    Claimed(Box<StoredRequest>),
+    /// An older request of the same pair goes first; look again at `recheck_at` (the one that
+    /// completes it pushes this one's verification anyway, this is the fallback).
+    Blocked { recheck_at: UnixMs },
+    /// No longer pending, or claimed by someone else: nothing to do.
+    Taken,
+}
+
+/// How long a blocked request waits before looking again when its blocker is not being
+/// verified yet (its own job is still queued).
+const BLOCKED_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Claims `id` for verification until `hold_until`, if it is pending, not held by anyone else
+/// (see [`Holder`]), and no older request of the same (topic, callback) is still pending.
+pub async fn claim(
+    db: &Db,
+    id: RequestId,
+    now: UnixMs,
+    hold_until: UnixMs,
+    holder: Holder,
+) -> Result<Claim, StoreError> {
+    let sql = format!(
+        "UPDATE subscription_requests SET claimed_until = $3, started_at = COALESCE(started_at, $2)
+         WHERE id = $1 AND state = 'pending'
+           AND ($4 = 1 OR claimed_until IS NULL OR claimed_until < $2)
+           AND NOT EXISTS (
+               SELECT 1 FROM subscription_requests older
+               WHERE older.topic = subscription_requests.topic
+                 AND older.callback = subscription_requests.callback
+                 AND older.state = 'pending' AND older.id < subscription_requests.id)
+         RETURNING {COLUMNS}"
+    );
+    let reserved = i64::from(holder == Holder::Reserver);
+    let row = dispatch!(db, c => sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(id).bind(now).bind(hold_until).bind(reserved).fetch_optional(c).await?);
+    if let Some(row) = row {
+        return Ok(Claim::Claimed(Box::new(StoredRequest::try_from(row)?)));
+    }
+    // Not claimed: blocked behind an older request, or not ours to take.
+    let blocker = "SELECT older.claimed_until FROM subscription_requests r
+                   JOIN subscription_requests older
+                     ON older.topic = r.topic AND older.callback = r.callback
+                    AND older.state = 'pending' AND older.id < r.id
+                   WHERE r.id = $1 AND r.state = 'pending'
+                   ORDER BY older.id LIMIT 1";
+    let found: Option<Option<UnixMs>> =
+        dispatch!(db, c => sqlx::query_scalar(blocker).bind(id).fetch_optional(c).await?);
+    Ok(match found {
+        None => Claim::Taken,
+        Some(Some(until)) if until > now => Claim::Blocked { recheck_at: until },
+        Some(_) => Claim::Blocked {
+            recheck_at: now.after(BLOCKED_RECHECK),
+        },
+    })
+}
+
+/// Gives a claim back (the verification could not finish), so that it is retried at once.
+pub async fn release(db: &Db, id: RequestId) -> Result<(), StoreError> {
+    let sql =
+        "UPDATE subscription_requests SET claimed_until = NULL WHERE id = $1 AND state = 'pending'";
+    dispatch!(db, c => {
+        sqlx::query(sql).bind(id).execute(c).await?;
+    });
+    Ok(())
+}
+
 /// Moves a pending request to its final `state`. Returns false when it was no longer pending
-/// (superseded meanwhile, or completed by a concurrent run), in which case nothing may be applied.
+/// (completed by a concurrent run whose claim this one outlived), in which case nothing may be
+/// applied.
 pub async fn complete(
     tx: &mut Tx,
     id: RequestId,
@@ -121,15 +230,31 @@ pub async fn complete(
     reason: Option<&str>,
     now: UnixMs,
 ) -> Result<bool, StoreError> {
-    let sql = "UPDATE subscription_requests SET state = $2, reason = $3, completed_at = $4
+    let sql = "UPDATE subscription_requests SET state = $2, reason = $3, completed_at = $4,
+                   claimed_until = NULL
                WHERE id = $1 AND state = 'pending'";
     let done = dispatch_tx!(tx, c => sqlx::query(sql).bind(id).bind(state.as_str()).bind(reason).bind(now)
         .execute(c).await?.rows_affected());
     Ok(done == 1)
 }
 
-/// Requests still waiting for verification.
-pub async fn pending_ids(db: &Db) -> Result<Vec<RequestId>, StoreError> {
-    let sql = "SELECT id FROM subscription_requests WHERE state = 'pending' ORDER BY id";
-    Ok(dispatch!(db, c => sqlx::query_scalar(sql).fetch_all(c).await?))
+/// The oldest request of (topic, callback) still pending: the next to verify.
+pub async fn next_in_line(
+    tx: &mut Tx,
+    topic: &HubUrl,
+    callback: &HubUrl,
+) -> Result<Option<RequestId>, StoreError> {
+    let sql = "SELECT MIN(id) FROM subscription_requests
+               WHERE state = 'pending' AND topic = $1 AND callback = $2";
+    let id: Option<RequestId> = dispatch_tx!(tx, c => sqlx::query_scalar(sql)
+        .bind(topic.as_str()).bind(callback.as_str()).fetch_one(c).await?);
+    Ok(id)
+}
+
+/// Requests waiting for verification that nobody holds (never claimed, or the claim lapsed).
+pub async fn unclaimed_pending_ids(db: &Db, now: UnixMs) -> Result<Vec<RequestId>, StoreError> {
+    let sql = "SELECT id FROM subscription_requests
+               WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until < $1)
+               ORDER BY id";
+    Ok(dispatch!(db, c => sqlx::query_scalar(sql).bind(now).fetch_all(c).await?))
 }

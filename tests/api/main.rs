@@ -8,6 +8,7 @@ mod deliver;
 mod durability;
 mod fanout;
 mod feeds;
+mod intents;
 mod leases;
 mod legacy;
 mod producer;

@@ -290,6 +290,25 @@ impl TestApp {
         herald_sql::count(&self.db, sql).await
     }
 
+    /// The first column of every row `sql` returns, as text.
+    pub async fn texts(&self, sql: &'static str, binds: &[&str]) -> Vec<String> {
+        herald_sql::texts(&self.db, sql, binds).await
+    }
+
+    /// The states of every request made for `callback`, oldest first, once none is pending.
+    pub async fn settled_requests(&self, callback: &str) -> Vec<String> {
+        super::eventually("every request of the callback to be settled", || async {
+            let states = self
+                .texts(
+                    "SELECT state FROM subscription_requests WHERE callback = $1 ORDER BY id",
+                    &[callback],
+                )
+                .await;
+            (!states.iter().any(|s| s == "pending")).then_some(states)
+        })
+        .await
+    }
+
     pub async fn exec(&self, sql: &'static str) {
         herald_sql::exec(&self.db, sql).await
     }
@@ -314,6 +333,25 @@ mod herald_sql {
                     q = q.bind(*b);
                 }
                 q.fetch_optional(p).await.expect("query").flatten()
+            }
+        }
+    }
+
+    pub async fn texts(db: &Db, sql: &'static str, binds: &[&str]) -> Vec<String> {
+        match db {
+            Db::Sqlite(p) => {
+                let mut q = sqlx::query_scalar::<_, String>(sql);
+                for b in binds {
+                    q = q.bind(*b);
+                }
+                q.fetch_all(p).await.expect("query")
+            }
+            Db::Pg(p) => {
+                let mut q = sqlx::query_scalar::<_, String>(sql);
+                for b in binds {
+                    q = q.bind(*b);
+                }
+                q.fetch_all(p).await.expect("query")
             }
         }
     }

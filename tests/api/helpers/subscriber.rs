@@ -23,7 +23,8 @@ pub enum Answer {
     StatusRetryAfter(u16, u64),
     /// 302 to another callback of this server.
     Redirect(String),
-    /// Waits until [`Subscriber::open_gate`], then 200.
+    /// Waits until [`Subscriber::open_gate`], then answers as [`Answer::Ok`] does (a
+    /// verification gets its challenge back).
     Gated,
 }
 
@@ -210,6 +211,9 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> 
         drop(all);
         state.changed.notify_waiters();
     };
+    // Created before the request is visible to the test, so an open_gate that follows at once
+    // is not missed.
+    let gate = state.gate.notified();
     record(&state);
     let challenge = request
         .param("hub.challenge")
@@ -227,8 +231,12 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> 
             .insert_header(("location", to))
             .finish(),
         Answer::Gated => {
-            state.gate.notified().await;
-            HttpResponse::Ok().finish()
+            gate.await;
+            if method == "GET" {
+                HttpResponse::Ok().body(challenge)
+            } else {
+                HttpResponse::Ok().finish()
+            }
         }
     }
 }

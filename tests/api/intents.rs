@@ -1,0 +1,181 @@
+//! Subscription intents for one (topic, callback) are verified and applied in arrival order: a
+//! confirmed intent is never discarded by a later request, and a refused one changes nothing
+//! (WebSub §5.1, §5.3.1). The races are run many times over, on each backend.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{Answer, Subscriber, TestApp};
+
+/// Rounds of each race: an ordering bug that shows one time in three cannot pass them all.
+const ROUNDS: usize = 50;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_unsubscribe_racing_a_confirmed_subscribe_leaves_it_subscribed() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/intents";
+    for round in 0..ROUNDS {
+        let name = format!("race{round}");
+        let cb = sub.callback(&name);
+        // Even rounds: the unsubscribe arrives while the subscribe's answer is held back.
+        // Odd rounds: the subscriber answers at once and sends the unsubscribe right after.
+        let gated = round % 2 == 0;
+        let first = if gated { Answer::Gated } else { Answer::Ok };
+        sub.on_verify(&name, [first, Answer::Status(404)]);
+        assert_eq!(app.subscribe(topic, &cb, &[]).await, StatusCode::ACCEPTED);
+        sub.wait_verifications(&name, 1).await;
+        assert_eq!(app.unsubscribe(topic, &cb).await, StatusCode::ACCEPTED);
+        if gated {
+            sub.open_gate();
+        }
+        assert_eq!(
+            app.settled_requests(&cb).await,
+            ["verified", "failed"],
+            "round {round}: the subscribe is applied, the refused unsubscribe is not"
+        );
+        assert_eq!(
+            app.subscription_state(topic, &cb).await.as_deref(),
+            Some("active"),
+            "round {round}"
+        );
+        let modes: Vec<_> = sub
+            .wait_verifications(&name, 2)
+            .await
+            .iter()
+            .map(|r| r.param("hub.mode").unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(modes, ["subscribe", "unsubscribe"], "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resubscription_racing_the_first_subscribe_is_applied_after_it() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/intents-secret";
+    for round in 0..ROUNDS {
+        let name = format!("resub{round}");
+        let cb = sub.callback(&name);
+        sub.on_verify(&name, [Answer::Gated, Answer::Ok]);
+        let status = app.subscribe(topic, &cb, &[("hub.secret", "first")]).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        sub.wait_verifications(&name, 1).await;
+        let status = app.subscribe(topic, &cb, &[("hub.secret", "second")]).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        sub.open_gate();
+        assert_eq!(
+            app.settled_requests(&cb).await,
+            ["verified", "verified"],
+            "round {round}"
+        );
+        let secret = app
+            .scalar_text(
+                "SELECT secret FROM subscriptions WHERE callback = $1",
+                &[&cb],
+            )
+            .await;
+        assert_eq!(
+            secret.as_deref(),
+            Some("second"),
+            "round {round}: the later request is applied last"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_strangers_unsubscribe_cannot_cancel_the_owners_subscribe_while_it_verifies() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/intents-stranger";
+    let cb = sub.callback("owner");
+    // The owner confirms its subscribe (held until the stranger has spoken) and, knowing
+    // nothing of an unsubscribe, refuses that one.
+    sub.on_verify("owner", [Answer::Gated, Answer::Status(404)]);
+    assert_eq!(app.subscribe(topic, &cb, &[]).await, StatusCode::ACCEPTED);
+    sub.wait_verifications("owner", 1).await;
+    let (status, _) = app
+        .post_form(&[
+            ("hub.mode", "unsubscribe"),
+            ("hub.topic", topic),
+            ("hub.callback", cb.as_str()),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // The stranger's request waits its turn: nothing is sent for it while the owner's runs.
+    assert_eq!(sub.verifications("owner").len(), 1);
+    sub.open_gate();
+    assert_eq!(app.settled_requests(&cb).await, ["verified", "failed"]);
+    assert_eq!(
+        app.subscription_state(topic, &cb).await.as_deref(),
+        Some("active")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_identical_request_waiting_its_turn_replaces_the_one_before_it() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/intents-repeat";
+    let cb = sub.callback("repeat");
+    sub.on_verify("repeat", [Answer::Gated]);
+    app.subscribe(topic, &cb, &[("hub.secret", "one")]).await;
+    sub.wait_verifications("repeat", 1).await;
+    // Two identical requests queue behind the one being verified: the first of them has not
+    // started, so verifying it and then its twin would apply the same thing twice.
+    for _ in 0..2 {
+        let status = app.subscribe(topic, &cb, &[("hub.secret", "two")]).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    sub.open_gate();
+    assert_eq!(
+        app.settled_requests(&cb).await,
+        ["verified", "superseded", "verified"]
+    );
+    assert_eq!(sub.wait_verifications("repeat", 2).await.len(), 2);
+    let secret = app
+        .scalar_text("SELECT secret FROM subscriptions", &[])
+        .await;
+    assert_eq!(secret.as_deref(), Some("two"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_synchronous_verification_in_progress_is_left_alone_by_the_reconciler() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/intents-sync";
+    let cb = sub.callback("sync");
+    sub.on_verify("sync", [Answer::Gated]);
+    let client = app.client.clone();
+    let hub = app.hub_url();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("hub.mode", "subscribe"),
+            ("hub.topic", topic),
+            ("hub.callback", cb.as_str()),
+            ("hub.verify", "sync"),
+        ])
+        .finish();
+    let answer = tokio::spawn(async move {
+        client
+            .post(hub)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("sync request")
+            .status()
+    });
+    sub.wait_verifications("sync", 1).await;
+    let ctx = app.app.as_ref().expect("running").context();
+    let report = herald::jobs::reconcile::run_once(ctx)
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        report.verifications, 0,
+        "the request being verified is not queued again"
+    );
+    sub.open_gate();
+    assert_eq!(answer.await.expect("answer"), StatusCode::NO_CONTENT);
+    assert_eq!(app.settled_requests(&cb).await, ["verified"]);
+    assert_eq!(sub.verifications("sync").len(), 1);
+}
