@@ -80,11 +80,11 @@ pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
         claim_until(ctx, now, job.deliveries.len()),
     )
     .await?;
-    requeue_blocked(ctx, &job.deliveries, &claimed).await?;
-    if claimed.is_empty() {
+    requeue_blocked(ctx, &job.deliveries, &claimed.ids).await?;
+    if claimed.ids.is_empty() {
         return Ok(());
     }
-    let rows = deliveries::load_claimed(&ctx.db, &claimed).await?;
+    let rows = deliveries::load_claimed(&ctx.db, &claimed.ids).await?;
     let mut content_ids: Vec<_> = rows.iter().map(|r| r.content_id).collect();
     content_ids.sort_unstable();
     content_ids.dedup();
@@ -128,7 +128,7 @@ pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
         results.into_iter().map(|(row, r)| (row.id, r)).collect();
 
     let mut tx = ctx.db.begin().await?;
-    deliveries::record(&mut tx, &records, now).await?;
+    deliveries::record(&mut tx, claimed.token, &records, now).await?;
     subscriptions::end(&mut tx, &gone, "callback answered 410 Gone", now).await?;
     deliveries::cancel_open(&mut tx, &gone, "subscription ended (410 Gone)", now).await?;
     for batch in deliveries::successors(&mut tx, &finished)

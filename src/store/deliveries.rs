@@ -5,7 +5,7 @@
 //! so a duplicate job — after a crash, or from the reconciler — finds nothing to do.
 //! States: pending → sending → delivered | pending (retry) | failed | gone | cancelled.
 
-use super::{Db, StoreError, Tx, bind_all, dispatch, dispatch_tx, in_list_chunks};
+use super::{Db, StoreError, Tx, bind_all, claim_token, dispatch, dispatch_tx, in_list_chunks};
 use crate::domain::{
     delivery_mode::DeliveryMode,
     ids::{ContentId, DeliveryId, SubscriptionId, TopicId, UnixMs},
@@ -41,7 +41,15 @@ pub async fn fan_out(
     Ok(ids)
 }
 
-/// Claims those of `ids` that are due, until `hold_until`; returns the claimed ids.
+/// Deliveries claimed by one worker, and the claim: results are recorded only while it is
+/// still the claim in force.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub token: UnixMs,
+    pub ids: Vec<DeliveryId>,
+}
+
+/// Claims those of `ids` that are due, until about `hold_until`.
 ///
 /// Deliveries to one subscription go out in order: a delivery is not claimed while an older
 /// one to the same subscription is still open. It is pushed again when that one is done
@@ -51,7 +59,8 @@ pub async fn claim(
     ids: &[DeliveryId],
     now: UnixMs,
     hold_until: UnixMs,
-) -> Result<Vec<DeliveryId>, StoreError> {
+) -> Result<Claimed, StoreError> {
+    let token = claim_token(hold_until);
     let sql = "UPDATE deliveries SET state = 'sending', claimed_until = $1, updated_at = $2
                WHERE id IN ({list})
                  AND ((state = 'pending' AND next_attempt_at <= $2)
@@ -64,12 +73,15 @@ pub async fn claim(
     let mut claimed = Vec::new();
     for (sql, chunk) in in_list_chunks(sql, 3, ids) {
         let ids: Vec<DeliveryId> = dispatch!(db, c => {
-            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(hold_until).bind(now), chunk)
+            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(token).bind(now), chunk)
                 .fetch_all(c).await?
         });
         claimed.extend(ids);
     }
-    Ok(claimed)
+    Ok(Claimed {
+        token,
+        ids: claimed,
+    })
 }
 
 /// Everything one POST needs about a claimed delivery and its subscription.
@@ -167,10 +179,13 @@ pub enum Recorded {
     },
 }
 
-/// Writes the results of one batch. Deliveries that succeeded with the same status are updated
-/// together; the rarer outcomes row by row.
+/// Writes the results of one batch claimed with `token`. A delivery whose claim lapsed and was
+/// taken by another worker meanwhile is left to that worker: its result is not written here.
+/// Deliveries that succeeded with the same status are updated together; the rarer outcomes row
+/// by row.
 pub async fn record(
     tx: &mut Tx,
+    token: UnixMs,
     results: &[(DeliveryId, Recorded)],
     now: UnixMs,
 ) -> Result<(), StoreError> {
@@ -183,11 +198,11 @@ pub async fn record(
     let sql =
         "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_status = $1,
                    last_error = NULL, delivered_at = $2, updated_at = $2, claimed_until = NULL
-               WHERE id IN ({list})";
+               WHERE state = 'sending' AND claimed_until = $3 AND id IN ({list})";
     for (status, ids) in delivered {
-        for (sql, chunk) in in_list_chunks(sql, 3, &ids) {
+        for (sql, chunk) in in_list_chunks(sql, 4, &ids) {
             dispatch_tx!(tx, c => {
-                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(i64::from(status)).bind(now), chunk)
+                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(i64::from(status)).bind(now).bind(token), chunk)
                     .execute(c).await?;
             });
         }
@@ -195,7 +210,7 @@ pub async fn record(
     let one = "UPDATE deliveries SET state = $2, attempts = attempts + $3, last_status = $4,
                    last_error = $5, next_attempt_at = COALESCE($6, next_attempt_at),
                    updated_at = $7, claimed_until = NULL
-               WHERE id = $1";
+               WHERE id = $1 AND state = 'sending' AND claimed_until = $8";
     for (id, r) in results {
         let (state, attempted, status, error, next): (
             &str,
@@ -223,7 +238,7 @@ pub async fn record(
         dispatch_tx!(tx, c => {
             sqlx::query(one)
                 .bind(id).bind(state).bind(attempted).bind(status.map(i64::from)).bind(error)
-                .bind(next).bind(now)
+                .bind(next).bind(now).bind(token)
                 .execute(c).await?;
         });
     }

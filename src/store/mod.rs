@@ -16,6 +16,7 @@ pub mod views;
 
 use std::{fmt, str::FromStr, time::Duration};
 
+use crate::domain::ids::UnixMs;
 use sqlx::{
     PgPool, Postgres, Sqlite, SqlitePool,
     postgres::PgPoolOptions,
@@ -32,6 +33,10 @@ pub enum StoreError {
     Queue(String),
     #[error("{0}")]
     Config(String),
+    /// The claim this process held on a row lapsed and another worker took it over: what this
+    /// process did is not recorded (the transaction rolls back), the other's result counts.
+    #[error("claim on {0} lost to another worker")]
+    ClaimLost(&'static str),
     /// A stored row that does not decode into its domain type (a value outside the vocabulary
     /// the migrations allow, or an unparseable URL): reported where the row is read.
     #[error("corrupt row {table}#{id}: {what}")]
@@ -184,6 +189,15 @@ pub(crate) fn placeholders(start: usize, n: usize) -> String {
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// A claim's expiry, made unique: up to a second of random slack is added, so two workers
+/// claiming in the same millisecond hold different values, and a write made conditional on
+/// "the claim is still the one I took" (`… AND claimed_until = $token`) is exact.
+pub(crate) fn claim_token(hold_until: UnixMs) -> UnixMs {
+    let hex = crate::domain::challenge::random_hex(2);
+    let slack = u64::from(u16::from_str_radix(&hex, 16).unwrap_or(0)) % 1000;
+    hold_until.after(Duration::from_millis(slack))
 }
 
 /// How many values one `IN (…)` list binds: well under SQLite's and PostgreSQL's limits on

@@ -4,7 +4,7 @@
 //! and sets `distributed_seq` to what it read. Pings that arrive meanwhile leave the topic
 //! pending, so they lead to one more fetch rather than one each.
 
-use super::{Db, StoreError, Tx, dispatch, dispatch_tx};
+use super::{Db, StoreError, Tx, claim_token, dispatch, dispatch_tx};
 use crate::domain::{
     ids::{TopicId, UnixMs},
     url::HubUrl,
@@ -54,6 +54,8 @@ pub async fn record_ping(
 #[derive(Debug, Clone)]
 pub struct ClaimedTopic {
     pub id: TopicId,
+    /// The claim: every write of this distribution is conditional on it still being in force.
+    pub held_until: UnixMs,
     pub url: HubUrl,
     /// The pings this distribution covers.
     pub ping_seq: i64,
@@ -65,6 +67,7 @@ pub struct ClaimedTopic {
 #[derive(sqlx::FromRow)]
 struct ClaimedRow {
     id: TopicId,
+    distributing_until: UnixMs,
     url: String,
     ping_seq: i64,
     etag: Option<String>,
@@ -80,6 +83,7 @@ impl TryFrom<ClaimedRow> for ClaimedTopic {
             url: HubUrl::parse(&r.url)
                 .map_err(|e| StoreError::corrupt("topics", r.id.get(), format!("url {e}")))?,
             id: r.id,
+            held_until: r.distributing_until,
             ping_seq: r.ping_seq,
             etag: r.etag,
             last_modified: r.last_modified,
@@ -109,8 +113,9 @@ pub async fn claim(
     let sql = "UPDATE topics SET distributing_until = $3
                WHERE id = $1 AND ($4 = 0 OR ping_seq > distributed_seq)
                  AND (distributing_until IS NULL OR distributing_until < $2)
-               RETURNING id, url, ping_seq, etag, last_modified, content_hash";
+               RETURNING id, distributing_until, url, ping_seq, etag, last_modified, content_hash";
     let pings_only = i64::from(purpose == ClaimFor::Pings);
+    let hold_until = claim_token(hold_until);
     let row = dispatch!(db, c => sqlx::query_as::<_, ClaimedRow>(sql)
         .bind(id).bind(now).bind(hold_until).bind(pings_only).fetch_optional(c).await?);
     row.map(ClaimedTopic::try_from).transpose()
@@ -129,29 +134,38 @@ pub struct FetchRecord {
     pub feed_error: Option<String>,
     /// Whether a body was fetched and analysed (`feed_kind` and `feed_error` apply).
     pub analysed: bool,
+    /// The topic answered 304 Not Modified: the stored validators (`etag`, `last_modified`)
+    /// still describe what it serves and are kept for the next conditional GET.
+    pub not_modified: bool,
 }
 
 /// Marks pings up to `seq` distributed (none for a producer's push), stores what the fetch
-/// learnt, releases the claim, and returns whether pings are still waiting.
+/// learnt, releases the claim, and returns whether pings are still waiting. Fails with
+/// [`StoreError::ClaimLost`] when the claim lapsed and another distribution took the topic:
+/// the caller's transaction must then roll back, so the work is not done twice.
 pub async fn finish(
     tx: &mut Tx,
-    id: TopicId,
+    claim: &ClaimedTopic,
     seq: Option<i64>,
     fetched: &FetchRecord,
     now: UnixMs,
 ) -> Result<bool, StoreError> {
     let sql = "UPDATE topics SET distributed_seq = COALESCE($2, distributed_seq), distributing_until = NULL,
                    content_type = COALESCE($3, content_type), content_hash = COALESCE($4, content_hash),
-                   etag = $5, last_modified = $6, last_fetched_at = $7,
+                   etag = CASE WHEN $11 = 1 THEN etag ELSE $5 END,
+                   last_modified = CASE WHEN $11 = 1 THEN last_modified ELSE $6 END,
+                   last_fetched_at = $7,
                    last_fetch_error = NULL, fetch_failures = 0,
                    feed_kind = CASE WHEN $10 = 1 THEN $8 ELSE feed_kind END,
                    feed_error = CASE WHEN $10 = 1 THEN $9 ELSE feed_error END
-               WHERE id = $1 RETURNING ping_seq, distributed_seq";
-    let (ping_seq, distributed_seq): (i64, i64) = dispatch_tx!(tx, c => sqlx::query_as(sql)
-        .bind(id).bind(seq).bind(&fetched.content_type).bind(&fetched.content_hash)
+               WHERE id = $1 AND distributing_until = $12 RETURNING ping_seq, distributed_seq";
+    let row: Option<(i64, i64)> = dispatch_tx!(tx, c => sqlx::query_as(sql)
+        .bind(claim.id).bind(seq).bind(&fetched.content_type).bind(&fetched.content_hash)
         .bind(&fetched.etag).bind(&fetched.last_modified).bind(now)
         .bind(fetched.feed_kind).bind(&fetched.feed_error).bind(i64::from(fetched.analysed))
-        .fetch_one(c).await?);
+        .bind(i64::from(fetched.not_modified)).bind(claim.held_until)
+        .fetch_optional(c).await?);
+    let (ping_seq, distributed_seq) = row.ok_or(StoreError::ClaimLost("topic"))?;
     Ok(ping_seq > distributed_seq)
 }
 
@@ -170,25 +184,27 @@ pub async fn find_subscribed(
 }
 
 /// A fetch that failed: the error is kept and the claim released, the pings stay pending.
+/// Returns false when the claim had been lost (nothing written).
 pub async fn fetch_failed(
     db: &Db,
-    id: TopicId,
+    claim: &ClaimedTopic,
     error: &str,
     now: UnixMs,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let sql = "UPDATE topics SET distributing_until = NULL, last_fetch_error = $2,
                    fetch_failures = fetch_failures + 1, last_fetched_at = $3
-               WHERE id = $1";
-    dispatch!(db, c => {
-        sqlx::query(sql).bind(id).bind(error).bind(now).execute(c).await?;
-    });
-    Ok(())
+               WHERE id = $1 AND distributing_until = $4";
+    let n = dispatch!(db, c => sqlx::query(sql).bind(claim.id).bind(error).bind(now)
+        .bind(claim.held_until).execute(c).await?.rows_affected());
+    Ok(n == 1)
 }
 
-/// Releases a claim without marking anything distributed.
-pub async fn release(db: &Db, id: TopicId) -> Result<(), StoreError> {
+/// Releases a claim, if still held, without marking anything distributed.
+pub async fn release(db: &Db, claim: &ClaimedTopic) -> Result<(), StoreError> {
+    let sql =
+        "UPDATE topics SET distributing_until = NULL WHERE id = $1 AND distributing_until = $2";
     dispatch!(db, c => {
-        sqlx::query("UPDATE topics SET distributing_until = NULL WHERE id = $1").bind(id).execute(c).await?;
+        sqlx::query(sql).bind(claim.id).bind(claim.held_until).execute(c).await?;
     });
     Ok(())
 }

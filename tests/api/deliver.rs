@@ -198,3 +198,39 @@ async fn a_slow_subscriber_does_not_hold_up_the_others() {
     sub.open_gate();
     app.wait_delivered(2).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_is_not_recorded_once_another_worker_took_the_claim_over() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("owned", Some("text/plain"), "one");
+    let topic = publisher.url("owned");
+    app.subscribed(&topic, &sub.callback("owned"), &[]).await;
+    sub.on_deliver("owned", [Answer::Gated]);
+    app.publish(&topic).await;
+    sub.wait_deliveries("owned", 1).await;
+    // While the POST is in flight its claim lapses and another worker takes the delivery over
+    // (and dies holding it).
+    app.exec("UPDATE deliveries SET claimed_until = 1").await;
+    sub.open_gate();
+    // The first worker's result is not written: the delivery is sent again once the lapsed
+    // claim is noticed, and recorded once.
+    let ctx = app.app.as_ref().expect("running").context().clone();
+    eventually("the delivery to be sent again", || async {
+        herald::jobs::reconcile::run_once(&ctx)
+            .await
+            .expect("reconcile");
+        (sub.deliveries("owned").len() >= 2).then_some(())
+    })
+    .await;
+    app.wait_delivered(1).await;
+    assert_eq!(
+        app.scalar_text("SELECT CAST(attempts AS TEXT) FROM deliveries", &[])
+            .await
+            .as_deref(),
+        Some("1"),
+        "only the attempt that held the claim is counted"
+    );
+    assert_eq!(sub.deliveries("owned").len(), 2);
+}

@@ -71,12 +71,18 @@ pub async fn run(ctx: &HubContext, job: DistributeJob) -> Result<(), JobError> {
     let Some(topic) = topics::claim(&ctx.db, job.topic, now, hold, ClaimFor::Pings).await? else {
         return Ok(());
     };
-    let result = distribute(ctx, &job, &topic, now).await;
-    if result.is_err() {
-        // Give the claim back so that the next ping, or the reconciler, retries at once.
-        let _ = topics::release(&ctx.db, topic.id).await;
+    match distribute(ctx, &job, &topic, now).await {
+        Err(JobError::Store(StoreError::ClaimLost(_))) => {
+            tracing::warn!(url = %topic.url, "distribution outlived its claim; another worker took the topic over");
+            Ok(())
+        }
+        Err(e) => {
+            // Give the claim back so that the next ping, or the reconciler, retries at once.
+            let _ = topics::release(&ctx.db, &topic).await;
+            Err(e)
+        }
+        Ok(()) => Ok(()),
     }
-    result
 }
 
 async fn distribute(
@@ -94,7 +100,14 @@ async fn distribute(
         )
         .await;
     let (body, mut record, hubs) = match fetched {
-        Ok(Fetched::NotModified) => (None, topics::FetchRecord::default(), Vec::new()),
+        Ok(Fetched::NotModified) => (
+            None,
+            topics::FetchRecord {
+                not_modified: true,
+                ..Default::default()
+            },
+            Vec::new(),
+        ),
         Ok(Fetched::Body {
             body,
             content_type,
@@ -131,15 +144,7 @@ async fn distribute(
         )
         .await?;
     }
-    finish(
-        ctx,
-        tx,
-        topic.id,
-        Some(topic.ping_seq),
-        &record,
-        fanned.jobs,
-    )
-    .await?;
+    finish(ctx, tx, topic, Some(topic.ping_seq), &record, fanned.jobs).await?;
     tracing::info!(url = %topic.url, changed = body.is_some(), deliveries = fanned.deliveries, "topic distributed");
     Ok(())
 }
@@ -149,16 +154,16 @@ async fn distribute(
 async fn finish(
     ctx: &HubContext,
     mut tx: Tx,
-    topic_id: TopicId,
+    topic: &topics::ClaimedTopic,
     seq: Option<i64>,
     record: &topics::FetchRecord,
     mut jobs: Vec<Job>,
 ) -> Result<(), StoreError> {
-    if topics::finish(&mut tx, topic_id, seq, record, UnixMs::now()).await? {
+    if topics::finish(&mut tx, topic, seq, record, UnixMs::now()).await? {
         jobs.push(Job::new(
             Queue::Distribute,
             &DistributeJob {
-                topic: topic_id,
+                topic: topic.id,
                 failures: 0,
             },
         ));
@@ -266,7 +271,10 @@ async fn fetch_failed(
     error: &str,
 ) -> Result<(), JobError> {
     let now = UnixMs::now();
-    topics::fetch_failed(&ctx.db, topic.id, error, now).await?;
+    if !topics::fetch_failed(&ctx.db, topic, error, now).await? {
+        tracing::warn!(url = %topic.url, "fetch outlived its claim; another worker took the topic over");
+        return Ok(());
+    }
     match FETCH_RETRY_DELAYS.get(job.failures as usize) {
         Some(delay) => {
             tracing::warn!(url = %topic.url, %error, retry_in = ?delay, "topic fetch failed");

@@ -62,7 +62,7 @@ pub async fn push_content(
     };
     let result = push_claimed(ctx, &topic, content_type, body).await;
     if result.is_err() {
-        let _ = topics::release(&ctx.db, topic.id).await;
+        let _ = topics::release(&ctx.db, &topic).await;
     }
     result
 }
@@ -101,7 +101,7 @@ async fn push_claimed(
     finish(
         ctx,
         tx,
-        topic.id,
+        topic,
         None,
         &record,
         std::mem::take(&mut fanned.jobs),

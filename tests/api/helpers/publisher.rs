@@ -7,6 +7,7 @@ use std::{
 };
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use tokio::sync::Notify;
 
 #[derive(Debug, Clone, Default)]
 pub struct Topic {
@@ -22,20 +23,44 @@ pub struct Topic {
     pub etag: Option<String>,
     /// The request headers of every fetch, in order.
     pub requests: Vec<Vec<(String, String)>>,
+    /// Hold each answer until [`Publisher::open_gate`].
+    pub gated: bool,
 }
+
+type Topics = Arc<Mutex<HashMap<String, Topic>>>;
 
 #[derive(Clone, Default)]
 pub struct Publisher {
     port: u16,
-    topics: Arc<Mutex<HashMap<String, Topic>>>,
+    topics: Topics,
+    gate: Arc<Notify>,
 }
 
 impl Publisher {
     pub fn spawn() -> Self {
-        let topics: Arc<Mutex<HashMap<String, Topic>>> = Arc::default();
-        let data = web::Data::new(topics.clone());
+        let topics: Topics = Arc::default();
+        let gate = Arc::new(Notify::new());
+        let data = web::Data::new((topics.clone(), gate.clone()));
         let port = crate::spawn_double!(data, serve);
-        Self { port, topics }
+        Self { port, topics, gate }
+    }
+
+    /// Holds every answer for `name` until [`Publisher::open_gate`].
+    pub fn set_gated(&self, name: &str) {
+        self.topics
+            .lock()
+            .expect("lock")
+            .entry(name.to_owned())
+            .or_default()
+            .gated = true;
+    }
+
+    /// Lets held answers go (and later ones too).
+    pub fn open_gate(&self) {
+        for topic in self.topics.lock().expect("lock").values_mut() {
+            topic.gated = false;
+        }
+        self.gate.notify_waiters();
     }
 
     pub fn url(&self, name: &str) -> String {
@@ -106,11 +131,25 @@ impl Publisher {
     }
 }
 
-async fn serve(
-    req: HttpRequest,
-    topics: web::Data<Arc<Mutex<HashMap<String, Topic>>>>,
-) -> HttpResponse {
+async fn serve(req: HttpRequest, data: web::Data<(Topics, Arc<Notify>)>) -> HttpResponse {
+    let (topics, gate) = data.get_ref();
     let name = req.path().trim_start_matches("/t/").to_owned();
+    let held = topics
+        .lock()
+        .expect("lock")
+        .get(&name)
+        .is_some_and(|t| t.gated)
+        .then(|| gate.notified());
+    if let Some(held) = held {
+        // Counted before waiting, so a test sees the fetch in flight.
+        if let Some(t) = topics.lock().expect("lock").get_mut(&name) {
+            t.fetches += 1;
+        }
+        held.await;
+        if let Some(t) = topics.lock().expect("lock").get_mut(&name) {
+            t.fetches -= 1;
+        }
+    }
     let mut all = topics.lock().expect("lock");
     let Some(topic) = all.get_mut(&name) else {
         return HttpResponse::NotFound().finish();
