@@ -76,6 +76,10 @@ id_type!(
     /// A row of `distributions`: one fetch that changed, or one producer push.
     DistributionId
 );
+id_type!(
+    /// A row of `bodies`: one fetched or pushed body, stored once for every document made of it.
+    BodyId
+);
 
 /// An instant, in Unix milliseconds. The default is the epoch ("at once").
 #[derive(

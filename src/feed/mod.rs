@@ -20,7 +20,7 @@ mod xml;
 
 use std::ops::Range;
 
-pub use build::build;
+pub use build::{assemble, build, ranges};
 pub use select::{Known, Selection, select};
 
 /// Deeper nesting than this is refused.

@@ -1,18 +1,23 @@
-//! `contents`: one row per distributed update of a topic — the exact bytes, their Content-Type
-//! and the Link values every delivery of it carries.
+//! `contents`: one row per distributed document of a topic — which bytes (a stored body, or
+//! byte ranges of it), their Content-Type and the Link values every delivery of it carries.
+//! Documents are assembled from their body when they are loaded for sending.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, ops::Range, sync::Arc};
 
-use super::{Db, StoreError, Tx, bind_all, dispatch, dispatch_tx, in_list_chunks};
+use bytes::Bytes;
+
+use super::{Db, StoreError, Tx, bind_all, bodies, dispatch, dispatch_tx, in_list_chunks};
 use crate::domain::{
-    ids::{ContentId, DistributionId, TopicId, UnixMs},
+    ids::{BodyId, ContentId, DistributionId, TopicId, UnixMs},
     state::Audience,
 };
 
 pub struct NewContent<'a> {
     pub topic_id: TopicId,
     pub content_type: Option<&'a str>,
-    pub body: &'a [u8],
+    pub body_id: BodyId,
+    /// The ranges of the body the document keeps; `None`: the whole body.
+    pub ranges: Option<&'a [Range<usize>]>,
     pub content_hash: &'a str,
     pub hub_link: &'a str,
     pub self_link: &'a str,
@@ -23,55 +28,125 @@ pub struct NewContent<'a> {
 
 pub async fn insert(tx: &mut Tx, c: &NewContent<'_>, now: UnixMs) -> Result<ContentId, StoreError> {
     let sql = "INSERT INTO contents (topic_id, content_type, body, content_hash, hub_link, self_link, created_at,
-                                    mode, event_id, distribution_id)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
+                                    mode, event_id, distribution_id, body_id, ranges)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
+    let ranges = c.ranges.map(encode_ranges);
     let id: ContentId = dispatch_tx!(tx, conn => sqlx::query_scalar(sql)
-        .bind(c.topic_id).bind(c.content_type).bind(c.body).bind(c.content_hash)
-        .bind(c.hub_link).bind(c.self_link).bind(now).bind(c.audience.as_str()).bind(c.event_id).bind(c.distribution_id)
+        .bind(c.topic_id).bind(c.content_type).bind(Vec::<u8>::new()).bind(c.content_hash)
+        .bind(c.hub_link).bind(c.self_link).bind(now).bind(c.audience.as_str()).bind(c.event_id)
+        .bind(c.distribution_id).bind(c.body_id).bind(ranges)
         .fetch_one(conn).await?);
     Ok(id)
 }
 
-/// A content row as deliveries need it; the body is reference-counted, so the batch's
-/// concurrent POSTs share one copy.
+/// A document as deliveries need it; the body is reference-counted, so the batch's
+/// concurrent POSTs share one copy (and a whole-body document shares the stored body's).
 #[derive(Debug)]
 pub struct ContentRow {
     pub id: ContentId,
     pub content_type: Option<String>,
-    pub body: bytes::Bytes,
+    pub body: Bytes,
     pub hub_link: String,
     pub self_link: String,
     pub event_id: String,
 }
 
-type RawContent = (ContentId, Option<String>, Vec<u8>, String, String, String);
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: ContentId,
+    content_type: Option<String>,
+    body: Vec<u8>,
+    body_id: Option<BodyId>,
+    ranges: Option<String>,
+    hub_link: String,
+    self_link: String,
+    event_id: String,
+}
 
-/// Loads the given contents, keyed by id; bodies are shared, not copied per delivery.
+/// Loads the given documents, keyed by id, assembling each from its stored body (loaded once).
 pub async fn load_many(
     db: &Db,
     ids: &[ContentId],
 ) -> Result<HashMap<ContentId, Arc<ContentRow>>, StoreError> {
-    let sql = "SELECT id, content_type, body, hub_link, self_link, event_id FROM contents WHERE id IN ({list})";
-    let mut rows: Vec<RawContent> = Vec::new();
+    let sql = "SELECT id, content_type, body, body_id, ranges, hub_link, self_link, event_id
+               FROM contents WHERE id IN ({list})";
+    let mut rows: Vec<Row> = Vec::new();
     for (sql, chunk) in in_list_chunks(sql, 1, ids) {
-        let found: Vec<RawContent> = dispatch!(db, c => {
-            bind_all!(sqlx::query_as::<_, RawContent>(sqlx::AssertSqlSafe(sql.as_str())), chunk)
+        let found: Vec<Row> = dispatch!(db, c => {
+            bind_all!(sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.as_str())), chunk)
                 .fetch_all(c).await?
         });
         rows.extend(found);
     }
-    Ok(rows
-        .into_iter()
-        .map(|(id, content_type, body, hub_link, self_link, event_id)| {
-            let row = ContentRow {
-                id,
-                content_type,
-                body: body.into(),
-                hub_link,
-                self_link,
-                event_id,
-            };
-            (id, Arc::new(row))
+    let mut body_ids: Vec<BodyId> = rows.iter().filter_map(|r| r.body_id).collect();
+    body_ids.sort_unstable();
+    body_ids.dedup();
+    let stored = bodies::load_many(db, &body_ids).await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let body = match r.body_id {
+            None => Bytes::from(r.body),
+            Some(body_id) => {
+                let whole = stored.get(&body_id).ok_or_else(|| {
+                    StoreError::corrupt("contents", r.id.get(), format!("body {body_id} is gone"))
+                })?;
+                match &r.ranges {
+                    None => whole.clone(),
+                    Some(text) => {
+                        let ranges = decode_ranges(text).ok_or_else(|| {
+                            StoreError::corrupt("contents", r.id.get(), format!("ranges {text:?}"))
+                        })?;
+                        Bytes::from(crate::feed::assemble(whole, &ranges))
+                    }
+                }
+            }
+        };
+        let row = ContentRow {
+            id: r.id,
+            content_type: r.content_type,
+            body,
+            hub_link: r.hub_link,
+            self_link: r.self_link,
+            event_id: r.event_id,
+        };
+        out.insert(r.id, Arc::new(row));
+    }
+    Ok(out)
+}
+
+/// `start-end,start-end`.
+fn encode_ranges(ranges: &[Range<usize>]) -> String {
+    ranges
+        .iter()
+        .map(|r| format!("{}-{}", r.start, r.end))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn decode_ranges(text: &str) -> Option<Vec<Range<usize>>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    text.split(',')
+        .map(|part| {
+            let (start, end) = part.split_once('-')?;
+            let (start, end) = (start.parse().ok()?, end.parse().ok()?);
+            (start <= end).then_some(start..end)
         })
-        .collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_round_trip_and_refuse_garbage() {
+        let ranges = vec![0..10, 25..40, 41..41];
+        assert_eq!(decode_ranges(&encode_ranges(&ranges)), Some(ranges));
+        assert_eq!(decode_ranges(""), Some(Vec::new()));
+        for bad in ["1-", "x-2", "5-3", "1-2,", "1:2"] {
+            assert_eq!(decode_ranges(bad), None, "{bad}");
+        }
+    }
 }

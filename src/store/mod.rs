@@ -5,6 +5,7 @@
 //! [`dispatch!`], which expands the same expression for each pool type. Times are integer Unix
 //! milliseconds passed in as parameters, never `now()` in SQL. One module per table.
 
+pub mod bodies;
 pub mod contents;
 pub mod deliveries;
 pub mod distributions;

@@ -343,3 +343,42 @@ async fn hostile_feeds_are_handled_without_harm() {
         Some("atom")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn single_entry_documents_are_stored_once_whatever_the_number_of_entries() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    let feed = herald::feed::samples::envelope_heavy_atom(600_000, 400);
+    let feed_len = feed.len() as i64;
+    publisher.set("heavy", Some(ATOM), feed);
+    let topic = publisher.url("heavy");
+    app.subscribed(
+        &topic,
+        &sub.callback("one"),
+        &[("herald.delivery", "single")],
+    )
+    .await;
+    app.publish(&topic).await;
+    let got = sub.wait_deliveries("one", 400).await;
+    // In order, oldest entry first, numbered without gaps, each the envelope and one entry.
+    for (n, d) in got.iter().enumerate() {
+        assert_eq!(header(d, "herald-sequence"), (n + 1).to_string());
+        assert_eq!(entry_ids(&d.body), [format!("urn:e:{n}")]);
+        assert!(d.body.len() > 600_000, "the envelope is whole");
+    }
+    // Stored: the fetched body once, and a few numbers per document.
+    let stored = app
+        .count(
+            "SELECT CAST(COALESCE(SUM(LENGTH(body)), 0) AS BIGINT) FROM bodies",
+        )
+        .await
+        + app
+            .count("SELECT CAST(COALESCE(SUM(LENGTH(body)) + SUM(LENGTH(ranges)), 0) AS BIGINT) FROM contents")
+            .await;
+    assert!(
+        stored < 2 * feed_len,
+        "{stored} bytes stored for a {feed_len}-byte feed"
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM contents").await, 400);
+}

@@ -15,7 +15,7 @@ pub mod ping;
 mod plan;
 pub mod push;
 
-use std::{borrow::Cow, time::Duration};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -39,7 +39,7 @@ use crate::{
     },
     outbound::Fetched,
     store::{
-        StoreError, Tx, contents, deliveries, distributions, subscriptions,
+        StoreError, Tx, bodies, contents, deliveries, distributions, subscriptions,
         topics::{self, ClaimFor},
     },
 };
@@ -212,6 +212,12 @@ async fn fan_out_body(
     }
     let distribution = distributions::insert(tx, topic.id, source, now).await?;
     fanned.distribution = Some(distribution);
+    let body_hash = match record.content_hash.clone() {
+        Some(hash) => hash,
+        None => content_hash(content_type.as_deref(), body),
+    };
+    // The body is stored once; every document is the whole of it or ranges of it.
+    let body_id = bodies::insert(tx, topic.id, body, &body_hash, now).await?;
     let hub_link = advertised_hubs
         .iter()
         .find(|h| link::same_hub(h, ctx.public_url.as_str()))
@@ -222,12 +228,9 @@ async fn fan_out_body(
         let content = contents::NewContent {
             topic_id: topic.id,
             content_type: content_type.as_deref(),
-            body: &doc.body,
-            content_hash: &match (&doc.body, record.content_hash.as_deref()) {
-                // The fetched bytes themselves: their hash is already known.
-                (Cow::Borrowed(_), Some(hash)) => hash.to_owned(),
-                _ => content_hash(content_type.as_deref(), &doc.body),
-            },
+            body_id,
+            ranges: doc.ranges.as_deref(),
+            content_hash: &document_hash(&body_hash, doc.ranges.as_deref()),
             hub_link,
             self_link: topic.url.as_str(),
             audience: doc.audience,
@@ -246,7 +249,10 @@ async fn fan_out_body(
         )
         .await?;
         fanned.deliveries += ids.len();
-        for batch in ids.chunks(ctx.settings.delivery.batch) {
+        // Later single-entry documents wait for the earlier ones to the same subscriptions:
+        // finishing one sends the next (`jobs::deliver`), so only the first are queued.
+        let first = doc.seq_offset == 1;
+        for batch in ids.chunks(ctx.settings.delivery.batch).filter(|_| first) {
             fanned.jobs.push(Job::new(
                 Queue::Deliver,
                 &DeliverJob {
@@ -293,6 +299,21 @@ async fn fetch_failed(
         }
     }
     Ok(())
+}
+
+/// Identifies a document made of ranges of a body by the body's hash and the ranges (the
+/// document itself is only assembled when sent); a whole body by its own hash.
+fn document_hash(body_hash: &str, ranges: Option<&[std::ops::Range<usize>]>) -> String {
+    let Some(ranges) = ranges else {
+        return body_hash.to_owned();
+    };
+    let mut h = Sha256::new();
+    h.update(body_hash.as_bytes());
+    for r in ranges {
+        h.update(r.start.to_le_bytes());
+        h.update(r.end.to_le_bytes());
+    }
+    hex::encode(h.finalize())
 }
 
 /// Identifies a topic's content: its bytes and its Content-Type.

@@ -7,7 +7,7 @@
 //! - anything else (and a feed that does not parse, whose reason is kept on the topic) is
 //!   delivered whole.
 
-use std::borrow::Cow;
+use std::ops::Range;
 
 use crate::{
     context::HubContext,
@@ -20,19 +20,22 @@ use crate::{
     store::{StoreError, Tx, subscriptions, topic_entries, topics},
 };
 
-/// One document to distribute and who receives it; whole documents borrow the fetched bytes.
-pub(super) struct Outgoing<'a> {
-    pub body: Cow<'a, [u8]>,
+/// One document to distribute and who receives it: the body, or the byte ranges of it the
+/// document keeps (it is assembled when sent, so planning stores nothing per document but the
+/// ranges).
+pub(super) struct Outgoing {
+    /// `None`: the whole body.
+    pub ranges: Option<Vec<Range<usize>>>,
     pub audience: Audience,
     /// Its sequence number relative to the subscription's last one (single-entry documents
     /// are numbered 1, 2, … in delivery order).
     pub seq_offset: i64,
 }
 
-impl<'a> Outgoing<'a> {
-    fn whole(body: &'a [u8]) -> Self {
+impl Outgoing {
+    fn whole() -> Self {
         Self {
-            body: Cow::Borrowed(body),
+            ranges: None,
             audience: Audience::Whole,
             seq_offset: 1,
         }
@@ -42,23 +45,23 @@ impl<'a> Outgoing<'a> {
 /// Decides what a changed body becomes: for a feed, the documents of each delivery mode in use
 /// (nothing when no entry is new or changed); otherwise the body itself. Records the entries
 /// seen and what kind of content it was.
-pub(super) async fn plan<'a>(
+pub(super) async fn plan(
     ctx: &HubContext,
     tx: &mut Tx,
     topic_id: TopicId,
     content_type: Option<&str>,
-    body: &'a [u8],
+    body: &[u8],
     record: &mut topics::FetchRecord,
     now: UnixMs,
-) -> Result<Vec<Outgoing<'a>>, StoreError> {
+) -> Result<Vec<Outgoing>, StoreError> {
     record.analysed = true;
     let feed = match feed::analyze(content_type, body) {
         Analysis::Feed(feed) => feed,
-        Analysis::NotFeed => return Ok(vec![Outgoing::whole(body)]),
+        Analysis::NotFeed => return Ok(vec![Outgoing::whole()]),
         Analysis::Invalid(reason) => {
             tracing::info!(topic = %topic_id, %reason, "feed could not be read; delivered whole");
             record.feed_error = Some(reason);
-            return Ok(vec![Outgoing::whole(body)]);
+            return Ok(vec![Outgoing::whole()]);
         }
     };
     record.feed_kind = Some(feed.kind.as_str());
@@ -74,12 +77,12 @@ pub(super) async fn plan<'a>(
         let audience = Audience::Mode(mode);
         match mode {
             DeliveryMode::Full => outgoing.push(Outgoing {
-                body: Cow::Borrowed(body),
+                ranges: None,
                 audience,
                 seq_offset: 1,
             }),
             DeliveryMode::Diff => outgoing.push(Outgoing {
-                body: Cow::Owned(feed::build(&feed, body, |i| selection.contains(i))),
+                ranges: Some(feed::ranges(&feed, body, |i| selection.contains(i))),
                 audience,
                 seq_offset: 1,
             }),
@@ -87,7 +90,7 @@ pub(super) async fn plan<'a>(
             DeliveryMode::Single => {
                 for (n, i) in selection.indexes().into_iter().rev().enumerate() {
                     outgoing.push(Outgoing {
-                        body: Cow::Owned(feed::build(&feed, body, |j| j == i)),
+                        ranges: Some(feed::ranges(&feed, body, |j| j == i)),
                         audience,
                         seq_offset: n as i64 + 1,
                     });

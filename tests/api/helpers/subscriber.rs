@@ -137,16 +137,19 @@ impl Subscriber {
         let deadline = tokio::time::Instant::now() + super::DEADLINE;
         loop {
             let notified = self.state.changed.notified();
-            let got: Vec<Request> = self
-                .requests(name)
-                .into_iter()
-                .filter(|r| r.method == method)
-                .collect();
-            if got.len() >= n {
-                return got;
+            // Counted without copying bodies (a test may wait for hundreds of big ones).
+            let count = self.with(name, |c| {
+                c.requests.iter().filter(|r| r.method == method).count()
+            });
+            if count >= n {
+                return self
+                    .requests(name)
+                    .into_iter()
+                    .filter(|r| r.method == method)
+                    .collect();
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("timed out waiting for {what}; got {}", got.len());
+                panic!("timed out waiting for {what}; got {count}");
             }
         }
     }

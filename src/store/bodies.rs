@@ -1,0 +1,37 @@
+//! `bodies`: each distributed body (fetched, or pushed by the producer) stored once. The
+//! documents made of it (`contents`) refer to it with byte ranges, so what one distribution
+//! stores is the size of the body, whatever the delivery modes and the number of entries.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use super::{Db, StoreError, Tx, bind_all, dispatch, dispatch_tx, in_list_chunks};
+use crate::domain::ids::{BodyId, TopicId, UnixMs};
+
+pub async fn insert(
+    tx: &mut Tx,
+    topic_id: TopicId,
+    body: &[u8],
+    content_hash: &str,
+    now: UnixMs,
+) -> Result<BodyId, StoreError> {
+    let sql = "INSERT INTO bodies (topic_id, body, content_hash, created_at)
+               VALUES ($1, $2, $3, $4) RETURNING id";
+    let id: BodyId = dispatch_tx!(tx, c => sqlx::query_scalar(sql)
+        .bind(topic_id).bind(body).bind(content_hash).bind(now).fetch_one(c).await?);
+    Ok(id)
+}
+
+/// The given bodies, keyed by id; each is loaded once however many documents use it.
+pub async fn load_many(db: &Db, ids: &[BodyId]) -> Result<HashMap<BodyId, Bytes>, StoreError> {
+    let sql = "SELECT id, body FROM bodies WHERE id IN ({list})";
+    let mut out = HashMap::with_capacity(ids.len());
+    for (sql, chunk) in in_list_chunks(sql, 1, ids) {
+        let rows: Vec<(BodyId, Vec<u8>)> = dispatch!(db, c => {
+            bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())), chunk).fetch_all(c).await?
+        });
+        out.extend(rows.into_iter().map(|(id, body)| (id, Bytes::from(body))));
+    }
+    Ok(out)
+}
