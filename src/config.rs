@@ -46,9 +46,28 @@ pub struct ServeArgs {
     pub lease_default_seconds: u64,
     #[arg(long, env = "HERALD_LEASE_MAX_SECONDS", default_value_t = 2_592_000)]
     pub lease_max_seconds: u64,
-    /// How often lapsed leases are expired and renewals requested.
-    #[arg(long, env = "HERALD_LEASE_SWEEP_INTERVAL", default_value = "30s", value_parser = parse_duration)]
-    pub lease_sweep_interval: Duration,
+    /// How often the periodic sweep runs: lapsed leases expired, renewals requested, backlogs
+    /// capped, old rows pruned [default: 30s].
+    #[arg(long, env = "HERALD_SWEEP_INTERVAL", value_parser = parse_duration)]
+    pub sweep_interval: Option<Duration>,
+    /// The former name of HERALD_SWEEP_INTERVAL, still accepted.
+    #[arg(long, env = "HERALD_LEASE_SWEEP_INTERVAL", value_parser = parse_duration, hide = true)]
+    pub lease_sweep_interval: Option<Duration>,
+    /// How long delivered deliveries, finished requests, distributions and documents nothing
+    /// refers to any more are kept.
+    #[arg(long, env = "HERALD_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// How long failed deliveries (and their documents) are kept for replay.
+    #[arg(long, env = "HERALD_FAILED_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub failed_retention: Duration,
+    /// The most deliveries that may wait for one subscription; beyond it the oldest are dropped
+    /// (for content that is not a feed, all but the newest).
+    #[arg(
+        long,
+        env = "HERALD_MAX_PENDING_PER_SUBSCRIPTION",
+        default_value_t = 1000
+    )]
+    pub max_pending_per_subscription: usize,
     /// How long before a lease ends the hub re-verifies subscriptions it renews.
     #[arg(long, env = "HERALD_RENEW_BEFORE", default_value = "24h", value_parser = parse_duration)]
     pub renew_before: Duration,
@@ -147,6 +166,7 @@ pub struct Settings {
     pub address_policy: AddressPolicy,
     pub access: AccessSettings,
     pub lease: LeaseSettings,
+    pub sweep: SweepSettings,
     pub verification: VerificationSettings,
     pub fetch: FetchSettings,
     pub delivery: DeliverySettings,
@@ -166,9 +186,18 @@ pub struct AccessSettings {
 #[derive(Debug, Clone)]
 pub struct LeaseSettings {
     pub policy: LeasePolicy,
-    pub sweep_interval: Duration,
     pub renew_before: Duration,
     pub auto_renew: bool,
+}
+
+/// The periodic sweep (`jobs::sweep`): leases, backlog caps, retention.
+#[derive(Debug, Clone)]
+pub struct SweepSettings {
+    pub interval: Duration,
+    /// How long finished rows are kept.
+    pub retention: Duration,
+    /// How long failed deliveries are kept.
+    pub failed_retention: Duration,
 }
 
 /// Verification of intent (`jobs::verify`).
@@ -197,6 +226,8 @@ pub struct DeliverySettings {
     pub batch: usize,
     /// Concurrent POSTs per hubout job.
     pub concurrency: usize,
+    /// The most deliveries that may wait for one subscription.
+    pub max_pending: usize,
 }
 
 /// The queue workers and the reconciler (`jobs::queue`, `jobs::reconcile`).
@@ -247,9 +278,16 @@ impl TryFrom<ServeArgs> for Settings {
             },
             lease: LeaseSettings {
                 policy: lease,
-                sweep_interval: a.lease_sweep_interval,
                 renew_before: a.renew_before,
                 auto_renew: a.auto_renew,
+            },
+            sweep: SweepSettings {
+                interval: a
+                    .sweep_interval
+                    .or(a.lease_sweep_interval)
+                    .unwrap_or(Duration::from_secs(30)),
+                retention: a.retention,
+                failed_retention: a.failed_retention,
             },
             verification: VerificationSettings {
                 timeout: a.verify_timeout,
@@ -266,6 +304,10 @@ impl TryFrom<ServeArgs> for Settings {
                 timeout: a.delivery_timeout,
                 batch: positive("HERALD_DELIVERY_BATCH", a.delivery_batch)?,
                 concurrency: positive("HERALD_DELIVERY_CONCURRENCY", a.delivery_concurrency)?,
+                max_pending: positive(
+                    "HERALD_MAX_PENDING_PER_SUBSCRIPTION",
+                    a.max_pending_per_subscription,
+                )?,
             },
             queue: QueueSettings {
                 poll: a.queue_poll,

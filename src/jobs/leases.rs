@@ -1,6 +1,7 @@
 //! Leases (WebSub §5.3.1 "Hubs MUST enforce lease expirations"; PuSH 0.3 §6.3 renewal).
 //!
-//! A periodic sweep, every `HERALD_LEASE_SWEEP_INTERVAL`, in every worker process:
+//! Part of the periodic sweep (`jobs::sweep`), every `HERALD_SWEEP_INTERVAL`, in every worker
+//! process:
 //! - expires active subscriptions whose lease ran out (state `expired`, `ended_at` = the end of
 //!   the lease, reason "lease expired") and cancels their pending deliveries;
 //! - requests hub-initiated renewal for subscriptions whose lease ends within
@@ -11,8 +12,6 @@
 //!
 //! Each step claims its rows with one `UPDATE … RETURNING`, so processes sharing a PostgreSQL
 //! database can all run the sweep without acting twice.
-
-use std::sync::Arc;
 
 use super::{
     queue::{self, Job, Queue},
@@ -30,21 +29,7 @@ pub struct Sweep {
     pub renewals: usize,
 }
 
-pub fn spawn(ctx: Arc<HubContext>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            match sweep_once(&ctx).await {
-                Ok(s) if s != Sweep::default() => {
-                    tracing::info!(expired = s.expired, renewals = s.renewals, "lease sweep")
-                }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "lease sweep failed"),
-            }
-            tokio::time::sleep(ctx.settings.lease.sweep_interval).await;
-        }
-    })
-}
-
+/// Expires lapsed leases and requests the renewals that are due.
 pub async fn sweep_once(ctx: &HubContext) -> Result<Sweep, StoreError> {
     let now = UnixMs::now();
     let mut tx = ctx.db.begin().await?;

@@ -6,8 +6,9 @@
 //! | `hubdistrib` | topic with unhandled pings       | [`distribute`]|
 //! | `hubout`     | batch of deliveries (hundreds)   | [`deliver`]   |
 //!
-//! Periodic work — [`reconcile`] and the lease sweep [`leases`] — runs in every worker process
-//! and only claims rows with single statements, so processes sharing a database never act twice.
+//! Periodic work — [`reconcile`] and the [`sweep`] (leases, backlog caps, retention) — runs in
+//! every worker process and only claims or deletes rows with single statements, so processes
+//! sharing a database never act twice.
 //!
 //! Jobs carry ids, never bodies, and are pushed in the same transaction as the state they act
 //! on, so a job exists exactly when its state says there is work. Handlers are idempotent:
@@ -18,6 +19,7 @@ pub mod distribute;
 pub mod leases;
 pub mod queue;
 pub mod reconcile;
+pub mod sweep;
 pub mod verify;
 
 /// Why a job stopped early. The queue records it; the reconciler re-enqueues the work later.

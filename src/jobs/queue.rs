@@ -19,7 +19,7 @@ use super::{deliver::DeliverJob, distribute::DistributeJob, verify::VerifyJob};
 use crate::{
     context::HubContext,
     domain::{challenge::random_hex, ids::UnixMs},
-    store::{Db, StoreError, Tx, dispatch},
+    store::{Db, PRUNE_BATCH, StoreError, Tx, dispatch, in_batches},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,32 +133,48 @@ pub async fn unfinished<T: DeserializeOwned>(db: &Db, queue: Queue) -> Result<Ve
         .collect())
 }
 
-/// Deletes finished jobs: completed ones after `done_for`, failed ones after a week.
-pub async fn purge_finished(db: &Db, done_for: Duration) -> Result<u64, StoreError> {
-    let now = chrono::Utc::now().timestamp();
-    let done_before = now - done_for.as_secs() as i64;
-    let failed_before = now - 7 * 86_400;
-    let n = match db {
-        Db::Sqlite(pool) => sqlx::query(
-            "DELETE FROM Jobs WHERE (status IN ('Done', 'Killed') AND done_at < $1)
-                                 OR (status = 'Failed' AND attempts >= max_attempts AND done_at < $2)",
-        )
-        .bind(done_before)
-        .bind(failed_before)
-        .execute(pool)
-        .await?
-        .rows_affected(),
-        Db::Pg(pool) => sqlx::query(
-            "DELETE FROM apalis.jobs WHERE (status IN ('Done', 'Killed') AND done_at < to_timestamp($1))
-                                        OR (status = 'Failed' AND attempts >= max_attempts AND done_at < to_timestamp($2))",
-        )
-        .bind(done_before as f64)
-        .bind(failed_before as f64)
-        .execute(pool)
-        .await?
-        .rows_affected(),
-    };
-    Ok(n)
+/// Deletes finished jobs: completed ones finished before `done_before`, failed ones before
+/// `failed_before`. In batches; returns how many went.
+pub async fn purge_finished(
+    db: &Db,
+    done_before: UnixMs,
+    failed_before: UnixMs,
+) -> Result<u64, StoreError> {
+    let (done_before, failed_before) = (
+        done_before.as_millis() / 1000,
+        failed_before.as_millis() / 1000,
+    );
+    in_batches(|| async {
+        Ok(match db {
+            Db::Sqlite(pool) => sqlx::query(
+                "DELETE FROM Jobs WHERE id IN (
+                     SELECT id FROM Jobs
+                     WHERE (status IN ('Done', 'Killed') AND done_at < $1)
+                        OR (status = 'Failed' AND attempts >= max_attempts AND done_at < $2)
+                     LIMIT $3)",
+            )
+            .bind(done_before)
+            .bind(failed_before)
+            .bind(PRUNE_BATCH)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Db::Pg(pool) => sqlx::query(
+                "DELETE FROM apalis.jobs WHERE id IN (
+                     SELECT id FROM apalis.jobs
+                     WHERE (status IN ('Done', 'Killed') AND done_at < to_timestamp($1))
+                        OR (status = 'Failed' AND attempts >= max_attempts AND done_at < to_timestamp($2))
+                     LIMIT $3)",
+            )
+            .bind(done_before as f64)
+            .bind(failed_before as f64)
+            .bind(PRUNE_BATCH)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        })
+    })
+    .await
 }
 
 /// In-process wake-ups, one channel per queue.
@@ -296,7 +312,7 @@ pub fn start(ctx: Ctx) -> Workers {
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let reconciler = super::reconcile::spawn(ctx.clone());
-    let lease_sweep = super::leases::spawn(ctx.clone());
+    let sweep = super::sweep::spawn(ctx.clone());
     let done = tokio::spawn(async move {
         let signal = async move {
             let _ = stopped.await;
@@ -306,7 +322,7 @@ pub fn start(ctx: Ctx) -> Workers {
             tracing::error!(%error, "queue workers stopped with an error");
         }
         reconciler.abort();
-        lease_sweep.abort();
+        sweep.abort();
     });
     Workers { stop, done }
 }

@@ -3,10 +3,10 @@
 //! Jobs are pushed in the same transaction as their state, so in normal operation it finds
 //! nothing. It exists for what transactions cannot prevent: a job that failed inside the queue
 //! (a database error mid-handler), or one deleted by an operator. It runs at start-up and then
-//! every `HERALD_RECONCILE_INTERVAL`, and also deletes finished queue rows. Every step is
-//! idempotent, so several processes sharing one PostgreSQL may run it at once.
+//! every `HERALD_RECONCILE_INTERVAL`. Open deliveries are read page by page, never all at once.
+//! Every step is idempotent, so several processes sharing one PostgreSQL may run it at once.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc};
 
 use super::{
     deliver::DeliverJob,
@@ -26,8 +26,10 @@ pub struct Report {
     pub verifications: usize,
     pub distributions: usize,
     pub deliveries: usize,
-    pub purged_jobs: u64,
 }
+
+/// Open deliveries read per page.
+const PAGE: i64 = 10_000;
 
 pub fn spawn(ctx: Arc<HubContext>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -78,49 +80,63 @@ pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
             .map(|&topic| Job::new(Queue::Distribute, &DistributeJob { topic, failures: 0 })),
     );
 
+    push(ctx, std::mem::take(&mut jobs)).await?;
+
     let covered: HashSet<DeliveryId> = queue::unfinished::<DeliverJob>(db, Queue::Deliver)
         .await?
         .into_iter()
         .flat_map(|j| j.deliveries)
         .collect();
-    let mut open: Vec<(DeliveryId, UnixMs)> = deliveries::open(db)
-        .await?
-        .into_iter()
-        .filter(|(id, _)| !covered.contains(id))
-        .collect();
-    let delivery_count = open.len();
-    // Batches of deliveries that come due together.
-    open.sort_by_key(|&(id, due)| (due, id));
-    for batch in open.chunks(ctx.settings.delivery.batch) {
-        let not_before = batch
-            .iter()
-            .map(|&(_, due)| due)
-            .max()
-            .unwrap_or(UnixMs::EPOCH);
-        let ids = batch.iter().map(|&(id, _)| id).collect();
-        jobs.push(
-            Job::new(
-                Queue::Deliver,
-                &DeliverJob {
-                    deliveries: ids,
-                    not_before,
-                },
-            )
-            .not_before(not_before),
-        );
+    let mut delivery_count = 0;
+    let mut after = None;
+    loop {
+        let page = deliveries::open_page(db, after, PAGE).await?;
+        let Some(&(last, _)) = page.last() else {
+            break;
+        };
+        after = Some(last);
+        let mut open: Vec<(DeliveryId, UnixMs)> = page
+            .into_iter()
+            .filter(|(id, _)| !covered.contains(id))
+            .collect();
+        delivery_count += open.len();
+        // Batches of deliveries that come due together.
+        open.sort_by_key(|&(id, due)| (due, id));
+        let jobs: Vec<Job> = open
+            .chunks(ctx.settings.delivery.batch)
+            .map(|batch| {
+                let not_before = batch
+                    .iter()
+                    .map(|&(_, due)| due)
+                    .max()
+                    .unwrap_or(UnixMs::EPOCH);
+                let ids = batch.iter().map(|&(id, _)| id).collect();
+                Job::new(
+                    Queue::Deliver,
+                    &DeliverJob {
+                        deliveries: ids,
+                        not_before,
+                    },
+                )
+                .not_before(not_before)
+            })
+            .collect();
+        push(ctx, jobs).await?;
     }
-
-    if !jobs.is_empty() {
-        let mut tx = db.begin().await?;
-        queue::push(&mut tx, &jobs).await?;
-        tx.commit().await?;
-        ctx.wakers.wake_for(&jobs);
-    }
-    let purged_jobs = queue::purge_finished(db, Duration::from_secs(300)).await?;
     Ok(Report {
         verifications: verifications.len(),
         distributions: distributions.len(),
         deliveries: delivery_count,
-        purged_jobs,
     })
+}
+
+async fn push(ctx: &HubContext, jobs: Vec<Job>) -> Result<(), StoreError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let mut tx = ctx.db.begin().await?;
+    queue::push(&mut tx, &jobs).await?;
+    tx.commit().await?;
+    ctx.wakers.wake_for(&jobs);
+    Ok(())
 }

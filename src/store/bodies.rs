@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::{Db, StoreError, Tx, bind_all, dispatch, dispatch_tx, in_list_chunks};
+use super::{
+    Db, PRUNE_BATCH, StoreError, Tx, bind_all, dispatch, dispatch_tx, in_batches, in_list_chunks,
+};
 use crate::domain::ids::{BodyId, TopicId, UnixMs};
 
 pub async fn insert(
@@ -34,4 +36,21 @@ pub async fn load_many(db: &Db, ids: &[BodyId]) -> Result<HashMap<BodyId, Bytes>
         out.extend(rows.into_iter().map(|(id, body)| (id, Bytes::from(body))));
     }
     Ok(out)
+}
+
+/// Deletes bodies stored before `before` that no document is made of any more. In batches;
+/// returns how many went.
+pub async fn prune(db: &Db, before: UnixMs) -> Result<u64, StoreError> {
+    let sql = "DELETE FROM bodies WHERE id IN (
+                   SELECT b.id FROM bodies b
+                   WHERE b.created_at < $1
+                     AND NOT EXISTS (SELECT 1 FROM contents c WHERE c.body_id = b.id)
+                   LIMIT $2)";
+    in_batches(|| async {
+        Ok(
+            dispatch!(db, c => sqlx::query(sql).bind(before).bind(PRUNE_BATCH)
+            .execute(c).await?.rows_affected()),
+        )
+    })
+    .await
 }

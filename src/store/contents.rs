@@ -6,7 +6,10 @@ use std::{collections::HashMap, ops::Range, sync::Arc};
 
 use bytes::Bytes;
 
-use super::{Db, StoreError, Tx, bind_all, bodies, dispatch, dispatch_tx, in_list_chunks};
+use super::{
+    Db, PRUNE_BATCH, StoreError, Tx, bind_all, bodies, dispatch, dispatch_tx, in_batches,
+    in_list_chunks,
+};
 use crate::domain::{
     ids::{BodyId, ContentId, DistributionId, TopicId, UnixMs},
     state::Audience,
@@ -112,6 +115,23 @@ pub async fn load_many(
         out.insert(r.id, Arc::new(row));
     }
     Ok(out)
+}
+
+/// Deletes documents created before `before` that no delivery refers to any more. In batches;
+/// returns how many went.
+pub async fn prune(db: &Db, before: UnixMs) -> Result<u64, StoreError> {
+    let sql = "DELETE FROM contents WHERE id IN (
+                   SELECT c.id FROM contents c
+                   WHERE c.created_at < $1
+                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.content_id = c.id)
+                   LIMIT $2)";
+    in_batches(|| async {
+        Ok(
+            dispatch!(db, c => sqlx::query(sql).bind(before).bind(PRUNE_BATCH)
+            .execute(c).await?.rows_affected()),
+        )
+    })
+    .await
 }
 
 /// `start-end,start-end`.

@@ -5,7 +5,10 @@
 //! so a duplicate job — after a crash, or from the reconciler — finds nothing to do.
 //! States: pending → sending → delivered | pending (retry) | failed | gone | cancelled.
 
-use super::{Db, StoreError, Tx, bind_all, claim_token, dispatch, dispatch_tx, in_list_chunks};
+use super::{
+    Db, PRUNE_BATCH, StoreError, Tx, bind_all, claim_token, dispatch, dispatch_tx, in_batches,
+    in_list_chunks,
+};
 use crate::domain::{
     delivery_mode::DeliveryMode,
     ids::{ContentId, DeliveryId, SubscriptionId, TopicId, UnixMs},
@@ -308,13 +311,87 @@ pub async fn successors(
     Ok(next)
 }
 
-/// Open deliveries (pending, or sending under a claim that may have died with its process) and
-/// the earliest time each may be attempted.
-pub async fn open(db: &Db) -> Result<Vec<(DeliveryId, UnixMs)>, StoreError> {
+/// One page of open deliveries (pending, or sending under a claim that may have died with its
+/// process) after `after`, by id, with the earliest time each may be attempted.
+pub async fn open_page(
+    db: &Db,
+    after: Option<DeliveryId>,
+    limit: i64,
+) -> Result<Vec<(DeliveryId, UnixMs)>, StoreError> {
     let sql = "SELECT id, CASE WHEN state = 'sending' THEN COALESCE(claimed_until, next_attempt_at)
                               ELSE next_attempt_at END AS due
-               FROM deliveries WHERE state IN ('pending', 'sending') ORDER BY id";
-    Ok(dispatch!(db, c => sqlx::query_as::<_, (DeliveryId, UnixMs)>(sql).fetch_all(c).await?))
+               FROM deliveries WHERE state IN ('pending', 'sending') AND id > $1
+               ORDER BY id LIMIT $2";
+    let after = after.map_or(0, DeliveryId::get);
+    Ok(
+        dispatch!(db, c => sqlx::query_as::<_, (DeliveryId, UnixMs)>(sql).bind(after).bind(limit)
+        .fetch_all(c).await?),
+    )
+}
+
+/// Caps the deliveries waiting for each subscription at `cap` (a callback that keeps failing
+/// would otherwise collect one per update for as long as its lease lasts). A subscription is
+/// over the cap when one of its pending deliveries has `cap` or more deliveries created after
+/// it (open deliveries of a subscription are a run of its newest, since they go out in order).
+/// Over the cap, documents that are not feeds (where only the newest state matters) are
+/// dropped except the newest, and then any pending delivery with `cap` or more after it.
+/// Dropped deliveries are `cancelled` with the reason. Returns the subscriptions affected,
+/// whose next delivery may now go.
+pub async fn cap_backlogs(
+    tx: &mut Tx,
+    cap: usize,
+    now: UnixMs,
+) -> Result<Vec<SubscriptionId>, StoreError> {
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    let whole = "UPDATE deliveries SET state = 'cancelled', last_error = $3, updated_at = $2
+                 WHERE id IN (
+                     SELECT d.id FROM deliveries d
+                     JOIN subscriptions s ON s.id = d.subscription_id
+                     JOIN contents c ON c.id = d.content_id
+                     WHERE d.state = 'pending' AND c.mode = 'whole' AND d.seq < s.delivery_seq
+                       AND EXISTS (
+                           SELECT 1 FROM deliveries o
+                           WHERE o.subscription_id = d.subscription_id AND o.state = 'pending'
+                             AND o.seq <= s.delivery_seq - $1))
+                 RETURNING subscription_id";
+    let oldest = "UPDATE deliveries SET state = 'cancelled', last_error = $3, updated_at = $2
+                  WHERE id IN (
+                      SELECT d.id FROM deliveries d
+                      JOIN subscriptions s ON s.id = d.subscription_id
+                      WHERE d.state = 'pending' AND d.seq <= s.delivery_seq - $1)
+                  RETURNING subscription_id";
+    let replaced = format!(
+        "dropped: replaced by a newer update while {cap} or more deliveries waited for this subscription"
+    );
+    let dropped = format!("dropped: {cap} or more newer deliveries waited for this subscription");
+    let mut affected: Vec<SubscriptionId> = dispatch_tx!(tx, c => {
+        let mut ids: Vec<SubscriptionId> = sqlx::query_scalar(whole)
+            .bind(cap).bind(now).bind(&replaced).fetch_all(&mut *c).await?;
+        let more: Vec<SubscriptionId> = sqlx::query_scalar(oldest)
+            .bind(cap).bind(now).bind(&dropped).fetch_all(&mut *c).await?;
+        ids.extend(more);
+        ids
+    });
+    affected.sort_unstable();
+    affected.dedup();
+    Ok(affected)
+}
+
+/// Deletes finished deliveries: delivered, cancelled and gone ones last changed before
+/// `before`, failed ones before `failed_before`. In batches; returns how many went.
+pub async fn prune(db: &Db, before: UnixMs, failed_before: UnixMs) -> Result<u64, StoreError> {
+    let sql = "DELETE FROM deliveries WHERE id IN (
+                   SELECT id FROM deliveries
+                   WHERE (state IN ('delivered', 'cancelled', 'gone') AND updated_at < $1)
+                      OR (state = 'failed' AND updated_at < $2)
+                   LIMIT $3)";
+    in_batches(|| async {
+        Ok(
+            dispatch!(db, c => sqlx::query(sql).bind(before).bind(failed_before).bind(PRUNE_BATCH)
+            .execute(c).await?.rows_affected()),
+        )
+    })
+    .await
 }
 
 /// Failed deliveries (dead letters), oldest first.

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Db, StoreError, Tx, dispatch, dispatch_tx};
+use super::{Db, PRUNE_BATCH, StoreError, Tx, dispatch, dispatch_tx, in_batches};
 use crate::domain::{
     ids::{DistributionId, TopicId, UnixMs},
     state::{DeliveryState, DistributionSource},
@@ -82,4 +82,21 @@ pub async fn outcome(db: &Db, id: DistributionId) -> Result<Option<Outcome>, Sto
         gone: count(&[DeliveryState::Gone]),
         cancelled: count(&[DeliveryState::Cancelled]),
     }))
+}
+
+/// Deletes distributions made before `before` none of whose documents is left. In batches;
+/// returns how many went.
+pub async fn prune(db: &Db, before: UnixMs) -> Result<u64, StoreError> {
+    let sql = "DELETE FROM distributions WHERE id IN (
+                   SELECT d.id FROM distributions d
+                   WHERE d.created_at < $1
+                     AND NOT EXISTS (SELECT 1 FROM contents c WHERE c.distribution_id = d.id)
+                   LIMIT $2)";
+    in_batches(|| async {
+        Ok(
+            dispatch!(db, c => sqlx::query(sql).bind(before).bind(PRUNE_BATCH)
+            .execute(c).await?.rows_affected()),
+        )
+    })
+    .await
 }

@@ -201,6 +201,28 @@ pub(crate) fn claim_token(hold_until: UnixMs) -> UnixMs {
     hold_until.after(Duration::from_millis(slack))
 }
 
+/// How many rows one pruning statement deletes: small enough that no statement holds SQLite's
+/// write lock for long.
+pub(crate) const PRUNE_BATCH: i64 = 1000;
+
+/// Runs a deleting statement (which deletes at most [`PRUNE_BATCH`] rows) until it deletes
+/// fewer, yielding between batches; returns how many rows went.
+pub(crate) async fn in_batches<F, Fut>(mut batch: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, StoreError>>,
+{
+    let mut total = 0;
+    loop {
+        let n = batch().await?;
+        total += n;
+        if n < PRUNE_BATCH as u64 {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// How many values one `IN (…)` list binds: well under SQLite's and PostgreSQL's limits on
 /// bound parameters, whatever else the statement binds.
 pub(crate) const IN_LIST_CHUNK: usize = 500;

@@ -9,7 +9,7 @@
 //! delivery mode, `hub.verify`, `hub.verify_token`), from a subscriber, replaces that one when
 //! its verification has not started — verifying both would apply the same thing twice.
 
-use super::{Db, StoreError, Tx, dispatch, dispatch_tx};
+use super::{Db, PRUNE_BATCH, StoreError, Tx, dispatch, dispatch_tx, in_batches};
 use crate::domain::{
     hub_request::SubscriptionRequest,
     ids::{RequestId, UnixMs},
@@ -257,4 +257,18 @@ pub async fn unclaimed_pending_ids(db: &Db, now: UnixMs) -> Result<Vec<RequestId
                WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until < $1)
                ORDER BY id";
     Ok(dispatch!(db, c => sqlx::query_scalar(sql).bind(now).fetch_all(c).await?))
+}
+
+/// Deletes requests completed before `before`. In batches; returns how many went.
+pub async fn prune(db: &Db, before: UnixMs) -> Result<u64, StoreError> {
+    let sql = "DELETE FROM subscription_requests WHERE id IN (
+                   SELECT id FROM subscription_requests
+                   WHERE state <> 'pending' AND completed_at < $1 LIMIT $2)";
+    in_batches(|| async {
+        Ok(
+            dispatch!(db, c => sqlx::query(sql).bind(before).bind(PRUNE_BATCH)
+            .execute(c).await?.rows_affected()),
+        )
+    })
+    .await
 }

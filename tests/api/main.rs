@@ -13,5 +13,6 @@ mod leases;
 mod legacy;
 mod producer;
 mod publish;
+mod retention;
 mod subscribe;
 mod verify;

@@ -282,6 +282,23 @@ impl TestApp {
         .await
     }
 
+    /// Waits until no delivery is being sent or waiting for a retry due soon (every delivery
+    /// is delivered, failed, cancelled, gone, or pending a retry at least a minute away).
+    pub async fn wait_delivery_states_settled(&self) {
+        let soon = (chrono::Utc::now().timestamp_millis() + 60_000).to_string();
+        super::eventually("every delivery to settle", || async {
+            let busy = self
+                .scalar_text(
+                    "SELECT CAST(COUNT(*) AS TEXT) FROM deliveries
+                     WHERE state = 'sending' OR (state = 'pending' AND next_attempt_at < CAST($1 AS BIGINT))",
+                    &[&soon],
+                )
+                .await;
+            (busy.as_deref() == Some("0")).then_some(())
+        })
+        .await
+    }
+
     pub async fn scalar_text(&self, sql: &'static str, binds: &[&str]) -> Option<String> {
         herald_sql::text(&self.db, sql, binds).await
     }

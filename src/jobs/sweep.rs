@@ -1,0 +1,132 @@
+//! The periodic sweep, every `HERALD_SWEEP_INTERVAL`, in every worker process:
+//!
+//! - leases ([`super::leases`]): lapsed subscriptions expired, renewals requested;
+//! - backlog caps: a subscription whose callback keeps failing keeps at most
+//!   `HERALD_MAX_PENDING_PER_SUBSCRIPTION` waiting deliveries (`store::deliveries::cap_backlogs`
+//!   says which are dropped); the dropped ones are `cancelled` with the reason, and
+//!   subscribers see the gap in `Herald-Sequence`;
+//! - retention: delivered, cancelled and gone deliveries, finished requests, distributions and
+//!   the documents and bodies nothing refers to any more are deleted after `HERALD_RETENTION`,
+//!   failed deliveries after `HERALD_FAILED_RETENTION` (they stay replayable until then), and
+//!   so are finished queue jobs.
+//!
+//! Every step is a few statements that claim or delete rows, deletions in batches of
+//! `store::PRUNE_BATCH` rows, so several processes sharing a PostgreSQL database can sweep at
+//! once and SQLite's write lock is never held for long.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{
+    deliver::DeliverJob,
+    leases,
+    queue::{self, Job, Queue},
+};
+use crate::{
+    context::HubContext,
+    domain::ids::UnixMs,
+    store::{StoreError, bodies, contents, deliveries, distributions, requests},
+};
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub expired: usize,
+    pub renewals: usize,
+    /// Subscriptions whose backlog was capped.
+    pub capped: usize,
+    pub pruned: Pruned,
+}
+
+/// Rows deleted by retention.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub deliveries: u64,
+    pub requests: u64,
+    pub contents: u64,
+    pub bodies: u64,
+    pub distributions: u64,
+    pub jobs: u64,
+}
+
+/// Finished queue jobs are kept this long, for operators looking at the queue.
+const DONE_JOBS_KEPT: Duration = Duration::from_secs(300);
+
+pub fn spawn(ctx: Arc<HubContext>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match sweep_once(&ctx).await {
+                Ok(r) if r != Report::default() => tracing::info!(?r, "sweep"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "sweep failed"),
+            }
+            tokio::time::sleep(ctx.settings.sweep.interval).await;
+        }
+    })
+}
+
+pub async fn sweep_once(ctx: &HubContext) -> Result<Report, StoreError> {
+    let leases = leases::sweep_once(ctx).await?;
+    let capped = cap_backlogs(ctx).await?;
+    let pruned = prune(ctx).await?;
+    Ok(Report {
+        expired: leases.expired,
+        renewals: leases.renewals,
+        capped,
+        pruned,
+    })
+}
+
+/// Drops what is beyond the backlog cap and lets the next delivery of each affected
+/// subscription go (the dropped one may have been the one it waited for).
+async fn cap_backlogs(ctx: &HubContext) -> Result<usize, StoreError> {
+    let now = UnixMs::now();
+    let mut tx = ctx.db.begin().await?;
+    let affected =
+        deliveries::cap_backlogs(&mut tx, ctx.settings.delivery.max_pending, now).await?;
+    let next = deliveries::successors(&mut tx, &affected).await?;
+    let jobs: Vec<Job> = next
+        .chunks(ctx.settings.delivery.batch)
+        .map(|batch| {
+            Job::new(
+                Queue::Deliver,
+                &DeliverJob {
+                    deliveries: batch.to_vec(),
+                    not_before: UnixMs::EPOCH,
+                },
+            )
+        })
+        .collect();
+    queue::push(&mut tx, &jobs).await?;
+    tx.commit().await?;
+    ctx.wakers.wake_for(&jobs);
+    if !affected.is_empty() {
+        tracing::warn!(
+            subscriptions = affected.len(),
+            cap = ctx.settings.delivery.max_pending,
+            "deliveries dropped: backlog cap reached"
+        );
+    }
+    Ok(affected.len())
+}
+
+/// Deletes what retention no longer keeps, children before what they refer to.
+async fn prune(ctx: &HubContext) -> Result<Pruned, StoreError> {
+    let db = &ctx.db;
+    let now = UnixMs::now();
+    let before = now.before(ctx.settings.sweep.retention);
+    let failed_before = now.before(ctx.settings.sweep.failed_retention);
+    let deliveries = deliveries::prune(db, before, failed_before).await?;
+    let requests = requests::prune(db, before).await?;
+    let contents = contents::prune(db, before).await?;
+    let bodies = bodies::prune(db, before).await?;
+    let distributions = distributions::prune(db, before).await?;
+    let jobs = queue::purge_finished(db, now.before(DONE_JOBS_KEPT), failed_before).await?;
+    Ok(Pruned {
+        deliveries,
+        requests,
+        contents,
+        bodies,
+        distributions,
+        jobs,
+    })
+}
