@@ -1,7 +1,11 @@
 //! What the HTTP handlers and the queue workers share.
 
 use crate::{
-    config::Settings, domain::url::HubUrl, jobs::queue::Wakers, outbound::Outbound, store::Db,
+    config::Settings,
+    domain::{ids::ProcessId, url::HubUrl},
+    jobs::queue::Wakers,
+    outbound::Outbound,
+    store::Db,
 };
 
 #[derive(Debug)]
@@ -13,4 +17,6 @@ pub struct HubContext {
     pub public_url: HubUrl,
     pub outbound: Outbound,
     pub wakers: Wakers,
+    /// This process: the owner of every claim it takes (`jobs::liveness`).
+    pub process: ProcessId,
 }

@@ -8,15 +8,19 @@ use actix_web::{App, HttpServer, dev::ServerHandle, web};
 use crate::{
     config::Settings,
     context::HubContext,
-    domain::url::HubUrl,
+    domain::{ids::ProcessId, url::HubUrl},
     http,
-    jobs::queue::{self, Wakers, Workers},
+    jobs::{
+        liveness,
+        queue::{self, Wakers, Workers},
+    },
     outbound::Outbound,
     store::Db,
 };
 
 pub struct Application {
     ctx: Arc<HubContext>,
+    liveness: tokio::task::JoinHandle<()>,
     port: Option<u16>,
     server: Option<(ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>)>,
     workers: Option<Workers>,
@@ -58,7 +62,12 @@ impl Application {
             public_url,
             outbound,
             wakers: Wakers::default(),
+            process: ProcessId::generate(),
         });
+
+        // Before any claim is taken: claims name this process.
+        liveness::register(&ctx).await?;
+        let liveness = liveness::spawn(ctx.clone());
 
         let server = match listener {
             Some(listener) => {
@@ -88,6 +97,7 @@ impl Application {
         );
         Ok(Self {
             ctx,
+            liveness,
             port,
             server,
             workers,
@@ -103,7 +113,8 @@ impl Application {
         &self.ctx
     }
 
-    /// Stops accepting requests, drains the workers, and closes the database.
+    /// Stops accepting requests, drains the workers (in-flight jobs get a bounded time to
+    /// finish), hands back whatever this process still held, and closes the database.
     pub async fn stop(self) {
         if let Some((handle, join)) = self.server {
             handle.stop(true).await;
@@ -111,6 +122,19 @@ impl Application {
         }
         if let Some(workers) = self.workers {
             workers.stop().await;
+        }
+        self.liveness.abort();
+        match liveness::retire(&self.ctx).await {
+            Ok(r) => tracing::info!(
+                deliveries = r.deliveries.len(),
+                topics = r.topics.len(),
+                verifications = r.requests.len(),
+                "stopped; unfinished work handed back to the queue"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                "stopped without handing work back; other processes take it over once this one's heartbeat lapses"
+            ),
         }
         self.ctx.db.close().await;
     }

@@ -120,4 +120,3 @@ pub async fn ping(client: &reqwest::Client, hub: &str, topic: &str) {
         .status();
     assert_eq!(status.as_u16(), 204);
 }
-

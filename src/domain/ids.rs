@@ -81,6 +81,34 @@ id_type!(
     BodyId
 );
 
+/// One running Herald process (one start of `herald serve`): what its claims are tied to.
+/// Random, so a restarted process is a new one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct ProcessId(String);
+
+impl ProcessId {
+    pub fn generate() -> Self {
+        Self(super::challenge::random_hex(8))
+    }
+
+    /// A process id as stored (read back from a row or a queue worker's name).
+    pub fn from_stored(raw: &str) -> Self {
+        Self(raw.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// An instant, in Unix milliseconds. The default is the epoch ("at once").
 #[derive(
     Debug,

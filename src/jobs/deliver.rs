@@ -2,8 +2,8 @@
 //!
 //! A job carries a batch of delivery ids. It claims those that are due, POSTs them
 //! concurrently over pooled keep-alive connections (one slow subscriber holds one slot, not the
-//! batch), and records every result in one transaction, under the claim it took (a worker whose
-//! claim lapsed and was taken over records nothing). Deliveries to one subscription go out in
+//! batch), and records the results as they come, in small groups, under the claim it took (a
+//! worker whose claim lapsed and was taken over records nothing). Deliveries to one subscription go out in
 //! order; when one finishes, the job goes on to send the next one waiting for that subscription
 //! itself, round after round (for up to [`STREAM_BUDGET`]), so a subscriber's ordered stream of
 //! single-entry documents costs no queue round trip per document. Each POST carries the exact body with
@@ -105,7 +105,8 @@ async fn send_batch(
     stream: bool,
 ) -> Result<Vec<DeliveryId>, JobError> {
     let now = UnixMs::now();
-    let claimed = deliveries::claim(&ctx.db, ids, now, claim_until(ctx, now, ids.len())).await?;
+    let hold = claim_until(ctx, now, ids.len());
+    let claimed = deliveries::claim(&ctx.db, ids, now, hold, &ctx.process).await?;
     requeue_blocked(ctx, ids, &claimed.ids).await?;
     if claimed.ids.is_empty() {
         return Ok(Vec::new());
@@ -118,30 +119,72 @@ async fn send_batch(
     // One draw per batch: deliveries that failed alike come back together, as one job.
     let jitter = random_unit();
 
-    let results: Vec<(ClaimedDelivery, Recorded)> = futures::stream::iter(rows)
+    // POSTs run concurrently; their results are recorded as they come, in small groups (each
+    // group is what finished while the previous one was being written). A POST holds its slot
+    // until its result is written, so what a crash can repeat — POSTs sent and not yet
+    // recorded — is never more than the job's concurrency.
+    let concurrency = ctx.settings.delivery.concurrency;
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let (results, mut finished) = tokio::sync::mpsc::channel(concurrency);
+    let send = futures::stream::iter(rows)
         .map(|row| {
             let content = contents.get(&row.content_id).cloned();
+            let slots = slots.clone();
             async move {
+                let slot = slots.acquire_owned().await;
                 let recorded = match content {
                     Some(content) => attempt(ctx, &row, content, jitter).await,
                     None => Recorded::Cancelled {
                         reason: "content row missing".into(),
                     },
                 };
-                (row, recorded)
+                (row, recorded, slot)
             }
         })
-        .buffer_unordered(ctx.settings.delivery.concurrency)
-        .collect()
-        .await;
-    drop(contents);
+        .buffer_unordered(concurrency)
+        .for_each(move |result| {
+            let results = results.clone();
+            async move {
+                // The recorder only goes away on an error, which this batch then returns.
+                let _ = results.send(result).await;
+            }
+        });
+    // Owns the receiver: should recording fail, the senders see it closed and stop waiting.
+    let token = claimed.token;
+    let record = async move {
+        let mut next = Vec::new();
+        let mut group = Vec::with_capacity(concurrency);
+        while finished.recv_many(&mut group, concurrency).await > 0 {
+            let (outcomes, slots): (Vec<_>, Vec<_>) = group
+                .drain(..)
+                .map(|(row, r, slot)| ((row, r), slot))
+                .unzip();
+            next.extend(record_group(ctx, token, &outcomes, stream).await?);
+            // The group's slots go back only now that its results are written.
+            drop(slots);
+        }
+        Ok::<_, JobError>(next)
+    };
+    let ((), next) = tokio::join!(send, record);
+    next
+}
 
+/// Records the results of one group of POSTs in one transaction: their states, subscriptions
+/// that answered 410, the retries' jobs, and the jobs of the deliveries that waited for the
+/// finished ones. Returns those waiting deliveries when `stream` says this job sends them
+/// itself (their jobs are pushed anyway, due a little later).
+async fn record_group(
+    ctx: &HubContext,
+    token: UnixMs,
+    results: &[(ClaimedDelivery, Recorded)],
+    stream: bool,
+) -> Result<Vec<DeliveryId>, JobError> {
     let now = UnixMs::now();
     let mut retries: BTreeMap<UnixMs, Vec<DeliveryId>> = BTreeMap::new();
     let mut gone = Vec::new();
     // Subscriptions whose delivery reached a final state: the next one waiting may go.
     let mut finished = Vec::new();
-    for (row, recorded) in &results {
+    for (row, recorded) in results {
         match recorded {
             Recorded::Retry {
                 next_attempt_at, ..
@@ -152,10 +195,10 @@ async fn send_batch(
     }
     let mut jobs = jobs_due(retries);
     let records: Vec<(DeliveryId, Recorded)> =
-        results.into_iter().map(|(row, r)| (row.id, r)).collect();
+        results.iter().map(|(row, r)| (row.id, r.clone())).collect();
 
     let mut tx = ctx.db.begin().await?;
-    deliveries::record(&mut tx, claimed.token, &records, now).await?;
+    deliveries::record(&mut tx, token, &records, now).await?;
     subscriptions::end(&mut tx, &gone, "callback answered 410 Gone", now).await?;
     deliveries::cancel_open(&mut tx, &gone, "subscription ended (410 Gone)", now).await?;
     let next = deliveries::successors(&mut tx, &finished).await?;

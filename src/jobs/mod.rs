@@ -17,6 +17,7 @@
 pub mod deliver;
 pub mod distribute;
 pub mod leases;
+pub mod liveness;
 pub mod queue;
 pub mod reconcile;
 pub mod sweep;

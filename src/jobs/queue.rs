@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use super::{deliver::DeliverJob, distribute::DistributeJob, verify::VerifyJob};
 use crate::{
     context::HubContext,
-    domain::{challenge::random_hex, ids::UnixMs},
+    domain::ids::{ProcessId, UnixMs},
     store::{Db, PRUNE_BATCH, StoreError, Tx, dispatch, in_batches},
 };
 
@@ -72,6 +72,15 @@ impl Job {
 
     pub fn queue(&self) -> Queue {
         self.queue
+    }
+
+    /// A job with a payload already serialised (one read back from the queue).
+    fn raw(queue: Queue, payload: Vec<u8>) -> Self {
+        Self {
+            queue,
+            payload,
+            run_at_secs: None,
+        }
     }
 }
 
@@ -131,6 +140,38 @@ pub async fn unfinished<T: DeserializeOwned>(db: &Db, queue: Queue) -> Result<Ve
         .iter()
         .filter_map(|r| serde_json::from_slice(r).ok())
         .collect())
+}
+
+/// The jobs that workers of `process` had taken (fetched or running) and not finished, pushed
+/// again as new jobs: the process is gone, and the queue itself gives its jobs back only after
+/// its own, much longer, heartbeat window (stack-notes §4.5). The old rows run later as
+/// duplicates, which find nothing to do (every handler claims its rows first).
+pub async fn requeue_taken_by(
+    db: &Db,
+    tx: &mut Tx,
+    process: &ProcessId,
+) -> Result<Vec<Job>, StoreError> {
+    let sql = match db {
+        Db::Sqlite(_) => {
+            "SELECT job_type, job FROM Jobs WHERE status IN ('Queued', 'Running') AND lock_by LIKE $1"
+        }
+        Db::Pg(_) => {
+            "SELECT job_type, job FROM apalis.jobs WHERE status IN ('Queued', 'Running') AND lock_by LIKE $1"
+        }
+    };
+    // Worker names are `<queue>-<process>-<restarts>` (see `start`).
+    let pattern = format!("%-{}-%", process.as_str());
+    let rows: Vec<(String, Vec<u8>)> =
+        dispatch!(db, c => sqlx::query_as(sql).bind(&pattern).fetch_all(c).await?);
+    let jobs: Vec<Job> = rows
+        .into_iter()
+        .filter_map(|(name, payload)| {
+            let queue = Queue::ALL.into_iter().find(|q| q.name() == name)?;
+            Some(Job::raw(queue, payload))
+        })
+        .collect();
+    push(tx, &jobs).await?;
+    Ok(jobs)
 }
 
 /// Deletes finished jobs: completed ones finished before `done_before`, failed ones before
@@ -267,7 +308,8 @@ macro_rules! worker {
 
 /// Starts one worker per queue on the context's database.
 pub fn start(ctx: Ctx) -> Workers {
-    let instance = random_hex(6);
+    // Tied to the process, so that its jobs can be found again should it die.
+    let instance = ctx.process.clone();
     let mut monitor = Monitor::new()
         .should_restart(|worker, error| {
             tracing::warn!(worker = %worker.name(), %error, "queue worker stopped; restarting");

@@ -94,7 +94,7 @@ pub async fn accept_sync(
         request,
         RequestOrigin::Subscriber,
         now,
-        Some(reserved),
+        Some((reserved, &ctx.process)),
     )
     .await?;
     tx.commit().await?;
@@ -102,7 +102,7 @@ pub async fn accept_sync(
     let stored = loop {
         let now = UnixMs::now();
         let hold = now.after(timeout + CLAIM_MARGIN).max(reserved);
-        match requests::claim(&ctx.db, id, now, hold, Holder::Reserver).await? {
+        match requests::claim(&ctx.db, id, now, hold, Holder::Reserver, &ctx.process).await? {
             Claim::Claimed(stored) => break stored,
             Claim::Taken => {
                 return Ok(SyncOutcome::Refused(
@@ -146,7 +146,7 @@ enum Verdict {
 pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
     let now = UnixMs::now();
     let hold = now.after(ctx.settings.verification.timeout + CLAIM_MARGIN);
-    match requests::claim(&ctx.db, job.request, now, hold, Holder::Job).await? {
+    match requests::claim(&ctx.db, job.request, now, hold, Holder::Job, &ctx.process).await? {
         Claim::Claimed(stored) => verify_claimed(ctx, &stored).await,
         Claim::Taken => Ok(()),
         Claim::Blocked { recheck_at } => {

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::domain::{
     delivery_mode::DeliveryMode,
-    ids::{ContentId, DeliveryId, SubscriptionId, TopicId, UnixMs},
+    ids::{ContentId, DeliveryId, ProcessId, SubscriptionId, TopicId, UnixMs},
     secret::Secret,
     state::{Audience, SubscriptionState},
     url::HubUrl,
@@ -62,9 +62,11 @@ pub async fn claim(
     ids: &[DeliveryId],
     now: UnixMs,
     hold_until: UnixMs,
+    owner: &ProcessId,
 ) -> Result<Claimed, StoreError> {
     let token = claim_token(hold_until);
-    let sql = "UPDATE deliveries SET state = 'sending', claimed_until = $1, updated_at = $2
+    let sql = "UPDATE deliveries SET state = 'sending', claimed_until = $1, updated_at = $2,
+                   claimed_by = $3
                WHERE id IN ({list})
                  AND ((state = 'pending' AND next_attempt_at <= $2)
                    OR (state = 'sending' AND claimed_until < $2))
@@ -74,9 +76,9 @@ pub async fn claim(
                        AND older.state IN ('pending', 'sending'))
                RETURNING id";
     let mut claimed = Vec::new();
-    for (sql, chunk) in in_list_chunks(sql, 3, ids) {
+    for (sql, chunk) in in_list_chunks(sql, 4, ids) {
         let ids: Vec<DeliveryId> = dispatch!(db, c => {
-            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(token).bind(now), chunk)
+            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(token).bind(now).bind(owner), chunk)
                 .fetch_all(c).await?
         });
         claimed.extend(ids);
@@ -200,7 +202,8 @@ pub async fn record(
     }
     let sql =
         "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_status = $1,
-                   last_error = NULL, delivered_at = $2, updated_at = $2, claimed_until = NULL
+                   last_error = NULL, delivered_at = $2, updated_at = $2, claimed_until = NULL,
+                   claimed_by = NULL
                WHERE state = 'sending' AND claimed_until = $3 AND id IN ({list})";
     for (status, ids) in delivered {
         for (sql, chunk) in in_list_chunks(sql, 4, &ids) {
@@ -212,7 +215,7 @@ pub async fn record(
     }
     let one = "UPDATE deliveries SET state = $2, attempts = attempts + $3, last_status = $4,
                    last_error = $5, next_attempt_at = COALESCE($6, next_attempt_at),
-                   updated_at = $7, claimed_until = NULL
+                   updated_at = $7, claimed_until = NULL, claimed_by = NULL
                WHERE id = $1 AND state = 'sending' AND claimed_until = $8";
     for (id, r) in results {
         let (state, attempted, status, error, next): (

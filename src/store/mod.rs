@@ -9,6 +9,7 @@ pub mod bodies;
 pub mod contents;
 pub mod deliveries;
 pub mod distributions;
+pub mod processes;
 pub mod requests;
 pub mod subscriptions;
 pub mod topic_entries;

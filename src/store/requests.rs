@@ -12,7 +12,7 @@
 use super::{Db, PRUNE_BATCH, StoreError, Tx, dispatch, dispatch_tx, in_batches};
 use crate::domain::{
     hub_request::SubscriptionRequest,
-    ids::{RequestId, UnixMs},
+    ids::{ProcessId, RequestId, UnixMs},
     secret::Secret,
     state::{RequestOrigin, RequestState},
     url::HubUrl,
@@ -83,14 +83,14 @@ impl TryFrom<Row> for StoredRequest {
 /// Stores a new request. When the request right before it for the same pair is identical and
 /// its verification has not started, that one is superseded (see the module docs).
 ///
-/// `reserve_until` marks the request as taken until then, so that no job verifies it: a
-/// `hub.verify=sync` request is verified by the HTTP request that made it.
+/// `reserve` marks the request as taken until then, by this process, so that no job verifies
+/// it: a `hub.verify=sync` request is verified by the HTTP request that made it.
 pub async fn insert(
     tx: &mut Tx,
     req: &SubscriptionRequest,
     origin: RequestOrigin,
     now: UnixMs,
-    reserve_until: Option<UnixMs>,
+    reserve: Option<(UnixMs, &ProcessId)>,
 ) -> Result<RequestId, StoreError> {
     let supersede = "UPDATE subscription_requests
                      SET state = 'superseded', completed_at = $9,
@@ -105,8 +105,8 @@ pub async fn insert(
                        AND verify_token IS NOT DISTINCT FROM $8";
     let insert = "INSERT INTO subscription_requests
                       (mode, topic, callback, secret, lease_requested, created_at, delivery_mode,
-                       verify_mode, verify_token, origin, claimed_until)
-                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id";
+                       verify_mode, verify_token, origin, claimed_until, claimed_by)
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
     let verify_mode = req.legacy.map(|m| m.as_str());
     let delivery_mode = req.delivery_mode.map(|m| m.as_str());
     let lease = req
@@ -124,7 +124,8 @@ pub async fn insert(
         sqlx::query_scalar(insert)
             .bind(req.mode.as_str()).bind(req.topic.as_str()).bind(req.callback.as_str())
             .bind(secret).bind(lease).bind(now).bind(delivery_mode)
-            .bind(verify_mode).bind(&req.verify_token).bind(origin.as_str()).bind(reserve_until)
+            .bind(verify_mode).bind(&req.verify_token).bind(origin.as_str())
+            .bind(reserve.map(|(until, _)| until)).bind(reserve.map(|(_, owner)| owner))
             .fetch_one(&mut *c).await?
     });
     Ok(id)
@@ -174,9 +175,11 @@ pub async fn claim(
     now: UnixMs,
     hold_until: UnixMs,
     holder: Holder,
+    owner: &ProcessId,
 ) -> Result<Claim, StoreError> {
     let sql = format!(
-        "UPDATE subscription_requests SET claimed_until = $3, started_at = COALESCE(started_at, $2)
+        "UPDATE subscription_requests SET claimed_until = $3, started_at = COALESCE(started_at, $2),
+             claimed_by = $5
          WHERE id = $1 AND state = 'pending'
            AND ($4 = 1 OR claimed_until IS NULL OR claimed_until < $2)
            AND NOT EXISTS (
@@ -188,7 +191,7 @@ pub async fn claim(
     );
     let reserved = i64::from(holder == Holder::Reserver);
     let row = dispatch!(db, c => sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.as_str()))
-        .bind(id).bind(now).bind(hold_until).bind(reserved).fetch_optional(c).await?);
+        .bind(id).bind(now).bind(hold_until).bind(reserved).bind(owner).fetch_optional(c).await?);
     if let Some(row) = row {
         return Ok(Claim::Claimed(Box::new(StoredRequest::try_from(row)?)));
     }
@@ -212,8 +215,8 @@ pub async fn claim(
 
 /// Gives a claim back (the verification could not finish), so that it is retried at once.
 pub async fn release(db: &Db, id: RequestId) -> Result<(), StoreError> {
-    let sql =
-        "UPDATE subscription_requests SET claimed_until = NULL WHERE id = $1 AND state = 'pending'";
+    let sql = "UPDATE subscription_requests SET claimed_until = NULL, claimed_by = NULL
+               WHERE id = $1 AND state = 'pending'";
     dispatch!(db, c => {
         sqlx::query(sql).bind(id).execute(c).await?;
     });
@@ -231,7 +234,7 @@ pub async fn complete(
     now: UnixMs,
 ) -> Result<bool, StoreError> {
     let sql = "UPDATE subscription_requests SET state = $2, reason = $3, completed_at = $4,
-                   claimed_until = NULL
+                   claimed_until = NULL, claimed_by = NULL
                WHERE id = $1 AND state = 'pending'";
     let done = dispatch_tx!(tx, c => sqlx::query(sql).bind(id).bind(state.as_str()).bind(reason).bind(now)
         .execute(c).await?.rows_affected());

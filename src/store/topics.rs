@@ -6,7 +6,7 @@
 
 use super::{Db, StoreError, Tx, claim_token, dispatch, dispatch_tx};
 use crate::domain::{
-    ids::{TopicId, UnixMs},
+    ids::{ProcessId, TopicId, UnixMs},
     url::HubUrl,
 };
 
@@ -109,15 +109,16 @@ pub async fn claim(
     now: UnixMs,
     hold_until: UnixMs,
     purpose: ClaimFor,
+    owner: &ProcessId,
 ) -> Result<Option<ClaimedTopic>, StoreError> {
-    let sql = "UPDATE topics SET distributing_until = $3
+    let sql = "UPDATE topics SET distributing_until = $3, distributing_by = $5
                WHERE id = $1 AND ($4 = 0 OR ping_seq > distributed_seq)
                  AND (distributing_until IS NULL OR distributing_until < $2)
                RETURNING id, distributing_until, url, ping_seq, etag, last_modified, content_hash";
     let pings_only = i64::from(purpose == ClaimFor::Pings);
     let hold_until = claim_token(hold_until);
     let row = dispatch!(db, c => sqlx::query_as::<_, ClaimedRow>(sql)
-        .bind(id).bind(now).bind(hold_until).bind(pings_only).fetch_optional(c).await?);
+        .bind(id).bind(now).bind(hold_until).bind(pings_only).bind(owner).fetch_optional(c).await?);
     row.map(ClaimedTopic::try_from).transpose()
 }
 
@@ -151,6 +152,7 @@ pub async fn finish(
     now: UnixMs,
 ) -> Result<bool, StoreError> {
     let sql = "UPDATE topics SET distributed_seq = COALESCE($2, distributed_seq), distributing_until = NULL,
+                   distributing_by = NULL,
                    content_type = COALESCE($3, content_type), content_hash = COALESCE($4, content_hash),
                    etag = CASE WHEN $11 = 1 THEN etag ELSE $5 END,
                    last_modified = CASE WHEN $11 = 1 THEN last_modified ELSE $6 END,
@@ -191,7 +193,7 @@ pub async fn fetch_failed(
     error: &str,
     now: UnixMs,
 ) -> Result<bool, StoreError> {
-    let sql = "UPDATE topics SET distributing_until = NULL, last_fetch_error = $2,
+    let sql = "UPDATE topics SET distributing_until = NULL, distributing_by = NULL, last_fetch_error = $2,
                    fetch_failures = fetch_failures + 1, last_fetched_at = $3
                WHERE id = $1 AND distributing_until = $4";
     let n = dispatch!(db, c => sqlx::query(sql).bind(claim.id).bind(error).bind(now)
@@ -201,8 +203,8 @@ pub async fn fetch_failed(
 
 /// Releases a claim, if still held, without marking anything distributed.
 pub async fn release(db: &Db, claim: &ClaimedTopic) -> Result<(), StoreError> {
-    let sql =
-        "UPDATE topics SET distributing_until = NULL WHERE id = $1 AND distributing_until = $2";
+    let sql = "UPDATE topics SET distributing_until = NULL, distributing_by = NULL
+               WHERE id = $1 AND distributing_until = $2";
     dispatch!(db, c => {
         sqlx::query(sql).bind(claim.id).bind(claim.held_until).execute(c).await?;
     });

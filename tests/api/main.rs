@@ -13,6 +13,7 @@ mod leases;
 mod legacy;
 mod producer;
 mod publish;
+mod recovery;
 mod retention;
 mod subscribe;
 mod verify;

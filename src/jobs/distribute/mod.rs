@@ -68,7 +68,8 @@ pub struct DistributeJob {
 pub async fn run(ctx: &HubContext, job: DistributeJob) -> Result<(), JobError> {
     let now = UnixMs::now();
     let hold = now.after(ctx.settings.fetch.timeout + FAN_OUT_MARGIN);
-    let Some(topic) = topics::claim(&ctx.db, job.topic, now, hold, ClaimFor::Pings).await? else {
+    let claimed = topics::claim(&ctx.db, job.topic, now, hold, ClaimFor::Pings, &ctx.process);
+    let Some(topic) = claimed.await? else {
         return Ok(());
     };
     match distribute(ctx, &job, &topic, now).await {

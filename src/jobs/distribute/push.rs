@@ -50,7 +50,8 @@ pub async fn push_content(
     let topic = loop {
         let now = UnixMs::now();
         let hold = now.after(PUSH_HOLD);
-        if let Some(topic) = topics::claim(&ctx.db, topic_id, now, hold, ClaimFor::Push).await? {
+        let claimed = topics::claim(&ctx.db, topic_id, now, hold, ClaimFor::Push, &ctx.process);
+        if let Some(topic) = claimed.await? {
             break topic;
         }
         if started.elapsed() > PUSH_CLAIM_WAIT {

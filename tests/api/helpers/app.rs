@@ -329,6 +329,24 @@ impl TestApp {
     pub async fn exec(&self, sql: &'static str) {
         herald_sql::exec(&self.db, sql).await
     }
+
+    /// A statement built by the test itself (bulk arrangement the API would take long to make).
+    pub async fn exec_built(&self, sql: String) {
+        match &self.db {
+            Db::Sqlite(p) => {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(p)
+                    .await
+                    .expect("statement");
+            }
+            Db::Pg(p) => {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(p)
+                    .await
+                    .expect("statement");
+            }
+        }
+    }
 }
 
 /// Raw SQL for assertions and for breaking things on purpose.

@@ -2,7 +2,9 @@
 //! scriptable subscriber and a real publisher, and deadline-bounded waiting.
 
 pub mod app;
+pub mod process;
 pub mod publisher;
+pub mod sink;
 pub mod subscriber;
 
 use std::{future::Future, time::Duration};

@@ -1,0 +1,138 @@
+//! Process liveness: every Herald process registers itself (`store::processes`) and beats
+//! every [`HEARTBEAT`]; every claim it takes on a delivery, a topic or a subscription request
+//! names it. When a process misses its heartbeats for [`STALE_AFTER`] — it was killed, its
+//! machine died — the next live process to look (any of them; one wins, by deleting its row)
+//! takes its claims back and queues the work again:
+//!
+//! - deliveries it was sending are pending again and get a job (at-least-once: a POST that was
+//!   in flight is repeated, with the same `Herald-Event-Id`);
+//! - topics it was fetching or fanning out are released and fetched again;
+//! - requests it was verifying wait again and are verified with a fresh challenge;
+//! - queue jobs its workers had taken but not finished are pushed again.
+//!
+//! So after a crash, work resumes within about `STALE_AFTER` + `HEARTBEAT`, instead of when the
+//! claims' own horizons (sized for a whole batch of timeouts) run out. A graceful stop hands
+//! its claims back the same way, at once ([`retire`]).
+
+use std::{sync::Arc, time::Duration};
+
+use super::{
+    deliver::DeliverJob,
+    distribute::DistributeJob,
+    queue::{self, Job, Queue},
+    verify::VerifyJob,
+};
+use crate::{
+    context::HubContext,
+    domain::ids::{ProcessId, UnixMs},
+    store::{
+        StoreError,
+        processes::{self, Released},
+    },
+};
+
+/// How often a process records that it is alive (and looks for processes that are not).
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// A process whose last heartbeat is older than this is taken for dead.
+pub const STALE_AFTER: Duration = Duration::from_secs(8);
+
+/// Registers this process; call before it takes any claim.
+pub async fn register(ctx: &HubContext) -> Result<(), StoreError> {
+    let description = format!(
+        "pid {} role {:?} {}",
+        std::process::id(),
+        ctx.settings.role,
+        env!("CARGO_PKG_VERSION")
+    );
+    processes::register(&ctx.db, &ctx.process, &description, UnixMs::now()).await
+}
+
+/// Beats, and takes back the work of dead processes, until aborted.
+pub fn spawn(ctx: Arc<HubContext>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = beat(&ctx).await {
+                tracing::warn!(%error, "heartbeat failed");
+            }
+            match recover_dead(&ctx).await {
+                Ok(dead) => {
+                    for (process, released) in dead {
+                        tracing::warn!(
+                            %process,
+                            deliveries = released.deliveries.len(),
+                            topics = released.topics.len(),
+                            verifications = released.requests.len(),
+                            "a Herald process stopped beating; its work is queued again"
+                        );
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "looking for dead processes failed"),
+            }
+            tokio::time::sleep(HEARTBEAT).await;
+        }
+    })
+}
+
+async fn beat(ctx: &HubContext) -> Result<(), StoreError> {
+    if !processes::heartbeat(&ctx.db, &ctx.process, UnixMs::now()).await? {
+        // Declared dead (a long stall): its claims were taken back; carry on as a live process.
+        tracing::warn!(process = %ctx.process, "this process was taken for dead; registering again");
+        register(ctx).await?;
+    }
+    Ok(())
+}
+
+/// Takes back the claims of every process that stopped beating. Returns what each held.
+pub async fn recover_dead(ctx: &HubContext) -> Result<Vec<(ProcessId, Released)>, StoreError> {
+    let stale_before = UnixMs::now().before(STALE_AFTER);
+    let mut tx = ctx.db.begin().await?;
+    let dead = processes::claim_dead(&mut tx, stale_before).await?;
+    let mut out = Vec::with_capacity(dead.len());
+    let mut jobs = Vec::new();
+    for process in dead {
+        let released = processes::release_claims(&mut tx, &process).await?;
+        jobs.extend(jobs_for(ctx, &released));
+        jobs.extend(queue::requeue_taken_by(&ctx.db, &mut tx, &process).await?);
+        out.push((process, released));
+    }
+    queue::push(&mut tx, &jobs).await?;
+    tx.commit().await?;
+    ctx.wakers.wake_for(&jobs);
+    Ok(out)
+}
+
+/// A graceful stop: hands this process's remaining claims back (queued again at once, for any
+/// process to take) and takes it off the list. Call after the workers stopped.
+pub async fn retire(ctx: &HubContext) -> Result<Released, StoreError> {
+    let mut tx = ctx.db.begin().await?;
+    let released = processes::release_claims(&mut tx, &ctx.process).await?;
+    let jobs = jobs_for(ctx, &released);
+    queue::push(&mut tx, &jobs).await?;
+    processes::retire(&mut tx, &ctx.process).await?;
+    tx.commit().await?;
+    Ok(released)
+}
+
+/// The jobs that carry released work again.
+fn jobs_for(ctx: &HubContext, released: &Released) -> Vec<Job> {
+    let deliveries = released
+        .deliveries
+        .chunks(ctx.settings.delivery.batch)
+        .map(|batch| {
+            let job = DeliverJob {
+                deliveries: batch.to_vec(),
+                not_before: UnixMs::EPOCH,
+            };
+            Job::new(Queue::Deliver, &job)
+        });
+    let topics = released
+        .topics
+        .iter()
+        .map(|&topic| Job::new(Queue::Distribute, &DistributeJob { topic, failures: 0 }));
+    let requests = released
+        .requests
+        .iter()
+        .map(|&request| Job::new(Queue::Verify, &VerifyJob { request }));
+    deliveries.chain(topics).chain(requests).collect()
+}
