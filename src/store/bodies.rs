@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::{
-    Db, PRUNE_BATCH, StoreError, Tx, bind_all, dispatch, dispatch_tx, in_batches, in_list_chunks,
+    Db, StoreError, Tx, bind_all, delete_older_in_batches, dispatch, dispatch_tx, in_list_chunks,
 };
 use crate::domain::ids::{BodyId, TopicId, UnixMs};
 
@@ -46,11 +46,5 @@ pub async fn prune(db: &Db, before: UnixMs) -> Result<u64, StoreError> {
                    WHERE b.created_at < $1
                      AND NOT EXISTS (SELECT 1 FROM contents c WHERE c.body_id = b.id)
                    LIMIT $2)";
-    in_batches(|| async {
-        Ok(
-            dispatch!(db, c => sqlx::query(sql).bind(before).bind(PRUNE_BATCH)
-            .execute(c).await?.rows_affected()),
-        )
-    })
-    .await
+    delete_older_in_batches(db, sql, before).await
 }

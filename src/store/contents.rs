@@ -7,7 +7,7 @@ use std::{collections::HashMap, ops::Range, sync::Arc};
 use bytes::Bytes;
 
 use super::{
-    Db, PRUNE_BATCH, StoreError, Tx, bind_all, bodies, dispatch, dispatch_tx, in_batches,
+    Db, StoreError, Tx, bind_all, bodies, delete_older_in_batches, dispatch, dispatch_tx,
     in_list_chunks,
 };
 use crate::domain::{
@@ -125,13 +125,7 @@ pub async fn prune(db: &Db, before: UnixMs) -> Result<u64, StoreError> {
                    WHERE c.created_at < $1
                      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.content_id = c.id)
                    LIMIT $2)";
-    in_batches(|| async {
-        Ok(
-            dispatch!(db, c => sqlx::query(sql).bind(before).bind(PRUNE_BATCH)
-            .execute(c).await?.rows_affected()),
-        )
-    })
-    .await
+    delete_older_in_batches(db, sql, before).await
 }
 
 /// `start-end,start-end`.

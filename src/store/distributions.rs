@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Db, PRUNE_BATCH, StoreError, Tx, dispatch, dispatch_tx, in_batches};
+use super::{Db, StoreError, Tx, delete_older_in_batches, dispatch, dispatch_tx};
 use crate::domain::{
     ids::{DistributionId, TopicId, UnixMs},
     state::{DeliveryState, DistributionSource},
@@ -92,11 +92,5 @@ pub async fn prune(db: &Db, before: UnixMs) -> Result<u64, StoreError> {
                    WHERE d.created_at < $1
                      AND NOT EXISTS (SELECT 1 FROM contents c WHERE c.distribution_id = d.id)
                    LIMIT $2)";
-    in_batches(|| async {
-        Ok(
-            dispatch!(db, c => sqlx::query(sql).bind(before).bind(PRUNE_BATCH)
-            .execute(c).await?.rows_affected()),
-        )
-    })
-    .await
+    delete_older_in_batches(db, sql, before).await
 }

@@ -224,6 +224,22 @@ where
     }
 }
 
+/// Runs `sql` — a `DELETE` of at most `$2` rows older than `$1` — in batches of
+/// [`PRUNE_BATCH`]; returns how many rows went.
+pub(crate) async fn delete_older_in_batches(
+    db: &Db,
+    sql: &'static str,
+    before: UnixMs,
+) -> Result<u64, StoreError> {
+    in_batches(|| async {
+        Ok(
+            dispatch!(db, c => sqlx::query(sql).bind(before).bind(PRUNE_BATCH)
+            .execute(c).await?.rows_affected()),
+        )
+    })
+    .await
+}
+
 /// How many values one `IN (…)` list binds: well under SQLite's and PostgreSQL's limits on
 /// bound parameters, whatever else the statement binds.
 pub(crate) const IN_LIST_CHUNK: usize = 500;

@@ -9,7 +9,7 @@
 //! delivery mode, `hub.verify`, `hub.verify_token`), from a subscriber, replaces that one when
 //! its verification has not started — verifying both would apply the same thing twice.
 
-use super::{Db, PRUNE_BATCH, StoreError, Tx, dispatch, dispatch_tx, in_batches};
+use super::{Db, StoreError, Tx, delete_older_in_batches, dispatch, dispatch_tx};
 use crate::domain::{
     hub_request::SubscriptionRequest,
     ids::{ProcessId, RequestId, UnixMs},
@@ -267,11 +267,5 @@ pub async fn prune(db: &Db, before: UnixMs) -> Result<u64, StoreError> {
     let sql = "DELETE FROM subscription_requests WHERE id IN (
                    SELECT id FROM subscription_requests
                    WHERE state <> 'pending' AND completed_at < $1 LIMIT $2)";
-    in_batches(|| async {
-        Ok(
-            dispatch!(db, c => sqlx::query(sql).bind(before).bind(PRUNE_BATCH)
-            .execute(c).await?.rows_affected()),
-        )
-    })
-    .await
+    delete_older_in_batches(db, sql, before).await
 }
