@@ -126,7 +126,8 @@ pub struct ServeArgs {
     /// pings on the hub URL need the producer token.
     #[arg(long, env = "HERALD_MODE", default_value = "open")]
     pub mode: HubMode,
-    /// Comma-separated topic URL prefixes (with * wildcards) a closed hub serves.
+    /// Comma-separated topic URL patterns a closed hub serves (matched as URLs: exact scheme,
+    /// host and port; path by whole segments; * within a segment, ** across segments).
     #[arg(long, env = "HERALD_TOPIC_ALLOW", default_value = "")]
     pub topic_allow: TopicAllowList,
     /// Bearer token of the producer API (and of pings on a closed hub); unset: API off.

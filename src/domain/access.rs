@@ -8,6 +8,8 @@ use std::{fmt, str::FromStr};
 
 use sha2::{Digest, Sha256};
 
+use super::{topic_pattern::TopicPattern, url::HubUrl};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum HubMode {
     #[default]
@@ -15,29 +17,20 @@ pub enum HubMode {
     Closed,
 }
 
-/// `HERALD_TOPIC_ALLOW`: comma-separated URL prefixes; `*` inside one matches any run of
-/// characters (`https://example.org/users/*/feed.atom`).
+/// `HERALD_TOPIC_ALLOW`: comma-separated URL patterns, matched as URLs (see
+/// [`TopicPattern`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TopicAllowList(Vec<String>);
+pub struct TopicAllowList(Vec<TopicPattern>);
 
 impl FromStr for TopicAllowList {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let patterns: Vec<String> = s
-            .split(',')
+        s.split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if let Some(bad) = patterns
-            .iter()
-            .find(|p| !(p.starts_with("http://") || p.starts_with("https://")))
-        {
-            return Err(format!(
-                "topic pattern {bad:?} must start with http:// or https://"
-            ));
-        }
-        Ok(Self(patterns))
+            .map(TopicPattern::parse)
+            .collect::<Result<_, _>>()
+            .map(Self)
     }
 }
 
@@ -46,26 +39,10 @@ impl TopicAllowList {
         self.0.is_empty()
     }
 
-    /// Whether `topic` starts with (or, with `*`, matches the start of) one of the patterns.
-    pub fn permits(&self, topic: &str) -> bool {
-        self.0.iter().any(|p| prefix_match(p, topic))
+    /// Whether one of the patterns admits `topic`.
+    pub fn permits(&self, topic: &HubUrl) -> bool {
+        self.0.iter().any(|p| p.matches(topic.as_url()))
     }
-}
-
-/// Glob match of `pattern` against a prefix of `text`, `*` matching any run of characters.
-fn prefix_match(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = text.strip_prefix(first) else {
-        return false;
-    };
-    for part in parts {
-        match rest.find(part) {
-            Some(i) => rest = &rest[i + part.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 /// The producer token (`HERALD_PRODUCER_TOKEN`). Never printed.
@@ -111,16 +88,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn allow_lists_match_prefixes_and_stars() {
+    fn allow_lists_match_subtrees_and_stars() {
         let list: TopicAllowList =
             "https://social.example/api/statuses/user_timeline/, https://social.example/users/*/feed.atom"
                 .parse()
                 .unwrap();
-        assert!(list.permits("https://social.example/api/statuses/user_timeline/1.atom"));
-        assert!(list.permits("https://social.example/users/ada/feed.atom"));
-        assert!(!list.permits("https://social.example/users/ada/other.atom"));
-        assert!(!list.permits("https://evil.example/api/statuses/user_timeline/1.atom"));
-        assert!(!list.permits("http://social.example/api/statuses/user_timeline/1.atom"));
+        let permits = |t: &str| list.permits(&HubUrl::parse(t).unwrap());
+        assert!(permits(
+            "https://social.example/api/statuses/user_timeline/1.atom"
+        ));
+        assert!(permits("https://social.example/users/ada/feed.atom"));
+        assert!(!permits("https://social.example/users/ada/other.atom"));
+        assert!(!permits(
+            "https://evil.example/api/statuses/user_timeline/1.atom"
+        ));
+        assert!(!permits(
+            "http://social.example/api/statuses/user_timeline/1.atom"
+        ));
         assert!("ftp://x/".parse::<TopicAllowList>().is_err());
         assert!("".parse::<TopicAllowList>().unwrap().is_empty());
     }

@@ -15,4 +15,5 @@ pub mod retry;
 pub mod secret;
 pub mod signature;
 pub mod state;
+pub mod topic_pattern;
 pub mod url;

@@ -296,7 +296,7 @@ async fn apply(
 /// topics, and no hub fetches from addresses its policy forbids.
 async fn topic_refusal(ctx: &HubContext, topic: &HubUrl) -> Option<String> {
     if ctx.settings.access.mode == HubMode::Closed
-        && !ctx.settings.access.topic_allow.permits(topic.as_str())
+        && !ctx.settings.access.topic_allow.permits(topic)
     {
         return Some("this hub only serves its publisher's own topics".into());
     }
