@@ -242,7 +242,8 @@ async fn a_producer_pushes_content_and_sees_who_is_subscribed_and_how_it_went() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_closed_hub_serves_only_its_producers_topics_and_pings() {
     let publisher = Publisher::spawn();
-    let allowed_prefix = publisher.url("own/");
+    // No trailing slash: as text, it is also a prefix of the look-alike topic below.
+    let allowed_prefix = publisher.url("own");
     let app = TestApp::spawn_with(&[
         ("HERALD_MODE", "closed"),
         ("HERALD_TOPIC_ALLOW", &allowed_prefix),
@@ -268,6 +269,15 @@ async fn a_closed_hub_serves_only_its_producers_topics_and_pings() {
     assert!(
         get.param("hub.reason")
             .is_some_and(|r| r.contains("only serves"))
+    );
+
+    // A topic whose URL merely starts with the allowed text is not the producer's.
+    let lookalike = publisher.url("own-evil/feed");
+    assert!(lookalike.starts_with(&allowed_prefix));
+    app.subscribe(&lookalike, &sub.callback("l"), &[]).await;
+    assert_eq!(
+        app.settled_request(&lookalike, &sub.callback("l")).await,
+        "denied"
     );
 
     // The producer's own topic is served.
