@@ -4,6 +4,13 @@
 //! By default only public unicast addresses are allowed. `loopback` additionally allows the
 //! loopback range (a hub co-located with its publisher); `all` allows everything (tests, or a
 //! hub inside a trusted private network).
+//!
+//! IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are judged as the IPv4 address they carry.
+//! The IPv6 forms that *tunnel or translate* to IPv4 — IPv4-compatible `::a.b.c.d`,
+//! IPv4-translated `::ffff:0:a.b.c.d`, 6to4 `2002::/16`, Teredo `2001::/32`, NAT64
+//! `64:ff9b::/96` and `64:ff9b:1::/48` — are refused whatever IPv4 address they embed: which
+//! host a relay or translator finally reaches cannot be judged from here, and no callback or
+//! topic needs them. So are deprecated site-local `fec0::/10` and the other non-public ranges.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -72,14 +79,20 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let first = s[0];
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00 // fc00::/7 unique local
         || (first & 0xffc0) == 0xfe80 // fe80::/10 link local
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
-        || (first == 0x0064 && ip.segments()[1] == 0xff9b)) // NAT64 may reach private v4
+        || (first & 0xffc0) == 0xfec0 // fec0::/10 site local (deprecated)
+        || (first == 0x2001 && s[1] == 0x0db8) // documentation
+        || (first == 0x2001 && s[1] == 0x0000) // 2001::/32 Teredo
+        || first == 0x2002 // 2002::/16 6to4
+        || (first == 0x0064 && s[1] == 0xff9b) // 64:ff9b::/96 and 64:ff9b:1::/48 NAT64
+        || s[..6] == [0, 0, 0, 0, 0, 0] // ::a.b.c.d IPv4-compatible (deprecated)
+        || s[..6] == [0, 0, 0, 0, 0xffff, 0]) // ::ffff:0:a.b.c.d IPv4-translated
 }
 
 #[cfg(test)]
@@ -110,6 +123,19 @@ mod tests {
             "fd12:3456::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::8.8.8.8",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:8.8.8.8",
+            "2002:7f00:1::1",
+            "2002:0808:0808::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
+            "feff::1",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::8.8.8.8",
+            "64:ff9b:1::a00:1",
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
         ];

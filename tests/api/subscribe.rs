@@ -239,6 +239,15 @@ async fn callbacks_on_forbidden_addresses_are_refused_at_once() {
         "http://10.0.0.7/cb",
         "http://169.254.169.254/latest",
         "http://[::1]/cb",
+        // IPv6 forms that embed or reach IPv4.
+        "http://[::ffff:127.0.0.1]/cb",
+        "http://[::127.0.0.1]/cb",
+        "http://[::ffff:0:10.0.0.1]/cb",
+        "http://[2002:7f00:1::1]/cb",
+        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/cb",
+        "http://[64:ff9b::a9fe:a9fe]/cb",
+        "http://[64:ff9b:1::a00:1]/cb",
+        "http://[fec0::1]/cb",
     ] {
         let (status, body) = app
             .post_form(&[
