@@ -61,7 +61,7 @@ pub enum Command {
 
 async fn database(args: &DatabaseArgs) -> anyhow::Result<Db> {
     install_crypto_provider();
-    let db = Db::connect(&args.database_url).await?;
+    let db = Db::connect(args.database_url.expose()).await?;
     // Operator commands never change the schema (a hub of another version may own it); they
     // only need it to exist.
     if !db.has_schema().await {
@@ -95,7 +95,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate(args) => {
             install_crypto_provider();
-            let db = Db::connect(&args.database_url).await?;
+            let db = Db::connect(args.database_url.expose()).await?;
             db.migrate().await?;
             println!("{} schema is up to date", db.engine());
             Ok(())

@@ -2,7 +2,7 @@
 //! `herald serve`, parsed once into [`Settings`] made of domain types. `.env.example` lists every
 //! setting with its default.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use clap::Args;
 
@@ -22,9 +22,63 @@ pub struct DatabaseArgs {
     #[arg(
         long,
         env = "HERALD_DATABASE_URL",
-        default_value = "sqlite://herald.db"
+        default_value = "sqlite://herald.db",
+        hide_env_values = true
     )]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
+}
+
+/// A database URL. It may carry a password, so it prints (`Display`, `Debug`) with the
+/// password masked; [`DatabaseUrl::expose`] gives the real one to the driver.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::store::redact_url(&self.0))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// A command-line or environment value that must never be printed (a token).
+#[derive(Clone)]
+pub struct Redacted(String);
+
+impl Redacted {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Redacted {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -132,7 +186,7 @@ pub struct ServeArgs {
     pub topic_allow: TopicAllowList,
     /// Bearer token of the producer API (and of pings on a closed hub); unset: API off.
     #[arg(long, env = "HERALD_PRODUCER_TOKEN", hide_env_values = true)]
-    pub producer_token: Option<String>,
+    pub producer_token: Option<Redacted>,
     /// What this process runs: all (HTTP and queue workers), web, or worker.
     #[arg(long, env = "HERALD_ROLE", default_value = "all")]
     pub role: Role,
@@ -158,7 +212,7 @@ impl Role {
 /// that needs them.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub listen: SocketAddr,
     /// `None`: derived from the address actually bound.
     pub public_url: Option<HubUrl>,
@@ -274,7 +328,10 @@ impl TryFrom<ServeArgs> for Settings {
             access: AccessSettings {
                 mode: a.mode,
                 topic_allow: a.topic_allow,
-                producer_token: a.producer_token.as_deref().and_then(ProducerToken::new),
+                producer_token: a
+                    .producer_token
+                    .as_ref()
+                    .and_then(|t| ProducerToken::new(t.expose())),
                 max_request_bytes: positive("HERALD_MAX_REQUEST_BYTES", a.max_request_bytes)?,
             },
             lease: LeaseSettings {
@@ -339,5 +396,34 @@ impl Settings {
         }
         let parsed = <Wrapper as clap::Parser>::try_parse_from(args).map_err(|e| e.to_string())?;
         Self::try_from(parsed.serve)
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn settings_never_print_passwords_or_tokens() {
+        let settings = Settings::from_vars([
+            (
+                "HERALD_DATABASE_URL",
+                "postgres://herald:hunter2@db.internal:5432/herald".to_owned(),
+            ),
+            ("HERALD_PRODUCER_TOKEN", "tok-123-secret".to_owned()),
+        ])
+        .expect("valid");
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("tok-123-secret"), "{printed}");
+        assert!(printed.contains("postgres://herald:***@db.internal:5432/herald"));
+        assert_eq!(
+            settings.database_url.expose(),
+            "postgres://herald:hunter2@db.internal:5432/herald"
+        );
+        assert_eq!(
+            crate::store::redact_url("sqlite://herald.db"),
+            "sqlite://herald.db"
+        );
     }
 }

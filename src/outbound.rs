@@ -37,6 +37,9 @@ pub enum OutboundError {
 
 impl From<reqwest::Error> for OutboundError {
     fn from(e: reqwest::Error) -> Self {
+        // Never the URL: a verification URL carries the challenge, a callback URL may carry the
+        // subscriber's own credentials; the caller knows which URL it asked for.
+        let e = e.without_url();
         if e.is_timeout() {
             return Self::Timeout;
         }

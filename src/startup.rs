@@ -34,7 +34,7 @@ pub fn install_crypto_provider() {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         install_crypto_provider();
-        let db = Db::connect(&settings.database_url).await?;
+        let db = Db::connect(settings.database_url.expose()).await?;
         db.migrate().await?;
 
         let listener = if settings.role.serves_http() {

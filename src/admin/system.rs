@@ -33,7 +33,7 @@ pub async fn publish(db: &Db, topics: &[String], json: bool) -> anyhow::Result<(
 pub async fn check_config(json: bool) -> anyhow::Result<()> {
     let settings = Settings::from_vars(std::iter::empty())
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let db = Db::connect(&settings.database_url).await?;
+    let db = Db::connect(settings.database_url.expose()).await?;
     let database = db.engine();
     db.close().await;
     let public_url = settings.public_url.as_ref().map_or_else(

@@ -77,8 +77,9 @@ impl std::str::FromStr for VerifyMode {
 /// The longest `hub.verify_token` accepted, in bytes.
 pub const MAX_VERIFY_TOKEN_BYTES: usize = 1024;
 
-/// A subscribe or unsubscribe request, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A subscribe or unsubscribe request, validated. Its `Debug` shows neither the secret nor the
+/// verify token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SubscriptionRequest {
     pub mode: Mode,
     pub topic: HubUrl,
@@ -94,6 +95,21 @@ pub struct SubscriptionRequest {
     pub legacy: Option<VerifyMode>,
     /// PuSH 0.3's `hub.verify_token`, echoed in every verification of this subscription.
     pub verify_token: Option<String>,
+}
+
+impl std::fmt::Debug for SubscriptionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionRequest")
+            .field("mode", &self.mode)
+            .field("topic", &self.topic)
+            .field("callback", &self.callback)
+            .field("lease_seconds", &self.lease_seconds)
+            .field("secret", &self.secret)
+            .field("delivery_mode", &self.delivery_mode)
+            .field("legacy", &self.legacy)
+            .field("verify_token", &self.verify_token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +301,7 @@ impl TryFrom<&[(String, String)]> for HubRequest {
 
 fn publish(form: &Form<'_>) -> Result<HubRequest, HubRequestError> {
     let mut topics: Vec<HubUrl> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (name, value) in form
         .all("hub.url")
         .map(|v| ("hub.url", v))
@@ -292,12 +309,12 @@ fn publish(form: &Form<'_>) -> Result<HubRequest, HubRequestError> {
         .chain(form.all("hub.topic").map(|v| ("hub.topic", v)))
     {
         for url in split_urls(name, value)? {
-            if !topics.contains(&url) {
+            if seen.insert(url.as_str().to_owned()) {
                 topics.push(url);
             }
-        }
-        if topics.len() > MAX_PUBLISH_TOPICS {
-            return Err(HubRequestError::TooManyTopics);
+            if topics.len() > MAX_PUBLISH_TOPICS {
+                return Err(HubRequestError::TooManyTopics);
+            }
         }
     }
     if topics.is_empty() {
@@ -306,21 +323,29 @@ fn publish(form: &Form<'_>) -> Result<HubRequest, HubRequestError> {
     Ok(HubRequest::Publish { topics })
 }
 
-/// One value may hold a comma-separated list (Superfeedr style). Commas are legal inside URLs,
-/// so the value is split only when every piece is a valid URL on its own.
+/// The URLs in one `hub.url` value: a comma-separated list when every piece is a URL, else the
+/// value as one URL. A list longer than a ping may name is refused while it is being split.
 fn split_urls(name: &'static str, value: &str) -> Result<Vec<HubUrl>, HubRequestError> {
     let value = value.trim();
     if value.is_empty() {
         return Ok(Vec::new());
     }
     if value.contains(',') {
-        let pieces: Result<Vec<_>, _> = value
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(HubUrl::parse)
-            .collect();
-        if let Ok(pieces) = pieces {
+        let mut pieces = Vec::new();
+        let mut all_urls = true;
+        for piece in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match HubUrl::parse(piece) {
+                Ok(url) => pieces.push(url),
+                Err(_) => {
+                    all_urls = false;
+                    break;
+                }
+            }
+            if pieces.len() > MAX_PUBLISH_TOPICS {
+                return Err(HubRequestError::TooManyTopics);
+            }
+        }
+        if all_urls {
             return Ok(pieces);
         }
     }

@@ -50,8 +50,36 @@ fn rel_matches(param: &str, rel: &str) -> bool {
 }
 
 /// The single header value every delivery carries, in the exact form conformance testers parse.
+/// Characters that could end a link target early or start a parameter of their own (`<`, `>`,
+/// `"`, white space, controls) are percent-encoded, so a topic URL cannot add a link (a
+/// `rel="hub"` of its choosing) to the header. `,` and `;` are kept: inside `<…>` they are
+/// part of the target (RFC 8288 §3), and encoding them would change the topic URL subscribers
+/// compare `rel="self"` with.
 pub fn delivery_link_header(hub: &str, self_url: &str) -> String {
-    format!("<{hub}>; rel=\"hub\", <{self_url}>; rel=\"self\"")
+    format!(
+        "<{}>; rel=\"hub\", <{}>; rel=\"self\"",
+        link_target(hub),
+        link_target(self_url)
+    )
+}
+
+fn link_target(url: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| matches!(c, '<' | '>' | '"') || c.is_whitespace() || c.is_control();
+    if !url.contains(unsafe_char) {
+        return std::borrow::Cow::Borrowed(url);
+    }
+    let mut out = String::with_capacity(url.len() + 8);
+    for c in url.chars() {
+        if unsafe_char(c) {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Whether two hub URLs name the same hub: equal after lower-casing scheme and host, dropping a
@@ -95,6 +123,20 @@ mod tests {
             delivery_link_header("http://hub/", "http://t/f"),
             r#"<http://hub/>; rel="hub", <http://t/f>; rel="self""#
         );
+    }
+
+    #[test]
+    fn a_topic_url_cannot_add_a_link() {
+        let hostile = r#"http://t/f>; rel="hub", <http://evil/hub"#;
+        let header = delivery_link_header("http://hub/", hostile);
+        assert_eq!(links_with_rel(&header, "hub"), ["http://hub/"]);
+        assert_eq!(
+            links_with_rel(&header, "self"),
+            ["http://t/f%3E;%20rel=%22hub%22,%20%3Chttp://evil/hub"]
+        );
+        // Commas and semicolons inside the target stay as they are.
+        let header = delivery_link_header("http://hub/", "http://t/a,b;c");
+        assert_eq!(links_with_rel(&header, "self"), ["http://t/a,b;c"]);
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub struct Selection {
     pub new: Vec<usize>,
     /// Indexes of entries delivered before with other content.
     pub changed: Vec<usize>,
+    /// Per entry of the document, whether it is new or changed: `contains` in constant time
+    /// (a diff of a 20,000-entry feed asks once per entry).
+    chosen: Vec<bool>,
 }
 
 impl Selection {
@@ -28,7 +31,7 @@ impl Selection {
     }
 
     pub fn contains(&self, i: usize) -> bool {
-        self.new.contains(&i) || self.changed.contains(&i)
+        self.chosen.get(i).copied().unwrap_or(false)
     }
 }
 
@@ -36,13 +39,15 @@ pub fn select(feed: &Feed, known: &Known) -> Selection {
     let mut selection = Selection {
         new: Vec::new(),
         changed: Vec::new(),
+        chosen: vec![false; feed.entries.len()],
     };
     for (i, entry) in feed.entries.iter().enumerate() {
         match known.get(&entry.key) {
             None => selection.new.push(i),
             Some(hash) if *hash != entry.hash => selection.changed.push(i),
-            Some(_) => {}
+            Some(_) => continue,
         }
+        selection.chosen[i] = true;
     }
     selection
 }

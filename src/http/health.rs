@@ -1,4 +1,5 @@
-//! `GET /health`: 200 when the database answers, 503 otherwise (JSON).
+//! `GET /health`: 200 when the database answers, 503 otherwise (JSON, without the cause,
+//! which goes to the log).
 
 use std::sync::Arc;
 
@@ -12,7 +13,12 @@ pub async fn get(ctx: web::Data<Arc<HubContext>>) -> HttpResponse {
     match ok {
         Ok(_) => HttpResponse::Ok()
             .json(serde_json::json!({"status": "ok", "database": ctx.db.engine()})),
-        Err(e) => HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"status": "unavailable", "error": e.to_string()})),
+        Err(error) => {
+            // The cause is for the operator's log, not for whoever asks.
+            tracing::warn!(%error, "health check: the database does not answer");
+            HttpResponse::ServiceUnavailable().json(
+                serde_json::json!({"status": "unavailable", "error": "the database does not answer"}),
+            )
+        }
     }
 }

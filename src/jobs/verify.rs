@@ -30,6 +30,7 @@ use crate::{
         state::{RequestOrigin, RequestState},
         url::HubUrl,
     },
+    outbound::OutboundError,
     store::{
         self, StoreError,
         requests::{self, Claim, Holder, StoredRequest},
@@ -214,7 +215,12 @@ async fn verify_and_complete(ctx: &HubContext, stored: &StoredRequest) -> Result
             "callback answered {status} without echoing the challenge"
         )),
         Ok((status, _)) => Verdict::Refused(format!("callback answered {status}")),
-        Err(e) => Verdict::Refused(format!("callback unreachable: {e}")),
+        Err(error) => {
+            // The class of failure is what the subscriber (a 409 for hub.verify=sync) and the
+            // stored reason say; resolver and connection details stay in the log.
+            tracing::info!(%callback, %error, "verification request failed");
+            Verdict::Refused(failure_class(&error).into())
+        }
     };
 
     match verdict {
@@ -235,6 +241,17 @@ async fn verify_and_complete(ctx: &HubContext, stored: &StoredRequest) -> Result
         }
     }
     Ok(())
+}
+
+/// What went wrong with a verification request, in words that reveal nothing about the hub's
+/// network.
+fn failure_class(error: &OutboundError) -> &'static str {
+    match error {
+        OutboundError::Timeout => "the callback did not answer in time",
+        OutboundError::Forbidden(_) => "the callback's address is not one this hub may contact",
+        OutboundError::TooLarge(_) => "the callback's answer was too large to be a challenge",
+        OutboundError::Transport(_) => "the connection to the callback failed",
+    }
 }
 
 /// Completes a request in one transaction: its final state, the subscription change a verified

@@ -59,6 +59,19 @@ impl StoreError {
     }
 }
 
+/// `url` with its password, if any, replaced by `***`: for every message that shows it.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        // Not a URL: it cannot be told where a password would be, so show none of it.
+        Err(_) => "(an unparseable database URL)".to_owned(),
+    }
+}
+
 /// A connection pool to one of the two engines.
 #[derive(Debug, Clone)]
 pub enum Db {
@@ -123,7 +136,8 @@ impl Db {
             Ok(Self::Pg(pool))
         } else {
             Err(StoreError::Config(format!(
-                "unsupported database URL {url:?}: use sqlite://FILE or postgres://…"
+                "unsupported database URL {:?}: use sqlite://FILE or postgres://…",
+                redact_url(url)
             )))
         }
     }

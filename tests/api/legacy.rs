@@ -111,3 +111,30 @@ async fn the_verify_token_is_echoed_and_legacy_subscriptions_are_signed_with_sha
         Some(expected_signature("sha256", "new-secret", b"both kinds").as_str())
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_sync_verification_names_the_kind_of_failure_and_nothing_internal() {
+    let app = TestApp::spawn().await;
+    // Nothing listens there: the connection is refused.
+    let (_, closed_port) = crate::helpers::loopback_listener();
+    let cb = format!("http://127.0.0.1:{closed_port}/cb?token=subscribers-own");
+    let (status, body) = app
+        .post_form(&[
+            ("hub.mode", "subscribe"),
+            ("hub.topic", "http://127.0.0.1:9/legacy-leak"),
+            ("hub.callback", &cb),
+            ("hub.verify", "sync"),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(body.contains("connection to the callback failed"), "{body}");
+    for internal in [
+        "127.0.0.1",
+        "refused",
+        "tcp",
+        "hub.challenge",
+        "subscribers-own",
+    ] {
+        assert!(!body.contains(internal), "{internal:?} in {body}");
+    }
+}
