@@ -187,6 +187,20 @@ pub struct ServeArgs {
     /// Bearer token of the producer API (and of pings on a closed hub); unset: API off.
     #[arg(long, env = "HERALD_PRODUCER_TOKEN", hide_env_values = true)]
     pub producer_token: Option<Redacted>,
+    /// At most this many POSTs and verification GETs to one callback host (host and port) at
+    /// once in this process; more wait their turn without using up an attempt.
+    #[arg(long, env = "HERALD_MAX_PER_HOST", default_value_t = 32)]
+    pub max_per_host: usize,
+    /// At most this many `hub.verify=sync` verifications at once; beyond it requests get 503
+    /// with Retry-After.
+    #[arg(long, env = "HERALD_MAX_SYNC_VERIFICATIONS", default_value_t = 32)]
+    pub max_sync_verifications: usize,
+    /// How long a client may take to send a request's headers and body together.
+    #[arg(long, env = "HERALD_CLIENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub client_timeout: Duration,
+    /// At most this many client connections at once per HTTP worker thread.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 25_000)]
+    pub max_connections: usize,
     /// What this process runs: all (HTTP and queue workers), web, or worker.
     #[arg(long, env = "HERALD_ROLE", default_value = "all")]
     pub role: Role,
@@ -235,6 +249,10 @@ pub struct AccessSettings {
     pub topic_allow: TopicAllowList,
     pub producer_token: Option<ProducerToken>,
     pub max_request_bytes: usize,
+    /// Headers and body of one request together.
+    pub client_timeout: Duration,
+    pub max_connections: usize,
+    pub max_sync_verifications: usize,
 }
 
 /// Leases granted, enforced and renewed (`jobs::leases`).
@@ -283,6 +301,8 @@ pub struct DeliverySettings {
     pub concurrency: usize,
     /// The most deliveries that may wait for one subscription.
     pub max_pending: usize,
+    /// Concurrent requests (deliveries and verifications) to one callback host.
+    pub max_per_host: usize,
 }
 
 /// The queue workers and the reconciler (`jobs::queue`, `jobs::reconcile`).
@@ -333,6 +353,12 @@ impl TryFrom<ServeArgs> for Settings {
                     .as_ref()
                     .and_then(|t| ProducerToken::new(t.expose())),
                 max_request_bytes: positive("HERALD_MAX_REQUEST_BYTES", a.max_request_bytes)?,
+                client_timeout: a.client_timeout,
+                max_connections: positive("HERALD_MAX_CONNECTIONS", a.max_connections)?,
+                max_sync_verifications: positive(
+                    "HERALD_MAX_SYNC_VERIFICATIONS",
+                    a.max_sync_verifications,
+                )?,
             },
             lease: LeaseSettings {
                 policy: lease,
@@ -366,6 +392,7 @@ impl TryFrom<ServeArgs> for Settings {
                     "HERALD_MAX_PENDING_PER_SUBSCRIPTION",
                     a.max_pending_per_subscription,
                 )?,
+                max_per_host: positive("HERALD_MAX_PER_HOST", a.max_per_host)?,
             },
             queue: QueueSettings {
                 poll: a.queue_poll,

@@ -4,6 +4,7 @@ use crate::{
     config::Settings,
     domain::{ids::ProcessId, url::HubUrl},
     jobs::queue::Wakers,
+    limits::Limits,
     outbound::Outbound,
     store::Db,
 };
@@ -19,4 +20,5 @@ pub struct HubContext {
     pub wakers: Wakers,
     /// This process: the owner of every claim it takes (`jobs::liveness`).
     pub process: ProcessId,
+    pub limits: Limits,
 }

@@ -26,6 +26,7 @@ pub mod domain;
 pub mod feed;
 pub mod http;
 pub mod jobs;
+pub mod limits;
 pub mod outbound;
 pub mod startup;
 pub mod store;

@@ -18,6 +18,8 @@ use reqwest::{
 use crate::{config::Settings, domain::address::AddressPolicy};
 
 pub const MAX_REDIRECTS: usize = 5;
+/// How long a host name may take to resolve.
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// A verification answer longer than this cannot be a challenge echo.
 const MAX_VERIFY_BODY: usize = 1024;
 /// Delivery responses are read (to keep the connection reusable) up to this size, then dropped.
@@ -76,7 +78,12 @@ impl Resolve for PolicyResolver {
         let policy = self.0;
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let lookup =
+                tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host((host.as_str(), 0)));
+            let all: Vec<SocketAddr> = lookup
+                .await
+                .map_err(|_| format!("resolving {host} timed out"))??
+                .collect();
             let allowed: Vec<SocketAddr> = all
                 .iter()
                 .copied()

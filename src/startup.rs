@@ -14,6 +14,7 @@ use crate::{
         liveness,
         queue::{self, Wakers, Workers},
     },
+    limits::Limits,
     outbound::Outbound,
     store::Db,
 };
@@ -56,6 +57,10 @@ impl Application {
             (None, None) => HubUrl::parse(&format!("http://{}/hub", settings.listen))?,
         };
         let outbound = Outbound::new(&settings)?;
+        let limits = Limits::new(
+            settings.delivery.max_per_host,
+            settings.access.max_sync_verifications,
+        );
         let ctx = Arc::new(HubContext {
             db,
             settings,
@@ -63,6 +68,7 @@ impl Application {
             outbound,
             wakers: Wakers::default(),
             process: ProcessId::generate(),
+            limits,
         });
 
         // Before any claim is taken: claims name this process.
@@ -78,6 +84,11 @@ impl Application {
                 .listen(listener)?
                 .disable_signals()
                 .shutdown_timeout(10)
+                // Headers must arrive within the client timeout (the body is timed by the
+                // handlers that read it); a flood of idle connections is capped.
+                .client_request_timeout(ctx.settings.access.client_timeout)
+                .max_connections(ctx.settings.access.max_connections)
+                .keep_alive(std::time::Duration::from_secs(75))
                 .run();
                 let handle = server.handle();
                 Some((handle, tokio::spawn(server)))

@@ -47,6 +47,10 @@ pub enum HubError {
     Body(String),
     #[error("the hub is temporarily unavailable; please retry")]
     Unavailable(#[from] StoreError),
+    #[error("too many synchronous verifications are running; retry shortly")]
+    Busy,
+    #[error("the request body did not arrive within {0} s")]
+    SlowBody(u64),
 }
 
 impl ResponseError for HubError {
@@ -60,7 +64,8 @@ impl ResponseError for HubError {
             // The Google reference hub's answer to a failed synchronous verification.
             Self::SyncVerification(_) => StatusCode::CONFLICT,
             Self::NotAForm(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -70,8 +75,14 @@ impl ResponseError for HubError {
         }
         let mut response = HttpResponse::build(self.status_code());
         response.content_type("text/plain; charset=utf-8");
-        if matches!(self, Self::Unavailable(_)) {
-            response.insert_header((header::RETRY_AFTER, "30"));
+        match self {
+            Self::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, "30"));
+            }
+            Self::Busy => {
+                response.insert_header((header::RETRY_AFTER, "5"));
+            }
+            _ => {}
         }
         response.body(format!("{self}\n"))
     }
@@ -83,7 +94,13 @@ pub async fn post(
     ctx: web::Data<Arc<HubContext>>,
 ) -> Result<HttpResponse, HubError> {
     check_content_type(&req)?;
-    let body = read_body(&req, payload, ctx.settings.access.max_request_bytes).await?;
+    let timeout = ctx.settings.access.client_timeout;
+    let body = tokio::time::timeout(
+        timeout,
+        read_body(&req, payload, ctx.settings.access.max_request_bytes),
+    )
+    .await
+    .map_err(|_| HubError::SlowBody(timeout.as_secs()))??;
     let pairs = parse_form(&body)?;
     match HubRequest::try_from(pairs.as_slice())? {
         HubRequest::Subscription(request) => {
@@ -91,6 +108,10 @@ pub async fn post(
                 return Err(HubError::CallbackRefused(e.to_string()));
             }
             if request.legacy == Some(VerifyMode::Sync) {
+                // Each one holds an outbound GET: their number is bounded.
+                let Some(_slot) = ctx.limits.sync_verification() else {
+                    return Err(HubError::Busy);
+                };
                 // PuSH 0.3 §6.1.2: verified before the answer; 204 when it succeeded.
                 return match verify::accept_sync(&ctx, &request).await {
                     Ok(SyncOutcome::Verified) => Ok(HttpResponse::NoContent().finish()),

@@ -79,9 +79,10 @@ pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
     // subscription is sent by this job at once, round after round, without a queue round trip.
     let started = tokio::time::Instant::now();
     let mut ids = job.deliveries;
+    let mut bodies = contents::BodyCache::default();
     loop {
         let streaming = started.elapsed() < STREAM_BUDGET;
-        ids = send_batch(ctx, &ids, streaming).await?;
+        ids = send_batch(ctx, &ids, streaming, &mut bodies).await?;
         if ids.is_empty() {
             return Ok(());
         }
@@ -103,6 +104,7 @@ async fn send_batch(
     ctx: &HubContext,
     ids: &[DeliveryId],
     stream: bool,
+    bodies: &mut contents::BodyCache,
 ) -> Result<Vec<DeliveryId>, JobError> {
     let now = UnixMs::now();
     let hold = claim_until(ctx, now, ids.len());
@@ -115,7 +117,7 @@ async fn send_batch(
     let mut content_ids: Vec<_> = rows.iter().map(|r| r.content_id).collect();
     content_ids.sort_unstable();
     content_ids.dedup();
-    let contents = contents::load_many(&ctx.db, &content_ids).await?;
+    let contents = contents::load_many(&ctx.db, &content_ids, bodies).await?;
     // One draw per batch: deliveries that failed alike come back together, as one job.
     let jitter = random_unit();
 
@@ -187,8 +189,10 @@ async fn record_group(
     for (row, recorded) in results {
         match recorded {
             Recorded::Retry {
-                next_attempt_at, ..
-            } => retries.entry(*next_attempt_at).or_default().push(row.id),
+                next_attempt_at: due,
+                ..
+            }
+            | Recorded::Deferred { until: due } => retries.entry(*due).or_default().push(row.id),
             Recorded::Gone => gone.push(row.subscription_id),
             _ => finished.push(row.subscription_id),
         }
@@ -269,6 +273,9 @@ fn jobs_due(by_time: BTreeMap<UnixMs, Vec<DeliveryId>>) -> Vec<Job> {
         .collect()
 }
 
+/// How long a delivery whose callback host is at its concurrency cap waits before it tries again.
+pub const HOST_BUSY_DEFER: Duration = Duration::from_millis(500);
+
 /// How long a delivery waiting behind one in flight waits before it looks again.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(1);
 
@@ -297,6 +304,12 @@ async fn attempt(
             reason: "subscription lease expired".into(),
         };
     }
+    // One host gets its share of requests at a time; the rest wait without using an attempt.
+    let Some(_host_slot) = ctx.limits.host_slot(&row.callback) else {
+        return Recorded::Deferred {
+            until: UnixMs::now().after(HOST_BUSY_DEFER),
+        };
+    };
     let headers = match headers(ctx, row, &content) {
         Ok(h) => h,
         Err(reason) => {

@@ -30,7 +30,7 @@ use crate::{
         state::{RequestOrigin, RequestState},
         url::HubUrl,
     },
-    outbound::OutboundError,
+    outbound::{DNS_TIMEOUT, OutboundError},
     store::{
         self, StoreError,
         requests::{self, Claim, Holder, StoredRequest},
@@ -148,7 +148,18 @@ pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
     let now = UnixMs::now();
     let hold = now.after(ctx.settings.verification.timeout + CLAIM_MARGIN);
     match requests::claim(&ctx.db, job.request, now, hold, Holder::Job, &ctx.process).await? {
-        Claim::Claimed(stored) => verify_claimed(ctx, &stored).await,
+        Claim::Claimed(stored) => {
+            // The callback's host gets its share of requests at a time.
+            let Some(_host_slot) = ctx.limits.host_slot(&stored.request.callback) else {
+                requests::release(&ctx.db, stored.id).await?;
+                let due = UnixMs::now().after(super::deliver::HOST_BUSY_DEFER);
+                let mut tx = ctx.db.begin().await?;
+                queue::push(&mut tx, &[Job::new(Queue::Verify, &job).not_before(due)]).await?;
+                tx.commit().await?;
+                return Ok(());
+            };
+            verify_claimed(ctx, &stored).await
+        }
         Claim::Taken => Ok(()),
         Claim::Blocked { recheck_at } => {
             let mut tx = ctx.db.begin().await?;
@@ -323,7 +334,8 @@ async fn topic_refusal(ctx: &HubContext, topic: &HubUrl) -> Option<String> {
     }
     let host = url.host_str()?;
     let port = url.port_or_known_default().unwrap_or(80);
-    let addrs: Vec<_> = tokio::net::lookup_host((host, port)).await.ok()?.collect();
+    let lookup = tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host((host, port)));
+    let addrs: Vec<_> = lookup.await.ok()?.ok()?.collect();
     let policy = ctx.outbound.policy();
     (!addrs.is_empty() && addrs.iter().all(|a| !policy.permits(a.ip()))).then(|| {
         format!("topic host {host} resolves only to addresses this hub may not fetch from")

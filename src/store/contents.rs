@@ -66,10 +66,43 @@ struct Row {
     event_id: String,
 }
 
-/// Loads the given documents, keyed by id, assembling each from its stored body (loaded once).
+/// Bodies already loaded by the caller, by id: bodies never change, so a job that sends many
+/// documents made of one body (an ordered stream of single-entry feeds) reads it once.
+#[derive(Debug, Default)]
+pub struct BodyCache {
+    bodies: HashMap<BodyId, Bytes>,
+    bytes: usize,
+}
+
+/// A cache holding more than this is emptied before it takes more.
+const BODY_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+impl BodyCache {
+    fn missing(&self, ids: &[BodyId]) -> Vec<BodyId> {
+        ids.iter()
+            .copied()
+            .filter(|id| !self.bodies.contains_key(id))
+            .collect()
+    }
+
+    fn extend(&mut self, loaded: HashMap<BodyId, Bytes>) {
+        if self.bytes > BODY_CACHE_BYTES {
+            self.bodies.clear();
+            self.bytes = 0;
+        }
+        for (id, body) in loaded {
+            self.bytes += body.len();
+            self.bodies.insert(id, body);
+        }
+    }
+}
+
+/// Loads the given documents, keyed by id, assembling each from its stored body (loaded once,
+/// or found in `cache`).
 pub async fn load_many(
     db: &Db,
     ids: &[ContentId],
+    cache: &mut BodyCache,
 ) -> Result<HashMap<ContentId, Arc<ContentRow>>, StoreError> {
     let sql = "SELECT id, content_type, body, body_id, ranges, hub_link, self_link, event_id
                FROM contents WHERE id IN ({list})";
@@ -84,7 +117,9 @@ pub async fn load_many(
     let mut body_ids: Vec<BodyId> = rows.iter().filter_map(|r| r.body_id).collect();
     body_ids.sort_unstable();
     body_ids.dedup();
-    let stored = bodies::load_many(db, &body_ids).await?;
+    let missing = cache.missing(&body_ids);
+    cache.extend(bodies::load_many(db, &missing).await?);
+    let stored = &cache.bodies;
     let mut out = HashMap::with_capacity(rows.len());
     for r in rows {
         let body = match r.body_id {

@@ -182,6 +182,11 @@ pub enum Recorded {
     Cancelled {
         reason: String,
     },
+    /// Not sent: its callback host had its share of requests in flight. Waits until `until`;
+    /// no attempt is counted and the last outcome is kept.
+    Deferred {
+        until: UnixMs,
+    },
 }
 
 /// Writes the results of one batch claimed with `token`. A delivery whose claim lapsed and was
@@ -217,6 +222,16 @@ pub async fn record(
                    last_error = $5, next_attempt_at = COALESCE($6, next_attempt_at),
                    updated_at = $7, claimed_until = NULL, claimed_by = NULL
                WHERE id = $1 AND state = 'sending' AND claimed_until = $8";
+    let defer = "UPDATE deliveries SET state = 'pending', next_attempt_at = $2, updated_at = $3,
+                     claimed_until = NULL, claimed_by = NULL
+                 WHERE id = $1 AND state = 'sending' AND claimed_until = $4";
+    for (id, r) in results {
+        if let Recorded::Deferred { until } = r {
+            dispatch_tx!(tx, c => {
+                sqlx::query(defer).bind(id).bind(until).bind(now).bind(token).execute(c).await?;
+            });
+        }
+    }
     for (id, r) in results {
         let (state, attempted, status, error, next): (
             &str,
@@ -225,7 +240,7 @@ pub async fn record(
             Option<&str>,
             Option<UnixMs>,
         ) = match r {
-            Recorded::Delivered { .. } => continue,
+            Recorded::Delivered { .. } | Recorded::Deferred { .. } => continue,
             Recorded::Retry {
                 status,
                 error,

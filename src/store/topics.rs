@@ -19,13 +19,18 @@ pub async fn upsert(tx: &mut Tx, url: &HubUrl, now: UnixMs) -> Result<TopicId, S
     Ok(id)
 }
 
+/// After a failed fetch, pings within this long push no job of their own: the retry that is
+/// already scheduled covers them.
+pub const FAILED_FETCH_COALESCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A recorded ping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ping {
     pub topic_id: TopicId,
     /// Whether a distribution job must be pushed: not when one is already pending for the
-    /// topic (it will read the latest count), unless the last fetch failed (a fresh ping should
-    /// not wait out the fetch backoff).
+    /// topic (it will read the latest count), unless the last fetch failed and was more than
+    /// [`FAILED_FETCH_COALESCE`] ago (a fresh ping should not wait out the fetch backoff, but a
+    /// topic that keeps failing must not gain a job per ping).
     pub needs_job: bool,
 }
 
@@ -39,15 +44,17 @@ pub async fn record_ping(
                WHERE url = $1 AND EXISTS (
                    SELECT 1 FROM subscriptions s
                    WHERE s.topic_id = topics.id AND s.state = 'active' AND s.expires_at > $2)
-               RETURNING id, ping_seq, distributed_seq, fetch_failures";
-    let row: Option<(TopicId, i64, i64, i64)> = dispatch_tx!(tx, c => sqlx::query_as(sql)
+               RETURNING id, ping_seq, distributed_seq, fetch_failures, last_fetched_at";
+    let row: Option<(TopicId, i64, i64, i64, Option<UnixMs>)> = dispatch_tx!(tx, c => sqlx::query_as(sql)
         .bind(url.as_str()).bind(now).fetch_optional(c).await?);
-    Ok(
-        row.map(|(topic_id, ping_seq, distributed_seq, failures)| Ping {
+    let coalesce_until = now.before(FAILED_FETCH_COALESCE);
+    Ok(row.map(
+        |(topic_id, ping_seq, distributed_seq, failures, last_fetched)| Ping {
             topic_id,
-            needs_job: ping_seq - 1 <= distributed_seq || failures > 0,
-        }),
-    )
+            needs_job: ping_seq - 1 <= distributed_seq
+                || (failures > 0 && last_fetched.is_none_or(|at| at < coalesce_until)),
+        },
+    ))
 }
 
 /// What a distribution needs to know about its topic once it holds the claim.

@@ -65,6 +65,8 @@ struct State {
     callbacks: Mutex<HashMap<String, Callback>>,
     changed: Notify,
     gate: Notify,
+    /// Once set, gated answers no longer wait.
+    gate_open: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -97,6 +99,14 @@ impl Subscriber {
     }
 
     pub fn open_gate(&self) {
+        self.state.gate.notify_waiters();
+    }
+
+    /// Opens the gate for the requests waiting at it and for every later one.
+    pub fn open_gate_for_good(&self) {
+        self.state
+            .gate_open
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.state.gate.notify_waiters();
     }
 
@@ -234,7 +244,9 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> 
             .insert_header(("location", to))
             .finish(),
         Answer::Gated => {
-            gate.await;
+            if !state.gate_open.load(std::sync::atomic::Ordering::SeqCst) {
+                gate.await;
+            }
             if method == "GET" {
                 HttpResponse::Ok().body(challenge)
             } else {

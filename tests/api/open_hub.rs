@@ -1,0 +1,145 @@
+//! Defences of an open hub: one callback host cannot hold every delivery slot, synchronous
+//! verifications are bounded, slow clients are cut off, a failing topic does not gain a fetch
+//! job per ping.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{
+    Answer, Publisher, Subscriber, TestApp, app::Backend, eventually, eventually_within,
+};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_callback_host_gets_its_share_and_the_others_go_on() {
+    let app = TestApp::spawn_with(&[("HERALD_MAX_PER_HOST", "2")]).await;
+    let slow = Subscriber::spawn();
+    let fast = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("shared", Some("text/plain"), "news");
+    let topic = publisher.url("shared");
+    for i in 0..8 {
+        let name = format!("s{i}");
+        app.subscribed(&topic, &slow.callback(&name), &[]).await;
+        slow.on_deliver(&name, [Answer::Gated]);
+    }
+    app.subscribed(&topic, &fast.callback("f"), &[]).await;
+    app.publish(&topic).await;
+    // The other host is served while the slow one holds its two slots.
+    fast.wait_deliveries("f", 1).await;
+    let in_flight = || {
+        (0..8)
+            .map(|i| slow.deliveries(&format!("s{i}")).len())
+            .sum::<usize>()
+    };
+    eventually("the slow host to hold its share", || async {
+        (in_flight() == 2).then_some(())
+    })
+    .await;
+    // The rest waited without using up attempts; once the host answers, all arrive.
+    slow.open_gate_for_good();
+    eventually_within(Duration::from_secs(30), "every slow delivery", || async {
+        (in_flight() == 8).then_some(())
+    })
+    .await;
+    app.wait_delivered(9).await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM deliveries WHERE attempts <> 1")
+            .await,
+        0,
+        "each delivery was attempted once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn synchronous_verifications_beyond_the_limit_are_told_to_retry() {
+    let app = TestApp::spawn_with(&[("HERALD_MAX_SYNC_VERIFICATIONS", "1")]).await;
+    let sub = Subscriber::spawn();
+    sub.on_verify("held", [Answer::Gated]);
+    let sync_subscribe = |name: &str| {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("hub.mode", "subscribe"),
+                ("hub.topic", "http://127.0.0.1:9/sync-limit"),
+                ("hub.callback", sub.callback(name).as_str()),
+                ("hub.verify", "sync"),
+            ])
+            .finish();
+        app.client
+            .post(app.hub_url())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let first = tokio::spawn(sync_subscribe("held"));
+    sub.wait_verifications("held", 1).await;
+    let refused = sync_subscribe("other").await.expect("answer");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    assert!(refused.text().await.unwrap_or_default().contains("retry"));
+    assert!(sub.verifications("other").is_empty());
+    sub.open_gate();
+    let first = first.await.expect("task").expect("answer");
+    assert_eq!(first.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_trickles_its_body_is_cut_off_and_others_are_served() {
+    let app = TestApp::spawn_with(&[("HERALD_CLIENT_TIMEOUT", "1s")]).await;
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    slow.write_all(
+        b"POST /hub HTTP/1.1\r\nHost: hub\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nhub.mode=",
+    )
+    .await
+    .expect("write");
+    // Meanwhile, an ordinary request is answered.
+    let (status, _) = app
+        .post_form(&[("hub.mode", "publish"), ("hub.url", "http://127.0.0.1:9/x")])
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // The trickling client gets 408 once its time is up.
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut answer))
+        .await
+        .expect("the hub answers within its timeout")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pings_to_a_failing_topic_do_not_stack_fetch_jobs() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("down", Some("text/plain"), "up");
+    let topic = publisher.url("down");
+    app.subscribed(&topic, &sub.callback("d"), &[]).await;
+    publisher.set_status("down", 500);
+    app.publish(&topic).await;
+    app.wait_fetch_error(&topic).await;
+    for _ in 0..10 {
+        assert_eq!(app.publish(&topic).await, StatusCode::NO_CONTENT);
+    }
+    // The retry already scheduled covers them: one waiting fetch job, not eleven.
+    let waiting = match Backend::from_env() {
+        Backend::Sqlite => {
+            app.count("SELECT COUNT(*) FROM Jobs WHERE job_type = 'hubdistrib' AND status = 'Pending'")
+                .await
+        }
+        Backend::Postgres => {
+            app.count("SELECT COUNT(*) FROM apalis.jobs WHERE job_type = 'hubdistrib' AND status = 'Pending'")
+                .await
+        }
+    };
+    assert_eq!(waiting, 1);
+}
