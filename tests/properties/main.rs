@@ -1,0 +1,169 @@
+//! Properties of the code that reads what strangers send: it never panics, and what it builds
+//! reads back as intended. Run with the rest (`cargo test --test properties`); cases are
+//! generated, 256 per property unless `PROPTEST_CASES` says otherwise.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use herald::{
+    domain::{
+        access::TopicAllowList,
+        address::AddressPolicy,
+        hub_request::{HubRequest, parse_form},
+        link::{delivery_link_header, links_with_rel},
+        url::HubUrl,
+    },
+    feed::{self, Analysis},
+};
+use proptest::prelude::*;
+
+/// Text that looks like URLs some of the time.
+fn url_like() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[ -~]{0,60}",
+        "https?://[a-zA-Z0-9.-]{1,20}(:[0-9]{1,5})?(/[a-zA-Z0-9%._~,;<>\"-]{0,12}){0,4}(\\?[a-z=&%0-9]{0,12})?",
+    ]
+}
+
+proptest! {
+    #[test]
+    fn the_hub_form_parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        if let Ok(pairs) = parse_form(&body) {
+            let _ = HubRequest::try_from(pairs.as_slice());
+        }
+    }
+
+    #[test]
+    fn hub_forms_built_from_pairs_never_panic(
+        pairs in proptest::collection::vec(
+            (prop_oneof![
+                Just("hub.mode".to_owned()), Just("hub.topic".to_owned()),
+                Just("hub.callback".to_owned()), Just("hub.url".to_owned()),
+                Just("hub.lease_seconds".to_owned()), Just("hub.secret".to_owned()),
+                Just("hub.verify".to_owned()), "[a-z.]{1,12}"
+            ], url_like()),
+            0..8,
+        )
+    ) {
+        let _ = HubRequest::try_from(pairs.as_slice());
+    }
+
+    #[test]
+    fn url_normalisation_is_idempotent(raw in url_like()) {
+        if let Ok(url) = HubUrl::parse(&raw) {
+            let again = HubUrl::parse(url.as_str()).expect("a normalised URL parses");
+            prop_assert_eq!(again.as_str(), url.as_str());
+        }
+    }
+
+    #[test]
+    fn a_topic_url_never_adds_a_link(raw in url_like()) {
+        let header = delivery_link_header("https://hub.example/", &raw);
+        prop_assert_eq!(links_with_rel(&header, "hub"), vec!["https://hub.example/".to_owned()]);
+        prop_assert_eq!(links_with_rel(&header, "self").len(), 1);
+    }
+
+    #[test]
+    fn the_allow_list_admits_only_its_own_origin(raw in url_like()) {
+        let list: TopicAllowList = "https://site.example/feeds".parse().expect("valid");
+        if let Ok(topic) = HubUrl::parse(&raw) {
+            if list.permits(&topic) {
+                let u = topic.as_url();
+                prop_assert_eq!(u.scheme(), "https");
+                prop_assert_eq!(u.host_str(), Some("site.example"));
+                prop_assert_eq!(u.port_or_known_default(), Some(443));
+                prop_assert!(u.path() == "/feeds" || u.path().starts_with("/feeds/"));
+            }
+        }
+    }
+
+    #[test]
+    fn allow_list_patterns_never_panic(raw in "[ -~]{0,40}") {
+        let _ = raw.parse::<TopicAllowList>();
+    }
+
+    #[test]
+    fn ipv6_forms_carrying_ipv4_are_judged_no_looser_than_ipv4(octets in any::<[u8; 4]>()) {
+        let v4 = Ipv4Addr::from(octets);
+        for policy in [AddressPolicy::PublicOnly, AddressPolicy::AllowLoopback] {
+            let mapped = IpAddr::V6(v4.to_ipv6_mapped());
+            prop_assert_eq!(policy.permits(mapped), policy.permits(IpAddr::V4(v4)));
+            // IPv4-compatible, 6to4 and NAT64 forms are refused whatever they carry.
+            let [a, b, c, d] = octets;
+            let compatible = IpAddr::V6(v4.to_ipv6_compatible());
+            let six_to_four = IpAddr::V6(Ipv6Addr::new(0x2002, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]), 0, 0, 0, 0, 1));
+            let nat64 = IpAddr::V6(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d])));
+            if !(octets == [0, 0, 0, 1] && policy == AddressPolicy::AllowLoopback) {
+                prop_assert!(!policy.permits(compatible), "{compatible}");
+            }
+            prop_assert!(!policy.permits(six_to_four), "{six_to_four}");
+            prop_assert!(!policy.permits(nat64), "{nat64}");
+        }
+    }
+
+    #[test]
+    fn the_feed_scanner_never_panics(body in proptest::collection::vec(any::<u8>(), 0..2048), json in any::<bool>()) {
+        let content_type = if json { "application/feed+json" } else { "application/atom+xml" };
+        let _ = feed::analyze(Some(content_type), &body);
+    }
+
+    #[test]
+    fn diff_and_single_documents_read_back_as_the_entries_chosen(
+        titles in proptest::collection::vec("[a-zA-Z0-9 <>&'\"]{0,16}", 1..12),
+        chosen in proptest::collection::vec(any::<bool>(), 12),
+        json in any::<bool>(),
+    ) {
+        let (content_type, body) = if json { json_feed(&titles) } else { atom_feed(&titles) };
+        let Analysis::Feed(parsed) = feed::analyze(Some(content_type), body.as_bytes()) else {
+            panic!("a generated feed is a feed: {body}");
+        };
+        prop_assert_eq!(parsed.entries.len(), titles.len());
+        let keep = |i: usize| chosen[i];
+        let diff = feed::build(&parsed, body.as_bytes(), keep);
+        let Analysis::Feed(reread) = feed::analyze(Some(content_type), &diff) else {
+            panic!("a diff reads back as a feed: {}", String::from_utf8_lossy(&diff));
+        };
+        let want: Vec<&str> = parsed.entries.iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, e)| e.key.as_str()).collect();
+        let got: Vec<&str> = reread.entries.iter().map(|e| e.key.as_str()).collect();
+        prop_assert_eq!(got, want);
+        for i in 0..parsed.entries.len() {
+            let single = feed::build(&parsed, body.as_bytes(), |j| j == i);
+            let Analysis::Feed(one) = feed::analyze(Some(content_type), &single) else {
+                panic!("a single-entry document reads back as a feed");
+            };
+            prop_assert_eq!(one.entries.len(), 1);
+            prop_assert_eq!(&one.entries[0].key, &parsed.entries[i].key);
+        }
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn atom_feed(titles: &[String]) -> (&'static str, String) {
+    let mut doc = String::from(
+        "<?xml version=\"1.0\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\"><id>urn:p</id><title>p</title>\n",
+    );
+    for (i, t) in titles.iter().enumerate() {
+        doc.push_str(&format!(
+            "  <entry><id>urn:p:{i}</id><title>{}</title></entry>\n",
+            xml_escape(t)
+        ));
+    }
+    doc.push_str("</feed>\n");
+    ("application/atom+xml", doc)
+}
+
+fn json_feed(titles: &[String]) -> (&'static str, String) {
+    let items: Vec<serde_json::Value> = titles
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"id": format!("urn:p:{i}"), "title": t}))
+        .collect();
+    let doc = serde_json::json!({
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "p",
+        "items": items,
+    });
+    ("application/feed+json", serde_json::to_string_pretty(&doc).expect("json"))
+}
