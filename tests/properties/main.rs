@@ -137,7 +137,9 @@ proptest! {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn atom_feed(titles: &[String]) -> (&'static str, String) {
@@ -165,5 +167,8 @@ fn json_feed(titles: &[String]) -> (&'static str, String) {
         "title": "p",
         "items": items,
     });
-    ("application/feed+json", serde_json::to_string_pretty(&doc).expect("json"))
+    (
+        "application/feed+json",
+        serde_json::to_string_pretty(&doc).expect("json"),
+    )
 }
