@@ -65,14 +65,14 @@ proptest! {
     #[test]
     fn the_allow_list_admits_only_its_own_origin(raw in url_like()) {
         let list: TopicAllowList = "https://site.example/feeds".parse().expect("valid");
-        if let Ok(topic) = HubUrl::parse(&raw) {
-            if list.permits(&topic) {
-                let u = topic.as_url();
-                prop_assert_eq!(u.scheme(), "https");
-                prop_assert_eq!(u.host_str(), Some("site.example"));
-                prop_assert_eq!(u.port_or_known_default(), Some(443));
-                prop_assert!(u.path() == "/feeds" || u.path().starts_with("/feeds/"));
-            }
+        if let Ok(topic) = HubUrl::parse(&raw)
+            && list.permits(&topic)
+        {
+            let u = topic.as_url();
+            prop_assert_eq!(u.scheme(), "https");
+            prop_assert_eq!(u.host_str(), Some("site.example"));
+            prop_assert_eq!(u.port_or_known_default(), Some(443));
+            prop_assert!(u.path() == "/feeds" || u.path().starts_with("/feeds/"));
         }
     }
 
