@@ -11,6 +11,7 @@ use crate::domain::{
     address::AddressPolicy,
     delivery_mode::DeliveryMode,
     lease::LeasePolicy,
+    rate::RateSetting,
     retry::{RetryPolicy, RetrySchedule, parse_duration},
     signature::SignatureAlgorithm,
     url::HubUrl,
@@ -189,7 +190,7 @@ pub struct ServeArgs {
     pub producer_token: Option<Redacted>,
     /// At most this many POSTs and verification GETs to one callback host (host and port) at
     /// once in this process; more wait their turn without using up an attempt.
-    #[arg(long, env = "HERALD_MAX_PER_HOST", default_value_t = 32)]
+    #[arg(long, env = "HERALD_MAX_PER_HOST", default_value_t = 64)]
     pub max_per_host: usize,
     /// At most this many `hub.verify=sync` verifications at once; beyond it requests get 503
     /// with Retry-After.
@@ -198,6 +199,22 @@ pub struct ServeArgs {
     /// How long a client may take to send a request's headers and body together.
     #[arg(long, env = "HERALD_CLIENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub client_timeout: Duration,
+    /// Requests per client IP address on the hub URL and the APIs: COUNT/UNIT[,BURST] or off.
+    /// Loopback and HERALD_TRUSTED_CLIENTS are not limited.
+    #[arg(long, env = "HERALD_RATE_LIMIT", default_value = "20/s,100")]
+    pub rate_limit: RateSetting,
+    /// New subscription requests per callback host: COUNT/UNIT[,BURST] or off.
+    #[arg(long, env = "HERALD_SUBSCRIBE_RATE_LIMIT", default_value = "10/s,100")]
+    pub subscribe_rate_limit: RateSetting,
+    /// Comma-separated client addresses or CIDR ranges that no rate limit applies to (a
+    /// producer, a load test); loopback never is.
+    #[arg(long, env = "HERALD_TRUSTED_CLIENTS", default_value = "")]
+    pub trusted_clients: AddressRanges,
+    /// Comma-separated addresses or CIDR ranges of reverse proxies in front of the hub: for a
+    /// request from one of them, the client is the last address in X-Forwarded-For that is not
+    /// itself a trusted proxy. Unset: X-Forwarded-For is ignored.
+    #[arg(long, env = "HERALD_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: AddressRanges,
     /// At most this many client connections at once per HTTP worker thread.
     #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 25_000)]
     pub max_connections: usize,
@@ -253,6 +270,46 @@ pub struct AccessSettings {
     pub client_timeout: Duration,
     pub max_connections: usize,
     pub max_sync_verifications: usize,
+    /// Requests per client IP address (hub URL and APIs).
+    pub rate_limit: RateSetting,
+    /// New subscription requests per callback host.
+    pub subscribe_rate_limit: RateSetting,
+    /// Exempt from rate limits (besides loopback).
+    pub trusted_clients: AddressRanges,
+    /// Reverse proxies whose X-Forwarded-For is believed.
+    pub trusted_proxies: AddressRanges,
+}
+
+/// Comma-separated IP addresses and CIDR ranges (`HERALD_TRUSTED_CLIENTS`,
+/// `HERALD_TRUSTED_PROXIES`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressRanges(Vec<ipnet::IpNet>);
+
+impl FromStr for AddressRanges {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{p:?} is not an IP address or CIDR range"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+impl AddressRanges {
+    /// Inside one of the ranges (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// Leases granted, enforced and renewed (`jobs::leases`).
@@ -359,6 +416,10 @@ impl TryFrom<ServeArgs> for Settings {
                     "HERALD_MAX_SYNC_VERIFICATIONS",
                     a.max_sync_verifications,
                 )?,
+                rate_limit: a.rate_limit,
+                subscribe_rate_limit: a.subscribe_rate_limit,
+                trusted_clients: a.trusted_clients,
+                trusted_proxies: a.trusted_proxies,
             },
             lease: LeaseSettings {
                 policy: lease,

@@ -1,39 +1,155 @@
-//! Limits that keep one party from occupying the hub: how many requests go to one callback
-//! host at once, and how many synchronous verifications run at once. In-process: each Herald
-//! process applies them to what it sends itself.
+//! Limits that keep one party from occupying the hub: requests per client address (token
+//! buckets, `governor`), new subscription requests per callback host, requests in flight to
+//! one callback host, and synchronous verifications at once. In-process: each Herald process
+//! applies them to what it receives and sends itself.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    hash::Hash,
+    net::IpAddr,
+    num::NonZeroU32,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
+use governor::{
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::domain::url::HubUrl;
+use crate::{
+    config::{AccessSettings, AddressRanges},
+    domain::{rate::RateLimit, url::HubUrl},
+};
 
 #[derive(Debug)]
 pub struct Limits {
     per_host: HostSlots,
     sync_verifications: Arc<Semaphore>,
+    clients: Option<Buckets<IpAddr>>,
+    subscriptions_per_host: Option<Buckets<String>>,
+    trusted: AddressRanges,
 }
 
 impl Limits {
-    pub fn new(max_per_host: usize, max_sync_verifications: usize) -> Self {
+    pub fn new(max_per_host: usize, access: &AccessSettings) -> Self {
         Self {
             per_host: HostSlots::new(max_per_host),
-            sync_verifications: Arc::new(Semaphore::new(max_sync_verifications)),
+            sync_verifications: Arc::new(Semaphore::new(access.max_sync_verifications)),
+            clients: access.rate_limit.0.map(Buckets::new),
+            subscriptions_per_host: access.subscribe_rate_limit.0.map(Buckets::new),
+            trusted: access.trusted_clients.clone(),
+        }
+    }
+
+    /// Loopback, or `HERALD_TRUSTED_CLIENTS`.
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        let canonical = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        canonical.is_loopback() || self.trusted.contains(ip)
+    }
+
+    /// Whether `client` may make one more request; `Err` says how long it should wait.
+    /// Loopback and trusted clients are never limited.
+    pub fn admit_client(&self, client: Option<IpAddr>) -> Result<(), Duration> {
+        match (client, &self.clients) {
+            (Some(ip), Some(buckets)) if !self.is_trusted(ip) => buckets.admit(&ip),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `client` may send one more subscription request for `callback`'s host.
+    pub fn admit_subscription(
+        &self,
+        client: Option<IpAddr>,
+        callback: &HubUrl,
+    ) -> Result<(), Duration> {
+        if client.is_some_and(|ip| self.is_trusted(ip)) {
+            return Ok(());
+        }
+        match &self.subscriptions_per_host {
+            Some(buckets) => {
+                buckets.admit(&callback.as_url().host_str().unwrap_or_default().to_owned())
+            }
+            None => Ok(()),
         }
     }
 
     /// A slot for one request to `url`'s host, or `None` when that host already has its share
     /// in flight (the caller defers the request rather than wait in line).
     pub fn host_slot(&self, url: &HubUrl) -> Option<OwnedSemaphorePermit> {
-        self.per_host.try_acquire(url)
+        self.per_host.semaphore(url).try_acquire_owned().ok()
+    }
+
+    /// As [`Limits::host_slot`], waiting up to `wait` for a slot to come free: a busy but fast
+    /// host (one server behind thousands of subscriptions) frees slots within milliseconds, so
+    /// its requests wait briefly instead of being deferred; a slow host's are deferred.
+    pub async fn host_slot_within(
+        &self,
+        url: &HubUrl,
+        wait: std::time::Duration,
+    ) -> Option<OwnedSemaphorePermit> {
+        let semaphore = self.per_host.semaphore(url);
+        if let Ok(slot) = semaphore.clone().try_acquire_owned() {
+            return Some(slot);
+        }
+        tokio::time::timeout(wait, semaphore.acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// A slot for one synchronous verification, or `None` when too many are running.
     pub fn sync_verification(&self) -> Option<OwnedSemaphorePermit> {
         self.sync_verifications.clone().try_acquire_owned().ok()
+    }
+}
+
+/// A token bucket per key.
+struct Buckets<K: Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
+    checks: AtomicU64,
+}
+
+impl<K: Hash + Eq + Clone> std::fmt::Debug for Buckets<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buckets")
+            .field("keys", &self.limiter.len())
+            .finish()
+    }
+}
+
+/// Every this many checks, the buckets of keys that have gone quiet are dropped.
+const FORGET_QUIET_EVERY: u64 = 4096;
+
+impl<K: Hash + Eq + Clone> Buckets<K> {
+    fn new(rate: RateLimit) -> Self {
+        let one = NonZeroU32::MIN;
+        let quota = Quota::with_period(rate.replenish_every())
+            .unwrap_or_else(|| Quota::per_second(one))
+            .allow_burst(NonZeroU32::new(rate.burst).unwrap_or(one));
+        Self {
+            limiter: RateLimiter::keyed(quota),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    fn admit(&self, key: &K) -> Result<(), Duration> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % FORGET_QUIET_EVERY
+            == FORGET_QUIET_EVERY - 1
+        {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        self.limiter
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 }
 
@@ -55,25 +171,22 @@ impl HostSlots {
         }
     }
 
-    fn try_acquire(&self, url: &HubUrl) -> Option<OwnedSemaphorePermit> {
+    fn semaphore(&self, url: &HubUrl) -> Arc<Semaphore> {
         let u = url.as_url();
         let key = format!(
             "{}:{}",
             u.host_str().unwrap_or_default(),
             u.port_or_known_default().unwrap_or(0)
         );
-        let semaphore = {
-            let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-            if hosts.len() > FORGET_IDLE_ABOVE {
-                let full = self.per_host;
-                hosts.retain(|_, s| s.available_permits() < full);
-            }
-            hosts
-                .entry(key)
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
-                .clone()
-        };
-        semaphore.try_acquire_owned().ok()
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if hosts.len() > FORGET_IDLE_ABOVE {
+            let full = self.per_host;
+            hosts.retain(|_, s| s.available_permits() < full);
+        }
+        hosts
+            .entry(key)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+            .clone()
     }
 }
 
@@ -81,9 +194,53 @@ impl HostSlots {
 mod tests {
     use super::*;
 
+    fn access(vars: &[(&str, &str)]) -> AccessSettings {
+        let vars = vars.iter().map(|(k, v)| (*k, (*v).to_owned()));
+        crate::config::Settings::from_vars(vars)
+            .expect("valid")
+            .access
+    }
+
+    #[test]
+    fn clients_get_a_bucket_each_and_trusted_ones_none() {
+        let limits = Limits::new(
+            1,
+            &access(&[
+                ("HERALD_RATE_LIMIT", "1/h,2"),
+                ("HERALD_TRUSTED_CLIENTS", "10.1.0.0/16, 192.0.2.7"),
+            ]),
+        );
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        assert!(limits.admit_client(Some(stranger)).is_ok());
+        assert!(limits.admit_client(Some(stranger)).is_ok());
+        let wait = limits.admit_client(Some(stranger)).unwrap_err();
+        assert!(wait > Duration::from_secs(3000), "{wait:?}");
+        assert!(
+            limits
+                .admit_client(Some("203.0.113.10".parse().unwrap()))
+                .is_ok()
+        );
+        for trusted in [
+            "127.0.0.1",
+            "::1",
+            "10.1.200.3",
+            "192.0.2.7",
+            "::ffff:10.1.0.1",
+        ] {
+            let ip: IpAddr = trusted.parse().unwrap();
+            for _ in 0..5 {
+                assert!(limits.admit_client(Some(ip)).is_ok(), "{trusted}");
+            }
+        }
+        let off = Limits::new(1, &access(&[("HERALD_RATE_LIMIT", "off")]));
+        for _ in 0..10 {
+            assert!(off.admit_client(Some(stranger)).is_ok());
+        }
+    }
+
     #[test]
     fn each_host_has_its_own_share() {
-        let limits = Limits::new(2, 1);
+        let limits = Limits::new(2, &access(&[("HERALD_MAX_SYNC_VERIFICATIONS", "1")]));
         let a = HubUrl::parse("http://a.example/cb/1").unwrap();
         let a2 = HubUrl::parse("http://a.example/cb/2").unwrap();
         let a_other_port = HubUrl::parse("http://a.example:8080/cb").unwrap();

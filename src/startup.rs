@@ -57,10 +57,7 @@ impl Application {
             (None, None) => HubUrl::parse(&format!("http://{}/hub", settings.listen))?,
         };
         let outbound = Outbound::new(&settings)?;
-        let limits = Limits::new(
-            settings.delivery.max_per_host,
-            settings.access.max_sync_verifications,
-        );
+        let limits = Limits::new(settings.delivery.max_per_host, &settings.access);
         let ctx = Arc::new(HubContext {
             db,
             settings,
@@ -79,7 +76,12 @@ impl Application {
             Some(listener) => {
                 let data = web::Data::new(ctx.clone());
                 let server = HttpServer::new(move || {
-                    App::new().app_data(data.clone()).configure(http::routes)
+                    App::new()
+                        .app_data(data.clone())
+                        .wrap(actix_web::middleware::from_fn(
+                            http::rate_limit::limit_clients,
+                        ))
+                        .configure(http::routes)
                 })
                 .listen(listener)?
                 .disable_signals()

@@ -11,6 +11,7 @@ pub mod hub_request;
 pub mod ids;
 pub mod lease;
 pub mod link;
+pub mod rate;
 pub mod retry;
 pub mod secret;
 pub mod signature;

@@ -61,6 +61,8 @@ pub enum ApiError {
     Busy(String),
     #[error("internal error")]
     Internal(String),
+    #[error("too many requests from your address; retry in {0} s")]
+    RateLimited(u64),
 }
 
 impl ApiError {
@@ -74,6 +76,7 @@ impl ApiError {
             Self::TooLarge(_) => "too_large",
             Self::Busy(_) => "busy",
             Self::Internal(_) => "internal",
+            Self::RateLimited(_) => "rate_limited",
         }
     }
 }
@@ -103,6 +106,7 @@ impl ResponseError for ApiError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -116,6 +120,9 @@ impl ResponseError for ApiError {
         }
         if matches!(self, Self::Busy(_)) {
             response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        if let Self::RateLimited(seconds) = self {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
         response.json(json!({"error": self.code(), "message": self.to_string()}))
     }

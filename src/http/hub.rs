@@ -49,6 +49,10 @@ pub enum HubError {
     Unavailable(#[from] StoreError),
     #[error("too many synchronous verifications are running; retry shortly")]
     Busy,
+    #[error("too many requests from your address; retry in {0} s")]
+    RateLimited(u64),
+    #[error("too many subscription requests for this callback host; retry in {0} s")]
+    CallbackHostLimited(u64),
     #[error("the request body did not arrive within {0} s")]
     SlowBody(u64),
 }
@@ -66,6 +70,7 @@ impl ResponseError for HubError {
             Self::NotAForm(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::RateLimited(_) | Self::CallbackHostLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -81,6 +86,9 @@ impl ResponseError for HubError {
             }
             Self::Busy => {
                 response.insert_header((header::RETRY_AFTER, "5"));
+            }
+            Self::RateLimited(seconds) | Self::CallbackHostLimited(seconds) => {
+                response.insert_header((header::RETRY_AFTER, seconds.to_string()));
             }
             _ => {}
         }
@@ -106,6 +114,16 @@ pub async fn post(
         HubRequest::Subscription(request) => {
             if let Err(e) = ctx.outbound.check(request.callback.as_url()) {
                 return Err(HubError::CallbackRefused(e.to_string()));
+            }
+            let client = super::rate_limit::client_address(
+                &ctx,
+                req.head(),
+                req.peer_addr().map(|a| a.ip()),
+            );
+            if let Err(wait) = ctx.limits.admit_subscription(client, &request.callback) {
+                return Err(HubError::CallbackHostLimited(
+                    super::rate_limit::retry_after(wait),
+                ));
             }
             if request.legacy == Some(VerifyMode::Sync) {
                 // Each one holds an outbound GET: their number is bounded.

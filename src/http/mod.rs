@@ -1,8 +1,10 @@
-//! The HTTP surface: the hub URL, the producer API and a health check.
+//! The HTTP surface: the hub URL, the producer API and a health check, behind the per-client
+//! rate limit ([`rate_limit`]).
 
 pub mod api;
 pub mod health;
 pub mod hub;
+pub mod rate_limit;
 
 use actix_web::web;
 

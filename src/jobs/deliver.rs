@@ -273,6 +273,9 @@ fn jobs_due(by_time: BTreeMap<UnixMs, Vec<DeliveryId>>) -> Vec<Job> {
         .collect()
 }
 
+/// How long a delivery waits in the job for a slot of its callback host before it is deferred.
+const HOST_SLOT_WAIT: Duration = Duration::from_millis(250);
+
 /// How long a delivery whose callback host is at its concurrency cap waits before it tries again.
 pub const HOST_BUSY_DEFER: Duration = Duration::from_millis(500);
 
@@ -305,7 +308,8 @@ async fn attempt(
         };
     }
     // One host gets its share of requests at a time; the rest wait without using an attempt.
-    let Some(_host_slot) = ctx.limits.host_slot(&row.callback) else {
+    let slot = ctx.limits.host_slot_within(&row.callback, HOST_SLOT_WAIT);
+    let Some(_host_slot) = slot.await else {
         return Recorded::Deferred {
             until: UnixMs::now().after(HOST_BUSY_DEFER),
         };

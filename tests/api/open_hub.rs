@@ -143,3 +143,125 @@ async fn pings_to_a_failing_topic_do_not_stack_fetch_jobs() {
     };
     assert_eq!(waiting, 1);
 }
+
+/// A POST to the hub URL as if from `client` behind the (trusted) local proxy.
+async fn post_as(app: &TestApp, client: Option<&str>, pairs: &[(&str, &str)]) -> reqwest::Response {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    let mut request = app
+        .client
+        .post(app.hub_url())
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some(client) = client {
+        request = request.header("x-forwarded-for", format!("198.51.100.1, {client}"));
+    }
+    request.body(body).send().await.expect("answer")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_over_their_rate_get_429_and_others_do_not() {
+    let app = TestApp::spawn_with(&[
+        ("HERALD_RATE_LIMIT", "1/h,3"),
+        ("HERALD_TRUSTED_PROXIES", "127.0.0.1"),
+        ("HERALD_PRODUCER_TOKEN", "tok"),
+    ])
+    .await;
+    let ping = [
+        ("hub.mode", "publish"),
+        ("hub.url", "http://127.0.0.1:9/rate"),
+    ];
+    for _ in 0..3 {
+        let r = post_as(&app, Some("203.0.113.5"), &ping).await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+    let limited = post_as(&app, Some("203.0.113.5"), &ping).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!(retry > 60, "{retry}");
+    assert!(
+        limited
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("too many requests"),
+        "a plain-text reason"
+    );
+    // Another client has its own bucket; the proxy itself (loopback) is never limited.
+    let other = post_as(&app, Some("203.0.113.6"), &ping).await;
+    assert_eq!(other.status(), StatusCode::NO_CONTENT);
+    for _ in 0..5 {
+        assert_eq!(
+            post_as(&app, None, &ping).await.status(),
+            StatusCode::NO_CONTENT
+        );
+    }
+    // The APIs answer in JSON.
+    let api = app
+        .client
+        .get(format!(
+            "http://127.0.0.1:{}/api/v1/topics?topic=http://127.0.0.1:9/rate",
+            app.port
+        ))
+        .bearer_auth("tok")
+        .header("x-forwarded-for", "203.0.113.5")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(api.status(), StatusCode::TOO_MANY_REQUESTS);
+    let json: serde_json::Value = api.json().await.expect("JSON");
+    assert_eq!(json["error"], "rate_limited");
+    // /health is never limited.
+    let health = app
+        .client
+        .get(format!("http://127.0.0.1:{}/health", app.port))
+        .header("x-forwarded-for", "203.0.113.5")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscription_requests_per_callback_host_are_limited() {
+    let app = TestApp::spawn_with(&[
+        ("HERALD_SUBSCRIBE_RATE_LIMIT", "1/h,2"),
+        ("HERALD_TRUSTED_PROXIES", "127.0.0.1"),
+    ])
+    .await;
+    let sub = Subscriber::spawn();
+    let app = &app;
+    let subscribe = |n: usize| {
+        let cb = sub.callback(&format!("h{n}"));
+        async move {
+            post_as(
+                app,
+                Some("203.0.113.7"),
+                &[
+                    ("hub.mode", "subscribe"),
+                    ("hub.topic", "http://127.0.0.1:9/per-host"),
+                    ("hub.callback", cb.as_str()),
+                ],
+            )
+            .await
+            .status()
+        }
+    };
+    assert_eq!(subscribe(1).await, StatusCode::ACCEPTED);
+    assert_eq!(subscribe(2).await, StatusCode::ACCEPTED);
+    assert_eq!(subscribe(3).await, StatusCode::TOO_MANY_REQUESTS);
+    // From a trusted client (here: the local proxy itself) the host is not limited.
+    let (status, _) = app
+        .post_form(&[
+            ("hub.mode", "subscribe"),
+            ("hub.topic", "http://127.0.0.1:9/per-host"),
+            ("hub.callback", &sub.callback("h4")),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}

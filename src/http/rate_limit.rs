@@ -1,0 +1,78 @@
+//! Requests per client address on the hub URL and the APIs (`HERALD_RATE_LIMIT`, token buckets
+//! in `limits`): over the limit a client gets `429` with `Retry-After` and the reason — plain
+//! text on the hub URL, JSON on the APIs. `/health` is never limited; loopback and
+//! `HERALD_TRUSTED_CLIENTS` never are.
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::{
+    Error, ResponseError,
+    body::{EitherBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    middleware::Next,
+    web,
+};
+
+use super::{api::ApiError, hub::HubError};
+use crate::context::HubContext;
+
+pub async fn limit_clients(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let path = req.path();
+    let api = path.starts_with("/api/");
+    if (api || path == "/hub" || path == "/")
+        && let Some(ctx) = req.app_data::<web::Data<Arc<HubContext>>>()
+        && let Err(wait) = ctx.limits.admit_client(client_address(
+            ctx,
+            req.head(),
+            req.peer_addr().map(|a| a.ip()),
+        ))
+    {
+        let seconds = retry_after(wait);
+        let response = if api {
+            ApiError::RateLimited(seconds).error_response()
+        } else {
+            HubError::RateLimited(seconds).error_response()
+        };
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
+/// Whole seconds to wait, at least one.
+pub fn retry_after(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// The address a request comes from: the peer, or — when the peer is a trusted reverse proxy —
+/// the last address in `X-Forwarded-For` that is not itself a trusted proxy (the ones before it
+/// could have been written by the client).
+pub fn client_address(
+    ctx: &HubContext,
+    req: &actix_web::dev::RequestHead,
+    peer: Option<std::net::IpAddr>,
+) -> Option<std::net::IpAddr> {
+    let proxies = &ctx.settings.access.trusted_proxies;
+    let peer = peer?;
+    if !proxies.contains(peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<std::net::IpAddr> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|a| !proxies.contains(*a))
+            .unwrap_or(peer),
+    )
+}
