@@ -43,6 +43,17 @@ pub enum Command {
         #[command(subcommand)]
         command: admin::deliveries::Command,
     },
+    /// Callback hosts whose circuit breaker is open: their deliveries are paused.
+    Hosts {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// Also hosts whose breaker closed again.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ping topics as a publisher would (the running hub fetches and distributes them).
     Publish {
         #[command(flatten)]
@@ -85,6 +96,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topics { db, command } => admin::topics::run(&database(&db).await?, command).await,
         Command::Deliveries { db, command } => {
             admin::deliveries::run(&database(&db).await?, command).await
+        }
+        Command::Hosts { db, all, json } => {
+            admin::hosts::run(&database(&db).await?, all, json).await
         }
         Command::Publish { db, topics, json } => {
             admin::system::publish(&database(&db).await?, &topics, json).await

@@ -192,6 +192,10 @@ pub struct ServeArgs {
     /// once in this process; more wait their turn without using up an attempt.
     #[arg(long, env = "HERALD_MAX_PER_HOST", default_value_t = 64)]
     pub max_per_host: usize,
+    /// How long a callback host is paused after 5 connection failures or timeouts in a row
+    /// (then probed; doubled up to 10 minutes while probes fail).
+    #[arg(long, env = "HERALD_BREAKER_COOLDOWN", default_value = "30s", value_parser = parse_duration)]
+    pub breaker_cooldown: Duration,
     /// At most this many `hub.verify=sync` verifications at once; beyond it requests get 503
     /// with Retry-After.
     #[arg(long, env = "HERALD_MAX_SYNC_VERIFICATIONS", default_value_t = 32)]
@@ -360,6 +364,8 @@ pub struct DeliverySettings {
     pub max_pending: usize,
     /// Concurrent requests (deliveries and verifications) to one callback host.
     pub max_per_host: usize,
+    /// How long an unreachable callback host is paused before a probe.
+    pub breaker_cooldown: Duration,
 }
 
 /// The queue workers and the reconciler (`jobs::queue`, `jobs::reconcile`).
@@ -454,6 +460,7 @@ impl TryFrom<ServeArgs> for Settings {
                     a.max_pending_per_subscription,
                 )?,
                 max_per_host: positive("HERALD_MAX_PER_HOST", a.max_per_host)?,
+                breaker_cooldown: a.breaker_cooldown,
             },
             queue: QueueSettings {
                 poll: a.queue_poll,

@@ -23,12 +23,19 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     config::{AccessSettings, AddressRanges},
-    domain::{rate::RateLimit, url::HubUrl},
+    domain::{
+        breaker::{Admission, Breaker, Reached},
+        ids::UnixMs,
+        rate::RateLimit,
+        url::HubUrl,
+    },
 };
 
 #[derive(Debug)]
 pub struct Limits {
     per_host: HostSlots,
+    breakers: Mutex<HashMap<String, Breaker>>,
+    breaker_cooldown: Duration,
     sync_verifications: Arc<Semaphore>,
     clients: Option<Buckets<IpAddr>>,
     subscriptions_per_host: Option<Buckets<String>>,
@@ -36,14 +43,58 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(max_per_host: usize, access: &AccessSettings) -> Self {
+    pub fn new(max_per_host: usize, breaker_cooldown: Duration, access: &AccessSettings) -> Self {
         Self {
             per_host: HostSlots::new(max_per_host),
+            breakers: Mutex::new(HashMap::new()),
+            breaker_cooldown,
             sync_verifications: Arc::new(Semaphore::new(access.max_sync_verifications)),
             clients: access.rate_limit.0.map(Buckets::new),
             subscriptions_per_host: access.subscribe_rate_limit.0.map(Buckets::new),
             trusted: access.trusted_clients.clone(),
         }
+    }
+
+    /// Whether a request to `url`'s host may go now, by its circuit breaker
+    /// (`domain::breaker`).
+    pub fn breaker_admit(&self, url: &HubUrl, now: UnixMs) -> Admission {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        match breakers.get_mut(&host_key(url)) {
+            Some(breaker) => breaker.admit(now),
+            None => Admission::Go,
+        }
+    }
+
+    /// Records whether `url`'s host answered. Returns the host's key and, when its breaker
+    /// opened or closed, `Some(retry_at)` (open) or `Some(None)` (closed), for operators to see.
+    pub fn breaker_record(
+        &self,
+        url: &HubUrl,
+        reached: Reached,
+        now: UnixMs,
+    ) -> Option<(String, Option<UnixMs>)> {
+        let key = host_key(url);
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        if reached == Reached::Answered && !breakers.contains_key(&key) {
+            return None;
+        }
+        if breakers.len() > FORGET_IDLE_ABOVE {
+            breakers.retain(|_, b| !b.is_closed());
+        }
+        let breaker = breakers
+            .entry(key.clone())
+            .or_insert_with(|| Breaker::new(self.breaker_cooldown));
+        if !breaker.record(reached, now) {
+            return None;
+        }
+        let retry_at = match breaker.state() {
+            crate::domain::breaker::BreakerState::Open { until, .. } => Some(until),
+            _ => None,
+        };
+        if retry_at.is_none() {
+            breakers.remove(&key);
+        }
+        Some((key, retry_at))
     }
 
     /// Loopback, or `HERALD_TRUSTED_CLIENTS`.
@@ -111,6 +162,16 @@ impl Limits {
     }
 }
 
+/// A callback host as limits count it: host and port (one server).
+fn host_key(url: &HubUrl) -> String {
+    let u = url.as_url();
+    format!(
+        "{}:{}",
+        u.host_str().unwrap_or_default(),
+        u.port_or_known_default().unwrap_or(0)
+    )
+}
+
 /// A token bucket per key.
 struct Buckets<K: Hash + Eq + Clone> {
     limiter: DefaultKeyedRateLimiter<K>,
@@ -172,12 +233,7 @@ impl HostSlots {
     }
 
     fn semaphore(&self, url: &HubUrl) -> Arc<Semaphore> {
-        let u = url.as_url();
-        let key = format!(
-            "{}:{}",
-            u.host_str().unwrap_or_default(),
-            u.port_or_known_default().unwrap_or(0)
-        );
+        let key = host_key(url);
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
         if hosts.len() > FORGET_IDLE_ABOVE {
             let full = self.per_host;
@@ -205,6 +261,7 @@ mod tests {
     fn clients_get_a_bucket_each_and_trusted_ones_none() {
         let limits = Limits::new(
             1,
+            Duration::from_secs(30),
             &access(&[
                 ("HERALD_RATE_LIMIT", "1/h,2"),
                 ("HERALD_TRUSTED_CLIENTS", "10.1.0.0/16, 192.0.2.7"),
@@ -232,7 +289,11 @@ mod tests {
                 assert!(limits.admit_client(Some(ip)).is_ok(), "{trusted}");
             }
         }
-        let off = Limits::new(1, &access(&[("HERALD_RATE_LIMIT", "off")]));
+        let off = Limits::new(
+            1,
+            Duration::from_secs(30),
+            &access(&[("HERALD_RATE_LIMIT", "off")]),
+        );
         for _ in 0..10 {
             assert!(off.admit_client(Some(stranger)).is_ok());
         }
@@ -240,7 +301,11 @@ mod tests {
 
     #[test]
     fn each_host_has_its_own_share() {
-        let limits = Limits::new(2, &access(&[("HERALD_MAX_SYNC_VERIFICATIONS", "1")]));
+        let limits = Limits::new(
+            2,
+            Duration::from_secs(30),
+            &access(&[("HERALD_MAX_SYNC_VERIFICATIONS", "1")]),
+        );
         let a = HubUrl::parse("http://a.example/cb/1").unwrap();
         let a2 = HubUrl::parse("http://a.example/cb/2").unwrap();
         let a_other_port = HubUrl::parse("http://a.example:8080/cb").unwrap();

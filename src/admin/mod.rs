@@ -7,6 +7,7 @@
 //! change and changes nothing.
 
 pub mod deliveries;
+pub mod hosts;
 pub mod subscriptions;
 pub mod system;
 pub mod topics;

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod address;
+pub mod breaker;
 pub mod challenge;
 pub mod delivery_mode;
 pub mod hub_request;

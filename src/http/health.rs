@@ -9,7 +9,7 @@ use crate::{context::HubContext, store::dispatch};
 
 pub async fn get(ctx: web::Data<Arc<HubContext>>) -> HttpResponse {
     let ok: Result<i64, sqlx::Error> =
-        dispatch!(&ctx.db, c => sqlx::query_scalar("SELECT 1").fetch_one(c).await);
+        dispatch!(&ctx.db, c => sqlx::query_scalar("SELECT CAST(1 AS BIGINT)").fetch_one(c).await);
     match ok {
         Ok(_) => HttpResponse::Ok()
             .json(serde_json::json!({"status": "ok", "database": ctx.db.engine()})),

@@ -24,13 +24,14 @@ use super::{
 use crate::{
     context::HubContext,
     domain::{
+        breaker::{Admission, Reached},
         ids::{DeliveryId, UnixMs},
         link::delivery_link_header,
         retry::{NextStep, Outcome, with_jitter},
         state::SubscriptionState,
     },
     store::{
-        contents,
+        callback_hosts, contents,
         contents::ContentRow,
         deliveries::{self, ClaimedDelivery, Recorded},
         subscriptions,
@@ -307,6 +308,10 @@ async fn attempt(
             reason: "subscription lease expired".into(),
         };
     }
+    // A host that stopped answering is paused: its deliveries wait without using attempts.
+    if let Admission::Wait(until) = ctx.limits.breaker_admit(&row.callback, UnixMs::now()) {
+        return Recorded::Deferred { until };
+    }
     // One host gets its share of requests at a time; the rest wait without using an attempt.
     let slot = ctx.limits.host_slot_within(&row.callback, HOST_SLOT_WAIT);
     let Some(_host_slot) = slot.await else {
@@ -335,6 +340,20 @@ async fn attempt(
         },
         Err(e) => Outcome::Transport(e.to_string()),
     };
+    let reached = match outcome {
+        Outcome::Transport(_) => Reached::Unreachable,
+        _ => Reached::Answered,
+    };
+    let now = UnixMs::now();
+    if let Some((host, retry_at)) = ctx.limits.breaker_record(&row.callback, reached, now) {
+        match retry_at {
+            Some(at) => tracing::warn!(%host, retry_at = %at, "callback host unreachable: paused"),
+            None => tracing::info!(%host, "callback host answers again: resumed"),
+        }
+        if let Err(error) = callback_hosts::record(&ctx.db, &host, retry_at, now).await {
+            tracing::warn!(%error, "breaker state not recorded");
+        }
+    }
     let attempts = row.attempts.saturating_add(1);
     let (status, error) = match &outcome {
         Outcome::Success(s) => (Some(*s), String::new()),

@@ -6,6 +6,7 @@
 //! milliseconds passed in as parameters, never `now()` in SQL. One module per table.
 
 pub mod bodies;
+pub mod callback_hosts;
 pub mod contents;
 pub mod deliveries;
 pub mod distributions;

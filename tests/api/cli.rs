@@ -316,3 +316,60 @@ async fn check_config_and_help() {
         StatusCode::NO_CONTENT
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_callback_host_is_paused_without_using_up_attempts_and_shown() {
+    let app = TestApp::spawn_with(&[
+        ("HERALD_BREAKER_COOLDOWN", "1h"),
+        (
+            "HERALD_RETRY_SCHEDULE",
+            "100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms",
+        ),
+    ])
+    .await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("b", Some("text/plain"), "to all");
+    let topic = publisher.url("b");
+    app.subscribed(&topic, &sub.callback("alive"), &[]).await;
+    // Ten subscriptions on a host that refuses every connection, arranged in bulk.
+    let (_, dead) = crate::helpers::loopback_listener();
+    app.exec_built(format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10)
+         INSERT INTO subscriptions (topic_id, callback, lease_seconds, state, verified_at, expires_at,
+                                    applied_request_id, created_at, updated_at)
+         SELECT (SELECT id FROM topics), 'http://127.0.0.1:{dead}/cb/' || i, 86400, 'active',
+                s.verified_at, s.expires_at, 0, s.created_at, s.created_at
+         FROM n, (SELECT verified_at, expires_at, created_at FROM subscriptions) s"
+    ))
+    .await;
+    app.publish(&topic).await;
+    sub.wait_deliveries("alive", 1).await;
+    // After a few refused connections the host is paused until its cool-down ends (an hour):
+    // its deliveries wait for it instead of running through their eight retries.
+    let in_an_hour = (chrono::Utc::now().timestamp_millis() + 30 * 60_000).to_string();
+    crate::helpers::eventually("the dead host's deliveries to wait for its breaker", || async {
+        let waiting = app
+            .scalar_text(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+                 WHERE s.callback LIKE '%/cb/%' AND d.state = 'pending'
+                   AND d.next_attempt_at > CAST($1 AS BIGINT)",
+                &[&in_an_hour],
+            )
+            .await;
+        (waiting.as_deref() == Some("10")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM deliveries WHERE attempts > 1")
+            .await,
+        0,
+        "no retry was spent on the paused host"
+    );
+    let shown = herald(&app, &["hosts", "--json"]).await;
+    assert!(shown.ok, "{}", shown.stderr);
+    let hosts = shown.json();
+    assert_eq!(hosts[0]["host"], format!("127.0.0.1:{dead}"));
+    assert_eq!(hosts[0]["state"], "open");
+    assert!(hosts[0]["retry_at"].as_i64().is_some());
+}
