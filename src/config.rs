@@ -192,6 +192,10 @@ pub struct ServeArgs {
     /// once in this process; more wait their turn without using up an attempt.
     #[arg(long, env = "HERALD_MAX_PER_HOST", default_value_t = 64)]
     pub max_per_host: usize,
+    /// At most this many topic fetches from one host at once in this process, so slow or
+    /// failing topics of one host cannot take every fetch worker.
+    #[arg(long, env = "HERALD_MAX_FETCHES_PER_HOST", default_value_t = 2)]
+    pub max_fetches_per_host: usize,
     /// How long a callback host is paused after 5 connection failures or timeouts in a row
     /// (then probed; doubled up to 10 minutes while probes fail).
     #[arg(long, env = "HERALD_BREAKER_COOLDOWN", default_value = "30s", value_parser = parse_duration)]
@@ -345,6 +349,8 @@ pub struct VerificationSettings {
 pub struct FetchSettings {
     pub timeout: Duration,
     pub max_bytes: usize,
+    /// Concurrent fetches from one topic host.
+    pub max_per_host: usize,
 }
 
 /// Content distribution (`jobs::deliver`, and the documents `jobs::distribute` plans).
@@ -446,6 +452,7 @@ impl TryFrom<ServeArgs> for Settings {
             fetch: FetchSettings {
                 timeout: a.fetch_timeout,
                 max_bytes: positive("HERALD_MAX_TOPIC_BYTES", a.max_topic_bytes)?,
+                max_per_host: positive("HERALD_MAX_FETCHES_PER_HOST", a.max_fetches_per_host)?,
             },
             delivery: DeliverySettings {
                 retry: RetryPolicy::new(a.retry_schedule, a.max_retry_after),

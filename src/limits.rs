@@ -22,7 +22,7 @@ use governor::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
-    config::{AccessSettings, AddressRanges},
+    config::AddressRanges,
     domain::{
         breaker::{Admission, Breaker, Reached},
         ids::UnixMs,
@@ -34,6 +34,7 @@ use crate::{
 #[derive(Debug)]
 pub struct Limits {
     per_host: HostSlots,
+    fetches_per_host: HostSlots,
     breakers: Mutex<HashMap<String, Breaker>>,
     breaker_cooldown: Duration,
     sync_verifications: Arc<Semaphore>,
@@ -43,11 +44,13 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(max_per_host: usize, breaker_cooldown: Duration, access: &AccessSettings) -> Self {
+    pub fn new(settings: &crate::config::Settings) -> Self {
+        let access = &settings.access;
         Self {
-            per_host: HostSlots::new(max_per_host),
+            per_host: HostSlots::new(settings.delivery.max_per_host),
+            fetches_per_host: HostSlots::new(settings.fetch.max_per_host),
             breakers: Mutex::new(HashMap::new()),
-            breaker_cooldown,
+            breaker_cooldown: settings.delivery.breaker_cooldown,
             sync_verifications: Arc::new(Semaphore::new(access.max_sync_verifications)),
             clients: access.rate_limit.0.map(Buckets::new),
             subscriptions_per_host: access.subscribe_rate_limit.0.map(Buckets::new),
@@ -156,6 +159,15 @@ impl Limits {
             .ok()
     }
 
+    /// A slot for one fetch from `topic`'s host, or `None` when that host already has its
+    /// share of fetches running (the caller puts the fetch back for a moment).
+    pub fn fetch_slot(&self, topic: &HubUrl) -> Option<OwnedSemaphorePermit> {
+        self.fetches_per_host
+            .semaphore(topic)
+            .try_acquire_owned()
+            .ok()
+    }
+
     /// A slot for one synchronous verification, or `None` when too many are running.
     pub fn sync_verification(&self) -> Option<OwnedSemaphorePermit> {
         self.sync_verifications.clone().try_acquire_owned().ok()
@@ -250,23 +262,17 @@ impl HostSlots {
 mod tests {
     use super::*;
 
-    fn access(vars: &[(&str, &str)]) -> AccessSettings {
+    fn limits_with(vars: &[(&str, &str)]) -> Limits {
         let vars = vars.iter().map(|(k, v)| (*k, (*v).to_owned()));
-        crate::config::Settings::from_vars(vars)
-            .expect("valid")
-            .access
+        Limits::new(&crate::config::Settings::from_vars(vars).expect("valid"))
     }
 
     #[test]
     fn clients_get_a_bucket_each_and_trusted_ones_none() {
-        let limits = Limits::new(
-            1,
-            Duration::from_secs(30),
-            &access(&[
-                ("HERALD_RATE_LIMIT", "1/h,2"),
-                ("HERALD_TRUSTED_CLIENTS", "10.1.0.0/16, 192.0.2.7"),
-            ]),
-        );
+        let limits = limits_with(&[
+            ("HERALD_RATE_LIMIT", "1/h,2"),
+            ("HERALD_TRUSTED_CLIENTS", "10.1.0.0/16, 192.0.2.7"),
+        ]);
         let stranger: IpAddr = "203.0.113.9".parse().unwrap();
         assert!(limits.admit_client(Some(stranger)).is_ok());
         assert!(limits.admit_client(Some(stranger)).is_ok());
@@ -289,11 +295,7 @@ mod tests {
                 assert!(limits.admit_client(Some(ip)).is_ok(), "{trusted}");
             }
         }
-        let off = Limits::new(
-            1,
-            Duration::from_secs(30),
-            &access(&[("HERALD_RATE_LIMIT", "off")]),
-        );
+        let off = limits_with(&[("HERALD_RATE_LIMIT", "off")]);
         for _ in 0..10 {
             assert!(off.admit_client(Some(stranger)).is_ok());
         }
@@ -301,11 +303,10 @@ mod tests {
 
     #[test]
     fn each_host_has_its_own_share() {
-        let limits = Limits::new(
-            2,
-            Duration::from_secs(30),
-            &access(&[("HERALD_MAX_SYNC_VERIFICATIONS", "1")]),
-        );
+        let limits = limits_with(&[
+            ("HERALD_MAX_PER_HOST", "2"),
+            ("HERALD_MAX_SYNC_VERIFICATIONS", "1"),
+        ]);
         let a = HubUrl::parse("http://a.example/cb/1").unwrap();
         let a2 = HubUrl::parse("http://a.example/cb/2").unwrap();
         let a_other_port = HubUrl::parse("http://a.example:8080/cb").unwrap();

@@ -57,11 +57,7 @@ impl Application {
             (None, None) => HubUrl::parse(&format!("http://{}/hub", settings.listen))?,
         };
         let outbound = Outbound::new(&settings)?;
-        let limits = Limits::new(
-            settings.delivery.max_per_host,
-            settings.delivery.breaker_cooldown,
-            &settings.access,
-        );
+        let limits = Limits::new(&settings);
         let ctx = Arc::new(HubContext {
             db,
             settings,

@@ -265,3 +265,42 @@ async fn subscription_requests_per_callback_host_are_limited() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_topics_of_one_host_take_only_their_share_of_fetches() {
+    let app = TestApp::spawn_with(&[("HERALD_MAX_FETCHES_PER_HOST", "1")]).await;
+    let sub = Subscriber::spawn();
+    let slow_host = Publisher::spawn();
+    let other_host = Publisher::spawn();
+    for name in ["slow1", "slow2"] {
+        slow_host.set(name, Some("text/plain"), name);
+        app.subscribed(&slow_host.url(name), &sub.callback(name), &[])
+            .await;
+        slow_host.set_gated(name);
+    }
+    other_host.set("quick", Some("text/plain"), "quick");
+    app.subscribed(&other_host.url("quick"), &sub.callback("quick"), &[])
+        .await;
+    // One ping names all three.
+    let (status, _) = app
+        .post_form(&[
+            ("hub.mode", "publish"),
+            ("hub.url", &slow_host.url("slow1")),
+            ("hub.url", &slow_host.url("slow2")),
+            ("hub.url", &other_host.url("quick")),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // The other host's topic is fetched and delivered while the slow host holds its one slot.
+    sub.wait_deliveries("quick", 1).await;
+    let slow_fetches = || slow_host.fetches("slow1") + slow_host.fetches("slow2");
+    eventually("a fetch from the slow host", || async {
+        (slow_fetches() >= 1).then_some(())
+    })
+    .await;
+    // By now, without the cap, both slow fetches would have started long ago.
+    assert_eq!(slow_fetches(), 1, "the slow host holds its one fetch slot");
+    slow_host.open_gate();
+    sub.wait_deliveries("slow1", 1).await;
+    sub.wait_deliveries("slow2", 1).await;
+}

@@ -53,6 +53,9 @@ const FETCH_RETRY_DELAYS: [Duration; 3] = [
     Duration::from_secs(600),
 ];
 
+/// How long a fetch whose topic host has its share of fetches running waits to try again.
+const HOST_BUSY_RECHECK: Duration = Duration::from_secs(1);
+
 /// Beyond the fetch timeout, how long a distribution may take to write its fan-out.
 const FAN_OUT_MARGIN: Duration = Duration::from_secs(30);
 
@@ -70,6 +73,20 @@ pub async fn run(ctx: &HubContext, job: DistributeJob) -> Result<(), JobError> {
     let hold = now.after(ctx.settings.fetch.timeout + FAN_OUT_MARGIN);
     let claimed = topics::claim(&ctx.db, job.topic, now, hold, ClaimFor::Pings, &ctx.process);
     let Some(topic) = claimed.await? else {
+        return Ok(());
+    };
+    // One host's topics get their share of fetches at a time: slow or failing topics of one
+    // host cannot take every fetch worker.
+    let Some(_fetch_slot) = ctx.limits.fetch_slot(&topic.url) else {
+        topics::release(&ctx.db, &topic).await?;
+        let due = UnixMs::now().after(HOST_BUSY_RECHECK);
+        let mut tx = ctx.db.begin().await?;
+        queue::push(
+            &mut tx,
+            &[Job::new(Queue::Distribute, &job).not_before(due)],
+        )
+        .await?;
+        tx.commit().await?;
         return Ok(());
     };
     match distribute(ctx, &job, &topic, now).await {
