@@ -33,6 +33,9 @@ use crate::{
 
 #[derive(Debug)]
 pub struct Limits {
+    /// Delivery batches being sent at once in this process, including those their jobs left
+    /// to finish in the background.
+    pipelines: Arc<Semaphore>,
     per_host: HostSlots,
     fetches_per_host: HostSlots,
     breakers: Mutex<HashMap<String, Breaker>>,
@@ -47,6 +50,7 @@ impl Limits {
     pub fn new(settings: &crate::config::Settings) -> Self {
         let access = &settings.access;
         Self {
+            pipelines: Arc::new(Semaphore::new(MAX_DELIVERY_PIPELINES)),
             per_host: HostSlots::new(settings.delivery.max_per_host),
             fetches_per_host: HostSlots::new(settings.fetch.max_per_host),
             breakers: Mutex::new(HashMap::new()),
@@ -159,6 +163,13 @@ impl Limits {
             .ok()
     }
 
+    /// A slot for one batch of deliveries being sent (waits for one).
+    pub async fn delivery_pipeline(
+        &self,
+    ) -> Result<OwnedSemaphorePermit, tokio::sync::AcquireError> {
+        self.pipelines.clone().acquire_owned().await
+    }
+
     /// A slot for one fetch from `topic`'s host, or `None` when that host already has its
     /// share of fetches running (the caller puts the fetch back for a moment).
     pub fn fetch_slot(&self, topic: &HubUrl) -> Option<OwnedSemaphorePermit> {
@@ -173,6 +184,11 @@ impl Limits {
         self.sync_verifications.clone().try_acquire_owned().ok()
     }
 }
+
+/// Delivery batches sent at once per process: the queue runs 4 hubout jobs at a time, and a
+/// job whose batch is held up by slow callbacks leaves it running (`jobs::deliver`), so up to
+/// this many can be in flight.
+const MAX_DELIVERY_PIPELINES: usize = 16;
 
 /// A callback host as limits count it: host and port (one server).
 fn host_key(url: &HubUrl) -> String {

@@ -11,7 +11,14 @@
 //! and `X-Hub-Signature` when the subscription has a secret. What happens next is decided by
 //! `domain::retry`: retries become new jobs that are due later, pushed in the same transaction.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use futures::StreamExt;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LINK};
@@ -61,7 +68,7 @@ pub struct DeliverJob {
 }
 
 #[tracing::instrument(skip_all, fields(batch = job.deliveries.len()))]
-pub async fn run(ctx: &HubContext, job: DeliverJob) -> Result<(), JobError> {
+pub async fn run(ctx: &Arc<HubContext>, job: DeliverJob) -> Result<(), JobError> {
     let wait = UnixMs::now().until(job.not_before);
     if !wait.is_zero() {
         if wait > MAX_IN_HANDLER_WAIT {
@@ -102,7 +109,7 @@ const STREAM_FALLBACK: Duration = Duration::from_secs(5);
 /// the ones just finished, when `stream` says this job sends them too (their jobs are pushed
 /// anyway, due a little later); otherwise their jobs are due at once and nothing is returned.
 async fn send_batch(
-    ctx: &HubContext,
+    ctx: &Arc<HubContext>,
     ids: &[DeliveryId],
     stream: bool,
     bodies: &mut contents::BodyCache,
@@ -122,10 +129,94 @@ async fn send_batch(
     // One draw per batch: deliveries that failed alike come back together, as one job.
     let jitter = random_unit();
 
-    // POSTs run concurrently; their results are recorded as they come, in small groups (each
-    // group is what finished while the previous one was being written). A POST holds its slot
-    // until its result is written, so what a crash can repeat — POSTs sent and not yet
-    // recorded — is never more than the job's concurrency.
+    // The POSTs and the recording of their results run as their own task: when a batch is
+    // held up by a few callbacks that answer slowly (or never, until the timeout), the job
+    // leaves that task to finish them and frees its worker slot for the next batch
+    // (`DETACH_AFTER`). The number of such tasks is bounded per process (`pipelines`).
+    let pipeline_slot = ctx
+        .limits
+        .delivery_pipeline()
+        .await
+        .map_err(|_| JobError::Busy("the delivery pipelines are closed".into()))?;
+    let detached = Arc::new(AtomicBool::new(false));
+    let (next_tx, mut next_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<DeliveryId>>();
+    let pipeline = tokio::spawn(send_and_record(
+        ctx.clone(),
+        rows,
+        contents,
+        claimed.token,
+        jitter,
+        stream,
+        detached.clone(),
+        next_tx,
+        pipeline_slot,
+    ));
+    tokio::pin!(pipeline);
+    let detach_at = tokio::time::sleep(DETACH_AFTER);
+    tokio::pin!(detach_at);
+    let mut next = Vec::new();
+    loop {
+        tokio::select! {
+            finished = &mut pipeline => {
+                finished.map_err(|e| JobError::Busy(format!("delivery pipeline failed: {e}")))??;
+                while let Ok(ids) = next_rx.try_recv() {
+                    next.extend(ids);
+                }
+                return Ok(if stream { next } else { Vec::new() });
+            }
+            Some(ids) = next_rx.recv() => next.extend(ids),
+            () = &mut detach_at => {
+                // Later groups queue their successors at once; those recorded so far were
+                // queued for later (this job meant to send them itself): queue them now.
+                detached.store(true, Ordering::SeqCst);
+                while let Ok(ids) = next_rx.try_recv() {
+                    next.extend(ids);
+                }
+                if stream && !next.is_empty() {
+                    let jobs: Vec<Job> = next
+                        .chunks(ctx.settings.delivery.batch)
+                        .map(|batch| {
+                            let job = DeliverJob {
+                                deliveries: batch.to_vec(),
+                                not_before: UnixMs::EPOCH,
+                            };
+                            Job::new(Queue::Deliver, &job)
+                        })
+                        .collect();
+                    let mut tx = ctx.db.begin().await?;
+                    queue::push(&mut tx, &jobs).await?;
+                    tx.commit().await?;
+                    ctx.wakers.wake_for(&jobs);
+                }
+                tracing::debug!("batch held up by slow callbacks; left to finish in the background");
+                return Ok(Vec::new());
+            }
+        }
+    }
+}
+
+/// How long a job waits for its batch before it leaves the slow rest of it to finish in the
+/// background.
+const DETACH_AFTER: Duration = Duration::from_secs(2);
+
+/// POSTs a claimed batch concurrently and records the results as they come, in small groups
+/// (each group is what finished while the previous one was being written). A POST holds its
+/// slot until its result is written, so what a crash can repeat — POSTs sent and not yet
+/// recorded — is never more than the concurrency. The deliveries that waited for finished
+/// ones are sent back over `next`.
+#[allow(clippy::too_many_arguments)]
+async fn send_and_record(
+    ctx: Arc<HubContext>,
+    rows: Vec<ClaimedDelivery>,
+    contents: std::collections::HashMap<crate::domain::ids::ContentId, Arc<ContentRow>>,
+    token: UnixMs,
+    jitter: f64,
+    stream: bool,
+    detached: Arc<AtomicBool>,
+    next: tokio::sync::mpsc::UnboundedSender<Vec<DeliveryId>>,
+    _pipeline_slot: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), JobError> {
+    let ctx = &*ctx;
     let concurrency = ctx.settings.delivery.concurrency;
     let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let (results, mut finished) = tokio::sync::mpsc::channel(concurrency);
@@ -153,23 +244,25 @@ async fn send_batch(
             }
         });
     // Owns the receiver: should recording fail, the senders see it closed and stop waiting.
-    let token = claimed.token;
     let record = async move {
-        let mut next = Vec::new();
         let mut group = Vec::with_capacity(concurrency);
         while finished.recv_many(&mut group, concurrency).await > 0 {
             let (outcomes, slots): (Vec<_>, Vec<_>) = group
                 .drain(..)
                 .map(|(row, r, slot)| ((row, r), slot))
                 .unzip();
-            next.extend(record_group(ctx, token, &outcomes, stream).await?);
+            let streaming = stream && !detached.load(Ordering::SeqCst);
+            let waiting = record_group(ctx, token, &outcomes, streaming).await?;
             // The group's slots go back only now that its results are written.
             drop(slots);
+            if !waiting.is_empty() {
+                let _ = next.send(waiting);
+            }
         }
-        Ok::<_, JobError>(next)
+        Ok::<_, JobError>(())
     };
-    let ((), next) = tokio::join!(send, record);
-    next
+    let ((), recorded) = tokio::join!(send, record);
+    recorded
 }
 
 /// Records the results of one group of POSTs in one transaction: their states, subscriptions
