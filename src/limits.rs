@@ -188,7 +188,7 @@ impl Limits {
 /// Delivery batches sent at once per process: the queue runs 4 hubout jobs at a time, and a
 /// job whose batch is held up by slow callbacks leaves it running (`jobs::deliver`), so up to
 /// this many can be in flight.
-const MAX_DELIVERY_PIPELINES: usize = 16;
+const MAX_DELIVERY_PIPELINES: usize = 64;
 
 /// A callback host as limits count it: host and port (one server).
 fn host_key(url: &HubUrl) -> String {

@@ -15,7 +15,7 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -139,10 +139,13 @@ async fn send_batch(
         .await
         .map_err(|_| JobError::Busy("the delivery pipelines are closed".into()))?;
     let detached = Arc::new(AtomicBool::new(false));
+    let recorded = Arc::new(AtomicUsize::new(0));
+    let total = rows.len();
     let (next_tx, mut next_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<DeliveryId>>();
     let pipeline = tokio::spawn(send_and_record(
         ctx.clone(),
         rows,
+        recorded.clone(),
         contents,
         claimed.token,
         jitter,
@@ -152,8 +155,8 @@ async fn send_batch(
         pipeline_slot,
     ));
     tokio::pin!(pipeline);
-    let detach_at = tokio::time::sleep(DETACH_AFTER);
-    tokio::pin!(detach_at);
+    let started = tokio::time::Instant::now();
+    let mut progress = tokio::time::interval(PROGRESS_CHECK);
     let mut next = Vec::new();
     loop {
         tokio::select! {
@@ -165,7 +168,10 @@ async fn send_batch(
                 return Ok(if stream { next } else { Vec::new() });
             }
             Some(ids) = next_rx.recv() => next.extend(ids),
-            () = &mut detach_at => {
+            _ = progress.tick() => {
+                if !held_up(started.elapsed(), recorded.load(Ordering::SeqCst), total) {
+                    continue;
+                }
                 // Later groups queue their successors at once; those recorded so far were
                 // queued for later (this job meant to send them itself): queue them now.
                 detached.store(true, Ordering::SeqCst);
@@ -195,9 +201,16 @@ async fn send_batch(
     }
 }
 
-/// How long a job waits for its batch before it leaves the slow rest of it to finish in the
-/// background.
-const DETACH_AFTER: Duration = Duration::from_secs(2);
+/// How often a job looks at how far its batch has got.
+const PROGRESS_CHECK: Duration = Duration::from_millis(50);
+
+/// Whether a batch is held up by a few slow callbacks, so the job should leave the rest to
+/// finish in the background: almost all of it is done and the rest is late, or it has simply
+/// taken long.
+fn held_up(elapsed: Duration, recorded: usize, total: usize) -> bool {
+    let almost_all = recorded * 10 >= total * 9;
+    (almost_all && elapsed >= Duration::from_millis(250)) || elapsed >= Duration::from_secs(2)
+}
 
 /// POSTs a claimed batch concurrently and records the results as they come, in small groups
 /// (each group is what finished while the previous one was being written). A POST holds its
@@ -208,6 +221,7 @@ const DETACH_AFTER: Duration = Duration::from_secs(2);
 async fn send_and_record(
     ctx: Arc<HubContext>,
     rows: Vec<ClaimedDelivery>,
+    recorded: Arc<AtomicUsize>,
     contents: std::collections::HashMap<crate::domain::ids::ContentId, Arc<ContentRow>>,
     token: UnixMs,
     jitter: f64,
@@ -253,6 +267,7 @@ async fn send_and_record(
                 .unzip();
             let streaming = stream && !detached.load(Ordering::SeqCst);
             let waiting = record_group(ctx, token, &outcomes, streaming).await?;
+            recorded.fetch_add(outcomes.len(), Ordering::SeqCst);
             // The group's slots go back only now that its results are written.
             drop(slots);
             if !waiting.is_empty() {
