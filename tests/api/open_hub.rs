@@ -91,29 +91,37 @@ async fn synchronous_verifications_beyond_the_limit_are_told_to_retry() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_client_that_trickles_its_body_is_cut_off_and_others_are_served() {
+async fn clients_that_trickle_their_bodies_are_cut_off_and_others_are_served() {
     let app = TestApp::spawn_with(&[("HERALD_CLIENT_TIMEOUT", "1s")]).await;
-    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
-        .await
-        .expect("connect");
-    slow.write_all(
-        b"POST /hub HTTP/1.1\r\nHost: hub\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nhub.mode=",
-    )
-    .await
-    .expect("write");
+    // Hundreds of clients send headers and a few bytes of the body they announced, then stall.
+    let mut slow = Vec::new();
+    for _ in 0..400 {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+            .await
+            .expect("connect");
+        stream
+            .write_all(
+                b"POST /hub HTTP/1.1\r\nHost: hub\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nhub.mode=",
+            )
+            .await
+            .expect("write");
+        slow.push(stream);
+    }
     // Meanwhile, an ordinary request is answered.
     let (status, _) = app
         .post_form(&[("hub.mode", "publish"), ("hub.url", "http://127.0.0.1:9/x")])
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    // The trickling client gets 408 once its time is up.
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut answer))
-        .await
-        .expect("the hub answers within its timeout")
-        .expect("read");
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // Every stalled client gets 408 once its time is up.
+    for mut stream in slow {
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+            .await
+            .expect("the hub answers within its timeout")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
