@@ -185,6 +185,9 @@ pub struct ServeArgs {
     /// host and port; path by whole segments; * within a segment, ** across segments).
     #[arg(long, env = "HERALD_TOPIC_ALLOW", default_value = "")]
     pub topic_allow: TopicAllowList,
+    /// Bearer token that /metrics asks for; unset: /metrics is open.
+    #[arg(long, env = "HERALD_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<Redacted>,
     /// Bearer token of the producer API (and of pings on a closed hub); unset: API off.
     #[arg(long, env = "HERALD_PRODUCER_TOKEN", hide_env_values = true)]
     pub producer_token: Option<Redacted>,
@@ -284,6 +287,8 @@ pub struct AccessSettings {
     pub subscribe_rate_limit: RateSetting,
     /// Exempt from rate limits (besides loopback).
     pub trusted_clients: AddressRanges,
+    /// What `/metrics` asks for, if anything.
+    pub metrics_token: Option<ProducerToken>,
     /// Reverse proxies whose X-Forwarded-For is believed.
     pub trusted_proxies: AddressRanges,
 }
@@ -431,6 +436,10 @@ impl TryFrom<ServeArgs> for Settings {
                 rate_limit: a.rate_limit,
                 subscribe_rate_limit: a.subscribe_rate_limit,
                 trusted_clients: a.trusted_clients,
+                metrics_token: a
+                    .metrics_token
+                    .as_ref()
+                    .and_then(|t| ProducerToken::new(t.expose())),
                 trusted_proxies: a.trusted_proxies,
             },
             lease: LeaseSettings {

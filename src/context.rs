@@ -5,6 +5,7 @@ use crate::{
     domain::{ids::ProcessId, url::HubUrl},
     jobs::queue::Wakers,
     limits::Limits,
+    metrics::Metrics,
     outbound::Outbound,
     store::Db,
 };
@@ -21,4 +22,5 @@ pub struct HubContext {
     /// This process: the owner of every claim it takes (`jobs::liveness`).
     pub process: ProcessId,
     pub limits: Limits,
+    pub metrics: Metrics,
 }

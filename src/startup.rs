@@ -15,6 +15,7 @@ use crate::{
         queue::{self, Wakers, Workers},
     },
     limits::Limits,
+    metrics::Metrics,
     outbound::Outbound,
     store::Db,
 };
@@ -66,6 +67,7 @@ impl Application {
             wakers: Wakers::default(),
             process: ProcessId::generate(),
             limits,
+            metrics: Metrics::default(),
         });
 
         // Before any claim is taken: claims name this process.
@@ -80,6 +82,10 @@ impl Application {
                         .app_data(data.clone())
                         .wrap(actix_web::middleware::from_fn(
                             http::rate_limit::limit_clients,
+                        ))
+                        // Outermost: counts the rate limit's answers too.
+                        .wrap(actix_web::middleware::from_fn(
+                            http::metrics::count_requests,
                         ))
                         .configure(http::routes)
                 })

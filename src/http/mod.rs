@@ -4,6 +4,7 @@
 pub mod api;
 pub mod health;
 pub mod hub;
+pub mod metrics;
 pub mod rate_limit;
 
 use actix_web::web;
@@ -13,5 +14,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/hub", web::get().to(hub::describe))
         .route("/", web::post().to(hub::post))
         .route("/health", web::get().to(health::get))
+        .route("/metrics", web::get().to(metrics::get))
         .configure(api::routes);
 }

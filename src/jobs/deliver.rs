@@ -330,7 +330,27 @@ async fn record_group(
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
     ctx.wakers.wake_for(&jobs);
+    count_outcomes(ctx, &records);
     Ok(if stream { next } else { Vec::new() })
+}
+
+/// Counts recorded outcomes (`herald_deliveries_total`).
+fn count_outcomes(ctx: &HubContext, records: &[(DeliveryId, Recorded)]) {
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for (_, r) in records {
+        let outcome = match r {
+            Recorded::Delivered { .. } => "delivered",
+            Recorded::Retry { .. } => "retry",
+            Recorded::Failed { .. } => "failed",
+            Recorded::Gone => "gone",
+            Recorded::Cancelled { .. } => "cancelled",
+            Recorded::Deferred { .. } => continue,
+        };
+        *counts.entry(outcome).or_default() += 1;
+    }
+    for (outcome, n) in counts {
+        ctx.metrics.delivery(outcome, n);
+    }
 }
 
 /// Deliveries of this job that wait behind an older one to the same subscription go back to
@@ -469,9 +489,13 @@ async fn attempt(
         Outcome::Transport(e) => (None, e.clone()),
     };
     match ctx.settings.delivery.retry.next_step(attempts, &outcome) {
-        NextStep::Delivered => Recorded::Delivered {
-            status: status.unwrap_or(200),
-        },
+        NextStep::Delivered => {
+            ctx.metrics
+                .delivered_after(content.accepted_at, UnixMs::now());
+            Recorded::Delivered {
+                status: status.unwrap_or(200),
+            }
+        }
         NextStep::EndSubscription => Recorded::Gone,
         NextStep::RetryAfter(delay) => Recorded::Retry {
             status,

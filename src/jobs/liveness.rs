@@ -126,10 +126,14 @@ fn jobs_for(ctx: &HubContext, released: &Released) -> Vec<Job> {
             };
             Job::new(Queue::Deliver, &job)
         });
-    let topics = released
-        .topics
-        .iter()
-        .map(|&topic| Job::new(Queue::Distribute, &DistributeJob { topic, failures: 0 }));
+    let topics = released.topics.iter().map(|&topic| {
+        let job = DistributeJob {
+            topic,
+            failures: 0,
+            accepted_at: None,
+        };
+        Job::new(Queue::Distribute, &job)
+    });
     let requests = released
         .requests
         .iter()

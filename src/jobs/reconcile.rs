@@ -74,11 +74,14 @@ pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
         .into_iter()
         .filter(|id| !covered.contains(id))
         .collect();
-    jobs.extend(
-        distributions
-            .iter()
-            .map(|&topic| Job::new(Queue::Distribute, &DistributeJob { topic, failures: 0 })),
-    );
+    jobs.extend(distributions.iter().map(|&topic| {
+        let job = DistributeJob {
+            topic,
+            failures: 0,
+            accepted_at: None,
+        };
+        Job::new(Queue::Distribute, &job)
+    }));
 
     push(ctx, std::mem::take(&mut jobs)).await?;
 

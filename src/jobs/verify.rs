@@ -278,9 +278,8 @@ async fn complete(
     let now = UnixMs::now();
     let req = &stored.request;
     let mut tx = ctx.db.begin().await?;
-    if requests::complete(&mut tx, stored.id, state, reason, now).await?
-        && let Some((lease, verified_at)) = applied
-    {
+    let completed = requests::complete(&mut tx, stored.id, state, reason, now).await?;
+    if completed && let Some((lease, verified_at)) = applied {
         apply(&mut tx, stored, lease, verified_at, now).await?;
     }
     let mut jobs = Vec::new();
@@ -290,6 +289,9 @@ async fn complete(
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
     ctx.wakers.wake_for(&jobs);
+    if completed {
+        ctx.metrics.verification(req.mode.as_str(), state.as_str());
+    }
     Ok(())
 }
 

@@ -27,17 +27,19 @@ pub struct NewContent<'a> {
     pub audience: Audience,
     pub event_id: &'a str,
     pub distribution_id: Option<DistributionId>,
+    /// When the ping or push behind it was accepted.
+    pub accepted_at: UnixMs,
 }
 
 pub async fn insert(tx: &mut Tx, c: &NewContent<'_>, now: UnixMs) -> Result<ContentId, StoreError> {
     let sql = "INSERT INTO contents (topic_id, content_type, body, content_hash, hub_link, self_link, created_at,
-                                    mode, event_id, distribution_id, body_id, ranges)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
+                                    mode, event_id, distribution_id, body_id, ranges, accepted_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id";
     let ranges = c.ranges.map(encode_ranges);
     let id: ContentId = dispatch_tx!(tx, conn => sqlx::query_scalar(sql)
         .bind(c.topic_id).bind(c.content_type).bind(Vec::<u8>::new()).bind(c.content_hash)
         .bind(c.hub_link).bind(c.self_link).bind(now).bind(c.audience.as_str()).bind(c.event_id)
-        .bind(c.distribution_id).bind(c.body_id).bind(ranges)
+        .bind(c.distribution_id).bind(c.body_id).bind(ranges).bind(c.accepted_at)
         .fetch_one(conn).await?);
     Ok(id)
 }
@@ -52,6 +54,8 @@ pub struct ContentRow {
     pub hub_link: String,
     pub self_link: String,
     pub event_id: String,
+    /// When the ping or push behind it was accepted (its creation, for older rows).
+    pub accepted_at: UnixMs,
 }
 
 #[derive(sqlx::FromRow)]
@@ -64,6 +68,7 @@ struct Row {
     hub_link: String,
     self_link: String,
     event_id: String,
+    accepted_at: UnixMs,
 }
 
 /// Bodies already loaded by the caller, by id: bodies never change, so a job that sends many
@@ -104,7 +109,8 @@ pub async fn load_many(
     ids: &[ContentId],
     cache: &mut BodyCache,
 ) -> Result<HashMap<ContentId, Arc<ContentRow>>, StoreError> {
-    let sql = "SELECT id, content_type, body, body_id, ranges, hub_link, self_link, event_id
+    let sql = "SELECT id, content_type, body, body_id, ranges, hub_link, self_link, event_id,
+                      COALESCE(accepted_at, created_at) AS accepted_at
                FROM contents WHERE id IN ({list})";
     let mut rows: Vec<Row> = Vec::new();
     for (sql, chunk) in in_list_chunks(sql, 1, ids) {
@@ -146,6 +152,7 @@ pub async fn load_many(
             hub_link: r.hub_link,
             self_link: r.self_link,
             event_id: r.event_id,
+            accepted_at: r.accepted_at,
         };
         out.insert(r.id, Arc::new(row));
     }

@@ -11,6 +11,7 @@ mod feeds;
 mod intents;
 mod leases;
 mod legacy;
+mod metrics;
 mod open_hub;
 mod producer;
 mod publish;

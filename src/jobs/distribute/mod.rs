@@ -65,6 +65,9 @@ pub struct DistributeJob {
     /// How many fetches of this topic failed in a row before this job.
     #[serde(default)]
     pub failures: u32,
+    /// When the ping that asked for this distribution was accepted (`None`: a follow-up).
+    #[serde(default)]
+    pub accepted_at: Option<UnixMs>,
 }
 
 #[tracing::instrument(skip_all, fields(topic = %job.topic))]
@@ -117,6 +120,14 @@ async fn distribute(
             topic.last_modified.as_deref(),
         )
         .await;
+    let outcome = match &fetched {
+        Ok(Fetched::NotModified) => "not_modified",
+        Ok(Fetched::Body { .. }) => "fetched",
+        Err(_) => "failed",
+    };
+    if outcome != "fetched" {
+        ctx.metrics.fetch(outcome);
+    }
     let (body, mut record, hubs) = match fetched {
         Ok(Fetched::NotModified) => (
             None,
@@ -135,6 +146,8 @@ async fn distribute(
         }) => {
             let hash = content_hash(content_type.as_deref(), &body);
             let changed = topic.content_hash.as_deref() != Some(hash.as_str());
+            ctx.metrics
+                .fetch(if changed { "changed" } else { "unchanged" });
             let record = topics::FetchRecord {
                 content_type,
                 content_hash: Some(hash),
@@ -158,6 +171,7 @@ async fn distribute(
             &hubs,
             &mut record,
             DistributionSource::Ping,
+            job.accepted_at.unwrap_or(now),
             now,
         )
         .await?;
@@ -183,6 +197,7 @@ async fn finish(
             &DistributeJob {
                 topic: topic.id,
                 failures: 0,
+                accepted_at: None,
             },
         ));
     }
@@ -211,6 +226,7 @@ async fn fan_out_body(
     advertised_hubs: &[String],
     record: &mut topics::FetchRecord,
     source: DistributionSource,
+    accepted_at: UnixMs,
     now: UnixMs,
 ) -> Result<Fanned, StoreError> {
     let content_type = record.content_type.clone();
@@ -254,6 +270,7 @@ async fn fan_out_body(
             audience: doc.audience,
             event_id: &challenge::random_hex(12),
             distribution_id: Some(distribution),
+            accepted_at,
         };
         let content_id = contents::insert(tx, &content, now).await?;
         let ids = deliveries::fan_out(
@@ -306,6 +323,7 @@ async fn fetch_failed(
             let retry = DistributeJob {
                 topic: topic.id,
                 failures: job.failures + 1,
+                accepted_at: job.accepted_at,
             };
             let jobs = [Job::new(Queue::Distribute, &retry).not_before(now.after(*delay))];
             queue::push(&mut tx, &jobs).await?;

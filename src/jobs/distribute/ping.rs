@@ -33,6 +33,7 @@ pub async fn record_pings(db: &Db, urls: &[HubUrl]) -> Result<(usize, Vec<Job>),
                 let job = DistributeJob {
                     topic: ping.topic_id,
                     failures: 0,
+                    accepted_at: Some(now),
                 };
                 jobs.push(Job::new(Queue::Distribute, &job));
             }

@@ -94,6 +94,7 @@ async fn push_claimed(
             &mut record,
             DistributionSource::Push,
             now,
+            now,
         )
         .await?;
     }

@@ -1,0 +1,60 @@
+//! `GET /metrics`: this process's Prometheus metrics (`crate::metrics`), behind
+//! `HERALD_METRICS_TOKEN` when set; and the middleware that counts every HTTP request by route
+//! pattern and status.
+
+use std::sync::Arc;
+
+use actix_web::{
+    Error, HttpRequest, HttpResponse,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    http::header,
+    middleware::Next,
+    web,
+};
+
+use crate::context::HubContext;
+
+pub async fn get(req: HttpRequest, ctx: web::Data<Arc<HubContext>>) -> HttpResponse {
+    if let Some(token) = &ctx.settings.access.metrics_token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !token.authorizes(presented) {
+            return HttpResponse::Unauthorized()
+                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                .content_type("text/plain; charset=utf-8")
+                .body("the metrics need Authorization: Bearer <HERALD_METRICS_TOKEN>\n");
+        }
+    }
+    match ctx.metrics.render(&ctx.db).await {
+        Ok(text) => HttpResponse::Ok()
+            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(text),
+        Err(error) => {
+            tracing::warn!(%error, "metrics could not be gathered");
+            HttpResponse::ServiceUnavailable()
+                .content_type("text/plain; charset=utf-8")
+                .body("the metrics could not be gathered; see the hub's log\n")
+        }
+    }
+}
+
+/// Counts each answered request under its route pattern (`/api/v1/distributions/{id}`, never
+/// the concrete path) and status.
+pub async fn count_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let ctx = req.app_data::<web::Data<Arc<HubContext>>>().cloned();
+    let response = next.call(req).await?;
+    if let Some(ctx) = ctx {
+        let route = response
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        ctx.metrics.http_request(&route, response.status().as_u16());
+    }
+    Ok(response)
+}

@@ -1,0 +1,222 @@
+//! Prometheus metrics of this process (`GET /metrics`, text exposition by `prometheus-client`).
+//!
+//! Counters are counted where the outcome is recorded; gauges of stored state (queue depths,
+//! pending deliveries, subscriptions by state, paused callback hosts) are read from the
+//! database when scraped, with a few cheap `COUNT`s. Label values come from closed sets (routes
+//! as patterns, outcomes, states, queue names): never one series per topic or callback.
+//! With several processes each exposes its own counters; the sampled gauges are the shared
+//! database's.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::{
+    domain::ids::UnixMs,
+    store::{Db, StoreError, dispatch},
+};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerificationLabels {
+    pub mode: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<HttpLabels, Counter>,
+    verifications: Family<VerificationLabels, Counter>,
+    fetches: Family<OutcomeLabel, Counter>,
+    deliveries: Family<OutcomeLabel, Counter>,
+    publish_to_delivery: Histogram,
+    queue_depth: Family<QueueLabel, Gauge>,
+    pending_deliveries: Gauge,
+    subscriptions: Family<StateLabel, Gauge>,
+    paused_hosts: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("herald");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route pattern and status",
+            http_requests.clone(),
+        );
+        let verifications = Family::<VerificationLabels, Counter>::default();
+        registry.register(
+            "verifications",
+            "Verifications of intent completed, by mode and outcome (verified, failed, denied)",
+            verifications.clone(),
+        );
+        let fetches = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "fetches",
+            "Topic fetches, by outcome (changed, unchanged, not_modified, failed)",
+            fetches.clone(),
+        );
+        let deliveries = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Delivery attempts recorded, by outcome (delivered, retry, failed, gone, cancelled)",
+            deliveries.clone(),
+        );
+        let publish_to_delivery = Histogram::new(
+            [
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                3600.0,
+            ]
+            .into_iter(),
+        );
+        registry.register(
+            "publish_to_delivery_seconds",
+            "From a publish ping (or producer push) accepted to a 2xx from the callback",
+            publish_to_delivery.clone(),
+        );
+        let queue_depth = Family::<QueueLabel, Gauge>::default();
+        registry.register(
+            "queue_depth",
+            "Queue jobs waiting or running, by queue (sampled when scraped)",
+            queue_depth.clone(),
+        );
+        let pending_deliveries = Gauge::default();
+        registry.register(
+            "pending_deliveries",
+            "Deliveries waiting or being sent (sampled when scraped)",
+            pending_deliveries.clone(),
+        );
+        let subscriptions = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "subscriptions",
+            "Subscriptions by state (sampled when scraped)",
+            subscriptions.clone(),
+        );
+        let paused_hosts = Gauge::default();
+        registry.register(
+            "paused_callback_hosts",
+            "Callback hosts whose circuit breaker is open (sampled when scraped)",
+            paused_hosts.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            verifications,
+            fetches,
+            deliveries,
+            publish_to_delivery,
+            queue_depth,
+            pending_deliveries,
+            subscriptions,
+            paused_hosts,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn http_request(&self, route: &str, status: u16) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    pub fn verification(&self, mode: &'static str, outcome: &'static str) {
+        self.verifications
+            .get_or_create(&VerificationLabels { mode, outcome })
+            .inc();
+    }
+
+    pub fn fetch(&self, outcome: &'static str) {
+        self.fetches.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn delivery(&self, outcome: &'static str, n: u64) {
+        self.deliveries
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc_by(n);
+    }
+
+    /// A 2xx received `now` for an update accepted at `accepted`.
+    pub fn delivered_after(&self, accepted: UnixMs, now: UnixMs) {
+        self.publish_to_delivery
+            .observe(accepted.until(now).as_secs_f64());
+    }
+
+    /// Samples the stored state and encodes everything in the Prometheus text format.
+    pub async fn render(&self, db: &Db) -> Result<String, StoreError> {
+        let queue_sql = match db {
+            Db::Sqlite(_) => {
+                "SELECT job_type, COUNT(*) FROM Jobs WHERE status IN ('Pending', 'Queued', 'Running') GROUP BY job_type"
+            }
+            Db::Pg(_) => {
+                "SELECT job_type, COUNT(*) FROM apalis.jobs WHERE status IN ('Pending', 'Queued', 'Running') GROUP BY job_type"
+            }
+        };
+        let queues: Vec<(String, i64)> =
+            dispatch!(db, c => sqlx::query_as(queue_sql).fetch_all(c).await?);
+        for queue in crate::jobs::queue::Queue::ALL {
+            let depth = queues
+                .iter()
+                .find(|(name, _)| name == queue.name())
+                .map_or(0, |(_, n)| *n);
+            self.queue_depth
+                .get_or_create(&QueueLabel {
+                    queue: queue.name(),
+                })
+                .set(depth);
+        }
+        let pending: i64 = dispatch!(db, c => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'sending')"
+        ).fetch_one(c).await?);
+        self.pending_deliveries.set(pending);
+        let states: Vec<(String, i64)> = dispatch!(db, c => sqlx::query_as(
+            "SELECT state, COUNT(*) FROM subscriptions GROUP BY state"
+        ).fetch_all(c).await?);
+        for state in crate::domain::state::SubscriptionState::ALL {
+            let n = states
+                .iter()
+                .find(|(s, _)| s == state.as_str())
+                .map_or(0, |(_, n)| *n);
+            self.subscriptions
+                .get_or_create(&StateLabel {
+                    state: state.as_str().to_owned(),
+                })
+                .set(n);
+        }
+        let paused: i64 = dispatch!(db, c => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM callback_hosts WHERE state = 'open'"
+        ).fetch_one(c).await?);
+        self.paused_hosts.set(paused);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .map_err(|e| StoreError::Config(format!("metrics could not be encoded: {e}")))?;
+        Ok(text)
+    }
+}

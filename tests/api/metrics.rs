@@ -1,0 +1,83 @@
+//! `/metrics`: Prometheus text a scraper reads, counters that agree with the database.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{Publisher, Subscriber, TestApp};
+
+/// The value of the sample `series` (name and labels exactly as exposed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn counters_agree_with_the_database_and_the_token_guards_them() {
+    let app = TestApp::spawn_with(&[("HERALD_METRICS_TOKEN", "scrape")]).await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("m", Some("text/plain"), "counted");
+    let topic = publisher.url("m");
+    for i in 0..5 {
+        app.subscribed(&topic, &sub.callback(&format!("m{i}")), &[])
+            .await;
+    }
+    app.publish(&topic).await;
+    app.wait_delivered(5).await;
+
+    let url = format!("http://127.0.0.1:{}/metrics", app.port);
+    let refused = app.client.get(&url).send().await.expect("answer");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let scraped = app
+        .client
+        .get(&url)
+        .bearer_auth("scrape")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(scraped.status(), StatusCode::OK);
+    let text = scraped.text().await.expect("text");
+    let delivered = app
+        .count("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
+        .await;
+    assert_eq!(delivered, 5);
+    assert_eq!(
+        sample(&text, "herald_deliveries_total{outcome=\"delivered\"}"),
+        Some(delivered as f64),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "herald_verifications_total{mode=\"subscribe\",outcome=\"verified\"}"
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "herald_http_requests_total{route=\"/hub\",status=\"202\"}"
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(&text, "herald_fetches_total{outcome=\"changed\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "herald_publish_to_delivery_seconds_count"),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(&text, "herald_subscriptions{state=\"active\"}"),
+        Some(5.0)
+    );
+    assert_eq!(sample(&text, "herald_pending_deliveries"), Some(0.0));
+    assert!(sample(&text, "herald_queue_depth{queue=\"hubout\"}").is_some());
+    assert_eq!(sample(&text, "herald_paused_callback_hosts"), Some(0.0));
+    assert!(text.trim_end().ends_with("# EOF"));
+}
