@@ -86,13 +86,10 @@ impl Default for Metrics {
             "Delivery attempts recorded, by outcome (delivered, retry, failed, gone, cancelled)",
             deliveries.clone(),
         );
-        let publish_to_delivery = Histogram::new(
-            [
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-                3600.0,
-            ]
-            .into_iter(),
-        );
+        let publish_to_delivery = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            3600.0,
+        ]);
         registry.register(
             "publish_to_delivery_seconds",
             "From a publish ping (or producer push) accepted to a 2xx from the callback",
