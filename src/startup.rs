@@ -83,10 +83,12 @@ impl Application {
                         .wrap(actix_web::middleware::from_fn(
                             http::rate_limit::limit_clients,
                         ))
-                        // Outermost: counts the rate limit's answers too.
+                        // Counts the rate limit's answers too.
                         .wrap(actix_web::middleware::from_fn(
                             http::metrics::count_requests,
                         ))
+                        // Outermost: every answer carries its request id.
+                        .wrap(actix_web::middleware::from_fn(http::request_id::assign))
                         .configure(http::routes)
                 })
                 .listen(listener)?

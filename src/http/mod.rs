@@ -6,6 +6,7 @@ pub mod health;
 pub mod hub;
 pub mod metrics;
 pub mod rate_limit;
+pub mod request_id;
 
 use actix_web::web;
 

@@ -81,3 +81,39 @@ async fn counters_agree_with_the_database_and_the_token_guards_them() {
     assert_eq!(sample(&text, "herald_paused_callback_hosts"), Some(0.0));
     assert!(text.trim_end().ends_with("# EOF"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_carries_a_request_id() {
+    let app = TestApp::spawn().await;
+    let given = app
+        .client
+        .get(app.hub_url())
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        given
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("trace-me-42")
+    );
+    let (status, _) = app.post_form(&[("hub.mode", "nonsense")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let generated = app
+        .client
+        .post(app.hub_url())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("hub.mode=nonsense")
+        .send()
+        .await
+        .expect("answer");
+    let id = generated
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a generated id")
+        .to_owned();
+    assert_eq!(id.len(), 32, "{id}");
+}
