@@ -163,9 +163,11 @@ pub enum Claim {
     Taken,
 }
 
-/// How long a blocked request waits before looking again when its blocker is not being
-/// verified yet (its own job is still queued).
-const BLOCKED_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a blocked request waits before it looks again. Normally the transaction that
+/// completes its blocker pushes its job at once; but on PostgreSQL that transaction may have
+/// looked for the next request just before this one was committed, while this one's job saw the
+/// blocker still pending — so the fallback must be short, not the blocker's whole claim.
+const BLOCKED_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Claims `id` for verification until `hold_until`, if it is pending, not held by anyone else
 /// (see [`Holder`]), and no older request of the same (topic, callback) is still pending.
@@ -196,17 +198,16 @@ pub async fn claim(
         return Ok(Claim::Claimed(Box::new(StoredRequest::try_from(row)?)));
     }
     // Not claimed: blocked behind an older request, or not ours to take.
-    let blocker = "SELECT older.claimed_until FROM subscription_requests r
+    let blocker = "SELECT older.id FROM subscription_requests r
                    JOIN subscription_requests older
                      ON older.topic = r.topic AND older.callback = r.callback
                     AND older.state = 'pending' AND older.id < r.id
                    WHERE r.id = $1 AND r.state = 'pending'
                    ORDER BY older.id LIMIT 1";
-    let found: Option<Option<UnixMs>> =
+    let found: Option<RequestId> =
         dispatch!(db, c => sqlx::query_scalar(blocker).bind(id).fetch_optional(c).await?);
     Ok(match found {
         None => Claim::Taken,
-        Some(Some(until)) if until > now => Claim::Blocked { recheck_at: until },
         Some(_) => Claim::Blocked {
             recheck_at: now.after(BLOCKED_RECHECK),
         },
