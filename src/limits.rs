@@ -191,7 +191,7 @@ impl Limits {
 const MAX_DELIVERY_PIPELINES: usize = 64;
 
 /// A callback host as limits count it: host and port (one server).
-fn host_key(url: &HubUrl) -> String {
+pub fn host_key(url: &HubUrl) -> String {
     let u = url.as_url();
     format!(
         "{}:{}",

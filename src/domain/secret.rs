@@ -29,6 +29,18 @@ impl Secret {
         (!raw.is_empty()).then_some(Self(raw))
     }
 
+    /// Whether `presented` is this secret, compared in constant time (both are hashed to a
+    /// fixed length first, so neither content nor length leaks through timing).
+    pub fn matches(&self, presented: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        let a = Sha256::digest(self.0.as_bytes());
+        let b = Sha256::digest(presented.as_bytes());
+        a.iter()
+            .zip(b.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -139,10 +139,20 @@ pub async fn post(
                 };
             }
             verify::accept(&ctx, &request).await?;
-            Ok(text(
-                StatusCode::ACCEPTED,
-                "Accepted: verification of intent will follow.\n",
-            ))
+            let details = format!(
+                "{}/subscription-details?{}",
+                ctx.public_url.as_url().origin().ascii_serialization(),
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("hub.topic", request.topic.as_str())
+                    .append_pair("hub.callback", request.callback.as_str())
+                    .finish()
+            );
+            Ok(HttpResponse::Accepted()
+                .content_type("text/plain; charset=utf-8")
+                .insert_header((header::LINK, format!("<{details}>; rel=\"status\"")))
+                .body(format!(
+                    "Accepted: verification of intent will follow.\nDetails: {details}\n"
+                )))
         }
         HubRequest::Publish { topics } => {
             if ctx.settings.access.mode == HubMode::Closed {
@@ -166,13 +176,19 @@ pub async fn post(
     }
 }
 
-/// `GET /hub`: a short description for people who open the hub URL in a browser.
-pub async fn describe(ctx: web::Data<Arc<HubContext>>) -> HttpResponse {
+/// `GET /` and `GET /hub`: the landing page for a browser (`Accept: text/html`), else a short
+/// plain-text description.
+pub async fn describe(req: HttpRequest, ctx: web::Data<Arc<HubContext>>) -> HttpResponse {
+    if super::pages::wants_html(&req) {
+        return super::pages::landing(ctx).await;
+    }
     text(
         StatusCode::OK,
         &format!(
             "Herald WebSub hub at {}\n\nPOST application/x-www-form-urlencoded with \
-             hub.mode=subscribe|unsubscribe (hub.topic, hub.callback) or hub.mode=publish (hub.url).\n",
+             hub.mode=subscribe|unsubscribe (hub.topic, hub.callback) or hub.mode=publish (hub.url).\n\
+             How a subscription is doing: GET /subscription-details?hub.topic=…&hub.callback=…\n\
+             How a topic is doing: GET /topic-details?hub.url=…\n",
             ctx.public_url
         ),
     )

@@ -5,6 +5,7 @@ pub mod api;
 pub mod health;
 pub mod hub;
 pub mod metrics;
+pub mod pages;
 pub mod rate_limit;
 pub mod request_id;
 
@@ -13,6 +14,13 @@ use actix_web::web;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/hub", web::post().to(hub::post))
         .route("/hub", web::get().to(hub::describe))
+        .route("/", web::get().to(hub::describe))
+        .route(
+            "/subscription-details",
+            web::get().to(pages::subscription_details),
+        )
+        .route("/topic-details", web::get().to(pages::topic_details))
+        .route("/static/herald.css", web::get().to(pages::stylesheet))
         .route("/", web::post().to(hub::post))
         .route("/health", web::get().to(health::get))
         .route("/metrics", web::get().to(metrics::get))

@@ -46,3 +46,10 @@ pub async fn list(db: &Db, all: bool) -> Result<Vec<HostView>, StoreError> {
         dispatch!(db, c => sqlx::query_as::<_, HostView>(sql).bind(i64::from(all)).fetch_all(c).await?),
     )
 }
+
+/// The breaker of one host (`host:port`), if it ever opened.
+pub async fn get(db: &Db, host: &str) -> Result<Option<HostView>, StoreError> {
+    let sql =
+        "SELECT host, state, opened_at, retry_at, updated_at FROM callback_hosts WHERE host = $1";
+    Ok(dispatch!(db, c => sqlx::query_as::<_, HostView>(sql).bind(host).fetch_optional(c).await?))
+}

@@ -94,3 +94,14 @@ pub async fn prune(db: &Db, before: UnixMs) -> Result<u64, StoreError> {
                    LIMIT $2)";
     delete_older_in_batches(db, sql, before).await
 }
+
+/// The latest distributions of a topic, newest first.
+pub async fn recent_ids(
+    db: &Db,
+    topic: &str,
+    limit: i64,
+) -> Result<Vec<DistributionId>, StoreError> {
+    let sql = "SELECT d.id FROM distributions d JOIN topics t ON t.id = d.topic_id
+               WHERE t.url = $1 ORDER BY d.id DESC LIMIT $2";
+    Ok(dispatch!(db, c => sqlx::query_scalar(sql).bind(topic).bind(limit).fetch_all(c).await?))
+}

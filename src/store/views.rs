@@ -33,6 +33,8 @@ pub struct SubscriptionFilter {
     pub topic: Option<String>,
     /// A substring of the callback URL.
     pub callback: Option<String>,
+    /// Exactly this callback URL.
+    pub callback_exact: Option<String>,
     pub state: Option<SubscriptionState>,
     /// Active subscriptions whose lease ends before this time.
     pub expiring_before: Option<UnixMs>,
@@ -140,6 +142,7 @@ pub async fn subscriptions(
                  AND ($3 IS NULL OR s.callback LIKE '%' || $3 || '%')
                  AND ($4 IS NULL OR s.state = $4)
                  AND ($5 IS NULL OR (s.state = 'active' AND s.expires_at < $5))
+                 AND ($8 IS NULL OR s.callback = $8)
                  AND ($6 = 0 OR EXISTS (
                      SELECT 1 FROM deliveries d WHERE d.subscription_id = s.id
                        AND (d.state = 'failed' OR (d.state = 'pending' AND d.attempts > 0))))
@@ -147,7 +150,7 @@ pub async fn subscriptions(
                LIMIT $7";
     let rows = dispatch!(db, c => sqlx::query_as::<_, SubscriptionRow>(sql)
         .bind(f.id).bind(&f.topic).bind(&f.callback).bind(f.state.map(SubscriptionState::as_str))
-        .bind(f.expiring_before).bind(i64::from(f.failing)).bind(f.limit)
+        .bind(f.expiring_before).bind(i64::from(f.failing)).bind(f.limit).bind(&f.callback_exact)
         .fetch_all(c).await?);
     rows.into_iter().map(SubscriptionView::try_from).collect()
 }
@@ -247,6 +250,8 @@ pub struct TopicView {
     pub last_pinged_at: Option<UnixMs>,
     pub last_fetched_at: Option<UnixMs>,
     pub last_fetch_error: Option<String>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
     pub pending_pings: i64,
     pub active_subscriptions: i64,
     pub created_at: UnixMs,
@@ -261,7 +266,8 @@ pub async fn topics(
     let id: Option<TopicId> = id_or_url.and_then(|v| v.parse().ok());
     let url: Option<&str> = id_or_url.filter(|_| id.is_none());
     let sql = "SELECT t.id, t.url, t.content_type, t.feed_kind, t.feed_error, t.last_pinged_at,
-                      t.last_fetched_at, t.last_fetch_error, t.ping_seq - t.distributed_seq AS pending_pings,
+                      t.last_fetched_at, t.last_fetch_error, t.etag, t.last_modified,
+                      t.ping_seq - t.distributed_seq AS pending_pings,
                       (SELECT COUNT(*) FROM subscriptions s
                        WHERE s.topic_id = t.id AND s.state = 'active' AND s.expires_at > $3) AS active_subscriptions,
                       t.created_at
@@ -270,4 +276,43 @@ pub async fn topics(
                ORDER BY t.id LIMIT $4";
     Ok(dispatch!(db, c => sqlx::query_as::<_, TopicView>(sql)
         .bind(id).bind(url).bind(now).bind(limit).fetch_all(c).await?))
+}
+
+/// Whether `presented` is the secret of subscription `id` (compared in constant time); false
+/// when it has none.
+pub async fn secret_matches(
+    db: &Db,
+    id: SubscriptionId,
+    presented: &str,
+) -> Result<bool, StoreError> {
+    let sql = "SELECT secret FROM subscriptions WHERE id = $1";
+    let stored: Option<Option<String>> =
+        dispatch!(db, c => sqlx::query_scalar(sql).bind(id).fetch_optional(c).await?);
+    Ok(stored
+        .flatten()
+        .and_then(crate::domain::secret::Secret::from_stored)
+        .is_some_and(|s| s.matches(presented)))
+}
+
+/// The latest subscription request for a (topic, callback) pair, as its subscriber may see it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct LastRequest {
+    pub mode: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub created_at: UnixMs,
+    pub completed_at: Option<UnixMs>,
+}
+
+pub async fn last_request(
+    db: &Db,
+    topic: &str,
+    callback: &str,
+) -> Result<Option<LastRequest>, StoreError> {
+    let sql = "SELECT mode, state, reason, created_at, completed_at FROM subscription_requests
+               WHERE topic = $1 AND callback = $2 ORDER BY id DESC LIMIT 1";
+    Ok(
+        dispatch!(db, c => sqlx::query_as::<_, LastRequest>(sql).bind(topic).bind(callback)
+        .fetch_optional(c).await?),
+    )
 }

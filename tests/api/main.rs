@@ -13,6 +13,7 @@ mod leases;
 mod legacy;
 mod metrics;
 mod open_hub;
+mod pages;
 mod producer;
 mod publish;
 mod recovery;

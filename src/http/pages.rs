@@ -1,0 +1,394 @@
+//! Pages for people: the landing page (`GET /`, and `GET /hub` for browsers), and the
+//! subscription and topic diagnostics pages. Server-rendered with `maud` (everything shown is
+//! escaped), no JavaScript, one small stylesheet, and a strict Content-Security-Policy.
+//!
+//! A subscription's details beyond its state are shown only with its `hub.secret` when it has
+//! one, so a stranger learns nothing about someone else's subscription; a topic's subscriber
+//! count is hidden on a closed hub unless the producer token is presented.
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+
+use crate::{
+    context::HubContext,
+    domain::{access::HubMode, ids::UnixMs, url::HubUrl},
+    store::{StoreError, callback_hosts, distributions, views},
+};
+
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   base-uri 'none'; frame-ancestors 'none'";
+
+const STYLESHEET: &str = "body{font-family:system-ui,sans-serif;max-width:52rem;margin:0 auto;padding:1rem;line-height:1.45;color:#1d1d1f}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem}code,pre{font-family:ui-monospace,monospace;background:#f3f3f5;border-radius:4px}
+pre{padding:.75rem;overflow-x:auto}code{padding:0 .2rem}table{border-collapse:collapse;width:100%;font-size:.92rem}
+th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd;vertical-align:top;overflow-wrap:anywhere}
+form{display:grid;gap:.5rem;margin:1rem 0;padding:1rem;border:1px solid #ddd;border-radius:6px}
+input{padding:.4rem;font-size:1rem;width:100%;box-sizing:border-box}button{padding:.5rem;font-size:1rem}
+.state{font-weight:bold}.bad{color:#a40000}.good{color:#0a6b18}.note{color:#555}
+@media (max-width:40rem){table{font-size:.8rem}}";
+
+pub async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "max-age=3600"))
+        .body(STYLESHEET)
+}
+
+fn page(title: &str, body: Markup) -> HttpResponse {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — Herald" }
+                link rel="stylesheet" href="/static/herald.css";
+            }
+            body { (body) }
+        }
+    };
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .body(markup.into_string())
+}
+
+/// Whether the client asked for HTML before plain text.
+pub fn wants_html(req: &HttpRequest) -> bool {
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    match (accept.find("text/html"), accept.find("text/plain")) {
+        (Some(h), Some(p)) => h < p,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+fn time(at: UnixMs) -> String {
+    chrono::DateTime::from_timestamp_millis(at.as_millis())
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn opt_time(at: Option<UnixMs>) -> String {
+    at.map_or_else(|| "—".into(), time)
+}
+
+/// `GET /` (and `GET /hub` from a browser): what this hub is and how to use it.
+pub async fn landing(ctx: web::Data<Arc<HubContext>>) -> HttpResponse {
+    let hub = ctx.public_url.as_str();
+    let closed = ctx.settings.access.mode == HubMode::Closed;
+    let subscribe = format!(
+        "curl -i {hub} \\\n  -d hub.mode=subscribe \\\n  --data-urlencode hub.topic=https://example.org/feed.xml \\\n  --data-urlencode hub.callback=https://subscriber.example/callback \\\n  -d hub.secret=a-long-random-secret"
+    );
+    let publish = format!(
+        "curl -i {hub} -d hub.mode=publish --data-urlencode hub.url=https://example.org/feed.xml"
+    );
+    page(
+        "A WebSub hub",
+        html! {
+            h1 { "Herald — a WebSub hub" }
+            p {
+                "This is a " a href="https://www.w3.org/TR/websub/" { "WebSub" }
+                " (PubSubHubbub) hub. Its hub URL is " code { (hub) } "."
+            }
+            @if closed {
+                p class="note" { "This hub is closed: it serves only its publisher's own topics, and publish pings need the publisher's token." }
+            } @else {
+                p class="note" { "This hub is open: anyone may subscribe to any topic it can fetch, and any publisher may ping it." }
+            }
+            h2 { "Subscribe" }
+            p { "POST a form to the hub URL. The hub answers 202 and then checks with your callback (a GET that must echo " code { "hub.challenge" } ")." }
+            pre { code { (subscribe) } }
+            h2 { "Publish" }
+            p { "Tell the hub a topic changed; it fetches the topic and delivers what is new to every subscriber." }
+            pre { code { (publish) } }
+            h2 { "Is my subscription working?" }
+            form method="get" action="/subscription-details" {
+                label { "Topic URL" input type="url" name="hub.topic" required; }
+                label { "Callback URL" input type="url" name="hub.callback" required; }
+                label { "Secret (if the subscription has one)" input type="password" name="hub.secret" autocomplete="off"; }
+                button type="submit" { "Show subscription" }
+            }
+            h2 { "How is a topic doing?" }
+            form method="get" action="/topic-details" {
+                label { "Topic URL" input type="url" name="hub.url" required; }
+                button type="submit" { "Show topic" }
+            }
+        },
+    )
+}
+
+/// A readable page for a request that cannot be answered as asked.
+fn problem(status: actix_web::http::StatusCode, title: &str, message: &str) -> HttpResponse {
+    let mut response = page(
+        title,
+        html! {
+            h1 { (title) }
+            p { (message) }
+            p { a href="/" { "Back to the hub" } }
+        },
+    );
+    *response.status_mut() = status;
+    response
+}
+
+fn unavailable(error: StoreError) -> HttpResponse {
+    tracing::error!(%error, "diagnostics page failed");
+    problem(
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        "The hub could not read its records just now; please try again shortly.",
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SubscriptionQuery {
+    #[serde(rename = "hub.topic")]
+    topic: Option<String>,
+    #[serde(rename = "hub.callback")]
+    callback: Option<String>,
+    #[serde(rename = "hub.secret")]
+    secret: Option<String>,
+}
+
+/// `GET /subscription-details?hub.topic=…&hub.callback=…[&hub.secret=…]`.
+pub async fn subscription_details(
+    query: web::Query<SubscriptionQuery>,
+    ctx: web::Data<Arc<HubContext>>,
+) -> HttpResponse {
+    let bad = |m: &str| {
+        problem(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "Not a subscription",
+            m,
+        )
+    };
+    let (Some(topic), Some(callback)) = (query.topic.as_deref(), query.callback.as_deref()) else {
+        return bad("Give both hub.topic and hub.callback.");
+    };
+    let (Ok(topic), Ok(callback)) = (HubUrl::parse(topic), HubUrl::parse(callback)) else {
+        return bad("hub.topic and hub.callback must be absolute http(s) URLs.");
+    };
+    match subscription_page(&ctx, &topic, &callback, query.secret.as_deref()).await {
+        Ok(response) => response,
+        Err(error) => unavailable(error),
+    }
+}
+
+async fn subscription_page(
+    ctx: &HubContext,
+    topic: &HubUrl,
+    callback: &HubUrl,
+    secret: Option<&str>,
+) -> Result<HttpResponse, StoreError> {
+    let db = &ctx.db;
+    let filter = views::SubscriptionFilter {
+        topic: Some(topic.as_str().to_owned()),
+        callback_exact: Some(callback.as_str().to_owned()),
+        limit: 1,
+        ..Default::default()
+    };
+    let subscription = views::subscriptions(db, &filter).await?.pop();
+    let last_request = views::last_request(db, topic.as_str(), callback.as_str()).await?;
+    let heading = html! {
+        h1 { "Subscription" }
+        table {
+            tr { th { "Topic" } td { code { (topic.as_str()) } } }
+            tr { th { "Callback" } td { code { (callback.as_str()) } } }
+        }
+    };
+    let Some(s) = subscription else {
+        return Ok(page(
+            "Subscription",
+            html! {
+                (heading)
+                p class="state" { "Not subscribed." }
+                @if let Some(r) = &last_request {
+                    p { "The latest request (" (r.mode) ", " (time(r.created_at)) ") is " strong { (r.state) } "." }
+                    @if let Some(reason) = &r.reason { p class="bad" { "Why: " (reason) } }
+                } @else {
+                    p class="note" { "This hub has no request for this topic and callback." }
+                }
+                p { a href="/" { "Back to the hub" } }
+            },
+        ));
+    };
+    let unlocked = !s.has_secret
+        || match secret {
+            Some(presented) => views::secret_matches(db, s.id, presented).await?,
+            None => false,
+        };
+    if !unlocked {
+        return Ok(page(
+            "Subscription",
+            html! {
+                (heading)
+                p class="state" { "State: " (s.state.as_str()) }
+                p class="note" { "This subscription has a secret: give it (hub.secret) to see its lease, verifications and deliveries." }
+                form method="get" action="/subscription-details" {
+                    input type="hidden" name="hub.topic" value=(topic.as_str());
+                    input type="hidden" name="hub.callback" value=(callback.as_str());
+                    label { "Secret" input type="password" name="hub.secret" autocomplete="off" required; }
+                    button type="submit" { "Show details" }
+                }
+            },
+        ));
+    }
+    let deliveries = views::deliveries(db, Some(s.id), None, 20).await?;
+    let next_retry = deliveries
+        .iter()
+        .filter(|d| d.state == crate::domain::state::DeliveryState::Pending && d.attempts > 0)
+        .map(|d| d.next_attempt_at)
+        .min();
+    let host = crate::limits::host_key(callback);
+    let breaker = callback_hosts::get(db, &host).await?;
+    Ok(page(
+        "Subscription",
+        html! {
+            (heading)
+            table {
+                tr { th { "State" } td class="state" { (s.state.as_str()) @if let Some(r) = &s.state_reason { " — " (r) } } }
+                tr { th { "Lease" } td { (s.lease_seconds) " s, verified " (time(s.verified_at)) ", expires " (time(s.expires_at)) } }
+                tr { th { "Delivery" } td { (s.delivery_mode.map_or("hub default", |m| m.as_str())) } }
+                tr { th { "Latest request" } td {
+                    @if let Some(r) = &last_request {
+                        (r.mode) " at " (time(r.created_at)) ": " strong { (r.state) }
+                        @if let Some(reason) = &r.reason { span class="bad" { " — " (reason) } }
+                    } @else { "—" }
+                } }
+                tr { th { "Next retry" } td { (opt_time(next_retry)) } }
+                tr { th { "Callback host" } td {
+                    code { (host) } ": "
+                    @match &breaker {
+                        Some(b) if b.state == "open" => span class="bad" { "paused (unreachable) until " (opt_time(b.retry_at)) },
+                        _ => span class="good" { "reachable" },
+                    }
+                } }
+            }
+            h2 { "Recent deliveries" }
+            @if deliveries.is_empty() {
+                p class="note" { "None yet." }
+            } @else {
+                table {
+                    tr { th { "#" } th { "State" } th { "Attempts" } th { "Status" } th { "Error" } th { "Updated" } }
+                    @for d in &deliveries {
+                        tr {
+                            td { (d.seq) }
+                            td { (d.state.as_str()) }
+                            td { (d.attempts) }
+                            td { (d.last_status.map_or_else(|| "—".to_owned(), |s| s.to_string())) }
+                            td class="bad" { (d.last_error.as_deref().unwrap_or("")) }
+                            td { (time(d.updated_at)) }
+                        }
+                    }
+                }
+            }
+            p { a href="/" { "Back to the hub" } }
+        },
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TopicQuery {
+    #[serde(rename = "hub.url")]
+    url: Option<String>,
+}
+
+/// `GET /topic-details?hub.url=…`.
+pub async fn topic_details(
+    req: HttpRequest,
+    query: web::Query<TopicQuery>,
+    ctx: web::Data<Arc<HubContext>>,
+) -> HttpResponse {
+    let Some(Ok(topic)) = query.url.as_deref().map(HubUrl::parse) else {
+        return problem(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "Not a topic",
+            "Give hub.url, an absolute http(s) URL.",
+        );
+    };
+    let producer = ctx
+        .settings
+        .access
+        .producer_token
+        .as_ref()
+        .is_some_and(|t| {
+            t.authorizes(
+                req.headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok()),
+            )
+        });
+    let show_count = producer || ctx.settings.access.mode == HubMode::Open;
+    let result: Result<HttpResponse, StoreError> = async {
+        let db = &ctx.db;
+        let Some(t) = views::topics(db, Some(topic.as_str()), UnixMs::now(), 1).await?.pop() else {
+            return Ok(page(
+                "Topic",
+                html! {
+                    h1 { "Topic" }
+                    p { code { (topic.as_str()) } }
+                    p class="state" { "This hub has no subscriptions for this topic." }
+                    p { a href="/" { "Back to the hub" } }
+                },
+            ));
+        };
+        let mut recent = Vec::new();
+        for id in distributions::recent_ids(db, topic.as_str(), 5).await? {
+            if let Some(o) = distributions::outcome(db, id).await? {
+                recent.push(o);
+            }
+        }
+        Ok(page(
+            "Topic",
+            html! {
+                h1 { "Topic" }
+                table {
+                    tr { th { "URL" } td { code { (t.url) } } }
+                    tr { th { "Subscribers" } td {
+                        @if show_count { (t.active_subscriptions) } @else { "(shown to the publisher)" }
+                    } }
+                    tr { th { "Last ping" } td { (opt_time(t.last_pinged_at)) } }
+                    tr { th { "Last fetch" } td { (opt_time(t.last_fetched_at)) } }
+                    tr { th { "Content-Type" } td { (t.content_type.as_deref().unwrap_or("—")) } }
+                    tr { th { "Feed" } td { (t.feed_kind.as_deref().unwrap_or("not a feed")) @if let Some(e) = &t.feed_error { span class="bad" { " — " (e) } } } }
+                    tr { th { "ETag / Last-Modified" } td { (t.etag.as_deref().unwrap_or("—")) " / " (t.last_modified.as_deref().unwrap_or("—")) } }
+                    tr { th { "Last error" } td class="bad" { (t.last_fetch_error.as_deref().unwrap_or("")) } }
+                    tr { th { "Pings waiting" } td { (t.pending_pings) } }
+                }
+                h2 { "Recent distributions" }
+                @if recent.is_empty() {
+                    p class="note" { "None yet." }
+                } @else {
+                    table {
+                        tr { th { "When" } th { "Source" } th { "Documents" } th { "Delivered" } th { "Waiting" } th { "Failed" } th { "Gone" } th { "Cancelled" } }
+                        @for o in &recent {
+                            tr {
+                                td { (time(o.created_at)) }
+                                td { (o.source.as_str()) }
+                                td { (o.documents) }
+                                td { (o.delivered) }
+                                td { (o.pending) }
+                                td { (o.failed) }
+                                td { (o.gone) }
+                                td { (o.cancelled) }
+                            }
+                        }
+                    }
+                }
+                p { a href="/" { "Back to the hub" } }
+            },
+        ))
+    }
+    .await;
+    result.unwrap_or_else(unavailable)
+}

@@ -1,0 +1,152 @@
+//! The pages people read: the landing page and the diagnostics pages (HTML, escaped, strict
+//! CSP), read here over HTTP.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{Answer, Publisher, Subscriber, TestApp, eventually};
+
+async fn get_html(
+    app: &TestApp,
+    path_and_query: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let response = app
+        .client
+        .get(format!("http://127.0.0.1:{}{path_and_query}", app.port))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .expect("answer");
+    let status = response.status();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.expect("text"))
+}
+
+fn query(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_landing_page_says_how_to_use_the_hub() {
+    let app = TestApp::spawn().await;
+    let (status, headers, body) = get_html(&app, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert!(body.contains(&app.hub_url()), "the hub URL is shown");
+    assert!(body.contains("hub.mode=subscribe") && body.contains("hub.mode=publish"));
+    assert!(
+        body.contains("action=\"/subscription-details\"")
+            && body.contains("action=\"/topic-details\"")
+    );
+    assert!(body.contains("This hub is open"));
+    // Plain text stays available.
+    let plain = app
+        .client
+        .get(app.hub_url())
+        .header("accept", "text/plain")
+        .send()
+        .await
+        .expect("answer");
+    assert!(
+        plain.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let css = app
+        .client
+        .get(format!("http://127.0.0.1:{}/static/herald.css", app.port))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(css.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_whose_callback_fails_finds_out_why_with_its_secret() {
+    let app = TestApp::spawn_with(&[("HERALD_RETRY_SCHEDULE", "1h")]).await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("p", Some("text/plain"), "news");
+    let topic = publisher.url("p");
+    let cb = sub.callback("failing");
+    let (status, body) = app
+        .post_form(&[
+            ("hub.mode", "subscribe"),
+            ("hub.topic", &topic),
+            ("hub.callback", &cb),
+            ("hub.secret", "s3cret-of-the-subscriber"),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(
+        body.contains("/subscription-details?"),
+        "the 202 names its details page: {body}"
+    );
+    assert_eq!(app.settled_request(&topic, &cb).await, "verified");
+    sub.on_deliver("failing", [Answer::Status(500)]);
+    app.publish(&topic).await;
+    eventually("the failure to be recorded", || async {
+        (app.count("SELECT COUNT(*) FROM deliveries WHERE last_status = 500")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let base = query(&[("hub.topic", &topic), ("hub.callback", &cb)]);
+    // Without the secret, a stranger learns the state and nothing more.
+    for secret in [None, Some("guess")] {
+        let q = match secret {
+            Some(s) => format!("{base}&{}", query(&[("hub.secret", s)])),
+            None => base.clone(),
+        };
+        let (status, _, body) = get_html(&app, &format!("/subscription-details?{q}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("State: active"), "{body}");
+        assert!(!body.contains("500"), "{body}");
+    }
+    let q = format!(
+        "{base}&{}",
+        query(&[("hub.secret", "s3cret-of-the-subscriber")])
+    );
+    let (_, _, body) = get_html(&app, &format!("/subscription-details?{q}")).await;
+    assert!(body.contains("callback answered 500"), "{body}");
+    assert!(body.contains("Next retry"));
+    assert!(body.contains("Recent deliveries"));
+    assert!(
+        !body.contains("s3cret-of-the-subscriber"),
+        "the secret is never shown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_escape_what_strangers_wrote() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let hostile = "http://127.0.0.1:9/t?x=<script>alert(1)</script>";
+    app.subscribed(hostile, &sub.callback("h"), &[]).await;
+    let (status, _, body) = get_html(
+        &app,
+        &format!("/topic-details?{}", query(&[("hub.url", hostile)])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!body.contains("<script>"), "{body}");
+    assert!(body.contains("&lt;script&gt;"), "{body}");
+    assert!(body.contains("Subscribers"));
+    // Bad input gets a readable page.
+    let (status, _, body) = get_html(&app, "/subscription-details?hub.topic=nope").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("Give both hub.topic and hub.callback"));
+}
