@@ -90,7 +90,7 @@ pub async fn landing(ctx: web::Data<Arc<HubContext>>) -> HttpResponse {
         "curl -i {hub} \\\n  -d hub.mode=subscribe \\\n  --data-urlencode hub.topic=https://example.org/feed.xml \\\n  --data-urlencode hub.callback=https://subscriber.example/callback \\\n  -d hub.secret=a-long-random-secret"
     );
     let publish = format!(
-        "curl -i {hub} -d hub.mode=publish --data-urlencode hub.url=https://example.org/feed.xml"
+        "curl -i {hub} \\\n  -d hub.mode=publish \\\n  --data-urlencode hub.url=https://example.org/feed.xml"
     );
     page(
         "A WebSub hub",
