@@ -337,6 +337,27 @@ pub type SharedOutbound = Arc<Outbound>;
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn errors_never_carry_the_url_a_challenge_travels_in() {
+        crate::startup::install_crypto_provider();
+        let settings = crate::config::Settings::from_vars([(
+            "HERALD_ALLOW_PRIVATE_ADDRESSES",
+            "true".to_owned(),
+        )])
+        .expect("valid");
+        let outbound = Outbound::new(&settings).expect("client");
+        // Nothing listens there: the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let url = format!("http://127.0.0.1:{port}/cb?token=own&hub.challenge=c4ll3ng3");
+        let error = outbound.get_verification(&url).await.expect_err("refused");
+        let text = format!("{error} {error:?}");
+        assert!(!text.contains("c4ll3ng3"), "{text}");
+        assert!(!text.contains("token=own"), "{text}");
+    }
+
     #[test]
     fn retry_after_in_both_forms() {
         assert_eq!(
