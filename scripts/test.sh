@@ -16,6 +16,19 @@ if command -v psql >/dev/null 2>&1; then
     2>/dev/null | psql "$HERALD_TEST_POSTGRES_URL" -q >/dev/null 2>&1 || true
 fi
 
+# The pages are tested in headless Chromium over WebDriver (Debian's chromium and
+# chromium-driver); installed here when missing (as root, which CI is).
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing chromium and chromium-driver for the browser tests =="
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "the browser tests need chromium and chromedriver: apt-get install chromium chromium-driver" >&2
+    exit 1
+  fi
+fi
+
 echo "== unit tests and the integration suite on SQLite =="
 HERALD_TEST_DATABASE=sqlite cargo test --locked --lib --bins --tests
 

@@ -25,6 +25,7 @@ const STYLESHEET: &str = "body{font-family:system-ui,sans-serif;max-width:52rem;
 h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem}code,pre{font-family:ui-monospace,monospace;background:#f3f3f5;border-radius:4px}
 pre{padding:.75rem;overflow-x:auto}code{padding:0 .2rem}table{border-collapse:collapse;width:100%;font-size:.92rem}
 th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd;vertical-align:top;overflow-wrap:anywhere}
+th{overflow-wrap:normal}
 form{display:grid;gap:.5rem;margin:1rem 0;padding:1rem;border:1px solid #ddd;border-radius:6px}
 input{padding:.4rem;font-size:1rem;width:100%;box-sizing:border-box}button{padding:.5rem;font-size:1rem}
 .state{font-weight:bold}.bad{color:#a40000}.good{color:#0a6b18}.note{color:#555}
