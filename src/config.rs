@@ -317,10 +317,7 @@ impl FromStr for AddressRanges {
 impl AddressRanges {
     /// Inside one of the ranges (an IPv4-mapped IPv6 address counts as its IPv4 address).
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
-        let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = crate::domain::address::canonical(ip);
         self.0.iter().any(|net| net.contains(&ip))
     }
 }

@@ -62,34 +62,33 @@ impl Limits {
         }
     }
 
-    /// Whether a request to `url`'s host may go now, by its circuit breaker
+    /// Whether a request to `host` (see [`host_key`]) may go now, by its circuit breaker
     /// (`domain::breaker`).
-    pub fn breaker_admit(&self, url: &HubUrl, now: UnixMs) -> Admission {
+    pub fn breaker_admit(&self, host: &str, now: UnixMs) -> Admission {
         let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        match breakers.get_mut(&host_key(url)) {
+        match breakers.get_mut(host) {
             Some(breaker) => breaker.admit(now),
             None => Admission::Go,
         }
     }
 
-    /// Records whether `url`'s host answered. Returns the host's key and, when its breaker
-    /// opened or closed, `Some(retry_at)` (open) or `Some(None)` (closed), for operators to see.
+    /// Records whether `host` answered. When its breaker opened or closed, returns
+    /// `Some(Some(retry_at))` (open) or `Some(None)` (closed), for operators to see.
     pub fn breaker_record(
         &self,
-        url: &HubUrl,
+        host: &str,
         reached: Reached,
         now: UnixMs,
-    ) -> Option<(String, Option<UnixMs>)> {
-        let key = host_key(url);
+    ) -> Option<Option<UnixMs>> {
         let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        if reached == Reached::Answered && !breakers.contains_key(&key) {
+        if reached == Reached::Answered && !breakers.contains_key(host) {
             return None;
         }
         if breakers.len() > FORGET_IDLE_ABOVE {
             breakers.retain(|_, b| !b.is_closed());
         }
         let breaker = breakers
-            .entry(key.clone())
+            .entry(host.to_owned())
             .or_insert_with(|| Breaker::new(self.breaker_cooldown));
         if !breaker.record(reached, now) {
             return None;
@@ -99,18 +98,14 @@ impl Limits {
             _ => None,
         };
         if retry_at.is_none() {
-            breakers.remove(&key);
+            breakers.remove(host);
         }
-        Some((key, retry_at))
+        Some(retry_at)
     }
 
     /// Loopback, or `HERALD_TRUSTED_CLIENTS`.
     fn is_trusted(&self, ip: IpAddr) -> bool {
-        let canonical = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        canonical.is_loopback() || self.trusted.contains(ip)
+        crate::domain::address::canonical(ip).is_loopback() || self.trusted.contains(ip)
     }
 
     /// Whether `client` may make one more request; `Err` says how long it should wait.
@@ -139,10 +134,10 @@ impl Limits {
         }
     }
 
-    /// A slot for one request to `url`'s host, or `None` when that host already has its share
-    /// in flight (the caller defers the request rather than wait in line).
-    pub fn host_slot(&self, url: &HubUrl) -> Option<OwnedSemaphorePermit> {
-        self.per_host.semaphore(url).try_acquire_owned().ok()
+    /// A slot for one request to `host` (see [`host_key`]), or `None` when that host already
+    /// has its share in flight (the caller defers the request rather than wait in line).
+    pub fn host_slot(&self, host: &str) -> Option<OwnedSemaphorePermit> {
+        self.per_host.semaphore(host).try_acquire_owned().ok()
     }
 
     /// As [`Limits::host_slot`], waiting up to `wait` for a slot to come free: a busy but fast
@@ -150,10 +145,10 @@ impl Limits {
     /// its requests wait briefly instead of being deferred; a slow host's are deferred.
     pub async fn host_slot_within(
         &self,
-        url: &HubUrl,
+        host: &str,
         wait: std::time::Duration,
     ) -> Option<OwnedSemaphorePermit> {
-        let semaphore = self.per_host.semaphore(url);
+        let semaphore = self.per_host.semaphore(host);
         if let Ok(slot) = semaphore.clone().try_acquire_owned() {
             return Some(slot);
         }
@@ -174,7 +169,7 @@ impl Limits {
     /// share of fetches running (the caller puts the fetch back for a moment).
     pub fn fetch_slot(&self, topic: &HubUrl) -> Option<OwnedSemaphorePermit> {
         self.fetches_per_host
-            .semaphore(topic)
+            .semaphore(&host_key(topic))
             .try_acquire_owned()
             .ok()
     }
@@ -260,15 +255,17 @@ impl HostSlots {
         }
     }
 
-    fn semaphore(&self, url: &HubUrl) -> Arc<Semaphore> {
-        let key = host_key(url);
+    fn semaphore(&self, host: &str) -> Arc<Semaphore> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(semaphore) = hosts.get(host) {
+            return semaphore.clone();
+        }
         if hosts.len() > FORGET_IDLE_ABOVE {
             let full = self.per_host;
             hosts.retain(|_, s| s.available_permits() < full);
         }
         hosts
-            .entry(key)
+            .entry(host.to_owned())
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
             .clone()
     }
@@ -327,13 +324,19 @@ mod tests {
         let a2 = HubUrl::parse("http://a.example/cb/2").unwrap();
         let a_other_port = HubUrl::parse("http://a.example:8080/cb").unwrap();
         let b = HubUrl::parse("https://b.example/cb").unwrap();
-        let first = limits.host_slot(&a).expect("free");
-        let _second = limits.host_slot(&a2).expect("free");
-        assert!(limits.host_slot(&a).is_none(), "a's share is taken");
-        assert!(limits.host_slot(&a_other_port).is_some());
-        assert!(limits.host_slot(&b).is_some());
+        let first = limits.host_slot(&host_key(&a)).expect("free");
+        let _second = limits.host_slot(&host_key(&a2)).expect("free");
+        assert!(
+            limits.host_slot(&host_key(&a)).is_none(),
+            "a's share is taken"
+        );
+        assert!(limits.host_slot(&host_key(&a_other_port)).is_some());
+        assert!(limits.host_slot(&host_key(&b)).is_some());
         drop(first);
-        assert!(limits.host_slot(&a).is_some(), "a slot came back");
+        assert!(
+            limits.host_slot(&host_key(&a)).is_some(),
+            "a slot came back"
+        );
         let sync = limits.sync_verification().expect("free");
         assert!(limits.sync_verification().is_none());
         drop(sync);

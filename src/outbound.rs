@@ -69,6 +69,16 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
+/// Resolves `host`, giving up after `timeout` (a resolver that never answers must not hold a
+/// fetch, a verification or a delivery).
+pub async fn lookup(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
+    match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
+        Ok(Ok(addrs)) => Ok(addrs.collect()),
+        Ok(Err(e)) => Err(format!("resolving {host} failed: {e}")),
+        Err(_) => Err(format!("resolving {host} timed out")),
+    }
+}
+
 /// Resolves host names and keeps only the addresses the policy permits.
 #[derive(Debug, Clone, Copy)]
 struct PolicyResolver(AddressPolicy);
@@ -78,12 +88,7 @@ impl Resolve for PolicyResolver {
         let policy = self.0;
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let lookup =
-                tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host((host.as_str(), 0)));
-            let all: Vec<SocketAddr> = lookup
-                .await
-                .map_err(|_| format!("resolving {host} timed out"))??
-                .collect();
+            let all = lookup(&host, 0, DNS_TIMEOUT).await?;
             let allowed: Vec<SocketAddr> = all
                 .iter()
                 .copied()
@@ -336,6 +341,20 @@ pub type SharedOutbound = Arc<Outbound>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn lookups_give_up_after_their_timeout() {
+        let error = lookup("example.invalid", 80, Duration::ZERO)
+            .await
+            .expect_err("no time to answer");
+        assert!(error.contains("timed out"), "{error}");
+        assert!(
+            !lookup("127.0.0.1", 80, DNS_TIMEOUT)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
 
     #[tokio::test]
     async fn errors_never_carry_the_url_a_challenge_travels_in() {

@@ -437,11 +437,12 @@ async fn attempt(
         };
     }
     // A host that stopped answering is paused: its deliveries wait without using attempts.
-    if let Admission::Wait(until) = ctx.limits.breaker_admit(&row.callback, UnixMs::now()) {
+    let host = crate::limits::host_key(&row.callback);
+    if let Admission::Wait(until) = ctx.limits.breaker_admit(&host, UnixMs::now()) {
         return Recorded::Deferred { until };
     }
     // One host gets its share of requests at a time; the rest wait without using an attempt.
-    let slot = ctx.limits.host_slot_within(&row.callback, HOST_SLOT_WAIT);
+    let slot = ctx.limits.host_slot_within(&host, HOST_SLOT_WAIT);
     let Some(_host_slot) = slot.await else {
         return Recorded::Deferred {
             until: UnixMs::now().after(HOST_BUSY_DEFER),
@@ -473,7 +474,7 @@ async fn attempt(
         _ => Reached::Answered,
     };
     let now = UnixMs::now();
-    if let Some((host, retry_at)) = ctx.limits.breaker_record(&row.callback, reached, now) {
+    if let Some(retry_at) = ctx.limits.breaker_record(&host, reached, now) {
         match retry_at {
             Some(at) => tracing::warn!(%host, retry_at = %at, "callback host unreachable: paused"),
             None => tracing::info!(%host, "callback host answers again: resumed"),

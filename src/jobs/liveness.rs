@@ -86,6 +86,9 @@ async fn beat(ctx: &HubContext) -> Result<(), StoreError> {
 /// Takes back the claims of every process that stopped beating. Returns what each held.
 pub async fn recover_dead(ctx: &HubContext) -> Result<Vec<(ProcessId, Released)>, StoreError> {
     let stale_before = UnixMs::now().before(STALE_AFTER);
+    if !processes::any_stale(&ctx.db, stale_before).await? {
+        return Ok(Vec::new());
+    }
     let mut tx = ctx.db.begin().await?;
     let dead = processes::claim_dead(&mut tx, stale_before).await?;
     let mut out = Vec::with_capacity(dead.len());

@@ -150,7 +150,8 @@ pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
     match requests::claim(&ctx.db, job.request, now, hold, Holder::Job, &ctx.process).await? {
         Claim::Claimed(stored) => {
             // The callback's host gets its share of requests at a time.
-            let Some(_host_slot) = ctx.limits.host_slot(&stored.request.callback) else {
+            let host = crate::limits::host_key(&stored.request.callback);
+            let Some(_host_slot) = ctx.limits.host_slot(&host) else {
                 requests::release(&ctx.db, stored.id).await?;
                 let due = UnixMs::now().after(super::deliver::HOST_BUSY_DEFER);
                 let mut tx = ctx.db.begin().await?;
@@ -336,8 +337,9 @@ async fn topic_refusal(ctx: &HubContext, topic: &HubUrl) -> Option<String> {
     }
     let host = url.host_str()?;
     let port = url.port_or_known_default().unwrap_or(80);
-    let lookup = tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host((host, port)));
-    let addrs: Vec<_> = lookup.await.ok()?.ok()?.collect();
+    let addrs = crate::outbound::lookup(host, port, DNS_TIMEOUT)
+        .await
+        .ok()?;
     let policy = ctx.outbound.policy();
     (!addrs.is_empty() && addrs.iter().all(|a| !policy.permits(a.ip()))).then(|| {
         format!("topic host {host} resolves only to addresses this hub may not fetch from")

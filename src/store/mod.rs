@@ -73,6 +73,45 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A subscribe or unsubscribe request as stored (in `subscription_requests`, or as the settings
+/// of a subscription a renewal verifies), decoded once into the domain request; a value that
+/// does not decode is reported against `table` and `id`.
+pub(crate) struct StoredRequestParts {
+    pub table: &'static str,
+    pub id: i64,
+    pub mode: crate::domain::hub_request::Mode,
+    pub topic: String,
+    pub callback: String,
+    pub lease_seconds: Option<u64>,
+    pub secret: Option<String>,
+    pub delivery_mode: Option<String>,
+    pub legacy: Option<crate::domain::hub_request::VerifyMode>,
+    pub verify_token: Option<String>,
+}
+
+impl TryFrom<StoredRequestParts> for crate::domain::hub_request::SubscriptionRequest {
+    type Error = StoreError;
+
+    fn try_from(p: StoredRequestParts) -> Result<Self, StoreError> {
+        use crate::domain::{secret::Secret, url::HubUrl};
+        let bad = |what: String| StoreError::corrupt(p.table, p.id, what);
+        Ok(Self {
+            mode: p.mode,
+            topic: HubUrl::parse(&p.topic).map_err(|e| bad(format!("topic {e}")))?,
+            callback: HubUrl::parse(&p.callback).map_err(|e| bad(format!("callback {e}")))?,
+            lease_seconds: p.lease_seconds,
+            secret: p.secret.and_then(Secret::from_stored),
+            delivery_mode: p
+                .delivery_mode
+                .map(|m| m.parse())
+                .transpose()
+                .map_err(|e| bad(format!("delivery_mode {e}")))?,
+            legacy: p.legacy,
+            verify_token: p.verify_token,
+        })
+    }
+}
+
 /// A connection pool to one of the two engines.
 #[derive(Debug, Clone)]
 pub enum Db {

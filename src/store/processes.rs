@@ -30,6 +30,14 @@ pub async fn heartbeat(db: &Db, id: &ProcessId, now: UnixMs) -> Result<bool, Sto
     Ok(n == 1)
 }
 
+/// Whether some process's last heartbeat is older than `stale_before` (a read: the periodic
+/// check takes no write lock while everyone is alive).
+pub async fn any_stale(db: &Db, stale_before: UnixMs) -> Result<bool, StoreError> {
+    let sql = "SELECT COUNT(*) FROM processes WHERE heartbeat_at < $1";
+    let n: i64 = dispatch!(db, c => sqlx::query_scalar(sql).bind(stale_before).fetch_one(c).await?);
+    Ok(n > 0)
+}
+
 /// Takes the processes whose last heartbeat is older than `stale_before` off the list and
 /// returns them: the caller (one process only, whoever deleted the row) takes their claims back.
 pub async fn claim_dead(tx: &mut Tx, stale_before: UnixMs) -> Result<Vec<ProcessId>, StoreError> {

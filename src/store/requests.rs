@@ -9,11 +9,12 @@
 //! delivery mode, `hub.verify`, `hub.verify_token`), from a subscriber, replaces that one when
 //! its verification has not started — verifying both would apply the same thing twice.
 
-use super::{Db, StoreError, Tx, delete_older_in_batches, dispatch, dispatch_tx};
+use super::{
+    Db, StoreError, StoredRequestParts, Tx, delete_older_in_batches, dispatch, dispatch_tx,
+};
 use crate::domain::{
     hub_request::SubscriptionRequest,
     ids::{ProcessId, RequestId, UnixMs},
-    secret::Secret,
     state::{RequestOrigin, RequestState},
     url::HubUrl,
 };
@@ -50,26 +51,24 @@ impl TryFrom<Row> for StoredRequest {
 
     fn try_from(r: Row) -> Result<Self, StoreError> {
         let bad = |what: String| StoreError::corrupt("subscription_requests", r.id.get(), what);
-        let request = SubscriptionRequest {
+        let request = SubscriptionRequest::try_from(StoredRequestParts {
+            table: "subscription_requests",
+            id: r.id.get(),
             mode: r.mode.parse().map_err(|e| bad(format!("mode {e}")))?,
-            topic: HubUrl::parse(&r.topic).map_err(|e| bad(format!("topic {e}")))?,
-            callback: HubUrl::parse(&r.callback).map_err(|e| bad(format!("callback {e}")))?,
+            topic: r.topic,
+            callback: r.callback,
             lease_seconds: r
                 .lease_requested
                 .map(|l| u64::try_from(l.max(1)).unwrap_or(1)),
-            secret: r.secret.and_then(Secret::from_stored),
-            delivery_mode: r
-                .delivery_mode
-                .map(|m| m.parse())
-                .transpose()
-                .map_err(|e| bad(format!("delivery_mode {e}")))?,
+            secret: r.secret,
+            delivery_mode: r.delivery_mode,
             legacy: r
                 .verify_mode
                 .map(|m| m.parse())
                 .transpose()
                 .map_err(|e| bad(format!("verify_mode {e}")))?,
             verify_token: r.verify_token,
-        };
+        })?;
         Ok(Self {
             id: r.id,
             state: r.state.parse().map_err(|e| bad(format!("state {e}")))?,

@@ -4,7 +4,7 @@
 //! pair (`applied_request_id`), so verifications that finish out of order cannot undo a newer
 //! decision. Unsubscribed and ended rows are kept with their state for that reason.
 
-use super::{StoreError, Tx, bind_all, dispatch_tx, in_list_chunks};
+use super::{StoreError, StoredRequestParts, Tx, bind_all, dispatch_tx, in_list_chunks};
 use crate::domain::{
     delivery_mode::DeliveryMode,
     hub_request::{Mode, SubscriptionRequest, VerifyMode},
@@ -164,18 +164,15 @@ impl TryFrom<RenewalRow> for SubscriptionRequest {
 
     /// The subscribe request a renewal verifies: the subscription's own settings.
     fn try_from(r: RenewalRow) -> Result<Self, StoreError> {
-        let bad = |what: String| StoreError::corrupt("subscriptions", r.id.get(), what);
-        Ok(SubscriptionRequest {
+        SubscriptionRequest::try_from(StoredRequestParts {
+            table: "subscriptions",
+            id: r.id.get(),
             mode: Mode::Subscribe,
-            topic: HubUrl::parse(&r.topic).map_err(|e| bad(format!("topic {e}")))?,
-            callback: HubUrl::parse(&r.callback).map_err(|e| bad(format!("callback {e}")))?,
+            topic: r.topic,
+            callback: r.callback,
             lease_seconds: u64::try_from(r.lease_seconds).ok(),
-            secret: r.secret.and_then(Secret::from_stored),
-            delivery_mode: r
-                .delivery_mode
-                .map(|m| m.parse())
-                .transpose()
-                .map_err(|e| bad(format!("delivery_mode {e}")))?,
+            secret: r.secret,
+            delivery_mode: r.delivery_mode,
             legacy: (r.legacy == 1).then_some(VerifyMode::Async),
             verify_token: r.verify_token,
         })
