@@ -1,7 +1,7 @@
 //! What 1 % of subscribers that never answer cost the others (run with
 //! `cargo bench --bench dead_subscribers`).
 //!
-//! Starts a real Herald (release build) on a fresh database twice: once with 10,000
+//! Starts the real `herald` binary (release build, its own process) on a fresh database twice: once with 10,000
 //! subscribers spread over four local sink servers that answer at once, once with 9,900 of
 //! those and 100 on a fifth server that accepts the POST and never answers (each such delivery
 //! ends at `HERALD_DELIVERY_TIMEOUT`, here 5 s). One publish each; measured for the answering
@@ -14,10 +14,10 @@ use std::{
 };
 
 use actix_web::{App, HttpResponse, web};
-use herald::{config::Settings, startup::Application, store::Db};
+use herald::store::Db;
 
 mod support;
-use support::{database_url, ping};
+use support::{HubProcess, database_url, ping};
 
 #[derive(Default)]
 struct Arrivals(Mutex<Vec<Instant>>);
@@ -110,15 +110,8 @@ async fn run(live_ports: &[u16], dead_port: Option<u16>, arrivals: &Arc<Arrivals
         }
     }
     let url = database_url().await;
-    let settings = Settings::from_vars([
-        ("HERALD_DATABASE_URL", url.clone()),
-        ("HERALD_LISTEN", "127.0.0.1:0".to_owned()),
-        ("HERALD_ALLOW_PRIVATE_ADDRESSES", "true".to_owned()),
-        ("HERALD_DELIVERY_TIMEOUT", "5s".to_owned()),
-    ])
-    .expect("settings");
-    let app = Application::build(settings).await.expect("hub");
-    let hub = format!("http://127.0.0.1:{}/hub", app.port().expect("port"));
+    let app = HubProcess::start(&url, &[("HERALD_DELIVERY_TIMEOUT", "5s")]).await;
+    let hub = app.hub_url();
     let db = Db::connect(&url).await.expect("db");
     let topic = format!("http://127.0.0.1:{}/topic", live_ports[0]);
     seed(&db, &topic, &callbacks).await;
@@ -144,7 +137,7 @@ async fn run(live_ports: &[u16], dead_port: Option<u16>, arrivals: &Arc<Arrivals
         .map(|t| t.duration_since(start))
         .collect();
     latencies.sort();
-    app.stop().await;
+    app.stop();
     Run {
         p50: latencies[latencies.len() / 2],
         p99: latencies[latencies.len() * 99 / 100],

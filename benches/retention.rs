@@ -1,6 +1,7 @@
 //! Bounded storage benchmark (run with `cargo bench --bench retention`).
 //!
-//! Starts a real Herald (release build) on a fresh database with a short retention
+//! Starts the real `herald` binary (release build, its own process) on a fresh database with a
+//! short retention
 //! (`HERALD_RETENTION=5s`, sweep every second) and a local sink, then measures:
 //! - an ordered stream: a 0.6 MB Atom feed with 400 new entries to one `single` subscriber —
 //!   documents per second, and what the distribution stored;
@@ -18,11 +19,11 @@ use std::{
 };
 
 use actix_web::{App, HttpResponse, web};
-use herald::{config::Settings, startup::Application, store::Db};
+use herald::store::Db;
 use tokio::sync::Notify;
 
 mod support;
-use support::{Sink, database_url, env_usize, peak_rss_mb, ping, seed};
+use support::{HubProcess, Sink, database_url, env_usize, ping, seed};
 
 /// The database's size on disk: the SQLite file and its WAL, or PostgreSQL's own figure.
 async fn database_bytes(db: &Db, url: &str) -> u64 {
@@ -120,16 +121,12 @@ async fn main() {
     }
 
     let url = database_url().await;
-    let settings = Settings::from_vars([
-        ("HERALD_DATABASE_URL", url.clone()),
-        ("HERALD_LISTEN", "127.0.0.1:0".to_owned()),
-        ("HERALD_ALLOW_PRIVATE_ADDRESSES", "true".to_owned()),
-        ("HERALD_RETENTION", "5s".to_owned()),
-        ("HERALD_SWEEP_INTERVAL", "1s".to_owned()),
-    ])
-    .expect("settings");
-    let app = Application::build(settings).await.expect("hub");
-    let hub = format!("http://127.0.0.1:{}/hub", app.port().expect("port"));
+    let app = HubProcess::start(
+        &url,
+        &[("HERALD_RETENTION", "5s"), ("HERALD_SWEEP_INTERVAL", "1s")],
+    )
+    .await;
+    let hub = app.hub_url();
     let db = Db::connect(&url).await.expect("db");
     let client = reqwest::Client::new();
 
@@ -174,6 +171,6 @@ async fn main() {
             );
         }
     }
-    println!("peak RSS (hub + sink)   {:.0} MB", peak_rss_mb());
-    app.stop().await;
+    println!("peak RSS (hub process)  {:.0} MB", app.peak_rss_mb());
+    app.stop();
 }

@@ -120,3 +120,83 @@ pub async fn ping(client: &reqwest::Client, hub: &str, topic: &str) {
         .status();
     assert_eq!(status.as_u16(), 204);
 }
+
+/// The real `herald` binary (release build) serving on a free port: the hub measured as users
+/// run it, in its own process, while the bench process plays publisher and subscribers.
+pub struct HubProcess {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl HubProcess {
+    /// Starts `herald serve` on `database_url` with `vars`, and waits until it answers.
+    pub async fn start(database_url: &str, vars: &[(&str, &str)]) -> Self {
+        herald::startup::install_crypto_provider();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.arg("serve")
+            .env("HERALD_DATABASE_URL", database_url)
+            .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("HERALD_ALLOW_PRIVATE_ADDRESSES", "true")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("herald starts");
+        let client = reqwest::Client::new();
+        let health = format!("http://127.0.0.1:{port}/health");
+        let start = std::time::Instant::now();
+        loop {
+            if client
+                .get(&health)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "the hub did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self { child, port }
+    }
+
+    pub fn hub_url(&self) -> String {
+        format!("http://127.0.0.1:{}/hub", self.port)
+    }
+
+    /// Peak resident memory of the hub process alone.
+    pub fn peak_rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// SIGTERM, and waits for the hub to stop.
+    pub fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HubProcess {
+    /// A bench that fails leaves no hub behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
