@@ -353,9 +353,10 @@ fn count_outcomes(ctx: &HubContext, records: &[(DeliveryId, Recorded)]) {
     }
 }
 
-/// Deliveries of this job that wait behind an older one to the same subscription go back to
-/// the queue, due when that one can next be finished. (When it finishes first, the job that
-/// finished it pushes them at once; this covers the moment both jobs run together.)
+/// Deliveries of this job that it could not claim and that are still pending go back to the
+/// queue: those behind an older one to the same subscription due when that one can next be
+/// finished (when it finishes first, the job that finished it pushes them at once; this covers
+/// the moment both jobs run together), the others when they are due.
 async fn requeue_blocked(
     ctx: &HubContext,
     requested: &[DeliveryId],
@@ -370,10 +371,17 @@ async fn requeue_blocked(
     if unclaimed.is_empty() {
         return Ok(());
     }
-    let soon = UnixMs::now().after(BLOCKED_RECHECK);
+    let now = UnixMs::now();
+    let soon = now.after(BLOCKED_RECHECK);
     let mut by_time: BTreeMap<UnixMs, Vec<DeliveryId>> = BTreeMap::new();
-    for (id, due) in deliveries::blocked(&ctx.db, &unclaimed, soon).await? {
-        by_time.entry(due.max(soon)).or_default().push(id);
+    for d in deliveries::unclaimed(&ctx.db, &unclaimed, soon).await? {
+        let at = match d.blocked_until {
+            Some(until) => until.max(soon),
+            // Not blocked any more (its blocker finished while this job claimed): at once.
+            None if d.next_attempt_at <= now => UnixMs::EPOCH,
+            None => d.next_attempt_at,
+        };
+        by_time.entry(at).or_default().push(d.id);
     }
     if by_time.is_empty() {
         return Ok(());
@@ -382,6 +390,7 @@ async fn requeue_blocked(
     let mut tx = ctx.db.begin().await?;
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
+    ctx.wakers.wake_for(&jobs);
     Ok(())
 }
 

@@ -8,7 +8,9 @@
 //! - retention: delivered, cancelled and gone deliveries, finished requests, distributions and
 //!   the documents and bodies nothing refers to any more are deleted after `HERALD_RETENTION`,
 //!   failed deliveries after `HERALD_FAILED_RETENTION` (they stay replayable until then), and
-//!   so are finished queue jobs.
+//!   so are finished queue jobs;
+//! - on a PostgreSQL server whose autovacuum is off, a vacuum of Herald's tables every 30 s
+//!   (`store::maintenance`), without which they would grow whatever retention deletes.
 //!
 //! Every step is a few statements that claim or delete rows, deletions in batches of
 //! `store::PRUNE_BATCH` rows, so several processes sharing a PostgreSQL database can sweep at
@@ -24,7 +26,7 @@ use super::{
 use crate::{
     context::HubContext,
     domain::ids::UnixMs,
-    store::{StoreError, bodies, contents, deliveries, distributions, requests},
+    store::{StoreError, bodies, contents, deliveries, distributions, maintenance, requests},
 };
 
 /// What one sweep did.
@@ -51,13 +53,37 @@ pub struct Pruned {
 /// Finished queue jobs are kept this long, for operators looking at the queue.
 const DONE_JOBS_KEPT: Duration = Duration::from_secs(300);
 
+/// How often, at most, the sweep vacuums Herald's tables itself (only where the PostgreSQL
+/// server's autovacuum is off: `store::maintenance`).
+const OWN_VACUUM_EVERY: Duration = Duration::from_secs(30);
+
 pub fn spawn(ctx: Arc<HubContext>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let own_vacuum = match maintenance::needs_own_vacuum(&ctx.db).await {
+            Ok(needed) => needed,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the server's autovacuum setting");
+                false
+            }
+        };
+        if own_vacuum {
+            tracing::warn!(
+                "autovacuum is off on this PostgreSQL server: Herald vacuums its own tables every {}s",
+                OWN_VACUUM_EVERY.as_secs()
+            );
+        }
+        let mut vacuumed: Option<tokio::time::Instant> = None;
         loop {
             match sweep_once(&ctx).await {
                 Ok(r) if r != Report::default() => tracing::info!(?r, "sweep"),
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "sweep failed"),
+            }
+            if own_vacuum && vacuumed.is_none_or(|at| at.elapsed() >= OWN_VACUUM_EVERY) {
+                vacuumed = Some(tokio::time::Instant::now());
+                if let Err(error) = maintenance::vacuum(&ctx.db).await {
+                    tracing::warn!(%error, "vacuum failed");
+                }
             }
             tokio::time::sleep(ctx.settings.sweep.interval).await;
         }

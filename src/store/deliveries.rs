@@ -266,27 +266,46 @@ pub async fn record(
     Ok(())
 }
 
-/// Those of `ids` still pending behind an older open delivery to the same subscription, each
-/// with the earliest time that blocker can be finished: its next attempt when it waits for a
-/// retry, else (it is being sent) `soon`.
-pub async fn blocked(
+/// Those of `ids` still pending, each with the earliest time a claim can take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unclaimed {
+    pub id: DeliveryId,
+    /// When an older delivery to the same subscription is open: the earliest time that one
+    /// can be finished (its next attempt when it waits for a retry, else — it is being sent —
+    /// the `soon` given).
+    pub blocked_until: Option<UnixMs>,
+    /// Its own next attempt.
+    pub next_attempt_at: UnixMs,
+}
+
+/// Why those of `ids` that a claim missed are still pending ([`Unclaimed`]). A claim can miss
+/// a delivery that is not blocked any more: on PostgreSQL the blocker's result may commit
+/// between the claim and this look, after the transaction that recorded it looked for
+/// successors too early to see this one.
+pub async fn unclaimed(
     db: &Db,
     ids: &[DeliveryId],
     soon: UnixMs,
-) -> Result<Vec<(DeliveryId, UnixMs)>, StoreError> {
-    let sql = "SELECT d.id, MIN(CASE WHEN o.state = 'pending' THEN o.next_attempt_at ELSE $1 END)
+) -> Result<Vec<Unclaimed>, StoreError> {
+    let sql = "SELECT d.id, MIN(CASE WHEN o.state = 'pending' THEN o.next_attempt_at
+                                     WHEN o.state = 'sending' THEN $1 END),
+                      d.next_attempt_at
                FROM deliveries d
-               JOIN deliveries o ON o.subscription_id = d.subscription_id AND o.id < d.id
-                                AND o.state IN ('pending', 'sending')
+               LEFT JOIN deliveries o ON o.subscription_id = d.subscription_id AND o.id < d.id
+                                     AND o.state IN ('pending', 'sending')
                WHERE d.state = 'pending' AND d.id IN ({list})
-               GROUP BY d.id";
+               GROUP BY d.id, d.next_attempt_at";
     let mut out = Vec::new();
     for (sql, chunk) in in_list_chunks(sql, 2, ids) {
-        let rows: Vec<(DeliveryId, UnixMs)> = dispatch!(db, c => {
+        let rows: Vec<(DeliveryId, Option<UnixMs>, UnixMs)> = dispatch!(db, c => {
             bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(soon), chunk)
                 .fetch_all(c).await?
         });
-        out.extend(rows);
+        out.extend(rows.into_iter().map(|(id, blocked_until, next_attempt_at)| Unclaimed {
+            id,
+            blocked_until,
+            next_attempt_at,
+        }));
     }
     Ok(out)
 }

@@ -168,3 +168,46 @@ async fn retention_deletes_what_was_delivered_and_keeps_what_is_pending_or_faile
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sweep_vacuums_herald_tables_where_postgresql_autovacuum_is_off() {
+    let app = TestApp::spawn_with(&[("HERALD_SWEEP_INTERVAL", "1s")]).await;
+    let needed = herald::store::maintenance::needs_own_vacuum(app.db())
+        .await
+        .expect("setting");
+    let herald::store::Db::Pg(pool) = app.db() else {
+        assert!(!needed, "SQLite reuses freed pages by itself");
+        return;
+    };
+    let setting: String = sqlx::query_scalar("SHOW autovacuum")
+        .fetch_one(pool)
+        .await
+        .expect("show");
+    assert_eq!(needed, setting == "off");
+    let vacuums = || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT vacuum_count + autovacuum_count FROM pg_stat_user_tables
+             WHERE relname = 'deliveries'",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("stats");
+        n
+    };
+    if needed {
+        // The running hub's sweep vacuums at once, then every 30 s.
+        eventually("the sweep to vacuum the deliveries table", || async {
+            (vacuums().await > 0).then_some(())
+        })
+        .await;
+    } else {
+        // Where autovacuum runs, Herald leaves it alone; its vacuum still works when called.
+        herald::store::maintenance::vacuum(app.db())
+            .await
+            .expect("vacuum");
+        eventually("the vacuum to be counted", || async {
+            (vacuums().await > 0).then_some(())
+        })
+        .await;
+    }
+}
