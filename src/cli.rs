@@ -68,6 +68,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the OpenAPI document of the producer and admin APIs (as served at
+    /// /api/v1/openapi.json and kept in docs/openapi.json).
+    Openapi,
 }
 
 async fn database(args: &DatabaseArgs) -> anyhow::Result<Db> {
@@ -106,6 +109,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { json } => {
             install_crypto_provider();
             admin::system::check_config(json).await
+        }
+        Command::Openapi => {
+            println!("{}", crate::http::openapi::document());
+            Ok(())
         }
         Command::Migrate(args) => {
             install_crypto_provider();

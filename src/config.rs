@@ -7,7 +7,7 @@ use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 use clap::Args;
 
 use crate::domain::{
-    access::{HubMode, ProducerToken, TopicAllowList},
+    access::{BearerToken, HubMode, TopicAllowList},
     address::AddressPolicy,
     delivery_mode::DeliveryMode,
     lease::LeasePolicy,
@@ -191,6 +191,10 @@ pub struct ServeArgs {
     /// Bearer token of the producer API (and of pings on a closed hub); unset: API off.
     #[arg(long, env = "HERALD_PRODUCER_TOKEN", hide_env_values = true)]
     pub producer_token: Option<Redacted>,
+    /// Bearer token of the admin API (/api/v1/admin/…: subscriptions, topics, failed
+    /// deliveries, status); unset: that API is off. Keep it apart from the producer token.
+    #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Redacted>,
     /// At most this many POSTs and verification GETs to one callback host (host and port) at
     /// once in this process; more wait their turn without using up an attempt.
     #[arg(long, env = "HERALD_MAX_PER_HOST", default_value_t = 64)]
@@ -275,7 +279,7 @@ pub struct Settings {
 pub struct AccessSettings {
     pub mode: HubMode,
     pub topic_allow: TopicAllowList,
-    pub producer_token: Option<ProducerToken>,
+    pub producer_token: Option<BearerToken>,
     pub max_request_bytes: usize,
     /// Headers and body of one request together.
     pub client_timeout: Duration,
@@ -288,7 +292,9 @@ pub struct AccessSettings {
     /// Exempt from rate limits (besides loopback).
     pub trusted_clients: AddressRanges,
     /// What `/metrics` asks for, if anything.
-    pub metrics_token: Option<ProducerToken>,
+    pub metrics_token: Option<BearerToken>,
+    /// What the admin API asks for; none: that API is off.
+    pub admin_token: Option<BearerToken>,
     /// Reverse proxies whose X-Forwarded-For is believed.
     pub trusted_proxies: AddressRanges,
 }
@@ -422,7 +428,7 @@ impl TryFrom<ServeArgs> for Settings {
                 producer_token: a
                     .producer_token
                     .as_ref()
-                    .and_then(|t| ProducerToken::new(t.expose())),
+                    .and_then(|t| BearerToken::new(t.expose())),
                 max_request_bytes: positive("HERALD_MAX_REQUEST_BYTES", a.max_request_bytes)?,
                 client_timeout: a.client_timeout,
                 max_connections: positive("HERALD_MAX_CONNECTIONS", a.max_connections)?,
@@ -436,7 +442,11 @@ impl TryFrom<ServeArgs> for Settings {
                 metrics_token: a
                     .metrics_token
                     .as_ref()
-                    .and_then(|t| ProducerToken::new(t.expose())),
+                    .and_then(|t| BearerToken::new(t.expose())),
+                admin_token: a
+                    .admin_token
+                    .as_ref()
+                    .and_then(|t| BearerToken::new(t.expose())),
                 trusted_proxies: a.trusted_proxies,
             },
             lease: LeaseSettings {

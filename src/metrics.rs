@@ -15,7 +15,7 @@ use prometheus_client::{
 
 use crate::{
     domain::ids::UnixMs,
-    store::{Db, StoreError, dispatch},
+    store::{Db, StoreError},
 };
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -168,49 +168,23 @@ impl Metrics {
 
     /// Samples the stored state and encodes everything in the Prometheus text format.
     pub async fn render(&self, db: &Db) -> Result<String, StoreError> {
-        let queue_sql = match db {
-            Db::Sqlite(_) => {
-                "SELECT job_type, COUNT(*) FROM Jobs WHERE status IN ('Pending', 'Queued', 'Running') GROUP BY job_type"
-            }
-            Db::Pg(_) => {
-                "SELECT job_type, COUNT(*) FROM apalis.jobs WHERE status IN ('Pending', 'Queued', 'Running') GROUP BY job_type"
-            }
-        };
-        let queues: Vec<(String, i64)> =
-            dispatch!(db, c => sqlx::query_as(queue_sql).fetch_all(c).await?);
-        for queue in crate::jobs::queue::Queue::ALL {
-            let depth = queues
-                .iter()
-                .find(|(name, _)| name == queue.name())
-                .map_or(0, |(_, n)| *n);
+        let sample = crate::store::views::sample_status(db).await?;
+        for (queue, depth) in crate::jobs::queue::depths(db).await? {
             self.queue_depth
                 .get_or_create(&QueueLabel {
                     queue: queue.name(),
                 })
                 .set(depth);
         }
-        let pending: i64 = dispatch!(db, c => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'sending')"
-        ).fetch_one(c).await?);
-        self.pending_deliveries.set(pending);
-        let states: Vec<(String, i64)> = dispatch!(db, c => sqlx::query_as(
-            "SELECT state, COUNT(*) FROM subscriptions GROUP BY state"
-        ).fetch_all(c).await?);
-        for state in crate::domain::state::SubscriptionState::ALL {
-            let n = states
-                .iter()
-                .find(|(s, _)| s == state.as_str())
-                .map_or(0, |(_, n)| *n);
+        self.pending_deliveries.set(sample.pending_deliveries);
+        for (state, n) in sample.subscriptions {
             self.subscriptions
                 .get_or_create(&StateLabel {
                     state: state.as_str().to_owned(),
                 })
                 .set(n);
         }
-        let paused: i64 = dispatch!(db, c => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM callback_hosts WHERE state = 'open'"
-        ).fetch_one(c).await?);
-        self.paused_hosts.set(paused);
+        self.paused_hosts.set(sample.open_breakers);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .map_err(|e| StoreError::Config(format!("metrics could not be encoded: {e}")))?;

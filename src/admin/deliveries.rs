@@ -3,15 +3,11 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::{confirm, print_json, progress};
+use super::{actions, confirm, print_json, progress};
 use crate::{
     domain::{
-        ids::{DeliveryId, SubscriptionId, UnixMs},
+        ids::{DeliveryId, SubscriptionId},
         state::DeliveryState,
-    },
-    jobs::{
-        deliver::DeliverJob,
-        queue::{self, Job, Queue},
     },
     store::{Db, deliveries, views},
 };
@@ -104,18 +100,8 @@ pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
             }
             let bar = progress(ids.len() as u64, "replaying");
             let mut replayed = Vec::new();
-            for chunk in ids.chunks(500) {
-                let mut tx = db.begin().await?;
-                let done = deliveries::replay(&mut tx, chunk, UnixMs::now()).await?;
-                if !done.is_empty() {
-                    let job = DeliverJob {
-                        deliveries: done.clone(),
-                        not_before: UnixMs::EPOCH,
-                    };
-                    queue::push(&mut tx, &[Job::new(Queue::Deliver, &job)]).await?;
-                }
-                tx.commit().await?;
-                replayed.extend(done);
+            for chunk in ids.chunks(actions::REPLAY_CHUNK) {
+                replayed.extend(actions::replay(db, chunk).await?);
                 bar.inc(chunk.len() as u64);
             }
             bar.finish_and_clear();

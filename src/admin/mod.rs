@@ -6,6 +6,7 @@
 //! for confirmation on a terminal and need `--yes` otherwise; `--dry-run` shows what would
 //! change and changes nothing.
 
+pub mod actions;
 pub mod deliveries;
 pub mod hosts;
 pub mod subscriptions;

@@ -5,17 +5,16 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{confirm, opt, parse_time, print_json, print_table, progress, time};
+use super::{actions, confirm, opt, parse_time, print_json, print_table, progress, time};
 use crate::{
     config::Settings,
     domain::{
         ids::{SubscriptionId, UnixMs},
         retry::parse_duration,
         state::SubscriptionState,
-        url::HubUrl,
     },
     outbound::Outbound,
-    store::{Db, deliveries, subscriptions, views},
+    store::{Db, views},
 };
 
 #[derive(Debug, Subcommand)]
@@ -205,32 +204,16 @@ async fn show(db: &Db, id: SubscriptionId, json: bool) -> anyhow::Result<()> {
 }
 
 async fn expire(db: &Db, a: ExpireArgs) -> anyhow::Result<()> {
-    if a.ids.is_empty() && a.topic.is_none() && a.callback.is_none() && a.expired_before.is_none() {
+    let selection = actions::ExpirySelection {
+        ids: a.ids.clone(),
+        topic: a.topic.clone(),
+        callback: a.callback.clone(),
+        expired_before: a.expired_before,
+    };
+    if selection.is_empty() {
         anyhow::bail!("say which subscriptions: ids, --topic, --callback or --expired-before");
     }
-    let mut chosen = Vec::new();
-    if a.topic.is_some() || a.callback.is_some() || a.expired_before.is_some() {
-        let filter = views::SubscriptionFilter {
-            topic: a.topic.clone(),
-            callback: a.callback.clone(),
-            state: Some(SubscriptionState::Active),
-            expiring_before: a.expired_before,
-            limit: i64::MAX,
-            ..Default::default()
-        };
-        chosen.extend(views::subscriptions(db, &filter).await?);
-    }
-    for id in &a.ids {
-        let filter = views::SubscriptionFilter {
-            id: Some(*id),
-            state: Some(SubscriptionState::Active),
-            limit: 1,
-            ..Default::default()
-        };
-        chosen.extend(views::subscriptions(db, &filter).await?);
-    }
-    chosen.sort_by_key(|s| s.id);
-    chosen.dedup_by_key(|s| s.id);
+    let chosen = actions::select_for_expiry(db, &selection).await?;
     let ids: Vec<SubscriptionId> = chosen.iter().map(|s| s.id).collect();
 
     if a.dry_run || ids.is_empty() {
@@ -239,26 +222,15 @@ async fn expire(db: &Db, a: ExpireArgs) -> anyhow::Result<()> {
     if !confirm(&format!("Expire {} subscription(s)?", ids.len()), a.yes)? {
         anyhow::bail!("nothing changed");
     }
-    let now = UnixMs::now();
-    let mut tx = db.begin().await?;
-    let done = subscriptions::expire_ids(&mut tx, &ids, "expired by an operator", now).await?;
-    deliveries::cancel_open(&mut tx, &done, "subscription expired by an operator", now).await?;
-    tx.commit().await?;
+    let done = actions::expire(db, &ids).await?;
 
     if a.notify {
         let settings = Settings::from_vars(std::iter::empty()).map_err(anyhow::Error::msg)?;
         let outbound = Outbound::new(&settings)?;
         let bar = progress(chosen.len() as u64, "notifying");
         for s in chosen.iter().filter(|s| done.contains(&s.id)) {
-            if let (Ok(cb), Ok(topic)) = (HubUrl::parse(&s.callback), HubUrl::parse(&s.topic)) {
-                let url = cb.with_appended_query(&[
-                    ("hub.mode", "denied"),
-                    ("hub.topic", topic.as_str()),
-                    ("hub.reason", "the hub's operator ended this subscription"),
-                ]);
-                if let Err(e) = outbound.get_verification(&url).await {
-                    bar.println(format!("subscription {}: notice not delivered: {e}", s.id));
-                }
+            if let Err(e) = actions::notify_denied(&outbound, s).await {
+                bar.println(format!("subscription {}: notice not delivered: {e}", s.id));
             }
             bar.inc(1);
         }
@@ -322,9 +294,7 @@ async fn delete(
     )? {
         anyhow::bail!("nothing changed");
     }
-    let mut tx = db.begin().await?;
-    let n = subscriptions::delete_ids(&mut tx, &ids).await?;
-    tx.commit().await?;
+    let n = actions::delete(db, &ids).await?;
     if json {
         return print_json(&json!({"deleted": n}));
     }

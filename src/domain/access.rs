@@ -43,11 +43,12 @@ impl TopicAllowList {
     }
 }
 
-/// The producer token (`HERALD_PRODUCER_TOKEN`). Never printed.
+/// A bearer token the hub asks for (`HERALD_PRODUCER_TOKEN`, `HERALD_ADMIN_TOKEN`,
+/// `HERALD_METRICS_TOKEN`). Compared in constant time; never printed.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ProducerToken(String);
+pub struct BearerToken(String);
 
-impl ProducerToken {
+impl BearerToken {
     pub fn new(raw: &str) -> Option<Self> {
         let raw = raw.trim();
         (!raw.is_empty()).then(|| Self(raw.to_owned()))
@@ -69,9 +70,9 @@ impl ProducerToken {
     }
 }
 
-impl fmt::Debug for ProducerToken {
+impl fmt::Debug for BearerToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ProducerToken(***)")
+        f.write_str("BearerToken(***)")
     }
 }
 
@@ -103,14 +104,14 @@ mod tests {
 
     #[test]
     fn tokens_compare_exactly_and_hide_themselves() {
-        let t = ProducerToken::new("s3cret-token").unwrap();
+        let t = BearerToken::new("s3cret-token").unwrap();
         assert!(t.matches("s3cret-token"));
         assert!(!t.matches("s3cret-toke"));
         assert!(!t.matches(""));
         assert!(t.authorizes(Some("Bearer s3cret-token")));
         assert!(!t.authorizes(Some("Basic s3cret-token")));
         assert!(!t.authorizes(None));
-        assert_eq!(format!("{t:?}"), "ProducerToken(***)");
-        assert!(ProducerToken::new("  ").is_none());
+        assert_eq!(format!("{t:?}"), "BearerToken(***)");
+        assert!(BearerToken::new("  ").is_none());
     }
 }

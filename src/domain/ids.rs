@@ -15,7 +15,7 @@ macro_rules! id_type {
         $(#[$doc])*
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-            sqlx::Type,
+            sqlx::Type, utoipa::ToSchema,
         )]
         #[serde(transparent)]
         #[sqlx(transparent)]
@@ -123,6 +123,7 @@ impl fmt::Display for ProcessId {
     Serialize,
     Deserialize,
     sqlx::Type,
+    utoipa::ToSchema,
 )]
 #[serde(transparent)]
 #[sqlx(transparent)]

@@ -8,27 +8,24 @@
 
 use std::sync::Arc;
 
-use actix_web::{
-    HttpRequest, HttpResponse, ResponseError,
-    http::{StatusCode, header},
-    web,
-};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, http::header, web};
 use futures::StreamExt;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     context::HubContext,
     domain::{
-        ids::{DistributionId, UnixMs},
+        delivery_mode::DeliveryMode,
+        ids::{DistributionId, SubscriptionId, UnixMs},
+        state::{DeliveryState, DistributionSource, SubscriptionState},
         url::HubUrl,
     },
-    jobs::{
-        JobError,
-        distribute::{self, Pushed},
-    },
-    store::{StoreError, distributions, views},
+    jobs::distribute::{self, Pushed},
+    store::{distributions, views},
 };
+
+use super::api_error::{Api, ApiError, ErrorBody, authorize, rfc3339};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -43,109 +40,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("the producer API is disabled: set HERALD_PRODUCER_TOKEN to enable it")]
-    Disabled,
-    #[error("an Authorization: Bearer <producer token> header is required")]
-    Unauthorized,
-    #[error("the producer token is not valid")]
-    Forbidden,
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("the content is larger than {0} bytes")]
-    TooLarge(usize),
-    #[error("{0}")]
-    Busy(String),
-    #[error("internal error")]
-    Internal(String),
-    #[error("too many requests from your address; retry in {0} s")]
-    RateLimited(u64),
-}
-
-impl ApiError {
-    fn code(&self) -> &'static str {
-        match self {
-            Self::Disabled => "disabled",
-            Self::Unauthorized => "unauthorized",
-            Self::Forbidden => "forbidden",
-            Self::BadRequest(_) => "bad_request",
-            Self::NotFound(_) => "not_found",
-            Self::TooLarge(_) => "too_large",
-            Self::Busy(_) => "busy",
-            Self::Internal(_) => "internal",
-            Self::RateLimited(_) => "rate_limited",
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        Self::Internal(e.to_string())
-    }
-}
-
-impl From<JobError> for ApiError {
-    fn from(e: JobError) -> Self {
-        match e {
-            JobError::Busy(m) => Self::Busy(m),
-            other => Self::Internal(other.to_string()),
-        }
-    }
-}
-
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            Self::Disabled | Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        if let Self::Internal(cause) = self {
-            tracing::error!(%cause, "producer API request failed");
-        }
-        let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, Self::Unauthorized) {
-            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
-        }
-        if matches!(self, Self::Busy(_)) {
-            response.insert_header((header::RETRY_AFTER, "1"));
-        }
-        if let Self::RateLimited(seconds) = self {
-            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
-        }
-        response.json(json!({"error": self.code(), "message": self.to_string()}))
-    }
-}
-
-fn authorize(req: &HttpRequest, ctx: &HubContext) -> Result<(), ApiError> {
-    let Some(token) = &ctx.settings.access.producer_token else {
-        return Err(ApiError::Disabled);
-    };
-    match req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        None => Err(ApiError::Unauthorized),
-        Some(value) if token.authorizes(Some(value)) => Ok(()),
-        Some(_) => Err(ApiError::Forbidden),
-    }
-}
-
-#[derive(Deserialize)]
-struct TopicQuery {
+/// The topic a call is about.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TopicQuery {
+    /// The topic URL.
     topic: Option<String>,
+    /// Another name for `topic`.
     url: Option<String>,
 }
 
@@ -160,21 +61,32 @@ impl TopicQuery {
     }
 }
 
-fn time(at: UnixMs) -> String {
-    chrono::DateTime::from_timestamp_millis(at.as_millis())
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default()
+/// What a publish did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Published {
+    pub topic: String,
+    /// `distributed`, `unchanged` (the same content as last time) or `no_subscribers`.
+    pub result: &'static str,
+    /// The distribution made, to follow with `GET /api/v1/distributions/{id}`.
+    #[schema(value_type = Option<i64>)]
+    pub distribution: Option<DistributionId>,
+    /// Deliveries it created.
+    pub deliveries: usize,
 }
 
 /// `POST /api/v1/publish?topic=<url>`: the request body, with its Content-Type, is distributed
 /// as if it had been fetched from the topic.
+#[utoipa::path(post, path = "/api/v1/publish", tag = "producer",
+    security(("producer_token" = [])), params(TopicQuery),
+    request_body(content = String, description = "The topic's new content, with its Content-Type", content_type = "*/*"),
+    responses((status = 202, body = Published), (status = "4XX", body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn publish(
     req: HttpRequest,
     query: web::Query<TopicQuery>,
     mut payload: web::Payload,
     ctx: web::Data<Arc<HubContext>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &ctx)?;
+    authorize(&req, &ctx, Api::Producer)?;
     let topic = query.parse()?;
     let limit = ctx.settings.fetch.max_bytes;
     let mut body = Vec::new();
@@ -200,39 +112,85 @@ async fn publish(
             deliveries,
         } => ("distributed", distribution, deliveries),
     };
-    Ok(HttpResponse::Accepted().json(json!({
-        "topic": topic.as_str(),
-        "result": result,
-        "distribution": distribution,
-        "deliveries": deliveries,
-    })))
+    Ok(HttpResponse::Accepted().json(Published {
+        topic: topic.as_str().to_owned(),
+        result,
+        distribution,
+        deliveries,
+    }))
+}
+
+/// Whether a topic is subscribed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopicStatus {
+    pub topic: String,
+    pub subscribed: bool,
+    pub active_subscribers: i64,
 }
 
 /// `GET /api/v1/topics?topic=<url>`: is it subscribed, and by how many.
+#[utoipa::path(get, path = "/api/v1/topics", tag = "producer",
+    security(("producer_token" = [])), params(TopicQuery),
+    responses((status = 200, body = TopicStatus), (status = "4XX", body = ErrorBody)))]
 async fn topic(
     req: HttpRequest,
     query: web::Query<TopicQuery>,
     ctx: web::Data<Arc<HubContext>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &ctx)?;
+    authorize(&req, &ctx, Api::Producer)?;
     let topic = query.parse()?;
     let active = views::active_subscribers(&ctx.db, topic.as_str(), UnixMs::now())
         .await?
         .unwrap_or(0);
-    Ok(HttpResponse::Ok().json(json!({
-        "topic": topic.as_str(),
-        "subscribed": active > 0,
-        "active_subscribers": active,
-    })))
+    Ok(HttpResponse::Ok().json(TopicStatus {
+        topic: topic.as_str().to_owned(),
+        subscribed: active > 0,
+        active_subscribers: active,
+    }))
+}
+
+/// A topic's subscriptions, as its producer may see them: callback hosts, never callbacks or
+/// secrets.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopicSubscriptions {
+    pub topic: String,
+    pub subscriptions: Vec<TopicSubscription>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopicSubscription {
+    #[schema(value_type = i64)]
+    pub id: SubscriptionId,
+    pub callback_host: Option<String>,
+    pub state: SubscriptionState,
+    pub state_reason: Option<String>,
+    /// RFC 3339.
+    pub expires_at: String,
+    pub delivery_mode: Option<DeliveryMode>,
+    /// Made PuSH 0.3-style.
+    pub legacy: bool,
+    pub last_delivery: Option<LastDelivery>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LastDelivery {
+    pub state: DeliveryState,
+    pub status: Option<i64>,
+    /// RFC 3339.
+    pub at: Option<String>,
+    pub error: Option<String>,
 }
 
 /// `GET /api/v1/topics/subscriptions?topic=<url>`: its subscriptions, without secrets.
+#[utoipa::path(get, path = "/api/v1/topics/subscriptions", tag = "producer",
+    security(("producer_token" = [])), params(TopicQuery),
+    responses((status = 200, body = TopicSubscriptions), (status = "4XX", body = ErrorBody)))]
 async fn topic_subscriptions(
     req: HttpRequest,
     query: web::Query<TopicQuery>,
     ctx: web::Data<Arc<HubContext>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &ctx)?;
+    authorize(&req, &ctx, Api::Producer)?;
     let topic = query.parse()?;
     let filter = views::SubscriptionFilter {
         topic: Some(topic.as_str().to_owned()),
@@ -240,60 +198,80 @@ async fn topic_subscriptions(
         ..Default::default()
     };
     let rows = views::subscriptions(&ctx.db, &filter).await?;
-    let list: Vec<_> = rows
-        .iter()
-        .map(|s| {
-            let host = url::Url::parse(&s.callback)
+    let subscriptions = rows
+        .into_iter()
+        .map(|s| TopicSubscription {
+            id: s.id,
+            callback_host: url::Url::parse(&s.callback)
                 .ok()
-                .and_then(|u| u.host_str().map(str::to_owned));
-            let last = s.last_delivery_state.as_ref().map(|state| {
-                json!({
-                    "state": state,
-                    "status": s.last_delivery_status,
-                    "at": s.last_delivery_at.map(time),
-                    "error": s.last_delivery_error,
-                })
-            });
-            json!({
-                "id": s.id,
-                "callback_host": host,
-                "state": s.state,
-                "state_reason": s.state_reason,
-                "expires_at": time(s.expires_at),
-                "delivery_mode": s.delivery_mode,
-                "legacy": s.legacy,
-                "last_delivery": last,
-            })
+                .and_then(|u| u.host_str().map(str::to_owned)),
+            state: s.state,
+            state_reason: s.state_reason,
+            expires_at: rfc3339(s.expires_at),
+            delivery_mode: s.delivery_mode,
+            legacy: s.legacy,
+            last_delivery: s.last_delivery_state.map(|state| LastDelivery {
+                state,
+                status: s.last_delivery_status,
+                at: s.last_delivery_at.map(rfc3339),
+                error: s.last_delivery_error,
+            }),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"topic": topic.as_str(), "subscriptions": list})))
+    Ok(HttpResponse::Ok().json(TopicSubscriptions {
+        topic: topic.as_str().to_owned(),
+        subscriptions,
+    }))
+}
+
+/// How the deliveries of one distribution stand.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DistributionOutcome {
+    #[schema(value_type = i64)]
+    pub id: DistributionId,
+    pub topic: String,
+    pub source: DistributionSource,
+    /// RFC 3339.
+    pub created_at: String,
+    pub documents: i64,
+    pub deliveries: i64,
+    pub delivered: i64,
+    pub pending: i64,
+    pub failed: i64,
+    pub gone: i64,
+    pub cancelled: i64,
+    /// Nothing is pending any more.
+    pub complete: bool,
 }
 
 /// `GET /api/v1/distributions/{id}`: how the deliveries of one distribution stand.
+#[utoipa::path(get, path = "/api/v1/distributions/{id}", tag = "producer",
+    security(("producer_token" = [])), params(("id" = i64, Path, description = "Distribution id")),
+    responses((status = 200, body = DistributionOutcome), (status = "4XX", body = ErrorBody)))]
 async fn distribution(
     req: HttpRequest,
     id: web::Path<String>,
     ctx: web::Data<Arc<HubContext>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &ctx)?;
+    authorize(&req, &ctx, Api::Producer)?;
     let id: DistributionId = id
         .parse()
         .map_err(|_| ApiError::BadRequest("a distribution id is a number".into()))?;
     let Some(o) = distributions::outcome(&ctx.db, id).await? else {
         return Err(ApiError::NotFound(format!("no distribution {id}")));
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "id": o.id,
-        "topic": o.topic,
-        "source": o.source,
-        "created_at": time(o.created_at),
-        "documents": o.documents,
-        "deliveries": o.deliveries,
-        "delivered": o.delivered,
-        "pending": o.pending,
-        "failed": o.failed,
-        "gone": o.gone,
-        "cancelled": o.cancelled,
-        "complete": o.pending == 0,
-    })))
+    Ok(HttpResponse::Ok().json(DistributionOutcome {
+        id: o.id,
+        topic: o.topic,
+        source: o.source,
+        created_at: rfc3339(o.created_at),
+        documents: o.documents,
+        deliveries: o.deliveries,
+        delivered: o.delivered,
+        pending: o.pending,
+        failed: o.failed,
+        gone: o.gone,
+        cancelled: o.cancelled,
+        complete: o.pending == 0,
+    }))
 }

@@ -1,10 +1,14 @@
-//! The HTTP surface: the hub URL, the producer API and a health check, behind the per-client
-//! rate limit ([`rate_limit`]).
+//! The HTTP surface: the hub URL, the diagnostics pages, the producer and admin APIs with
+//! their OpenAPI document, metrics and a health check, behind the per-client rate limit
+//! ([`rate_limit`]).
 
+pub mod admin_api;
 pub mod api;
+pub mod api_error;
 pub mod health;
 pub mod hub;
 pub mod metrics;
+pub mod openapi;
 pub mod pages;
 pub mod rate_limit;
 pub mod request_id;
@@ -24,5 +28,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/", web::post().to(hub::post))
         .route("/health", web::get().to(health::get))
         .route("/metrics", web::get().to(metrics::get))
+        .route("/api/v1/openapi.json", web::get().to(openapi::get))
+        .configure(admin_api::routes)
         .configure(api::routes);
 }

@@ -12,6 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
+use super::api_error::{Api, authorize};
 use crate::{
     context::HubContext,
     domain::{access::HubMode, ids::UnixMs, url::HubUrl},
@@ -317,18 +318,9 @@ pub async fn topic_details(
             "Give hub.url, an absolute http(s) URL.",
         );
     };
-    let producer = ctx
-        .settings
-        .access
-        .producer_token
-        .as_ref()
-        .is_some_and(|t| {
-            t.authorizes(
-                req.headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok()),
-            )
-        });
+    let producer = [Api::Producer, Api::Admin]
+        .into_iter()
+        .any(|api| authorize(&req, &ctx, api).is_ok());
     let show_count = producer || ctx.settings.access.mode == HubMode::Open;
     let result: Result<HttpResponse, StoreError> = async {
         let db = &ctx.db;

@@ -13,7 +13,7 @@ use actix_web::{
     web,
 };
 
-use super::{api::ApiError, hub::HubError};
+use super::{api_error::ApiError, hub::HubError};
 use crate::context::HubContext;
 
 pub async fn limit_clients(

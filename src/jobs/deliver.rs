@@ -375,13 +375,10 @@ async fn requeue_blocked(
     let soon = now.after(BLOCKED_RECHECK);
     let mut by_time: BTreeMap<UnixMs, Vec<DeliveryId>> = BTreeMap::new();
     for d in deliveries::unclaimed(&ctx.db, &unclaimed, soon).await? {
-        let at = match d.blocked_until {
-            Some(until) => until.max(soon),
-            // Not blocked any more (its blocker finished while this job claimed): at once.
-            None if d.next_attempt_at <= now => UnixMs::EPOCH,
-            None => d.next_attempt_at,
-        };
-        by_time.entry(at).or_default().push(d.id);
+        by_time
+            .entry(try_again_at(&d, now, soon))
+            .or_default()
+            .push(d.id);
     }
     if by_time.is_empty() {
         return Ok(());
@@ -392,6 +389,18 @@ async fn requeue_blocked(
     tx.commit().await?;
     ctx.wakers.wake_for(&jobs);
     Ok(())
+}
+
+/// When to try a delivery a claim missed again: behind an open one, when that one can be
+/// finished (not before `soon`, so a blocker that is due but not yet taken is not polled in a
+/// loop); not blocked any more (its blocker finished while this job claimed), at once (the
+/// epoch) or when it is due.
+fn try_again_at(d: &deliveries::Unclaimed, now: UnixMs, soon: UnixMs) -> UnixMs {
+    match d.blocked_until {
+        Some(until) => until.max(soon),
+        None if d.next_attempt_at <= now => UnixMs::EPOCH,
+        None => d.next_attempt_at,
+    }
 }
 
 /// One hubout job per due time, carrying the deliveries due then.
@@ -560,4 +569,44 @@ fn value(s: &str) -> Result<HeaderValue, String> {
 fn random_unit() -> f64 {
     let hex = crate::domain::challenge::random_hex(2);
     f64::from(u16::from_str_radix(&hex, 16).unwrap_or(0)) / 65536.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unclaimed(blocked_until: Option<i64>, next_attempt_at: i64) -> deliveries::Unclaimed {
+        deliveries::Unclaimed {
+            id: DeliveryId::new(7),
+            blocked_until: blocked_until.map(UnixMs::from_millis),
+            next_attempt_at: UnixMs::from_millis(next_attempt_at),
+        }
+    }
+
+    #[test]
+    fn a_missed_delivery_is_tried_again_at_once_only_when_nothing_blocks_it() {
+        let (now, soon) = (UnixMs::from_millis(10_000), UnixMs::from_millis(11_000));
+        // Its blocker finished between the claim and the look: at once.
+        assert_eq!(
+            try_again_at(&unclaimed(None, 9_000), now, soon),
+            UnixMs::EPOCH
+        );
+        assert_eq!(
+            try_again_at(&unclaimed(None, 10_000), now, soon),
+            UnixMs::EPOCH
+        );
+        // Waiting for its own retry: then.
+        assert_eq!(
+            try_again_at(&unclaimed(None, 50_000), now, soon),
+            UnixMs::from_millis(50_000)
+        );
+        // Behind one being sent (reported as `soon`) or due already: not before `soon`.
+        assert_eq!(try_again_at(&unclaimed(Some(11_000), 0), now, soon), soon);
+        assert_eq!(try_again_at(&unclaimed(Some(5_000), 0), now, soon), soon);
+        // Behind one waiting for a retry later: when that one is due.
+        assert_eq!(
+            try_again_at(&unclaimed(Some(60_000), 0), now, soon),
+            UnixMs::from_millis(60_000)
+        );
+    }
 }

@@ -368,3 +368,29 @@ pub fn start(ctx: Ctx) -> Workers {
     });
     Workers { stop, done }
 }
+
+/// Jobs waiting or running in each queue, every queue listed.
+pub async fn depths(db: &Db) -> Result<Vec<(Queue, i64)>, StoreError> {
+    let sql = match db {
+        Db::Sqlite(_) => {
+            "SELECT job_type, COUNT(*) FROM Jobs WHERE status IN ('Pending', 'Queued', 'Running') GROUP BY job_type"
+        }
+        Db::Pg(_) => {
+            "SELECT job_type, COUNT(*) FROM apalis.jobs WHERE status IN ('Pending', 'Queued', 'Running') GROUP BY job_type"
+        }
+    };
+    let counted: Vec<(String, i64)> = match db {
+        Db::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
+        Db::Pg(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
+    };
+    Ok(Queue::ALL
+        .iter()
+        .map(|queue| {
+            let depth = counted
+                .iter()
+                .find(|(name, _)| name == queue.name())
+                .map_or(0, |(_, n)| *n);
+            (*queue, depth)
+        })
+        .collect())
+}

@@ -50,8 +50,9 @@ pub struct Pruned {
     pub jobs: u64,
 }
 
-/// Finished queue jobs are kept this long, for operators looking at the queue.
-const DONE_JOBS_KEPT: Duration = Duration::from_secs(300);
+/// Finished queue jobs are kept this long, for operators looking at the queue (the state that
+/// matters is in Herald's own tables; on PostgreSQL every finished job kept is a row to vacuum).
+const DONE_JOBS_KEPT: Duration = Duration::from_secs(60);
 
 /// How often, at most, the sweep vacuums Herald's tables itself (only where the PostgreSQL
 /// server's autovacuum is off: `store::maintenance`).

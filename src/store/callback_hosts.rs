@@ -29,7 +29,7 @@ pub async fn record(
 }
 
 /// One callback host's breaker, for operators.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct HostView {
     pub host: String,
     pub state: String,

@@ -301,11 +301,14 @@ pub async fn unclaimed(
             bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(soon), chunk)
                 .fetch_all(c).await?
         });
-        out.extend(rows.into_iter().map(|(id, blocked_until, next_attempt_at)| Unclaimed {
-            id,
-            blocked_until,
-            next_attempt_at,
-        }));
+        out.extend(
+            rows.into_iter()
+                .map(|(id, blocked_until, next_attempt_at)| Unclaimed {
+                    id,
+                    blocked_until,
+                    next_attempt_at,
+                }),
+        );
     }
     Ok(out)
 }

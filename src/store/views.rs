@@ -43,14 +43,16 @@ pub struct SubscriptionFilter {
     pub limit: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SubscriptionView {
     pub id: SubscriptionId,
     pub topic: String,
     pub callback: String,
     pub state: SubscriptionState,
     pub state_reason: Option<String>,
+    /// 1 when the subscription has a secret (never shown), else 0.
     #[serde(serialize_with = "as_flag")]
+    #[schema(value_type = u8)]
     pub has_secret: bool,
     pub lease_seconds: i64,
     pub verified_at: UnixMs,
@@ -59,6 +61,7 @@ pub struct SubscriptionView {
     pub delivery_mode: Option<DeliveryMode>,
     /// Made PuSH 0.3-style (the subscriber sent `hub.verify`).
     #[serde(serialize_with = "as_flag")]
+    #[schema(value_type = u8)]
     pub legacy: bool,
     pub created_at: UnixMs,
     pub last_delivery_state: Option<DeliveryState>,
@@ -167,7 +170,7 @@ pub async fn active_subscribers(
     Ok(dispatch!(db, c => sqlx::query_scalar(sql).bind(topic).bind(now).fetch_optional(c).await?))
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub id: DeliveryId,
     pub subscription_id: SubscriptionId,
@@ -240,7 +243,7 @@ pub async fn deliveries(
     rows.into_iter().map(DeliveryView::try_from).collect()
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TopicView {
     pub id: TopicId,
     pub url: String,
@@ -315,4 +318,42 @@ pub async fn last_request(
         dispatch!(db, c => sqlx::query_as::<_, LastRequest>(sql).bind(topic).bind(callback)
         .fetch_optional(c).await?),
     )
+}
+
+/// Counts for operators (`/metrics`, the admin API's status), each one cheap statement.
+#[derive(Debug, Clone)]
+pub struct StatusSample {
+    /// Deliveries waiting or being sent.
+    pub pending_deliveries: i64,
+    /// Subscriptions per state, every state listed.
+    pub subscriptions: Vec<(SubscriptionState, i64)>,
+    /// Callback hosts whose breaker is open.
+    pub open_breakers: i64,
+}
+
+pub async fn sample_status(db: &Db) -> Result<StatusSample, StoreError> {
+    let pending_deliveries: i64 = dispatch!(db, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'sending')"
+    ).fetch_one(c).await?);
+    let states: Vec<(String, i64)> = dispatch!(db, c => sqlx::query_as(
+        "SELECT state, COUNT(*) FROM subscriptions GROUP BY state"
+    ).fetch_all(c).await?);
+    let subscriptions = SubscriptionState::ALL
+        .iter()
+        .map(|state| {
+            let n = states
+                .iter()
+                .find(|(s, _)| s == state.as_str())
+                .map_or(0, |(_, n)| *n);
+            (*state, n)
+        })
+        .collect();
+    let open_breakers: i64 = dispatch!(db, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM callback_hosts WHERE state = 'open'"
+    ).fetch_one(c).await?);
+    Ok(StatusSample {
+        pending_deliveries,
+        subscriptions,
+        open_breakers,
+    })
 }

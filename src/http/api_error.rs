@@ -1,0 +1,168 @@
+//! What the JSON APIs under `/api/v1` share: their bearer-token check and their errors,
+//! `{"error": "<code>", "message": "<readable>"}` with the fitting status.
+
+use actix_web::{
+    HttpRequest, HttpResponse, ResponseError,
+    http::{StatusCode, header},
+};
+use serde::Serialize;
+
+use crate::{
+    context::HubContext,
+    domain::{access::BearerToken, ids::UnixMs},
+    jobs::JobError,
+    store::StoreError,
+};
+
+/// Which API a request is for: each has its own token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `/api/v1/…` for the site that owns the feeds (`HERALD_PRODUCER_TOKEN`).
+    Producer,
+    /// `/api/v1/admin/…` for the hub's operators (`HERALD_ADMIN_TOKEN`).
+    Admin,
+}
+
+impl Api {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Producer => "producer",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn setting(self) -> &'static str {
+        match self {
+            Self::Producer => "HERALD_PRODUCER_TOKEN",
+            Self::Admin => "HERALD_ADMIN_TOKEN",
+        }
+    }
+
+    fn token(self, ctx: &HubContext) -> Option<&BearerToken> {
+        match self {
+            Self::Producer => ctx.settings.access.producer_token.as_ref(),
+            Self::Admin => ctx.settings.access.admin_token.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the {} API is disabled: set {} to enable it", .0.name(), .0.setting())]
+    Disabled(Api),
+    #[error("an Authorization: Bearer <{} token> header is required", .0.name())]
+    Unauthorized(Api),
+    #[error("the {} token is not valid", .0.name())]
+    Forbidden(Api),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the content is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Busy(String),
+    #[error("internal error")]
+    Internal(String),
+    #[error("too many requests from your address; retry in {0} s")]
+    RateLimited(u64),
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: `disabled`, `unauthorized`, `forbidden`, `bad_request`, `not_found`,
+    /// `too_large`, `busy`, `internal`, `rate_limited`.
+    pub error: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Disabled(_) => "disabled",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::BadRequest(_) => "bad_request",
+            Self::NotFound(_) => "not_found",
+            Self::TooLarge(_) => "too_large",
+            Self::Busy(_) => "busy",
+            Self::Internal(_) => "internal",
+            Self::RateLimited(_) => "rate_limited",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::Busy(m) => Self::Busy(m),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Disabled(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Internal(cause) = self {
+            tracing::error!(%cause, "API request failed");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::Unauthorized(_)) {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if matches!(self, Self::Busy(_)) {
+            response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        if let Self::RateLimited(seconds) = self {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+        })
+    }
+}
+
+/// Checks the request's `Authorization: Bearer` against the API's token (in constant time).
+pub fn authorize(req: &HttpRequest, ctx: &HubContext, api: Api) -> Result<(), ApiError> {
+    let Some(token) = api.token(ctx) else {
+        return Err(ApiError::Disabled(api));
+    };
+    match req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        None => Err(ApiError::Unauthorized(api)),
+        Some(value) if token.authorizes(Some(value)) => Ok(()),
+        Some(_) => Err(ApiError::Forbidden(api)),
+    }
+}
+
+/// An instant as RFC 3339, as the APIs show them.
+pub fn rfc3339(at: UnixMs) -> String {
+    chrono::DateTime::from_timestamp_millis(at.as_millis())
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}

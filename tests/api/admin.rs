@@ -1,0 +1,419 @@
+//! The admin API (`/api/v1/admin`) and the OpenAPI document.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{Answer, Publisher, Subscriber, TestApp};
+
+const ADMIN: &str = "admin-token-for-tests";
+const PRODUCER: &str = "producer-token-for-tests";
+
+async fn admin_app() -> TestApp {
+    TestApp::spawn_with(&[
+        ("HERALD_ADMIN_TOKEN", ADMIN),
+        ("HERALD_PRODUCER_TOKEN", PRODUCER),
+    ])
+    .await
+}
+
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = app
+        .client
+        .request(method, format!("http://127.0.0.1:{}{path}", app.port));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let response = req.send().await.expect("answer");
+    let status = response.status();
+    let json = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, json)
+}
+
+async fn get(app: &TestApp, path: &str) -> (StatusCode, Value) {
+    call(app, Method::GET, path, Some(ADMIN), None).await
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> (StatusCode, Value) {
+    call(app, Method::POST, path, Some(ADMIN), Some(body)).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_needs_its_own_token() {
+    // Off without a token, saying how to turn it on.
+    let off = TestApp::spawn_with(&[("HERALD_PRODUCER_TOKEN", PRODUCER)]).await;
+    let (status, body) = call(
+        &off,
+        Method::GET,
+        "/api/v1/admin/status",
+        Some(PRODUCER),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "disabled");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("HERALD_ADMIN_TOKEN")),
+        "{body}"
+    );
+
+    let app = admin_app().await;
+    let response = app
+        .client
+        .get(format!("http://127.0.0.1:{}/api/v1/admin/status", app.port))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
+    // Neither token opens the other API.
+    let (status, body) = call(
+        &app,
+        Method::GET,
+        "/api/v1/admin/status",
+        Some(PRODUCER),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let (status, _) = call(
+        &app,
+        Method::GET,
+        "/api/v1/topics?topic=http://example.com/",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Unknown endpoints and bad input are JSON errors too.
+    let (status, body) = get(&app, "/api/v1/admin/nothing").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, body) = get(&app, "/api/v1/admin/subscriptions/abc").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_request"))
+    );
+    let (status, body) = get(&app, "/api/v1/admin/subscriptions?state=sleeping").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("active")),
+        "{body}"
+    );
+    let (status, body) = get(&app, "/api/v1/admin/subscriptions?limit=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let response = app
+        .client
+        .post(format!(
+            "http://127.0.0.1:{}/api/v1/admin/subscriptions/expire",
+            app.port
+        ))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"], "bad_request");
+    let (status, body) = post(
+        &app,
+        "/api/v1/admin/subscriptions/expire",
+        json!({"idz": [1]}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "unknown fields are refused: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_list_show_expire_and_delete_subscriptions() {
+    let app = admin_app().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    let topic = publisher.url("t");
+    let other = publisher.url("other");
+    let (a, b, c) = (sub.callback("a"), sub.callback("b"), sub.callback("c"));
+    app.subscribed(&topic, &a, &[]).await;
+    app.subscribed(&topic, &b, &[("hub.secret", "a-secret-value")])
+        .await;
+    app.subscribed(&other, &c, &[]).await;
+
+    let (status, all) = get(&app, "/api/v1/admin/subscriptions").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(all.as_array().map(Vec::len), Some(3));
+    assert!(
+        !all.to_string().contains("a-secret-value"),
+        "secrets never shown"
+    );
+    let by_topic = get(
+        &app,
+        &format!("/api/v1/admin/subscriptions?topic={}", urlencoding(&topic)),
+    )
+    .await
+    .1;
+    assert_eq!(by_topic.as_array().map(Vec::len), Some(2));
+    let by_callback = get(&app, "/api/v1/admin/subscriptions?callback=/cb/c")
+        .await
+        .1;
+    assert_eq!(by_callback[0]["callback"], c.as_str());
+    let expiring = get(&app, "/api/v1/admin/subscriptions?expiring_within=1s")
+        .await
+        .1;
+    assert_eq!(expiring.as_array().map(Vec::len), Some(0));
+
+    let id_b = by_topic
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["callback"] == b.as_str()))
+        .and_then(|r| r["id"].as_i64())
+        .expect("b's id");
+    let (status, shown) = get(&app, &format!("/api/v1/admin/subscriptions/{id_b}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["subscription"]["has_secret"], 1);
+    assert_eq!(shown["subscription"]["state"], "active");
+    assert!(shown["recent_deliveries"].is_array());
+    let (status, _) = get(&app, "/api/v1/admin/subscriptions/999999").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Expiring: nothing named is refused; a dry run changes nothing.
+    let (status, _) = post(&app, "/api/v1/admin/subscriptions/expire", json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, dry) = post(
+        &app,
+        "/api/v1/admin/subscriptions/expire",
+        json!({"topic": topic, "dry_run": true}),
+    )
+    .await;
+    assert_eq!((status, dry["count"].as_i64()), (StatusCode::OK, Some(2)));
+    assert_eq!(
+        app.subscription_state(&topic, &a).await.as_deref(),
+        Some("active")
+    );
+    let (status, done) = post(
+        &app,
+        "/api/v1/admin/subscriptions/expire",
+        json!({"callback": "/cb/a", "notify": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["count"], 1);
+    assert_eq!(done["notices_failed"], json!([]));
+    assert_eq!(
+        app.subscription_state(&topic, &a).await.as_deref(),
+        Some("expired")
+    );
+    assert_eq!(
+        app.subscription_state(&topic, &b).await.as_deref(),
+        Some("active")
+    );
+    let notice = sub
+        .wait_verifications("a", 2)
+        .await
+        .pop()
+        .expect("a notice");
+    assert_eq!(notice.param("hub.mode"), Some("denied"));
+    assert_eq!(notice.param("hub.topic"), Some(topic.as_str()));
+    let expired = get(&app, "/api/v1/admin/subscriptions?state=expired")
+        .await
+        .1;
+    assert_eq!(expired.as_array().map(Vec::len), Some(1));
+
+    // Deleting, one by id and a list with a dry run first.
+    let (status, dry) = post(
+        &app,
+        "/api/v1/admin/subscriptions/delete",
+        json!({"ids": [id_b], "dry_run": true}),
+    )
+    .await;
+    assert_eq!((status, dry["deleted"].as_i64()), (StatusCode::OK, Some(1)));
+    assert_eq!(app.count("SELECT COUNT(*) FROM subscriptions").await, 3);
+    let (status, deleted) = call(
+        &app,
+        Method::DELETE,
+        &format!("/api/v1/admin/subscriptions/{id_b}"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, deleted["deleted"].as_i64()),
+        (StatusCode::OK, Some(1))
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM subscriptions").await, 2);
+    let (status, _) = get(&app, &format!("/api/v1/admin/subscriptions/{id_b}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_see_failed_deliveries_replay_them_and_read_the_status() {
+    let app = admin_app().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("t", Some("text/plain"), "dead letter");
+    let topic = publisher.url("t");
+    app.subscribed(&topic, &sub.callback("down"), &[]).await;
+    app.subscribed(&topic, &sub.callback("up"), &[]).await;
+    sub.on_deliver("down", std::iter::repeat_n(Answer::Status(500), 4));
+    app.publish(&topic).await;
+    sub.wait_deliveries("down", 4).await;
+    app.wait_delivery_states_settled().await;
+
+    let (status, failed) = get(&app, "/api/v1/admin/deliveries?state=failed").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(failed.as_array().map(Vec::len), Some(1), "{failed}");
+    assert_eq!(failed[0]["last_error"], "callback answered 500");
+    let id = failed[0]["id"].as_i64().expect("id");
+    let all = get(&app, "/api/v1/admin/deliveries").await.1;
+    assert_eq!(all.as_array().map(Vec::len), Some(2));
+
+    let (status, status_body) = get(&app, "/api/v1/admin/status").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status_body["subscriptions"]["active"], 2);
+    assert_eq!(status_body["subscriptions"]["expired"], 0);
+    assert_eq!(status_body["processes"], 1);
+    for queue in ["hubverify", "hubdistrib", "hubout"] {
+        assert!(status_body["queues"][queue].is_i64(), "{status_body}");
+    }
+    assert_eq!(status_body["version"], env!("CARGO_PKG_VERSION"));
+    assert!(status_body["open_breakers"].is_array());
+    assert_eq!(
+        status_body["pending_deliveries"].as_i64(),
+        Some(
+            app.count("SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'sending')")
+                .await
+        )
+    );
+
+    // Replay: nothing named is refused, a dry run counts only failed ones, then it goes out.
+    let (status, _) = post(&app, "/api/v1/admin/deliveries/replay", json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = post(
+        &app,
+        "/api/v1/admin/deliveries/replay",
+        json!({"ids": [id], "all_failed": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, dry) = post(
+        &app,
+        "/api/v1/admin/deliveries/replay",
+        json!({"all_failed": true, "dry_run": true}),
+    )
+    .await;
+    assert_eq!((status, dry["ids"].clone()), (StatusCode::OK, json!([id])));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM deliveries WHERE state = 'failed'")
+            .await,
+        1
+    );
+    let (status, replayed) = post(
+        &app,
+        "/api/v1/admin/deliveries/replay",
+        json!({"ids": [id, id + 1000]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(replayed["count"], 1, "only the failed one: {replayed}");
+    let got = sub.wait_deliveries("down", 5).await;
+    assert_eq!(got[4].body, b"dead letter");
+    app.wait_delivery_states_settled().await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
+            .await,
+        2
+    );
+
+    // Topics: the list, one by id, and a JSON 404.
+    let topics = get(&app, "/api/v1/admin/topics").await.1;
+    assert_eq!(topics[0]["url"], topic.as_str());
+    assert_eq!(topics[0]["active_subscriptions"], 2);
+    let topic_id = topics[0]["id"].as_i64().expect("id");
+    let (status, one) = get(&app, &format!("/api/v1/admin/topics/{topic_id}")).await;
+    assert_eq!(
+        (status, one["url"].as_str()),
+        (StatusCode::OK, Some(topic.as_str()))
+    );
+    let by_url = get(
+        &app,
+        &format!("/api/v1/admin/topics?url={}", urlencoding(&topic)),
+    )
+    .await
+    .1;
+    assert_eq!(by_url.as_array().map(Vec::len), Some(1));
+    let (status, _) = get(&app, "/api/v1/admin/topics/424242").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, hosts) = get(&app, "/api/v1/admin/hosts?all=true").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(hosts.is_array());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_is_served_and_kept_in_docs() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .get(format!("http://127.0.0.1:{}/api/v1/openapi.json", app.port))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    let served: Value = response.json().await.expect("json");
+    assert!(
+        served["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3."))
+    );
+    for path in [
+        "/api/v1/publish",
+        "/api/v1/distributions/{id}",
+        "/api/v1/admin/status",
+        "/api/v1/admin/subscriptions",
+        "/api/v1/admin/subscriptions/expire",
+        "/api/v1/admin/deliveries/replay",
+    ] {
+        assert!(served["paths"][path].is_object(), "{path} is described");
+    }
+    let schemes = &served["components"]["securitySchemes"];
+    assert_eq!(schemes["admin_token"]["scheme"], "bearer");
+    assert_eq!(schemes["producer_token"]["scheme"], "bearer");
+    let kept: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+            .expect("docs/openapi.json"),
+    )
+    .expect("valid JSON");
+    assert_eq!(
+        served, kept,
+        "docs/openapi.json is out of date: run `cargo run -- openapi > docs/openapi.json`"
+    );
+}
+
+fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
