@@ -1,5 +1,11 @@
 //! Logging: human-readable by default, JSON with `HERALD_LOG_FORMAT=json`; filtered by
 //! `RUST_LOG` (default `info`, with the database and queue libraries at `warn`).
+//!
+//! The id of the HTTP request being served (`http::request_id`) is kept for the task that
+//! serves it, so the jobs that request causes (a subscription's verification, a ping's
+//! distribution) carry it and log it on their spans as `request_id`.
+
+use std::future::Future;
 
 use tracing_subscriber::{EnvFilter, fmt};
 
@@ -14,4 +20,18 @@ pub fn init() {
     } else {
         builder.try_init()
     };
+}
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// Runs `f` as the serving of the HTTP request `id`.
+pub async fn with_request_id<F: Future>(id: String, f: F) -> F::Output {
+    REQUEST_ID.scope(id, f).await
+}
+
+/// The id of the HTTP request being served by this task, if any.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
 }

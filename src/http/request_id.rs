@@ -1,6 +1,7 @@
 //! Every HTTP request gets a request id: the client's `X-Request-Id` when it sends a usable one
 //! (up to 128 visible ASCII characters), otherwise a random one. It is echoed in the answer and
-//! recorded on the request's log span, so the log lines of one request can be found together.
+//! recorded on the request's log span, so the log lines of one request can be found together,
+//! and on the spans of the jobs it causes (`telemetry::current_request_id`).
 
 use actix_web::{
     Error,
@@ -29,7 +30,8 @@ pub async fn assign(
         method = %req.method(),
         path = %req.path()
     );
-    let mut response = next.call(req).instrument(span).await?;
+    let mut response =
+        crate::telemetry::with_request_id(id.clone(), next.call(req).instrument(span)).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response
             .headers_mut()

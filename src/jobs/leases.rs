@@ -42,7 +42,7 @@ pub async fn sweep_once(ctx: &HubContext) -> Result<Sweep, StoreError> {
     let mut jobs = Vec::with_capacity(due.len());
     for (_, request) in &due {
         let id = requests::insert(&mut tx, request, RequestOrigin::Renewal, now, None).await?;
-        jobs.push(Job::new(Queue::Verify, &VerifyJob { request: id }));
+        jobs.push(Job::new(Queue::Verify, &VerifyJob::new(id)));
     }
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;

@@ -129,17 +129,13 @@ fn jobs_for(ctx: &HubContext, released: &Released) -> Vec<Job> {
             };
             Job::new(Queue::Deliver, &job)
         });
-    let topics = released.topics.iter().map(|&topic| {
-        let job = DistributeJob {
-            topic,
-            failures: 0,
-            accepted_at: None,
-        };
-        Job::new(Queue::Distribute, &job)
-    });
+    let topics = released
+        .topics
+        .iter()
+        .map(|&topic| Job::new(Queue::Distribute, &DistributeJob::follow_up(topic)));
     let requests = released
         .requests
         .iter()
-        .map(|&request| Job::new(Queue::Verify, &VerifyJob { request }));
+        .map(|&request| Job::new(Queue::Verify, &VerifyJob::new(request)));
     deliveries.chain(topics).chain(requests).collect()
 }

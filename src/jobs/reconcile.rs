@@ -61,7 +61,7 @@ pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
     jobs.extend(
         verifications
             .iter()
-            .map(|&request| Job::new(Queue::Verify, &VerifyJob { request })),
+            .map(|&request| Job::new(Queue::Verify, &VerifyJob::new(request))),
     );
 
     let covered: HashSet<TopicId> = queue::unfinished::<DistributeJob>(db, Queue::Distribute)
@@ -74,14 +74,11 @@ pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
         .into_iter()
         .filter(|id| !covered.contains(id))
         .collect();
-    jobs.extend(distributions.iter().map(|&topic| {
-        let job = DistributeJob {
-            topic,
-            failures: 0,
-            accepted_at: None,
-        };
-        Job::new(Queue::Distribute, &job)
-    }));
+    jobs.extend(
+        distributions
+            .iter()
+            .map(|&topic| Job::new(Queue::Distribute, &DistributeJob::follow_up(topic))),
+    );
 
     push(ctx, std::mem::take(&mut jobs)).await?;
 

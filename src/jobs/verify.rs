@@ -47,6 +47,20 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyJob {
     pub request: RequestId,
+    /// The HTTP request that asked for it (`X-Request-Id`), for the logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl VerifyJob {
+    /// A verification job caused by no HTTP request (a renewal, the next intent in line, a
+    /// recovery).
+    pub fn new(request: RequestId) -> Self {
+        Self {
+            request,
+            request_id: None,
+        }
+    }
 }
 
 /// Accepts a subscribe or unsubscribe request: stores the intent and its verification job in
@@ -58,7 +72,11 @@ pub async fn accept(
     let now = UnixMs::now();
     let mut tx = ctx.db.begin().await?;
     let id = requests::insert(&mut tx, request, RequestOrigin::Subscriber, now, None).await?;
-    let jobs = [Job::new(Queue::Verify, &VerifyJob { request: id })];
+    let job = VerifyJob {
+        request: id,
+        request_id: crate::telemetry::current_request_id(),
+    };
+    let jobs = [Job::new(Queue::Verify, &job)];
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
     ctx.wakers.wake_for(&jobs);
@@ -143,7 +161,7 @@ enum Verdict {
     Refused(String),
 }
 
-#[tracing::instrument(skip_all, fields(request = %job.request))]
+#[tracing::instrument(skip_all, fields(request = %job.request, request_id = job.request_id.as_deref()))]
 pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
     let now = UnixMs::now();
     let hold = now.after(ctx.settings.verification.timeout + CLAIM_MARGIN);
@@ -285,7 +303,7 @@ async fn complete(
     }
     let mut jobs = Vec::new();
     if let Some(next) = requests::next_in_line(&mut tx, &req.topic, &req.callback).await? {
-        jobs.push(Job::new(Queue::Verify, &VerifyJob { request: next }));
+        jobs.push(Job::new(Queue::Verify, &VerifyJob::new(next)));
     }
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;

@@ -68,9 +68,24 @@ pub struct DistributeJob {
     /// When the ping that asked for this distribution was accepted (`None`: a follow-up).
     #[serde(default)]
     pub accepted_at: Option<UnixMs>,
+    /// The HTTP request of that ping (`X-Request-Id`), for the logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
-#[tracing::instrument(skip_all, fields(topic = %job.topic))]
+impl DistributeJob {
+    /// A distribution no HTTP request asked for (a follow-up, a recovery).
+    pub fn follow_up(topic: TopicId) -> Self {
+        Self {
+            topic,
+            failures: 0,
+            accepted_at: None,
+            request_id: None,
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(topic = %job.topic, request_id = job.request_id.as_deref()))]
 pub async fn run(ctx: &HubContext, job: DistributeJob) -> Result<(), JobError> {
     let now = UnixMs::now();
     let hold = now.after(ctx.settings.fetch.timeout + FAN_OUT_MARGIN);
@@ -194,11 +209,7 @@ async fn finish(
     if topics::finish(&mut tx, topic, seq, record, UnixMs::now()).await? {
         jobs.push(Job::new(
             Queue::Distribute,
-            &DistributeJob {
-                topic: topic.id,
-                failures: 0,
-                accepted_at: None,
-            },
+            &DistributeJob::follow_up(topic.id),
         ));
     }
     queue::push(&mut tx, &jobs).await?;
@@ -324,6 +335,7 @@ async fn fetch_failed(
                 topic: topic.id,
                 failures: job.failures + 1,
                 accepted_at: job.accepted_at,
+                request_id: job.request_id.clone(),
             };
             let jobs = [Job::new(Queue::Distribute, &retry).not_before(now.after(*delay))];
             queue::push(&mut tx, &jobs).await?;

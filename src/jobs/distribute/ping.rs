@@ -34,6 +34,7 @@ pub async fn record_pings(db: &Db, urls: &[HubUrl]) -> Result<(usize, Vec<Job>),
                     topic: ping.topic_id,
                     failures: 0,
                     accepted_at: Some(now),
+                    request_id: crate::telemetry::current_request_id(),
                 };
                 jobs.push(Job::new(Queue::Distribute, &job));
             }

@@ -10,6 +10,16 @@ pub struct HubProcess {
 impl HubProcess {
     /// Starts `herald serve` with `vars` (and the database URL and listen address given).
     pub fn start(database_url: &str, port: u16, vars: &[(&str, String)]) -> Self {
+        Self::start_logging(database_url, port, vars, None)
+    }
+
+    /// As [`HubProcess::start`], writing the hub's log (standard error) to `log`.
+    pub fn start_logging(
+        database_url: &str,
+        port: u16,
+        vars: &[(&str, String)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
         cmd.arg("serve")
             .env("HERALD_DATABASE_URL", database_url)
@@ -19,7 +29,10 @@ impl HubProcess {
         }
         let child = cmd
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+                None => Stdio::null(),
+            })
             .spawn()
             .expect("herald starts");
         Self { child }
