@@ -4,7 +4,7 @@
 //!
 //! A subscription's details beyond its state are shown only with its `hub.secret` when it has
 //! one, so a stranger learns nothing about someone else's subscription; a topic's subscriber
-//! count is hidden on a closed hub unless the producer token is presented.
+//! count is hidden on a closed hub unless the producer or admin token is presented.
 
 use std::sync::Arc;
 
