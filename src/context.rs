@@ -3,7 +3,7 @@
 use crate::{
     config::Settings,
     domain::{ids::ProcessId, url::HubUrl},
-    jobs::queue::Wakers,
+    jobs::{intake::Intake, queue::Wakers},
     limits::Limits,
     metrics::Metrics,
     outbound::Outbound,
@@ -19,6 +19,8 @@ pub struct HubContext {
     pub public_url: HubUrl,
     pub outbound: Outbound,
     pub wakers: Wakers,
+    /// Where subscription requests are stored, in group commits.
+    pub intake: Intake,
     /// This process: the owner of every claim it takes (`jobs::liveness`).
     pub process: ProcessId,
     pub limits: Limits,

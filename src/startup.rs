@@ -11,6 +11,7 @@ use crate::{
     domain::{ids::ProcessId, url::HubUrl},
     http,
     jobs::{
+        intake::Intake,
         liveness,
         queue::{self, Wakers, Workers},
     },
@@ -59,12 +60,15 @@ impl Application {
         };
         let outbound = Outbound::new(&settings)?;
         let limits = Limits::new(&settings);
+        let wakers = Wakers::default();
+        let intake = Intake::start(db.clone(), wakers.clone());
         let ctx = Arc::new(HubContext {
             db,
             settings,
             public_url,
             outbound,
-            wakers: Wakers::default(),
+            wakers,
+            intake,
             process: ProcessId::generate(),
             limits,
             metrics: Metrics::default(),

@@ -16,6 +16,7 @@
 
 pub mod deliver;
 pub mod distribute;
+pub mod intake;
 pub mod leases;
 pub mod liveness;
 pub mod queue;

@@ -51,7 +51,7 @@ pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
     let covered: HashSet<RequestId> = queue::unfinished::<VerifyJob>(db, Queue::Verify)
         .await?
         .into_iter()
-        .map(|j| j.request)
+        .flat_map(|j| j.ids())
         .collect();
     let verifications: Vec<RequestId> = requests::unclaimed_pending_ids(db, UnixMs::now())
         .await?

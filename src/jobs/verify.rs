@@ -14,6 +14,8 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -44,9 +46,15 @@ pub const QUEUE: &str = "hubverify";
 /// address policy, a denial notice, writing the result).
 const CLAIM_MARGIN: Duration = Duration::from_secs(15);
 
+/// A verification job: requests to verify, in arrival order (a group stored together, or the
+/// next ones in line after a batch).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyJob {
-    pub request: RequestId,
+    #[serde(default)]
+    pub requests: Vec<RequestId>,
+    /// One request, as jobs queued before batches carried it.
+    #[serde(default, skip_serializing)]
+    pub request: Option<RequestId>,
     /// The HTTP request that asked for it (`X-Request-Id`), for the logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
@@ -56,30 +64,36 @@ impl VerifyJob {
     /// A verification job caused by no HTTP request (a renewal, the next intent in line, a
     /// recovery).
     pub fn new(request: RequestId) -> Self {
+        Self::batch(vec![request], None)
+    }
+
+    pub fn batch(requests: Vec<RequestId>, request_id: Option<String>) -> Self {
         Self {
-            request,
-            request_id: None,
+            requests,
+            request: None,
+            request_id,
         }
+    }
+
+    /// Every request it carries.
+    pub fn ids(&self) -> Vec<RequestId> {
+        let mut ids = self.requests.clone();
+        ids.extend(self.request);
+        ids
     }
 }
 
-/// Accepts a subscribe or unsubscribe request: stores the intent and its verification job in
-/// one transaction. The caller answers 202 right away (§5.1.2).
+/// Accepts a subscribe or unsubscribe request: stores the intent and its verification job
+/// (grouped with other requests arriving at the same time: `jobs::intake`). The caller answers
+/// 202 right away (§5.1.2).
 pub async fn accept(
     ctx: &HubContext,
     request: &SubscriptionRequest,
 ) -> Result<RequestId, StoreError> {
-    let now = UnixMs::now();
-    let mut tx = ctx.db.begin().await?;
-    let id = requests::insert(&mut tx, request, RequestOrigin::Subscriber, now, None).await?;
-    let job = VerifyJob {
-        request: id,
-        request_id: crate::telemetry::current_request_id(),
-    };
-    let jobs = [Job::new(Queue::Verify, &job)];
-    queue::push(&mut tx, &jobs).await?;
-    tx.commit().await?;
-    ctx.wakers.wake_for(&jobs);
+    let id = ctx
+        .intake
+        .store(request.clone(), crate::telemetry::current_request_id())
+        .await?;
     tracing::info!(request = %id, mode = request.mode.as_str(), topic = %request.topic, callback = %request.callback, "subscription request accepted");
     Ok(id)
 }
@@ -156,54 +170,104 @@ pub async fn accept_sync(
     })
 }
 
-enum Verdict {
-    Confirmed,
-    Refused(String),
+/// What one verification came to, to be written with the others of its batch.
+#[derive(Debug)]
+struct Decided {
+    state: RequestState,
+    reason: Option<String>,
+    /// For a verified request: the lease granted and when verification started.
+    applied: Option<(u64, UnixMs)>,
 }
 
-#[tracing::instrument(skip_all, fields(request = %job.request, request_id = job.request_id.as_deref()))]
+/// How many verifications one job runs at once, and so how many requests a job carries.
+pub const BATCH: usize = 64;
+
+#[tracing::instrument(skip_all, fields(batch = job.ids().len(), request_id = job.request_id.as_deref()))]
 pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
+    let ids = job.ids();
     let now = UnixMs::now();
-    let hold = now.after(ctx.settings.verification.timeout + CLAIM_MARGIN);
-    match requests::claim(&ctx.db, job.request, now, hold, Holder::Job, &ctx.process).await? {
-        Claim::Claimed(stored) => {
-            // The callback's host gets its share of requests at a time.
-            let host = crate::limits::host_key(&stored.request.callback);
-            let Some(_host_slot) = ctx.limits.host_slot(&host) else {
-                requests::release(&ctx.db, stored.id).await?;
-                let due = UnixMs::now().after(super::deliver::HOST_BUSY_DEFER);
-                let mut tx = ctx.db.begin().await?;
-                queue::push(&mut tx, &[Job::new(Queue::Verify, &job).not_before(due)]).await?;
-                tx.commit().await?;
-                return Ok(());
-            };
-            verify_claimed(ctx, &stored).await
-        }
-        Claim::Taken => Ok(()),
-        Claim::Blocked { recheck_at } => {
-            let mut tx = ctx.db.begin().await?;
-            queue::push(
-                &mut tx,
-                &[Job::new(Queue::Verify, &job).not_before(recheck_at)],
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(())
-        }
+    let rounds = u32::try_from(ids.len().div_ceil(BATCH)).unwrap_or(u32::MAX);
+    let hold = now.after(ctx.settings.verification.timeout * rounds + CLAIM_MARGIN);
+    let claimed = requests::claim_many(&ctx.db, &ids, now, hold, &ctx.process).await?;
+    if claimed.len() < ids.len() {
+        let unclaimed: Vec<RequestId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !claimed.iter().any(|c| c.id == *id))
+            .collect();
+        // Those behind an older request of their pair look again soon (whoever completes
+        // the older one pushes them at once; this is the fallback). The rest are done or
+        // someone else's.
+        let blocked = requests::blocked_among(&ctx.db, &unclaimed).await?;
+        let at = requests::recheck_at(now);
+        push_later(ctx, blocked, job.request_id.clone(), at).await?;
     }
+    if claimed.is_empty() {
+        return Ok(());
+    }
+    // The verification GETs, concurrently; a callback host at its cap waits its turn.
+    let decided: Vec<(StoredRequest, Option<Decided>)> = futures::stream::iter(claimed)
+        .map(|stored| async move {
+            let host = crate::limits::host_key(&stored.request.callback);
+            let decided = match ctx.limits.host_slot(&host) {
+                Some(_slot) => Some(decide(ctx, &stored).await),
+                None => None,
+            };
+            (stored, decided)
+        })
+        .buffer_unordered(BATCH)
+        .collect()
+        .await;
+    let (done, deferred): (Vec<_>, Vec<_>) = decided.into_iter().partition(|(_, d)| d.is_some());
+    let deferred: Vec<RequestId> = deferred.into_iter().map(|(s, _)| s.id).collect();
+    let done: Vec<(StoredRequest, Decided)> = done
+        .into_iter()
+        .filter_map(|(s, d)| d.map(|d| (s, d)))
+        .collect();
+    if !deferred.is_empty() {
+        requests::release_many(&ctx.db, &deferred).await?;
+        let at = UnixMs::now().after(super::deliver::HOST_BUSY_DEFER);
+        push_later(ctx, deferred, job.request_id.clone(), at).await?;
+    }
+    if let Err(e) = complete(ctx, &done).await {
+        // Given back, so that they are verified again (with fresh challenges) at once.
+        let ids: Vec<RequestId> = done.iter().map(|(s, _)| s.id).collect();
+        let _ = requests::release_many(&ctx.db, &ids).await;
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Pushes a verification job for `ids`, due at `at`.
+async fn push_later(
+    ctx: &HubContext,
+    ids: Vec<RequestId>,
+    request_id: Option<String>,
+    at: UnixMs,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let job = VerifyJob::batch(ids, request_id);
+    let mut tx = ctx.db.begin().await?;
+    queue::push(&mut tx, &[Job::new(Queue::Verify, &job).not_before(at)]).await?;
+    tx.commit().await
 }
 
 /// Verifies a request this process holds the claim of, and completes it. On an error the claim
 /// is given back, so that the request is verified again (with a fresh challenge) at once.
 async fn verify_claimed(ctx: &HubContext, stored: &StoredRequest) -> Result<(), JobError> {
-    let result = verify_and_complete(ctx, stored).await;
+    let decided = decide(ctx, stored).await;
+    let result = complete(ctx, &[(stored.clone(), decided)]).await;
     if result.is_err() {
         let _ = requests::release(&ctx.db, stored.id).await;
     }
-    result
+    Ok(result?)
 }
 
-async fn verify_and_complete(ctx: &HubContext, stored: &StoredRequest) -> Result<(), JobError> {
+/// Asks the callback (or, for a topic this hub will not serve, tells it so) and says how the
+/// request ends. Writes nothing.
+async fn decide(ctx: &HubContext, stored: &StoredRequest) -> Decided {
     let req = &stored.request;
     let (mode, topic, callback) = (req.mode, &req.topic, &req.callback);
 
@@ -211,9 +275,11 @@ async fn verify_and_complete(ctx: &HubContext, stored: &StoredRequest) -> Result
         && let Some(reason) = topic_refusal(ctx, topic).await
     {
         deny(ctx, callback, topic, &reason).await;
-        complete(ctx, stored, RequestState::Denied, Some(&reason), None).await?;
-        tracing::info!(%topic, %callback, %reason, "subscription denied");
-        return Ok(());
+        return Decided {
+            state: RequestState::Denied,
+            reason: Some(reason),
+            applied: None,
+        };
     }
 
     let lease = ctx.settings.lease.policy.grant(req.lease_seconds);
@@ -233,44 +299,34 @@ async fn verify_and_complete(ctx: &HubContext, stored: &StoredRequest) -> Result
     }
     // The lease runs from the moment the verification request is made (§5.3).
     let verified_at = UnixMs::now();
-    let verdict = match ctx
+    let refused = match ctx
         .outbound
         .get_verification(&callback.with_appended_query(&params))
         .await
     {
         Ok((status, body)) if (200..300).contains(&status) && body == challenge.as_bytes() => {
-            Verdict::Confirmed
+            return Decided {
+                state: RequestState::Verified,
+                reason: None,
+                applied: Some((lease, verified_at)),
+            };
         }
-        Ok((status, _)) if (200..300).contains(&status) => Verdict::Refused(format!(
-            "callback answered {status} without echoing the challenge"
-        )),
-        Ok((status, _)) => Verdict::Refused(format!("callback answered {status}")),
+        Ok((status, _)) if (200..300).contains(&status) => {
+            format!("callback answered {status} without echoing the challenge")
+        }
+        Ok((status, _)) => format!("callback answered {status}"),
         Err(error) => {
             // The class of failure is what the subscriber (a 409 for hub.verify=sync) and the
             // stored reason say; resolver and connection details stay in the log.
             tracing::info!(%callback, %error, "verification request failed");
-            Verdict::Refused(failure_class(&error).into())
+            failure_class(&error).into()
         }
     };
-
-    match verdict {
-        Verdict::Confirmed => {
-            complete(
-                ctx,
-                stored,
-                RequestState::Verified,
-                None,
-                Some((lease, verified_at)),
-            )
-            .await?;
-            tracing::info!(%topic, %callback, mode = mode.as_str(), lease, "verified");
-        }
-        Verdict::Refused(reason) => {
-            complete(ctx, stored, RequestState::Failed, Some(&reason), None).await?;
-            tracing::info!(%topic, %callback, mode = mode.as_str(), %reason, "verification failed");
-        }
+    Decided {
+        state: RequestState::Failed,
+        reason: Some(refused),
+        applied: None,
     }
-    Ok(())
 }
 
 /// What went wrong with a verification request, in words that reveal nothing about the hub's
@@ -284,32 +340,58 @@ fn failure_class(error: &OutboundError) -> &'static str {
     }
 }
 
-/// Completes a request in one transaction: its final state, the subscription change a verified
-/// one makes (`applied`: the lease granted and when verification started), and the job of the
-/// next request of the same pair, which waited for this one.
+/// Completes requests in one transaction: each one's final state, the subscription change a
+/// verified one makes, and one job for the next request of each pair, which waited for it.
 async fn complete(
     ctx: &HubContext,
-    stored: &StoredRequest,
-    state: RequestState,
-    reason: Option<&str>,
-    applied: Option<(u64, UnixMs)>,
+    decided: &[(StoredRequest, Decided)],
 ) -> Result<(), StoreError> {
+    if decided.is_empty() {
+        return Ok(());
+    }
     let now = UnixMs::now();
-    let req = &stored.request;
     let mut tx = ctx.db.begin().await?;
-    let completed = requests::complete(&mut tx, stored.id, state, reason, now).await?;
-    if completed && let Some((lease, verified_at)) = applied {
-        apply(&mut tx, stored, lease, verified_at, now).await?;
+    let mut completed = Vec::with_capacity(decided.len());
+    let mut next = Vec::new();
+    for (stored, d) in decided {
+        let req = &stored.request;
+        let done =
+            requests::complete(&mut tx, stored.id, d.state, d.reason.as_deref(), now).await?;
+        if done && let Some((lease, verified_at)) = d.applied {
+            apply(&mut tx, stored, lease, verified_at, now).await?;
+        }
+        if done {
+            completed.push((stored, d));
+        }
+        if let Some(id) = requests::next_in_line(&mut tx, &req.topic, &req.callback).await? {
+            next.push(id);
+        }
     }
-    let mut jobs = Vec::new();
-    if let Some(next) = requests::next_in_line(&mut tx, &req.topic, &req.callback).await? {
-        jobs.push(Job::new(Queue::Verify, &VerifyJob::new(next)));
-    }
+    next.sort_unstable();
+    next.dedup();
+    let jobs: Vec<Job> = next
+        .chunks(BATCH)
+        .map(|ids| Job::new(Queue::Verify, &VerifyJob::batch(ids.to_vec(), None)))
+        .collect();
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
     ctx.wakers.wake_for(&jobs);
-    if completed {
-        ctx.metrics.verification(req.mode.as_str(), state.as_str());
+    for (stored, d) in completed {
+        let req = &stored.request;
+        let (topic, callback, mode) = (&req.topic, &req.callback, req.mode.as_str());
+        let reason = d.reason.as_deref().unwrap_or_default();
+        match (d.state, d.applied) {
+            (RequestState::Verified, Some((lease, _))) => {
+                tracing::info!(request = %stored.id, %topic, %callback, mode, lease, "verified");
+            }
+            (RequestState::Denied, _) => {
+                tracing::info!(request = %stored.id, %topic, %callback, %reason, "subscription denied");
+            }
+            _ => {
+                tracing::info!(request = %stored.id, %topic, %callback, mode, %reason, "verification failed");
+            }
+        }
+        ctx.metrics.verification(mode, d.state.as_str());
     }
     Ok(())
 }

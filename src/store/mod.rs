@@ -302,11 +302,11 @@ pub(crate) const IN_LIST_CHUNK: usize = 500;
 /// Splits `values` into chunks for statements with an `IN (…)` list, and writes each chunk's
 /// statement: `{list}` in `template` becomes the placeholders `$first, $first+1, …`. Bind the
 /// statement's other parameters first, then the chunk with [`bind_all!`].
-pub(crate) fn in_list_chunks<'v, T>(
-    template: &'static str,
+pub(crate) fn in_list_chunks<'t, 'v, T>(
+    template: &'t str,
     first: usize,
     values: &'v [T],
-) -> impl Iterator<Item = (String, &'v [T])> + use<'v, T> {
+) -> impl Iterator<Item = (String, &'v [T])> + use<'t, 'v, T> {
     values.chunks(IN_LIST_CHUNK).map(move |chunk| {
         (
             template.replace("{list}", &placeholders(first, chunk.len())),

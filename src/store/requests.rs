@@ -10,7 +10,8 @@
 //! its verification has not started — verifying both would apply the same thing twice.
 
 use super::{
-    Db, StoreError, StoredRequestParts, Tx, delete_older_in_batches, dispatch, dispatch_tx,
+    Db, StoreError, StoredRequestParts, Tx, bind_all, delete_older_in_batches, dispatch,
+    dispatch_tx, in_list_chunks,
 };
 use crate::domain::{
     hub_request::SubscriptionRequest,
@@ -213,6 +214,67 @@ pub async fn claim(
     })
 }
 
+/// Claims, for a queue job, those of `ids` that are pending, unclaimed (or whose claim lapsed)
+/// and first in line for their (topic, callback), in one statement per chunk: the rule of
+/// [`claim`] for many requests at once. The others are blocked ([`blocked_among`]) or not this
+/// job's any more.
+pub async fn claim_many(
+    db: &Db,
+    ids: &[RequestId],
+    now: UnixMs,
+    hold_until: UnixMs,
+    owner: &ProcessId,
+) -> Result<Vec<StoredRequest>, StoreError> {
+    let sql = format!(
+        "UPDATE subscription_requests SET claimed_until = $2, started_at = COALESCE(started_at, $1),
+             claimed_by = $3
+         WHERE id IN ({{list}}) AND state = 'pending'
+           AND (claimed_until IS NULL OR claimed_until < $1)
+           AND NOT EXISTS (
+               SELECT 1 FROM subscription_requests older
+               WHERE older.topic = subscription_requests.topic
+                 AND older.callback = subscription_requests.callback
+                 AND older.state = 'pending' AND older.id < subscription_requests.id)
+         RETURNING {COLUMNS}"
+    );
+    let mut claimed = Vec::with_capacity(ids.len());
+    for (sql, chunk) in in_list_chunks(&sql, 4, ids) {
+        let rows: Vec<Row> = dispatch!(db, c => {
+            bind_all!(sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.as_str())).bind(now).bind(hold_until).bind(owner), chunk)
+                .fetch_all(c).await?
+        });
+        for row in rows {
+            claimed.push(StoredRequest::try_from(row)?);
+        }
+    }
+    claimed.sort_by_key(|r| r.id);
+    Ok(claimed)
+}
+
+/// Those of `ids` still pending behind an older pending request of the same pair.
+pub async fn blocked_among(db: &Db, ids: &[RequestId]) -> Result<Vec<RequestId>, StoreError> {
+    let sql = "SELECT r.id FROM subscription_requests r
+               WHERE r.id IN ({list}) AND r.state = 'pending'
+                 AND EXISTS (
+                     SELECT 1 FROM subscription_requests older
+                     WHERE older.topic = r.topic AND older.callback = r.callback
+                       AND older.state = 'pending' AND older.id < r.id)";
+    let mut blocked = Vec::new();
+    for (sql, chunk) in in_list_chunks(sql, 1, ids) {
+        let found: Vec<RequestId> = dispatch!(db, c => {
+            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())), chunk)
+                .fetch_all(c).await?
+        });
+        blocked.extend(found);
+    }
+    Ok(blocked)
+}
+
+/// When a blocked request looks again (see [`BLOCKED_RECHECK`]).
+pub fn recheck_at(now: UnixMs) -> UnixMs {
+    now.after(BLOCKED_RECHECK)
+}
+
 /// Gives a claim back (the verification could not finish), so that it is retried at once.
 pub async fn release(db: &Db, id: RequestId) -> Result<(), StoreError> {
     let sql = "UPDATE subscription_requests SET claimed_until = NULL, claimed_by = NULL
@@ -239,6 +301,18 @@ pub async fn complete(
     let done = dispatch_tx!(tx, c => sqlx::query(sql).bind(id).bind(state.as_str()).bind(reason).bind(now)
         .execute(c).await?.rows_affected());
     Ok(done == 1)
+}
+
+/// Gives many claims back at once (see [`release`]).
+pub async fn release_many(db: &Db, ids: &[RequestId]) -> Result<(), StoreError> {
+    let sql = "UPDATE subscription_requests SET claimed_until = NULL, claimed_by = NULL
+               WHERE id IN ({list}) AND state = 'pending'";
+    for (sql, chunk) in in_list_chunks(sql, 1, ids) {
+        dispatch!(db, c => {
+            bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())), chunk).execute(c).await?;
+        });
+    }
+    Ok(())
 }
 
 /// The oldest request of (topic, callback) still pending: the next to verify.

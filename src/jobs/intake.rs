@@ -1,0 +1,126 @@
+//! Group commit of subscription requests: the HTTP handlers hand each request to one writer
+//! task, which stores whatever has arrived meanwhile in one transaction — the requests, and one
+//! `hubverify` job per group of up to `verify::BATCH` of them — and only then lets each handler
+//! answer 202. Under load, one commit and one queue job serve many requests; alone, a request
+//! is written at once, as before. Nothing is answered before it is stored.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    queue::{self, Job, Queue, Wakers},
+    verify::{self, VerifyJob},
+};
+use crate::{
+    domain::{
+        hub_request::SubscriptionRequest,
+        ids::{RequestId, UnixMs},
+        state::RequestOrigin,
+    },
+    store::{Db, StoreError, requests},
+};
+
+/// At most this many requests in one transaction.
+const GROUP: usize = 256;
+
+/// Requests waiting for the writer before handlers wait to hand theirs over.
+const WAITING: usize = 4096;
+
+struct Arrival {
+    request: SubscriptionRequest,
+    request_id: Option<String>,
+    stored: oneshot::Sender<Result<RequestId, String>>,
+}
+
+/// The handle the HTTP handlers store requests through.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    sender: mpsc::Sender<Arrival>,
+}
+
+impl std::fmt::Debug for Arrival {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arrival").finish_non_exhaustive()
+    }
+}
+
+impl Intake {
+    /// Starts the writer task; it ends when every handle is gone.
+    pub fn start(db: Db, wakers: Wakers) -> Self {
+        let (sender, receiver) = mpsc::channel(WAITING);
+        tokio::spawn(write_groups(db, wakers, receiver));
+        Self { sender }
+    }
+
+    /// Stores `request` with its verification job; returns once it is committed.
+    pub async fn store(
+        &self,
+        request: SubscriptionRequest,
+        request_id: Option<String>,
+    ) -> Result<RequestId, StoreError> {
+        let (stored, answer) = oneshot::channel();
+        let arrival = Arrival {
+            request,
+            request_id,
+            stored,
+        };
+        let closed = || StoreError::Queue("the request writer stopped".into());
+        self.sender.send(arrival).await.map_err(|_| closed())?;
+        answer
+            .await
+            .map_err(|_| closed())?
+            .map_err(StoreError::Queue)
+    }
+}
+
+async fn write_groups(db: Db, wakers: Wakers, mut receiver: mpsc::Receiver<Arrival>) {
+    let mut group = Vec::with_capacity(GROUP);
+    while receiver.recv_many(&mut group, GROUP).await > 0 {
+        match write(&db, &group).await {
+            Ok((ids, jobs)) => {
+                wakers.wake_for(&jobs);
+                for (arrival, id) in group.drain(..).zip(ids) {
+                    let _ = arrival.stored.send(Ok(id));
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                for arrival in group.drain(..) {
+                    let _ = arrival.stored.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn write(db: &Db, group: &[Arrival]) -> Result<(Vec<RequestId>, Vec<Job>), StoreError> {
+    let now = UnixMs::now();
+    let mut tx = db.begin().await?;
+    let mut ids = Vec::with_capacity(group.len());
+    for arrival in group {
+        ids.push(
+            requests::insert(
+                &mut tx,
+                &arrival.request,
+                RequestOrigin::Subscriber,
+                now,
+                None,
+            )
+            .await?,
+        );
+    }
+    let jobs: Vec<Job> = ids
+        .chunks(verify::BATCH)
+        .zip(group.chunks(verify::BATCH))
+        .map(|(ids, arrivals)| {
+            // A job of one request names its HTTP request in the logs.
+            let request_id = match arrivals {
+                [one] => one.request_id.clone(),
+                _ => None,
+            };
+            Job::new(Queue::Verify, &VerifyJob::batch(ids.to_vec(), request_id))
+        })
+        .collect();
+    queue::push(&mut tx, &jobs).await?;
+    tx.commit().await?;
+    Ok((ids, jobs))
+}
