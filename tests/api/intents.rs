@@ -4,7 +4,7 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{Answer, Subscriber, TestApp};
+use crate::helpers::{Answer, Subscriber, TestApp, app::Backend};
 
 /// Rounds of each race: an ordering bug that shows one time in three cannot pass them all.
 const ROUNDS: usize = 50;
@@ -178,4 +178,86 @@ async fn a_synchronous_verification_in_progress_is_left_alone_by_the_reconciler(
     assert_eq!(answer.await.expect("answer"), StatusCode::NO_CONTENT);
     assert_eq!(app.settled_requests(&cb).await, ["verified"]);
     assert_eq!(sub.verifications("sync").len(), 1);
+}
+
+/// Requests that arrive together are stored in one group and verified by one batch job; the
+/// requests of one pair among them are still verified one at a time, in the order they were
+/// stored, and the last one verified decides. Each round sends six alternating requests for one
+/// pair at once (the subscriber confirms every one), beside requests for other pairs.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_of_one_pair_stored_in_one_group_are_verified_in_their_order() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/intents-batch";
+    for round in 0..ROUNDS {
+        let name = format!("batch{round}");
+        let cb = sub.callback(&name);
+        let others: Vec<String> = (0..4)
+            .map(|i| sub.callback(&format!("other{round}-{i}")))
+            .collect();
+        let sends = (0..6).map(|i| {
+            let (app, cb) = (&app, cb.clone());
+            async move {
+                if i % 2 == 0 {
+                    app.subscribe(topic, &cb, &[("hub.secret", &format!("s{i}"))])
+                        .await
+                } else {
+                    app.unsubscribe(topic, &cb).await
+                }
+            }
+        });
+        let other_sends = others.iter().map(|cb| app.subscribe(topic, cb, &[]));
+        let (mine, theirs) = tokio::join!(
+            futures::future::join_all(sends),
+            futures::future::join_all(other_sends)
+        );
+        assert!(
+            mine.iter()
+                .chain(&theirs)
+                .all(|s| *s == StatusCode::ACCEPTED)
+        );
+        let states = app.settled_requests(&cb).await;
+        // Every request was verified, or skipped as identical to the next before its turn.
+        assert!(
+            states.iter().all(|s| s == "verified" || s == "superseded"),
+            "round {round}: {states:?}"
+        );
+        // The verification GETs went out in the order the requests were stored.
+        let stored: Vec<String> = app
+            .texts(
+                "SELECT mode FROM subscription_requests WHERE callback = $1 AND state = 'verified'
+                 ORDER BY id",
+                &[&cb],
+            )
+            .await;
+        let asked: Vec<String> = sub
+            .verifications(&name)
+            .iter()
+            .map(|r| r.param("hub.mode").unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(asked, stored, "round {round}");
+        // The last one verified decides.
+        let expected = match stored.last().map(String::as_str) {
+            Some("subscribe") => "active",
+            _ => "unsubscribed",
+        };
+        assert_eq!(
+            app.subscription_state(topic, &cb).await.as_deref(),
+            Some(expected),
+            "round {round}: {stored:?}"
+        );
+        for other in &others {
+            assert_eq!(app.settled_requests(other).await, ["verified"]);
+        }
+    }
+    // They were verified in batches: fewer verification jobs than requests.
+    let jobs = match Backend::from_env() {
+        Backend::Sqlite => "SELECT COUNT(*) FROM Jobs WHERE job_type = 'hubverify'",
+        Backend::Postgres => "SELECT COUNT(*) FROM apalis.jobs WHERE job_type = 'hubverify'",
+    };
+    let requests = app
+        .count("SELECT COUNT(*) FROM subscription_requests")
+        .await;
+    let jobs = app.count(jobs).await;
+    assert!(jobs < requests, "{jobs} jobs for {requests} requests");
 }
