@@ -28,7 +28,7 @@ use crate::{
         access::HubMode,
         challenge,
         hub_request::{Mode, SubscriptionRequest},
-        ids::{RequestId, UnixMs},
+        ids::{RequestId, TopicId, UnixMs},
         state::{RequestOrigin, RequestState},
         url::HubUrl,
     },
@@ -352,23 +352,22 @@ async fn complete(
     let now = UnixMs::now();
     let mut tx = ctx.db.begin().await?;
     let mut completed = Vec::with_capacity(decided.len());
-    let mut next = Vec::new();
+    let mut topic_ids = std::collections::HashMap::new();
     for (stored, d) in decided {
-        let req = &stored.request;
         let done =
             requests::complete(&mut tx, stored.id, d.state, d.reason.as_deref(), now).await?;
         if done && let Some((lease, verified_at)) = d.applied {
-            apply(&mut tx, stored, lease, verified_at, now).await?;
+            apply(&mut tx, stored, lease, verified_at, now, &mut topic_ids).await?;
         }
         if done {
             completed.push((stored, d));
         }
-        if let Some(id) = requests::next_in_line(&mut tx, &req.topic, &req.callback).await? {
-            next.push(id);
-        }
     }
-    next.sort_unstable();
-    next.dedup();
+    let pairs: Vec<(&HubUrl, &HubUrl)> = decided
+        .iter()
+        .map(|(s, _)| (&s.request.topic, &s.request.callback))
+        .collect();
+    let next = requests::next_in_line_many(&mut tx, &pairs).await?;
     let jobs: Vec<Job> = next
         .chunks(BATCH)
         .map(|ids| Job::new(Queue::Verify, &VerifyJob::batch(ids.to_vec(), None)))
@@ -402,11 +401,19 @@ async fn apply(
     lease: u64,
     verified_at: UnixMs,
     now: UnixMs,
+    topic_ids: &mut std::collections::HashMap<HubUrl, TopicId>,
 ) -> Result<(), StoreError> {
     let req = &stored.request;
     match req.mode {
         Mode::Subscribe => {
-            let topic_id = topics::upsert(tx, &req.topic, now).await?;
+            let topic_id = match topic_ids.get(&req.topic) {
+                Some(id) => *id,
+                None => {
+                    let id = topics::upsert(tx, &req.topic, now).await?;
+                    topic_ids.insert(req.topic.clone(), id);
+                    id
+                }
+            };
             let activation = subscriptions::Activation {
                 topic_id,
                 request_id: stored.id,

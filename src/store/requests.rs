@@ -315,17 +315,36 @@ pub async fn release_many(db: &Db, ids: &[RequestId]) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// The oldest request of (topic, callback) still pending: the next to verify.
-pub async fn next_in_line(
+/// The next request to verify for each of `pairs` (topic, callback): the oldest still pending,
+/// for those that have one. One statement per chunk of callbacks.
+pub async fn next_in_line_many(
     tx: &mut Tx,
-    topic: &HubUrl,
-    callback: &HubUrl,
-) -> Result<Option<RequestId>, StoreError> {
-    let sql = "SELECT MIN(id) FROM subscription_requests
-               WHERE state = 'pending' AND topic = $1 AND callback = $2";
-    let id: Option<RequestId> = dispatch_tx!(tx, c => sqlx::query_scalar(sql)
-        .bind(topic.as_str()).bind(callback.as_str()).fetch_one(c).await?);
-    Ok(id)
+    pairs: &[(&HubUrl, &HubUrl)],
+) -> Result<Vec<RequestId>, StoreError> {
+    let wanted: std::collections::HashSet<(&str, &str)> = pairs
+        .iter()
+        .map(|(t, c)| (t.as_str(), c.as_str()))
+        .collect();
+    let mut callbacks: Vec<&str> = wanted.iter().map(|(_, c)| *c).collect();
+    callbacks.sort_unstable();
+    callbacks.dedup();
+    let sql = "SELECT topic, callback, MIN(id) FROM subscription_requests
+               WHERE state = 'pending' AND callback IN ({list})
+               GROUP BY topic, callback";
+    let mut next = Vec::new();
+    for (sql, chunk) in in_list_chunks(sql, 1, &callbacks) {
+        let rows: Vec<(String, String, RequestId)> = dispatch_tx!(tx, c => {
+            bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())), chunk)
+                .fetch_all(c).await?
+        });
+        next.extend(
+            rows.into_iter()
+                .filter(|(t, c, _)| wanted.contains(&(t.as_str(), c.as_str())))
+                .map(|(_, _, id)| id),
+        );
+    }
+    next.sort_unstable();
+    Ok(next)
 }
 
 /// Requests waiting for verification that nobody holds (never claimed, or the claim lapsed).
