@@ -23,7 +23,7 @@ use std::{fmt, str::FromStr, time::Duration};
 use crate::domain::ids::UnixMs;
 use sqlx::{
     PgPool, Postgres, Sqlite, SqlitePool,
-    postgres::PgPoolOptions,
+    postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -169,10 +169,15 @@ impl Db {
                 .await?;
             Ok(Self::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            // Every statement is planned for its parameters and the tables as they are now: a
+            // generic plan made while a table was nearly empty (a new hub, a server whose
+            // autovacuum has not analyzed it yet) would scan it whole for ever after.
+            let options = PgConnectOptions::from_str(url)?
+                .options([("plan_cache_mode", "force_custom_plan")]);
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(15))
-                .connect(url)
+                .connect_with(options)
                 .await?;
             Ok(Self::Pg(pool))
         } else {

@@ -316,32 +316,33 @@ pub async fn release_many(db: &Db, ids: &[RequestId]) -> Result<(), StoreError> 
 }
 
 /// The next request to verify for each of `pairs` (topic, callback): the oldest still pending,
-/// for those that have one. One statement per chunk of callbacks.
+/// for those that have one. One statement per topic and chunk of its callbacks (each an index
+/// probe per callback, however many requests are pending elsewhere).
 pub async fn next_in_line_many(
     tx: &mut Tx,
     pairs: &[(&HubUrl, &HubUrl)],
 ) -> Result<Vec<RequestId>, StoreError> {
-    let wanted: std::collections::HashSet<(&str, &str)> = pairs
-        .iter()
-        .map(|(t, c)| (t.as_str(), c.as_str()))
-        .collect();
-    let mut callbacks: Vec<&str> = wanted.iter().map(|(_, c)| *c).collect();
-    callbacks.sort_unstable();
-    callbacks.dedup();
-    let sql = "SELECT topic, callback, MIN(id) FROM subscription_requests
-               WHERE state = 'pending' AND callback IN ({list})
-               GROUP BY topic, callback";
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (topic, callback) in pairs {
+        by_topic
+            .entry(topic.as_str())
+            .or_default()
+            .push(callback.as_str());
+    }
+    let sql = "SELECT MIN(id) FROM subscription_requests
+               WHERE state = 'pending' AND topic = $1 AND callback IN ({list})
+               GROUP BY callback";
     let mut next = Vec::new();
-    for (sql, chunk) in in_list_chunks(sql, 1, &callbacks) {
-        let rows: Vec<(String, String, RequestId)> = dispatch_tx!(tx, c => {
-            bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())), chunk)
-                .fetch_all(c).await?
-        });
-        next.extend(
-            rows.into_iter()
-                .filter(|(t, c, _)| wanted.contains(&(t.as_str(), c.as_str())))
-                .map(|(_, _, id)| id),
-        );
+    for (topic, mut callbacks) in by_topic {
+        callbacks.sort_unstable();
+        callbacks.dedup();
+        for (sql, chunk) in in_list_chunks(sql, 2, &callbacks) {
+            let ids: Vec<RequestId> = dispatch_tx!(tx, c => {
+                bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(topic), chunk)
+                    .fetch_all(c).await?
+            });
+            next.extend(ids);
+        }
     }
     next.sort_unstable();
     Ok(next)

@@ -163,7 +163,7 @@ async fn a_person_finds_out_why_a_subscription_gets_nothing() {
     browser.arrived("/subscription-details", "State").await;
     let page = browser.text_of("body").await;
     assert!(page.contains("State: active"), "{page}");
-    assert!(!page.contains("500"), "{page}");
+    assert!(!page.contains("answered 500"), "{page}");
     // With the secret, the reason.
     let form = c.form(Locator::Css("form")).await.expect("the secret form");
     form.set_by_name("hub.secret", "the-secret")
