@@ -78,6 +78,17 @@ fn limit(requested: Option<i64>, default: i64) -> Result<i64, ApiError> {
     }
 }
 
+/// An optional query value in a closed vocabulary (a state), refused with the words allowed.
+fn parse_opt<T: std::str::FromStr<Err = String>>(
+    value: Option<&str>,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    value
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))
+}
+
 fn path_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::BadRequest(format!("a {what} id is a number, not {raw:?}")))
@@ -159,12 +170,7 @@ async fn list_subscriptions(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Admin)?;
     let q = query(q)?;
-    let state = q
-        .state
-        .as_deref()
-        .map(str::parse::<SubscriptionState>)
-        .transpose()
-        .map_err(|e| ApiError::BadRequest(format!("state: {e}")))?;
+    let state: Option<SubscriptionState> = parse_opt(q.state.as_deref(), "state")?;
     let expiring_before = q
         .expiring_within
         .as_deref()
@@ -473,12 +479,7 @@ async fn list_deliveries(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Admin)?;
     let q = query(q)?;
-    let state = q
-        .state
-        .as_deref()
-        .map(str::parse::<DeliveryState>)
-        .transpose()
-        .map_err(|e| ApiError::BadRequest(format!("state: {e}")))?;
+    let state: Option<DeliveryState> = parse_opt(q.state.as_deref(), "state")?;
     let rows = views::deliveries(&ctx.db, q.subscription, state, limit(q.limit, 100)?).await?;
     Ok(HttpResponse::Ok().json(rows))
 }

@@ -169,6 +169,14 @@ pub enum Claim {
 /// blocker still pending — so the fallback must be short, not the blocker's whole claim.
 const BLOCKED_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// No older request of the same (topic, callback) is still pending: the row of
+/// `subscription_requests` being updated is next in line.
+const FIRST_IN_LINE: &str = "NOT EXISTS (
+    SELECT 1 FROM subscription_requests older
+    WHERE older.topic = subscription_requests.topic
+      AND older.callback = subscription_requests.callback
+      AND older.state = 'pending' AND older.id < subscription_requests.id)";
+
 /// Claims `id` for verification until `hold_until`, if it is pending, not held by anyone else
 /// (see [`Holder`]), and no older request of the same (topic, callback) is still pending.
 pub async fn claim(
@@ -184,11 +192,7 @@ pub async fn claim(
              claimed_by = $5
          WHERE id = $1 AND state = 'pending'
            AND ($4 = 1 OR claimed_until IS NULL OR claimed_until < $2)
-           AND NOT EXISTS (
-               SELECT 1 FROM subscription_requests older
-               WHERE older.topic = subscription_requests.topic
-                 AND older.callback = subscription_requests.callback
-                 AND older.state = 'pending' AND older.id < subscription_requests.id)
+           AND {FIRST_IN_LINE}
          RETURNING {COLUMNS}"
     );
     let reserved = i64::from(holder == Holder::Reserver);
@@ -230,11 +234,7 @@ pub async fn claim_many(
              claimed_by = $3
          WHERE id IN ({{list}}) AND state = 'pending'
            AND (claimed_until IS NULL OR claimed_until < $1)
-           AND NOT EXISTS (
-               SELECT 1 FROM subscription_requests older
-               WHERE older.topic = subscription_requests.topic
-                 AND older.callback = subscription_requests.callback
-                 AND older.state = 'pending' AND older.id < subscription_requests.id)
+           AND {FIRST_IN_LINE}
          RETURNING {COLUMNS}"
     );
     let mut claimed = Vec::with_capacity(ids.len());
