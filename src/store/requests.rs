@@ -113,21 +113,76 @@ pub async fn insert(
         .lease_seconds
         .map(|l| i64::try_from(l).unwrap_or(i64::MAX));
     let secret = req.secret.as_ref().map(|s| s.expose());
-    let id: RequestId = dispatch_tx!(tx, c => {
-        if origin == RequestOrigin::Subscriber {
-            sqlx::query(supersede)
-                .bind(req.topic.as_str()).bind(req.callback.as_str()).bind(req.mode.as_str())
-                .bind(secret).bind(lease).bind(delivery_mode).bind(verify_mode)
-                .bind(&req.verify_token).bind(now)
-                .execute(&mut *c).await?;
+    let subscriber = origin == RequestOrigin::Subscriber;
+    // On PostgreSQL both in one statement (one round trip): the supersede as a data-modifying
+    // CTE, which runs whether or not the insert reads it.
+    let pg_both = format!(
+        "WITH superseded AS (
+             UPDATE subscription_requests
+             SET state = 'superseded', completed_at = $6,
+                 reason = 'replaced by an identical request before its verification started'
+             WHERE id = (SELECT MAX(id) FROM subscription_requests
+                         WHERE state = 'pending' AND topic = $2 AND callback = $3)
+               AND origin = 'subscriber' AND started_at IS NULL AND claimed_until IS NULL
+               AND mode = $1 AND secret IS NOT DISTINCT FROM $4
+               AND lease_requested IS NOT DISTINCT FROM $5
+               AND delivery_mode IS NOT DISTINCT FROM $7
+               AND verify_mode IS NOT DISTINCT FROM $8
+               AND verify_token IS NOT DISTINCT FROM $9
+             RETURNING id)
+         {insert}"
+    );
+    let id: RequestId = match tx {
+        Tx::Pg(t) => {
+            let sql = if subscriber { pg_both.as_str() } else { insert };
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(req.mode.as_str())
+                .bind(req.topic.as_str())
+                .bind(req.callback.as_str())
+                .bind(secret)
+                .bind(lease)
+                .bind(now)
+                .bind(delivery_mode)
+                .bind(verify_mode)
+                .bind(&req.verify_token)
+                .bind(origin.as_str())
+                .bind(reserve.map(|(until, _)| until))
+                .bind(reserve.map(|(_, owner)| owner))
+                .fetch_one(&mut **t)
+                .await?
         }
-        sqlx::query_scalar(insert)
-            .bind(req.mode.as_str()).bind(req.topic.as_str()).bind(req.callback.as_str())
-            .bind(secret).bind(lease).bind(now).bind(delivery_mode)
-            .bind(verify_mode).bind(&req.verify_token).bind(origin.as_str())
-            .bind(reserve.map(|(until, _)| until)).bind(reserve.map(|(_, owner)| owner))
-            .fetch_one(&mut *c).await?
-    });
+        Tx::Sqlite(t) => {
+            if subscriber {
+                sqlx::query(supersede)
+                    .bind(req.topic.as_str())
+                    .bind(req.callback.as_str())
+                    .bind(req.mode.as_str())
+                    .bind(secret)
+                    .bind(lease)
+                    .bind(delivery_mode)
+                    .bind(verify_mode)
+                    .bind(&req.verify_token)
+                    .bind(now)
+                    .execute(&mut **t)
+                    .await?;
+            }
+            sqlx::query_scalar(insert)
+                .bind(req.mode.as_str())
+                .bind(req.topic.as_str())
+                .bind(req.callback.as_str())
+                .bind(secret)
+                .bind(lease)
+                .bind(now)
+                .bind(delivery_mode)
+                .bind(verify_mode)
+                .bind(&req.verify_token)
+                .bind(origin.as_str())
+                .bind(reserve.map(|(until, _)| until))
+                .bind(reserve.map(|(_, owner)| owner))
+                .fetch_one(&mut **t)
+                .await?
+        }
+    };
     Ok(id)
 }
 
