@@ -340,6 +340,9 @@ fn failure_class(error: &OutboundError) -> &'static str {
     }
 }
 
+/// A final state and its reason, shared by the requests completed with one statement.
+type Outcome<'a> = (RequestState, Option<&'a str>);
+
 /// Completes requests in one transaction: each one's final state, the subscription change a
 /// verified one makes, and one job for the next request of each pair, which waited for it.
 async fn complete(
@@ -351,18 +354,24 @@ async fn complete(
     }
     let now = UnixMs::now();
     let mut tx = ctx.db.begin().await?;
-    let mut completed = Vec::with_capacity(decided.len());
-    let mut topic_ids = std::collections::HashMap::new();
+    // Final states: one statement per outcome (usually one: all verified).
+    let mut outcomes: Vec<(Outcome, Vec<RequestId>)> = Vec::new();
     for (stored, d) in decided {
-        let done =
-            requests::complete(&mut tx, stored.id, d.state, d.reason.as_deref(), now).await?;
-        if done && let Some((lease, verified_at)) = d.applied {
-            apply(&mut tx, stored, lease, verified_at, now, &mut topic_ids).await?;
-        }
-        if done {
-            completed.push((stored, d));
+        let key = (d.state, d.reason.as_deref());
+        match outcomes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, ids)) => ids.push(stored.id),
+            None => outcomes.push((key, vec![stored.id])),
         }
     }
+    let mut done = std::collections::HashSet::new();
+    for ((state, reason), ids) in &outcomes {
+        done.extend(requests::complete_many(&mut tx, ids, *state, *reason, now).await?);
+    }
+    let completed: Vec<&(StoredRequest, Decided)> = decided
+        .iter()
+        .filter(|(s, _)| done.contains(&s.id))
+        .collect();
+    apply(&mut tx, &completed, now).await?;
     let pairs: Vec<(&HubUrl, &HubUrl)> = decided
         .iter()
         .map(|(s, _)| (&s.request.topic, &s.request.callback))
@@ -395,38 +404,44 @@ async fn complete(
     Ok(())
 }
 
+/// What the verified requests among `completed` change: subscribes activate their
+/// subscriptions (one statement per chunk), unsubscribes end theirs.
 async fn apply(
     tx: &mut store::Tx,
-    stored: &requests::StoredRequest,
-    lease: u64,
-    verified_at: UnixMs,
+    completed: &[&(StoredRequest, Decided)],
     now: UnixMs,
-    topic_ids: &mut std::collections::HashMap<HubUrl, TopicId>,
 ) -> Result<(), StoreError> {
-    let req = &stored.request;
-    match req.mode {
-        Mode::Subscribe => {
-            let topic_id = match topic_ids.get(&req.topic) {
-                Some(id) => *id,
-                None => {
-                    let id = topics::upsert(tx, &req.topic, now).await?;
-                    topic_ids.insert(req.topic.clone(), id);
-                    id
-                }
-            };
-            let activation = subscriptions::Activation {
-                topic_id,
-                request_id: stored.id,
-                request: req,
-                lease_seconds: lease,
-                verified_at,
-            };
-            subscriptions::activate(tx, &activation, now).await?;
-        }
-        Mode::Unsubscribe => {
-            subscriptions::deactivate(tx, &req.topic, &req.callback, stored.id, now).await?;
+    let mut topic_ids: std::collections::HashMap<&HubUrl, TopicId> = Default::default();
+    let mut activations = Vec::new();
+    for (stored, d) in completed {
+        let Some((lease, verified_at)) = d.applied else {
+            continue;
+        };
+        let req = &stored.request;
+        match req.mode {
+            Mode::Subscribe => {
+                let topic_id = match topic_ids.get(&req.topic) {
+                    Some(id) => *id,
+                    None => {
+                        let id = topics::upsert(tx, &req.topic, now).await?;
+                        topic_ids.insert(&req.topic, id);
+                        id
+                    }
+                };
+                activations.push(subscriptions::Activation {
+                    topic_id,
+                    request_id: stored.id,
+                    request: req,
+                    lease_seconds: lease,
+                    verified_at,
+                });
+            }
+            Mode::Unsubscribe => {
+                subscriptions::deactivate(tx, &req.topic, &req.callback, stored.id, now).await?;
+            }
         }
     }
+    subscriptions::activate_many(tx, &activations, now).await?;
     Ok(())
 }
 

@@ -340,6 +340,31 @@ pub async fn release(db: &Db, id: RequestId) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Moves those of `ids` still pending to one final `state` with one `reason`, in one statement
+/// per chunk; returns those it moved (the others were completed by a concurrent run whose
+/// claim this one outlived: nothing may be applied for them).
+pub async fn complete_many(
+    tx: &mut Tx,
+    ids: &[RequestId],
+    state: RequestState,
+    reason: Option<&str>,
+    now: UnixMs,
+) -> Result<Vec<RequestId>, StoreError> {
+    let sql = "UPDATE subscription_requests SET state = $1, reason = $2, completed_at = $3,
+                   claimed_until = NULL, claimed_by = NULL
+               WHERE state = 'pending' AND id IN ({list}) RETURNING id";
+    let mut done = Vec::with_capacity(ids.len());
+    for (sql, chunk) in in_list_chunks(sql, 4, ids) {
+        let moved: Vec<RequestId> = dispatch_tx!(tx, c => {
+            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(state.as_str()).bind(reason).bind(now), chunk)
+                .fetch_all(c).await?
+        });
+        done.extend(moved);
+    }
+    Ok(done)
+}
+
 /// Moves a pending request to its final `state`. Returns false when it was no longer pending
 /// (completed by a concurrent run whose claim this one outlived), in which case nothing may be
 /// applied.

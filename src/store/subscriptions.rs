@@ -23,32 +23,73 @@ pub struct Activation<'a> {
     pub verified_at: UnixMs,
 }
 
-pub async fn activate(tx: &mut Tx, a: &Activation<'_>, now: UnixMs) -> Result<bool, StoreError> {
-    let sql = "INSERT INTO subscriptions
-                   (topic_id, callback, secret, lease_seconds, state, verified_at, expires_at,
-                    applied_request_id, created_at, updated_at, delivery_mode, legacy, verify_token)
-               VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $8, $9, $10, $11)
-               ON CONFLICT (topic_id, callback) DO UPDATE SET
-                   secret = excluded.secret, lease_seconds = excluded.lease_seconds,
-                   state = 'active', state_reason = NULL, verified_at = excluded.verified_at,
-                   expires_at = excluded.expires_at, applied_request_id = excluded.applied_request_id,
-                   updated_at = excluded.updated_at, delivery_mode = excluded.delivery_mode,
-                   legacy = excluded.legacy, verify_token = excluded.verify_token,
-                   renewal_requested_at = NULL, ended_at = NULL
-               WHERE subscriptions.applied_request_id < excluded.applied_request_id";
-    let r = a.request;
-    let lease_seconds = i64::try_from(a.lease_seconds).unwrap_or(i64::MAX);
-    let expires_at = a
-        .verified_at
-        .after(std::time::Duration::from_secs(a.lease_seconds));
-    let n = dispatch_tx!(tx, c => sqlx::query(sql)
-        .bind(a.topic_id).bind(r.callback.as_str()).bind(r.secret.as_ref().map(Secret::expose))
-        .bind(lease_seconds).bind(a.verified_at).bind(expires_at).bind(a.request_id).bind(now)
-        .bind(r.delivery_mode.map(DeliveryMode::as_str))
-        .bind(i64::from(r.legacy.is_some())).bind(r.verify_token.as_deref())
-        .execute(c).await?.rows_affected());
-    Ok(n == 1)
+/// Activates or replaces the subscriptions of verified subscribes, in one statement per chunk
+/// (at most one activation per pair: a batch never holds two requests of one pair). Returns how
+/// many rows changed; an activation older than what was last applied to its pair changes
+/// nothing.
+pub async fn activate_many(
+    tx: &mut Tx,
+    activations: &[Activation<'_>],
+    now: UnixMs,
+) -> Result<u64, StoreError> {
+    const COLUMNS: usize = 11;
+    let mut changed = 0;
+    for chunk in activations.chunks(ACTIVATE_CHUNK) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = |k: usize| format!("${}", i * COLUMNS + k);
+                format!(
+                    "({}, {}, {}, {}, 'active', {}, {}, {}, {}, {}, {}, {}, {})",
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(4),
+                    p(5),
+                    p(6),
+                    p(7),
+                    p(8),
+                    p(8),
+                    p(9),
+                    p(10),
+                    p(11)
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO subscriptions
+                 (topic_id, callback, secret, lease_seconds, state, verified_at, expires_at,
+                  applied_request_id, created_at, updated_at, delivery_mode, legacy, verify_token)
+             VALUES {}
+             ON CONFLICT (topic_id, callback) DO UPDATE SET
+                 secret = excluded.secret, lease_seconds = excluded.lease_seconds,
+                 state = 'active', state_reason = NULL, verified_at = excluded.verified_at,
+                 expires_at = excluded.expires_at, applied_request_id = excluded.applied_request_id,
+                 updated_at = excluded.updated_at, delivery_mode = excluded.delivery_mode,
+                 legacy = excluded.legacy, verify_token = excluded.verify_token,
+                 renewal_requested_at = NULL, ended_at = NULL
+             WHERE subscriptions.applied_request_id < excluded.applied_request_id",
+            rows.join(", ")
+        );
+        changed += dispatch_tx!(tx, c => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            for a in chunk {
+                let r = a.request;
+                let expires_at = a.verified_at.after(std::time::Duration::from_secs(a.lease_seconds));
+                q = q
+                    .bind(a.topic_id).bind(r.callback.as_str()).bind(r.secret.as_ref().map(Secret::expose))
+                    .bind(i64::try_from(a.lease_seconds).unwrap_or(i64::MAX)).bind(a.verified_at)
+                    .bind(expires_at).bind(a.request_id).bind(now)
+                    .bind(r.delivery_mode.map(DeliveryMode::as_str))
+                    .bind(i64::from(r.legacy.is_some())).bind(r.verify_token.as_deref());
+            }
+            q.execute(c).await?.rows_affected()
+        });
+    }
+    Ok(changed)
 }
+
+/// Activations written per statement (11 values each).
+const ACTIVATE_CHUNK: usize = 64;
 
 /// A verified unsubscribe. Returns false when there was nothing (newer) to remove.
 pub async fn deactivate(
