@@ -7,10 +7,7 @@ use crate::{
         state::SubscriptionState,
         url::HubUrl,
     },
-    jobs::{
-        deliver::DeliverJob,
-        queue::{self, Job, Queue},
-    },
+    jobs::{deliver, queue},
     outbound::Outbound,
     store::{Db, StoreError, deliveries, subscriptions, views},
 };
@@ -117,13 +114,7 @@ pub const REPLAY_CHUNK: usize = 500;
 pub async fn replay(db: &Db, ids: &[DeliveryId]) -> Result<Vec<DeliveryId>, StoreError> {
     let mut tx = db.begin().await?;
     let done = deliveries::replay(&mut tx, ids, UnixMs::now()).await?;
-    if !done.is_empty() {
-        let job = DeliverJob {
-            deliveries: done.clone(),
-            not_before: UnixMs::EPOCH,
-        };
-        queue::push(&mut tx, &[Job::new(Queue::Deliver, &job)]).await?;
-    }
+    queue::push(&mut tx, &deliver::jobs_now(&done, REPLAY_CHUNK)).await?;
     tx.commit().await?;
     Ok(done)
 }

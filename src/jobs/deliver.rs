@@ -67,6 +67,19 @@ pub struct DeliverJob {
     pub not_before: UnixMs,
 }
 
+/// Jobs that send `ids` at once, `batch` deliveries per job.
+pub fn jobs_now(ids: &[DeliveryId], batch: usize) -> Vec<Job> {
+    ids.chunks(batch.max(1))
+        .map(|chunk| {
+            let job = DeliverJob {
+                deliveries: chunk.to_vec(),
+                not_before: UnixMs::EPOCH,
+            };
+            Job::new(Queue::Deliver, &job)
+        })
+        .collect()
+}
+
 #[tracing::instrument(skip_all, fields(batch = job.deliveries.len()))]
 pub async fn run(ctx: &Arc<HubContext>, job: DeliverJob) -> Result<(), JobError> {
     let wait = UnixMs::now().until(job.not_before);
@@ -179,16 +192,7 @@ async fn send_batch(
                     next.extend(ids);
                 }
                 if stream && !next.is_empty() {
-                    let jobs: Vec<Job> = next
-                        .chunks(ctx.settings.delivery.batch)
-                        .map(|batch| {
-                            let job = DeliverJob {
-                                deliveries: batch.to_vec(),
-                                not_before: UnixMs::EPOCH,
-                            };
-                            Job::new(Queue::Deliver, &job)
-                        })
-                        .collect();
+                    let jobs = jobs_now(&next, ctx.settings.delivery.batch);
                     let mut tx = ctx.db.begin().await?;
                     queue::push(&mut tx, &jobs).await?;
                     tx.commit().await?;

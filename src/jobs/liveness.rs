@@ -17,7 +17,6 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{
-    deliver::DeliverJob,
     distribute::DistributeJob,
     queue::{self, Job, Queue},
     verify::VerifyJob,
@@ -119,16 +118,7 @@ pub async fn retire(ctx: &HubContext) -> Result<Released, StoreError> {
 
 /// The jobs that carry released work again.
 fn jobs_for(ctx: &HubContext, released: &Released) -> Vec<Job> {
-    let deliveries = released
-        .deliveries
-        .chunks(ctx.settings.delivery.batch)
-        .map(|batch| {
-            let job = DeliverJob {
-                deliveries: batch.to_vec(),
-                not_before: UnixMs::EPOCH,
-            };
-            Job::new(Queue::Deliver, &job)
-        });
+    let deliveries = super::deliver::jobs_now(&released.deliveries, ctx.settings.delivery.batch);
     let topics = released
         .topics
         .iter()
@@ -137,5 +127,9 @@ fn jobs_for(ctx: &HubContext, released: &Released) -> Vec<Job> {
         .requests
         .iter()
         .map(|&request| Job::new(Queue::Verify, &VerifyJob::new(request)));
-    deliveries.chain(topics).chain(requests).collect()
+    deliveries
+        .into_iter()
+        .chain(topics)
+        .chain(requests)
+        .collect()
 }

@@ -18,11 +18,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{
-    deliver::DeliverJob,
-    leases,
-    queue::{self, Job, Queue},
-};
+use super::{leases, queue};
 use crate::{
     context::HubContext,
     domain::ids::UnixMs,
@@ -111,18 +107,7 @@ async fn cap_backlogs(ctx: &HubContext) -> Result<usize, StoreError> {
     let affected =
         deliveries::cap_backlogs(&mut tx, ctx.settings.delivery.max_pending, now).await?;
     let next = deliveries::successors(&mut tx, &affected).await?;
-    let jobs: Vec<Job> = next
-        .chunks(ctx.settings.delivery.batch)
-        .map(|batch| {
-            Job::new(
-                Queue::Deliver,
-                &DeliverJob {
-                    deliveries: batch.to_vec(),
-                    not_before: UnixMs::EPOCH,
-                },
-            )
-        })
-        .collect();
+    let jobs = super::deliver::jobs_now(&next, ctx.settings.delivery.batch);
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
     ctx.wakers.wake_for(&jobs);

@@ -132,57 +132,30 @@ pub async fn insert(
              RETURNING id)
          {insert}"
     );
-    let id: RequestId = match tx {
-        Tx::Pg(t) => {
-            let sql = if subscriber { pg_both.as_str() } else { insert };
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .bind(req.mode.as_str())
-                .bind(req.topic.as_str())
-                .bind(req.callback.as_str())
-                .bind(secret)
-                .bind(lease)
-                .bind(now)
-                .bind(delivery_mode)
-                .bind(verify_mode)
-                .bind(&req.verify_token)
-                .bind(origin.as_str())
-                .bind(reserve.map(|(until, _)| until))
-                .bind(reserve.map(|(_, owner)| owner))
-                .fetch_one(&mut **t)
-                .await?
-        }
-        Tx::Sqlite(t) => {
-            if subscriber {
-                sqlx::query(supersede)
-                    .bind(req.topic.as_str())
-                    .bind(req.callback.as_str())
-                    .bind(req.mode.as_str())
-                    .bind(secret)
-                    .bind(lease)
-                    .bind(delivery_mode)
-                    .bind(verify_mode)
-                    .bind(&req.verify_token)
-                    .bind(now)
-                    .execute(&mut **t)
-                    .await?;
-            }
-            sqlx::query_scalar(insert)
-                .bind(req.mode.as_str())
-                .bind(req.topic.as_str())
-                .bind(req.callback.as_str())
-                .bind(secret)
-                .bind(lease)
-                .bind(now)
-                .bind(delivery_mode)
-                .bind(verify_mode)
-                .bind(&req.verify_token)
-                .bind(origin.as_str())
-                .bind(reserve.map(|(until, _)| until))
-                .bind(reserve.map(|(_, owner)| owner))
-                .fetch_one(&mut **t)
-                .await?
-        }
+    let sql = match tx {
+        Tx::Pg(_) if subscriber => pg_both.as_str(),
+        _ => insert,
     };
+    if subscriber && let Tx::Sqlite(t) = tx {
+        sqlx::query(supersede)
+            .bind(req.topic.as_str())
+            .bind(req.callback.as_str())
+            .bind(req.mode.as_str())
+            .bind(secret)
+            .bind(lease)
+            .bind(delivery_mode)
+            .bind(verify_mode)
+            .bind(&req.verify_token)
+            .bind(now)
+            .execute(&mut **t)
+            .await?;
+    }
+    let id: RequestId = dispatch_tx!(tx, c => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(req.mode.as_str()).bind(req.topic.as_str()).bind(req.callback.as_str())
+        .bind(secret).bind(lease).bind(now).bind(delivery_mode)
+        .bind(verify_mode).bind(&req.verify_token).bind(origin.as_str())
+        .bind(reserve.map(|(until, _)| until)).bind(reserve.map(|(_, owner)| owner))
+        .fetch_one(c).await?);
     Ok(id)
 }
 

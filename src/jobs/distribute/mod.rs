@@ -26,7 +26,6 @@ pub use self::{
 };
 use super::{
     JobError,
-    deliver::DeliverJob,
     queue::{self, Job, Queue},
 };
 use crate::{
@@ -298,14 +297,10 @@ async fn fan_out_body(
         // Later single-entry documents wait for the earlier ones to the same subscriptions:
         // finishing one sends the next (`jobs::deliver`), so only the first are queued.
         let first = doc.seq_offset == 1;
-        for batch in ids.chunks(ctx.settings.delivery.batch).filter(|_| first) {
-            fanned.jobs.push(Job::new(
-                Queue::Deliver,
-                &DeliverJob {
-                    deliveries: batch.to_vec(),
-                    not_before: UnixMs::EPOCH,
-                },
-            ));
+        if first {
+            fanned
+                .jobs
+                .extend(super::deliver::jobs_now(&ids, ctx.settings.delivery.batch));
         }
         match per_audience.iter_mut().find(|(a, _)| *a == doc.audience) {
             Some((_, n)) => *n = (*n).max(doc.seq_offset),
