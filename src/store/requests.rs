@@ -80,6 +80,32 @@ impl TryFrom<Row> for StoredRequest {
     }
 }
 
+/// Marks the latest pending request of the pair superseded when it is identical to the one
+/// being stored and its verification has not started. Numbered as [`INSERT`]'s values: $1 mode,
+/// $2 topic, $3 callback, $4 secret, $5 lease, $6 now, $7 delivery mode, $8 verify mode,
+/// $9 verify token.
+const SUPERSEDE: &str = "UPDATE subscription_requests
+    SET state = 'superseded', completed_at = $6,
+        reason = 'replaced by an identical request before its verification started'
+    WHERE id = (SELECT MAX(id) FROM subscription_requests
+                WHERE state = 'pending' AND topic = $2 AND callback = $3)
+      AND origin = 'subscriber' AND started_at IS NULL AND claimed_until IS NULL
+      AND mode = $1 AND secret IS NOT DISTINCT FROM $4
+      AND lease_requested IS NOT DISTINCT FROM $5
+      AND delivery_mode IS NOT DISTINCT FROM $7
+      AND verify_mode IS NOT DISTINCT FROM $8
+      AND verify_token IS NOT DISTINCT FROM $9";
+
+const INSERT: &str = "INSERT INTO subscription_requests
+    (mode, topic, callback, secret, lease_requested, created_at, delivery_mode,
+     verify_mode, verify_token, origin, claimed_until, claimed_by)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
+
+/// On PostgreSQL both in one statement (one round trip): the supersede as a data-modifying
+/// CTE, which runs whether or not the insert reads it.
+static SUPERSEDE_AND_INSERT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("WITH superseded AS ({SUPERSEDE} RETURNING id) {INSERT}"));
+
 /// Stores a new request. When the request right before it for the same pair is identical and
 /// its verification has not started, that one is superseded (see the module docs).
 ///
@@ -92,21 +118,6 @@ pub async fn insert(
     now: UnixMs,
     reserve: Option<(UnixMs, &ProcessId)>,
 ) -> Result<RequestId, StoreError> {
-    let supersede = "UPDATE subscription_requests
-                     SET state = 'superseded', completed_at = $9,
-                         reason = 'replaced by an identical request before its verification started'
-                     WHERE id = (SELECT MAX(id) FROM subscription_requests
-                                 WHERE state = 'pending' AND topic = $1 AND callback = $2)
-                       AND origin = 'subscriber' AND started_at IS NULL AND claimed_until IS NULL
-                       AND mode = $3 AND secret IS NOT DISTINCT FROM $4
-                       AND lease_requested IS NOT DISTINCT FROM $5
-                       AND delivery_mode IS NOT DISTINCT FROM $6
-                       AND verify_mode IS NOT DISTINCT FROM $7
-                       AND verify_token IS NOT DISTINCT FROM $8";
-    let insert = "INSERT INTO subscription_requests
-                      (mode, topic, callback, secret, lease_requested, created_at, delivery_mode,
-                       verify_mode, verify_token, origin, claimed_until, claimed_by)
-                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
     let verify_mode = req.legacy.map(|m| m.as_str());
     let delivery_mode = req.delivery_mode.map(|m| m.as_str());
     let lease = req
@@ -114,39 +125,21 @@ pub async fn insert(
         .map(|l| i64::try_from(l).unwrap_or(i64::MAX));
     let secret = req.secret.as_ref().map(|s| s.expose());
     let subscriber = origin == RequestOrigin::Subscriber;
-    // On PostgreSQL both in one statement (one round trip): the supersede as a data-modifying
-    // CTE, which runs whether or not the insert reads it.
-    let pg_both = format!(
-        "WITH superseded AS (
-             UPDATE subscription_requests
-             SET state = 'superseded', completed_at = $6,
-                 reason = 'replaced by an identical request before its verification started'
-             WHERE id = (SELECT MAX(id) FROM subscription_requests
-                         WHERE state = 'pending' AND topic = $2 AND callback = $3)
-               AND origin = 'subscriber' AND started_at IS NULL AND claimed_until IS NULL
-               AND mode = $1 AND secret IS NOT DISTINCT FROM $4
-               AND lease_requested IS NOT DISTINCT FROM $5
-               AND delivery_mode IS NOT DISTINCT FROM $7
-               AND verify_mode IS NOT DISTINCT FROM $8
-               AND verify_token IS NOT DISTINCT FROM $9
-             RETURNING id)
-         {insert}"
-    );
     let sql = match tx {
-        Tx::Pg(_) if subscriber => pg_both.as_str(),
-        _ => insert,
+        Tx::Pg(_) if subscriber => SUPERSEDE_AND_INSERT.as_str(),
+        _ => INSERT,
     };
     if subscriber && let Tx::Sqlite(t) = tx {
-        sqlx::query(supersede)
+        sqlx::query(SUPERSEDE)
+            .bind(req.mode.as_str())
             .bind(req.topic.as_str())
             .bind(req.callback.as_str())
-            .bind(req.mode.as_str())
             .bind(secret)
             .bind(lease)
+            .bind(now)
             .bind(delivery_mode)
             .bind(verify_mode)
             .bind(&req.verify_token)
-            .bind(now)
             .execute(&mut **t)
             .await?;
     }
