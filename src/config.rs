@@ -236,6 +236,24 @@ pub struct ServeArgs {
     /// What this process runs: all (HTTP and queue workers), web, or worker.
     #[arg(long, env = "HERALD_ROLE", default_value = "all")]
     pub role: Role,
+    /// The most updates kept for one live subscriber (SSE / WebSocket) until it consumes them;
+    /// beyond it the oldest are dropped, and the subscriber is told how many.
+    #[arg(long, env = "HERALD_LIVE_BACKLOG_MAX", default_value_t = 1000)]
+    pub live_backlog_max: usize,
+    /// How long an update waits for a live subscriber before it is dropped.
+    #[arg(long, env = "HERALD_LIVE_BACKLOG_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub live_backlog_ttl: Duration,
+    /// The longest a live token may be valid (`ttl_seconds` of POST /api/v1/live/tokens).
+    #[arg(long, env = "HERALD_LIVE_TOKEN_MAX_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub live_token_max_ttl: Duration,
+    /// How often an idle live connection gets a heartbeat (an SSE comment, a WebSocket ping),
+    /// and its token is checked again.
+    #[arg(long, env = "HERALD_LIVE_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    pub live_heartbeat: Duration,
+    /// How often a process holding live connections looks for new updates without being told
+    /// (a fallback: distributions notify at once, through PostgreSQL's NOTIFY across processes).
+    #[arg(long, env = "HERALD_LIVE_POLL", default_value = "5s", value_parser = parse_duration)]
+    pub live_poll: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -272,6 +290,17 @@ pub struct Settings {
     pub fetch: FetchSettings,
     pub delivery: DeliverySettings,
     pub queue: QueueSettings,
+    pub live: LiveSettings,
+}
+
+/// Live subscribers over SSE and WebSocket (`live`).
+#[derive(Debug, Clone)]
+pub struct LiveSettings {
+    pub backlog_max: usize,
+    pub backlog_ttl: Duration,
+    pub token_max_ttl: Duration,
+    pub heartbeat: Duration,
+    pub poll: Duration,
 }
 
 /// Who may use the hub, and how much they may send.
@@ -469,6 +498,13 @@ impl TryFrom<ServeArgs> for Settings {
                 timeout: a.fetch_timeout,
                 max_bytes: positive("HERALD_MAX_TOPIC_BYTES", a.max_topic_bytes)?,
                 max_per_host: positive("HERALD_MAX_FETCHES_PER_HOST", a.max_fetches_per_host)?,
+            },
+            live: LiveSettings {
+                backlog_max: positive("HERALD_LIVE_BACKLOG_MAX", a.live_backlog_max)?,
+                backlog_ttl: a.live_backlog_ttl,
+                token_max_ttl: a.live_token_max_ttl,
+                heartbeat: a.live_heartbeat.max(Duration::from_millis(100)),
+                poll: a.live_poll.max(Duration::from_millis(100)),
             },
             delivery: DeliverySettings {
                 retry: RetryPolicy::new(a.retry_schedule, a.max_retry_after),

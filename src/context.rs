@@ -25,4 +25,6 @@ pub struct HubContext {
     pub process: ProcessId,
     pub limits: Limits,
     pub metrics: Metrics,
+    /// This process's live connections (SSE, WebSocket) and their dispatcher.
+    pub live: crate::live::Hub,
 }

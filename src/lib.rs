@@ -27,6 +27,7 @@ pub mod feed;
 pub mod http;
 pub mod jobs;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod outbound;
 pub mod startup;

@@ -24,6 +24,8 @@ use crate::{
 pub struct Application {
     ctx: Arc<HubContext>,
     liveness: tokio::task::JoinHandle<()>,
+    /// The live dispatcher and listener (processes that serve HTTP).
+    live: Vec<tokio::task::JoinHandle<()>>,
     port: Option<u16>,
     server: Option<(ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>)>,
     workers: Option<Workers>,
@@ -72,6 +74,7 @@ impl Application {
             process: ProcessId::generate(),
             limits,
             metrics: Metrics::default(),
+            live: crate::live::Hub::default(),
         });
 
         // Before any claim is taken: claims name this process.
@@ -109,6 +112,10 @@ impl Application {
             }
             None => None,
         };
+        let live = match &server {
+            Some(_) => crate::live::start(ctx.clone()),
+            None => Vec::new(),
+        };
         let workers = ctx
             .settings
             .role
@@ -122,6 +129,7 @@ impl Application {
         );
         Ok(Self {
             ctx,
+            live,
             liveness,
             port,
             server,
@@ -141,6 +149,8 @@ impl Application {
     /// Stops accepting requests, drains the workers (in-flight jobs get a bounded time to
     /// finish), hands back whatever this process still held, and closes the database.
     pub async fn stop(self) {
+        // Live connections never end by themselves: end them, so the server's drain is short.
+        self.ctx.live.close_all();
         if let Some((handle, join)) = self.server {
             handle.stop(true).await;
             let _ = join.await;
@@ -149,6 +159,9 @@ impl Application {
             workers.stop().await;
         }
         self.liveness.abort();
+        for task in &self.live {
+            task.abort();
+        }
         match liveness::retire(&self.ctx).await {
             Ok(r) => tracing::info!(
                 deliveries = r.deliveries.len(),

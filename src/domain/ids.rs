@@ -81,6 +81,20 @@ id_type!(
     BodyId
 );
 
+id_type!(
+    /// A row of `live_subscribers`: a person or app following topics live.
+    LiveSubscriberId
+);
+id_type!(
+    /// A row of `live_tokens`: one grant of topics to a live subscriber.
+    LiveTokenId
+);
+id_type!(
+    /// A row of `live_events`: one document waiting for one live subscriber; its position
+    /// in that subscriber's stream.
+    LiveEventId
+);
+
 /// One running Herald process (one start of `herald serve`): what its claims are tied to.
 /// Random, so a restarted process is a new one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]

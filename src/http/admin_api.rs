@@ -15,7 +15,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::api_error::{Api, ApiError, ErrorBody, authorize};
+use super::api_error::{Api, ApiError, ErrorBody, authorize, json_body, query};
 use crate::{
     admin::actions,
     context::HubContext,
@@ -55,18 +55,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 ApiError::NotFound("no such admin API endpoint".into()).error_response()
             })),
     );
-}
-
-/// A JSON body, with its parse errors as API errors.
-fn json_body<T>(body: Result<web::Json<T>, actix_web::Error>) -> Result<T, ApiError> {
-    body.map(web::Json::into_inner)
-        .map_err(|e| ApiError::BadRequest(format!("the JSON body is not valid: {e}")))
-}
-
-/// A query string, with its parse errors as API errors.
-fn query<T>(q: Result<web::Query<T>, actix_web::Error>) -> Result<T, ApiError> {
-    q.map(web::Query::into_inner)
-        .map_err(|e| ApiError::BadRequest(format!("the query is not valid: {e}")))
 }
 
 fn limit(requested: Option<i64>, default: i64) -> Result<i64, ApiError> {

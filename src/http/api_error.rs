@@ -160,6 +160,20 @@ pub fn authorize(req: &HttpRequest, ctx: &HubContext, api: Api) -> Result<(), Ap
     }
 }
 
+/// A JSON body, with its parse errors as API errors.
+pub fn json_body<T>(
+    body: Result<actix_web::web::Json<T>, actix_web::Error>,
+) -> Result<T, ApiError> {
+    body.map(actix_web::web::Json::into_inner)
+        .map_err(|e| ApiError::BadRequest(format!("the JSON body is not valid: {e}")))
+}
+
+/// A query string, with its parse errors as API errors.
+pub fn query<T>(q: Result<actix_web::web::Query<T>, actix_web::Error>) -> Result<T, ApiError> {
+    q.map(actix_web::web::Query::into_inner)
+        .map_err(|e| ApiError::BadRequest(format!("the query is not valid: {e}")))
+}
+
 /// An instant as RFC 3339, as the APIs show them.
 pub fn rfc3339(at: UnixMs) -> String {
     chrono::DateTime::from_timestamp_millis(at.as_millis())

@@ -1,4 +1,5 @@
-//! The HTTP surface: the hub URL, the diagnostics pages, the producer and admin APIs with
+//! The HTTP surface: the hub URL, the diagnostics pages, live connections (SSE, WebSocket),
+//! the producer (with its live tokens) and admin APIs with
 //! their OpenAPI document, metrics and a health check, behind the per-client rate limit
 //! ([`rate_limit`]).
 
@@ -7,6 +8,9 @@ pub mod api;
 pub mod api_error;
 pub mod health;
 pub mod hub;
+pub mod live;
+pub mod live_api;
+pub mod live_demo;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;
@@ -29,6 +33,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/health", web::get().to(health::get))
         .route("/metrics", web::get().to(metrics::get))
         .route("/api/v1/openapi.json", web::get().to(openapi::get))
+        .configure(live::routes)
+        .configure(live_api::routes)
         .configure(admin_api::routes)
         .configure(api::routes);
 }

@@ -9,7 +9,7 @@ use utoipa::{
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
 };
 
-use super::{admin_api, api, api_error};
+use super::{admin_api, api, api_error, live_api};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,9 @@ use super::{admin_api, api, api_error};
         api::topic,
         api::topic_subscriptions,
         api::distribution,
+        live_api::issue,
+        live_api::revoke_token,
+        live_api::revoke_subscriber,
         admin_api::status,
         admin_api::list_subscriptions,
         admin_api::show_subscription,
@@ -38,6 +41,7 @@ use super::{admin_api, api, api_error};
     modifiers(&BearerTokens),
     tags(
         (name = "producer", description = "For the site that owns the feeds"),
+        (name = "live", description = "For the site that owns the feeds: tokens for live subscribers (docs/live.md)"),
         (name = "admin", description = "For the hub's operators"),
     )
 )]

@@ -8,7 +8,9 @@
 //! - retention: delivered, cancelled and gone deliveries, finished requests, distributions and
 //!   the documents and bodies nothing refers to any more are deleted after `HERALD_RETENTION`,
 //!   failed deliveries after `HERALD_FAILED_RETENTION` (they stay replayable until then), and
-//!   so are finished queue jobs;
+//!   so are finished queue jobs; live subscribers' updates after `HERALD_LIVE_BACKLOG_TTL`
+//!   (counted as dropped for the subscriber when no connection was sent them), and live tokens
+//!   and grants `HERALD_RETENTION` after they ended;
 //! - on a PostgreSQL server whose autovacuum is off, a vacuum of Herald's tables every 30 s
 //!   (`store::maintenance`), without which they would grow whatever retention deletes.
 //!
@@ -22,7 +24,7 @@ use super::{leases, queue};
 use crate::{
     context::HubContext,
     domain::ids::UnixMs,
-    store::{StoreError, bodies, contents, deliveries, distributions, maintenance, requests},
+    store::{StoreError, bodies, contents, deliveries, distributions, live, maintenance, requests},
 };
 
 /// What one sweep did.
@@ -44,6 +46,8 @@ pub struct Pruned {
     pub bodies: u64,
     pub distributions: u64,
     pub jobs: u64,
+    /// Live subscribers' updates older than `HERALD_LIVE_BACKLOG_TTL`.
+    pub live_events: u64,
 }
 
 /// Finished queue jobs are kept this long, for operators looking at the queue (the state that
@@ -128,6 +132,7 @@ async fn prune(ctx: &HubContext) -> Result<Pruned, StoreError> {
     let before = now.before(ctx.settings.sweep.retention);
     let failed_before = now.before(ctx.settings.sweep.failed_retention);
     let deliveries = deliveries::prune(db, before, failed_before).await?;
+    let live_events = live::sweep(db, now.before(ctx.settings.live.backlog_ttl), before).await?;
     let requests = requests::prune(db, before).await?;
     let contents = contents::prune(db, before).await?;
     let bodies = bodies::prune(db, before).await?;
@@ -140,5 +145,6 @@ async fn prune(ctx: &HubContext) -> Result<Pruned, StoreError> {
         bodies,
         distributions,
         jobs,
+        live_events,
     })
 }

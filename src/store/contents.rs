@@ -159,13 +159,15 @@ pub async fn load_many(
     Ok(out)
 }
 
-/// Deletes documents created before `before` that no delivery refers to any more. In batches;
+/// Deletes documents created before `before` that no delivery and no live backlog refers to
+/// any more. In batches;
 /// returns how many went.
 pub async fn prune(db: &Db, before: UnixMs) -> Result<u64, StoreError> {
     let sql = "DELETE FROM contents WHERE id IN (
                    SELECT c.id FROM contents c
                    WHERE c.created_at < $1
                      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.content_id = c.id)
+                     AND NOT EXISTS (SELECT 1 FROM live_events e WHERE e.content_id = c.id)
                    LIMIT $2)";
     delete_older_in_batches(db, sql, before).await
 }

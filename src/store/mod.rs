@@ -10,6 +10,7 @@ pub mod callback_hosts;
 pub mod contents;
 pub mod deliveries;
 pub mod distributions;
+pub mod live;
 pub mod maintenance;
 pub mod processes;
 pub mod requests;

@@ -46,16 +46,17 @@ pub struct Ping {
     pub needs_job: bool,
 }
 
-/// Records a publish ping for `url` if the topic has an active subscriber.
+/// Records a publish ping for `url` if the topic has an active subscriber (webhook or live).
 pub async fn record_ping(
     tx: &mut Tx,
     url: &HubUrl,
     now: UnixMs,
 ) -> Result<Option<Ping>, StoreError> {
     let sql = "UPDATE topics SET ping_seq = ping_seq + 1, last_pinged_at = $2
-               WHERE url = $1 AND EXISTS (
+               WHERE url = $1 AND (EXISTS (
                    SELECT 1 FROM subscriptions s
-                   WHERE s.topic_id = topics.id AND s.state = 'active' AND s.expires_at > $2)
+                   WHERE s.topic_id = topics.id AND s.state = 'active' AND s.expires_at > $2) OR EXISTS (
+                   SELECT 1 FROM live_follows f WHERE f.topic_id = topics.id AND f.expires_at > $2))
                RETURNING id, ping_seq, distributed_seq, fetch_failures, last_fetched_at";
     let row: Option<(TopicId, i64, i64, i64, Option<UnixMs>)> = dispatch_tx!(tx, c => sqlx::query_as(sql)
         .bind(url.as_str()).bind(now).fetch_optional(c).await?);
@@ -190,15 +191,16 @@ pub async fn finish(
     Ok(ping_seq > distributed_seq)
 }
 
-/// The id of the topic `url` if it has an active, unexpired subscription.
+/// The id of the topic `url` if it has an active, unexpired subscription or live follower.
 pub async fn find_subscribed(
     db: &Db,
     url: &HubUrl,
     now: UnixMs,
 ) -> Result<Option<TopicId>, StoreError> {
-    let sql = "SELECT t.id FROM topics t WHERE t.url = $1 AND EXISTS (
+    let sql = "SELECT t.id FROM topics t WHERE t.url = $1 AND (EXISTS (
                    SELECT 1 FROM subscriptions s
-                   WHERE s.topic_id = t.id AND s.state = 'active' AND s.expires_at > $2)";
+                   WHERE s.topic_id = t.id AND s.state = 'active' AND s.expires_at > $2) OR EXISTS (
+                   SELECT 1 FROM live_follows f WHERE f.topic_id = t.id AND f.expires_at > $2))";
     Ok(
         dispatch!(db, c => sqlx::query_scalar(sql).bind(url.as_str()).bind(now).fetch_optional(c).await?),
     )

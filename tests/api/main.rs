@@ -13,6 +13,7 @@ mod feeds;
 mod intents;
 mod leases;
 mod legacy;
+mod live;
 mod logs;
 mod metrics;
 mod open_hub;

@@ -9,7 +9,8 @@
 //!
 //! Each document is one `contents` row fanned out with a single `INSERT … SELECT` to its
 //! subscriptions, numbered per subscription, with `hubout` jobs carrying batches of delivery
-//! ids — all in one transaction.
+//! ids — all in one transaction. Live followers get the same documents in their backlogs
+//! (`store::live`), and the processes holding their connections are told (`crate::live`).
 
 pub mod ping;
 mod plan;
@@ -38,7 +39,7 @@ use crate::{
     },
     outbound::Fetched,
     store::{
-        StoreError, Tx, bodies, contents, deliveries, distributions, subscriptions,
+        StoreError, Tx, bodies, contents, deliveries, distributions, live, subscriptions,
         topics::{self, ClaimFor},
     },
 };
@@ -191,6 +192,9 @@ async fn distribute(
         .await?;
     }
     finish(ctx, tx, topic, Some(topic.ping_seq), &record, fanned.jobs).await?;
+    if fanned.live_events > 0 {
+        ctx.live.wake(topic.id);
+    }
     tracing::info!(url = %topic.url, changed = body.is_some(), deliveries = fanned.deliveries, "topic distributed");
     Ok(())
 }
@@ -222,6 +226,8 @@ async fn finish(
 struct Fanned {
     jobs: Vec<Job>,
     deliveries: usize,
+    /// Events put in live subscribers' backlogs.
+    live_events: usize,
     distribution: Option<DistributionId>,
 }
 
@@ -268,6 +274,7 @@ async fn fan_out_body(
         .map_or(ctx.public_url.as_str(), String::as_str);
     let default = ctx.settings.delivery.feed_default;
     let mut per_audience: Vec<(Audience, i64)> = Vec::new();
+    let mut live_added = std::collections::BTreeMap::new();
     for doc in &outgoing {
         let content = contents::NewContent {
             topic_id: topic.id,
@@ -294,6 +301,12 @@ async fn fan_out_body(
         )
         .await?;
         fanned.deliveries += ids.len();
+        let followers =
+            live::fan_out(tx, content_id, topic.id, doc.audience, doc.seq_offset, now).await?;
+        fanned.live_events += followers.len();
+        for f in followers {
+            *live_added.entry(f).or_insert(0) += 1;
+        }
         // Later single-entry documents wait for the earlier ones to the same subscriptions:
         // finishing one sends the next (`jobs::deliver`), so only the first are queued.
         let first = doc.seq_offset == 1;
@@ -308,6 +321,12 @@ async fn fan_out_body(
         }
     }
     subscriptions::advance_sequences(tx, topic.id, default, now, &per_audience).await?;
+    if fanned.live_events > 0 {
+        live::advance_sequences(tx, topic.id, now, &per_audience).await?;
+        let max = ctx.settings.live.backlog_max as i64;
+        live::count_and_bound(tx, &live_added, max).await?;
+        crate::live::announce(tx, topic.id).await?;
+    }
     Ok(fanned)
 }
 

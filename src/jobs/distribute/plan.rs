@@ -2,7 +2,7 @@
 //!
 //! - a feed (`feed::analyze`) is compared with the entries the topic already distributed; with
 //!   nothing new or changed nothing is delivered, otherwise each delivery mode in use gets its
-//!   documents: `diff` (only new and changed entries), `single` (one single-entry feed per
+//!   documents (webhook subscriptions and live followers alike): `diff` (only new and changed entries), `single` (one single-entry feed per
 //!   entry, oldest first), `full` (the whole document);
 //! - anything else (and a feed that does not parse, whose reason is kept on the topic) is
 //!   delivered whole.
@@ -17,7 +17,7 @@ use crate::{
         state::Audience,
     },
     feed::{self, Analysis},
-    store::{StoreError, Tx, subscriptions, topic_entries, topics},
+    store::{StoreError, Tx, live, subscriptions, topic_entries, topics},
 };
 
 /// One document to distribute and who receives it: the body, or the byte ranges of it the
@@ -73,7 +73,11 @@ pub(super) async fn plan(
     }
     let default = ctx.settings.delivery.feed_default;
     let mut outgoing = Vec::new();
-    for mode in subscriptions::modes_in_use(tx, topic_id, default, now).await? {
+    let mut modes = subscriptions::modes_in_use(tx, topic_id, default, now).await?;
+    modes.extend(live::modes_in_use(tx, topic_id, now).await?);
+    modes.sort_unstable();
+    modes.dedup();
+    for mode in modes {
         let audience = Audience::Mode(mode);
         match mode {
             DeliveryMode::Full => outgoing.push(Outgoing {

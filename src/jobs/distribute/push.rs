@@ -109,6 +109,9 @@ async fn push_claimed(
         std::mem::take(&mut fanned.jobs),
     )
     .await?;
+    if fanned.live_events > 0 {
+        ctx.live.wake(topic.id);
+    }
     tracing::info!(url = %topic.url, unchanged, deliveries = fanned.deliveries, "content pushed by the producer");
     Ok(if unchanged {
         Pushed::Unchanged

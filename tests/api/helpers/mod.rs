@@ -2,6 +2,7 @@
 //! scriptable subscriber and a real publisher, and deadline-bounded waiting.
 
 pub mod app;
+pub mod live;
 pub mod process;
 pub mod publisher;
 pub mod sink;

@@ -1,0 +1,471 @@
+//! Live connections (docs/live.md): `GET /live/events` (Server-Sent Events) and `GET /live/ws`
+//! (WebSocket). Both serve a [`Session`]: the subscriber's backlog, then each update as it is
+//! distributed, a heartbeat while idle (when the token is checked again), and an end when the
+//! token expires or is revoked, or the hub stops.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::{StatusCode, header},
+    web,
+};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::api_error::ErrorBody;
+use crate::{
+    context::HubContext,
+    domain::ids::{LiveEventId, UnixMs},
+    live::{
+        grant::{self, Grant, Refusal},
+        message::parse_event_id,
+        session::Session,
+    },
+    store::{StoreError, live},
+};
+
+/// How long a WebSocket client has to send its `auth` frame.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest WebSocket message a client may send (they are small JSON commands).
+const MAX_CLIENT_FRAME: usize = 64 * 1024;
+
+/// What EventSource waits before reconnecting, in ms (sent as `retry:`).
+const SSE_RETRY_MS: u64 = 2000;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/live/events", web::get().to(events))
+        .route("/live/ws", web::get().to(websocket))
+        .route("/live/demo", web::get().to(super::live_demo::page))
+        .route(
+            "/static/live-demo.js",
+            web::get().to(super::live_demo::script),
+        );
+}
+
+/// An answer refusing a live connection: JSON, as the APIs answer.
+fn refused(refusal: &Refusal) -> HttpResponse {
+    let status = match refusal {
+        Refusal::TopicNotGranted(_) => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    let mut response = HttpResponse::build(status);
+    if status == StatusCode::UNAUTHORIZED {
+        response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+    }
+    response.json(ErrorBody {
+        error: refusal.code(),
+        message: refusal.to_string(),
+    })
+}
+
+fn failed(status: StatusCode, error: &'static str, message: String) -> HttpResponse {
+    if status.is_server_error() {
+        tracing::error!(%message, "live connection failed");
+    }
+    HttpResponse::build(status).json(ErrorBody { error, message })
+}
+
+fn internal(e: StoreError) -> HttpResponse {
+    failed(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}
+
+/// What an SSE request asks for, from its query string and headers.
+struct SseRequest {
+    token: Option<String>,
+    topics: Vec<String>,
+    last_event_id: Option<String>,
+}
+
+impl SseRequest {
+    fn of(req: &HttpRequest) -> Self {
+        let mut out = Self {
+            token: None,
+            topics: Vec::new(),
+            last_event_id: None,
+        };
+        for (key, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+            match key.as_ref() {
+                "token" => out.token = Some(value.into_owned()),
+                "topic" => out.topics.push(value.into_owned()),
+                "last_event_id" => out.last_event_id = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        if let Some(bearer) = header(header::AUTHORIZATION.as_str()).and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+                .map(str::to_owned)
+        }) {
+            out.token = Some(bearer);
+        }
+        // The browser's own reconnect sends the header; a page that kept the id sends the
+        // parameter. The header wins: it is newer.
+        if let Some(id) = header("last-event-id") {
+            out.last_event_id = Some(id);
+        }
+        out
+    }
+}
+
+/// `GET /live/events`: Server-Sent Events.
+pub async fn events(req: HttpRequest, ctx: web::Data<Arc<HubContext>>) -> HttpResponse {
+    let ctx = ctx.get_ref().clone();
+    let asked = SseRequest::of(&req);
+    let after = match asked.last_event_id.as_deref().map(parse_event_id) {
+        None => LiveEventId::new(0),
+        Some(Ok(id)) => id,
+        Some(Err(message)) => {
+            return failed(StatusCode::BAD_REQUEST, "bad_request", message);
+        }
+    };
+    let grant = match grant::authenticate(
+        &ctx.db,
+        asked.token.as_deref(),
+        &asked.topics,
+        UnixMs::now(),
+    )
+    .await
+    {
+        Ok(Ok(grant)) => grant,
+        Ok(Err(refusal)) => return refused(&refusal),
+        Err(e) => return internal(e),
+    };
+    match open(&ctx, grant, after, true).await {
+        Ok((session, ready)) => {
+            let stream = SseStream::new(ctx.clone(), session, &ready).into_stream();
+            HttpResponse::Ok()
+                .content_type("text/event-stream")
+                .insert_header((header::CACHE_CONTROL, "no-cache"))
+                // Proxies such as nginx would otherwise hold events back.
+                .insert_header(("x-accel-buffering", "no"))
+                .streaming(stream)
+        }
+        Err(e) => internal(e),
+    }
+}
+
+/// Opens a session after `after`, consuming what came up to it when `consume` (an SSE resume
+/// passes its events); returns it with its `ready` message: who, which topics, how many
+/// updates wait (they come first), and how many were dropped unseen since last told.
+async fn open(
+    ctx: &Arc<HubContext>,
+    grant: Grant,
+    after: LiveEventId,
+    consume: bool,
+) -> Result<(Session, serde_json::Value), StoreError> {
+    let subscriber = grant.subscriber_id;
+    let topics = grant.topic_ids();
+    let session = Session::open(ctx, grant, after).await?;
+    if consume && after.get() > 0 {
+        session.consume(after).await?;
+    }
+    let backlog = live::backlog_count(&ctx.db, subscriber, &topics, after).await?;
+    let dropped = live::take_dropped(&ctx.db, subscriber).await?;
+    let mut ready = serde_json::json!({
+        "subscriber": session.grant.subscriber,
+        "topics": session.grant.topic_urls(),
+        "backlog": backlog,
+    });
+    if dropped > 0 {
+        ready["dropped"] = dropped.into();
+    }
+    Ok((session, ready))
+}
+
+/// One SSE response's state.
+struct SseStream {
+    ctx: Arc<HubContext>,
+    session: Session,
+    heartbeat: tokio::time::Interval,
+    /// Frames to send before any update (the retry hint, the drop notice).
+    preamble: Vec<String>,
+    ended: bool,
+}
+
+impl SseStream {
+    fn new(ctx: Arc<HubContext>, session: Session, ready: &serde_json::Value) -> Self {
+        let mut preamble = vec![
+            format!("retry: {SSE_RETRY_MS}\nevent: ready\ndata: {ready}\n\n"),
+            ": herald live\n\n".to_owned(),
+        ];
+        if let Some(dropped) = ready.get("dropped") {
+            preamble.insert(
+                0,
+                format!(
+                    "event: dropped\ndata: {}\n\n",
+                    serde_json::json!({ "dropped": dropped })
+                ),
+            );
+        }
+        let period = ctx.settings.live.heartbeat;
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            ctx,
+            session,
+            heartbeat,
+            preamble,
+            ended: false,
+        }
+    }
+
+    fn into_stream(self) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
+        futures::stream::unfold(self, |mut st| async move {
+            let frame = st.next_frame().await?;
+            Some((Ok(Bytes::from(frame)), st))
+        })
+    }
+
+    async fn next_frame(&mut self) -> Option<String> {
+        if self.ended {
+            return None;
+        }
+        if let Some(frame) = self.preamble.pop() {
+            return Some(frame);
+        }
+        let ctx = self.ctx.clone();
+        tokio::select! {
+            update = self.session.next() => match update {
+                Ok(update) => Some(update.sse_frame()),
+                Err(error) => {
+                    tracing::warn!(%error, "live stream ended: the backlog could not be read");
+                    self.end("error", "the hub could not read the backlog; reconnect")
+                }
+            },
+            _ = self.heartbeat.tick() => {
+                let _ = self.session.record_seen().await;
+                match grant::still_valid(&ctx.db, &self.session.grant, UnixMs::now()).await {
+                    Ok(Some(refusal)) => self.end(refusal.code(), &refusal.to_string()),
+                    _ => Some(": heartbeat\n\n".to_owned()),
+                }
+            }
+            _ = ctx.live.closing() => self.end("closing", "the hub is stopping; reconnect"),
+        }
+    }
+
+    /// A last `event: closed` frame; the stream ends after it.
+    fn end(&mut self, code: &str, message: &str) -> Option<String> {
+        self.ended = true;
+        Some(format!(
+            "event: closed\ndata: {}\n\n",
+            serde_json::json!({ "error": code, "message": message })
+        ))
+    }
+}
+
+/// What a WebSocket client sends.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum ClientMessage {
+    Auth {
+        token: String,
+        #[serde(default)]
+        topics: Vec<String>,
+        /// Resume after this event (as `resume` does).
+        #[serde(default)]
+        after: Option<String>,
+    },
+    Ack {
+        id: String,
+    },
+    Resume {
+        after: String,
+    },
+}
+
+/// `GET /live/ws`: a WebSocket; the first frame must be `{"type": "auth", "token": …}`.
+pub async fn websocket(
+    req: HttpRequest,
+    body: web::Payload,
+    ctx: web::Data<Arc<HubContext>>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let stream = stream
+        .max_frame_size(MAX_CLIENT_FRAME)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_CLIENT_FRAME);
+    let ctx = ctx.get_ref().clone();
+    actix_web::rt::spawn(async move {
+        serve_websocket(ctx, session, stream).await;
+    });
+    Ok(response)
+}
+
+fn close_reason(code: CloseCode, description: &str) -> Option<CloseReason> {
+    Some(CloseReason {
+        code,
+        description: Some(description.to_owned()),
+    })
+}
+
+/// Waits for the client's `auth` frame.
+async fn authenticate_ws(
+    ctx: &Arc<HubContext>,
+    ws: &mut actix_ws::Session,
+    stream: &mut actix_ws::AggregatedMessageStream,
+) -> Result<(Grant, LiveEventId), Option<CloseReason>> {
+    let first = tokio::time::timeout(AUTH_TIMEOUT, async {
+        loop {
+            match stream.recv().await {
+                Some(Ok(AggregatedMessage::Text(text))) => return Some(text),
+                Some(Ok(AggregatedMessage::Ping(p))) => {
+                    let _ = ws.pong(&p).await;
+                }
+                Some(Ok(AggregatedMessage::Pong(_))) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await;
+    let text = match first {
+        Err(_) => {
+            return Err(close_reason(
+                CloseCode::Policy,
+                "send {\"type\": \"auth\", \"token\": …} first",
+            ));
+        }
+        Ok(None) => return Err(None),
+        Ok(Some(text)) => text,
+    };
+    let Ok(ClientMessage::Auth {
+        token,
+        topics,
+        after,
+    }) = serde_json::from_str::<ClientMessage>(&text)
+    else {
+        return Err(close_reason(
+            CloseCode::Policy,
+            "the first message must be {\"type\": \"auth\", \"token\": …}",
+        ));
+    };
+    let after = match after.as_deref().map(parse_event_id) {
+        None => LiveEventId::new(0),
+        Some(Ok(id)) => id,
+        Some(Err(message)) => return Err(close_reason(CloseCode::Policy, &message)),
+    };
+    match grant::authenticate(&ctx.db, Some(&token), &topics, UnixMs::now()).await {
+        Ok(Ok(grant)) => Ok((grant, after)),
+        Ok(Err(refusal)) => Err(close_reason(
+            CloseCode::Policy,
+            &format!("{}: {refusal}", refusal.code()),
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "live token check failed");
+            Err(close_reason(CloseCode::Error, "internal error"))
+        }
+    }
+}
+
+async fn serve_websocket(
+    ctx: Arc<HubContext>,
+    mut ws: actix_ws::Session,
+    mut stream: actix_ws::AggregatedMessageStream,
+) {
+    let (grant, after) = match authenticate_ws(&ctx, &mut ws, &mut stream).await {
+        Ok(ok) => ok,
+        Err(reason) => {
+            let _ = ws.close(reason).await;
+            return;
+        }
+    };
+    let (mut session, mut ready) = match open(&ctx, grant, after, false).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            tracing::error!(error = %e, "live session could not start");
+            let _ = ws
+                .close(close_reason(CloseCode::Error, "internal error"))
+                .await;
+            return;
+        }
+    };
+    ready["type"] = "ready".into();
+    if ws.text(ready.to_string()).await.is_err() {
+        return;
+    }
+    let period = ctx.settings.live.heartbeat;
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reason = loop {
+        tokio::select! {
+            update = session.next() => match update {
+                Ok(update) => if ws.text(update.ws_json()).await.is_err() { return },
+                Err(e) => {
+                    tracing::warn!(error = %e, "live stream ended: the backlog could not be read");
+                    break close_reason(CloseCode::Error, "the hub could not read the backlog; reconnect");
+                }
+            },
+            message = stream.recv() => match message {
+                Some(Ok(AggregatedMessage::Text(text))) => {
+                    if let Some(reply) = command(&mut session, &text).await
+                        && ws.text(reply).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Some(Ok(AggregatedMessage::Ping(p))) => { let _ = ws.pong(&p).await; }
+                Some(Ok(AggregatedMessage::Pong(_))) => {}
+                Some(Ok(AggregatedMessage::Binary(_))) => {
+                    let reply = error_message("send JSON text messages");
+                    if ws.text(reply).await.is_err() { return }
+                }
+                Some(Ok(AggregatedMessage::Close(_))) | Some(Err(_)) | None => break None,
+            },
+            _ = heartbeat.tick() => {
+                let _ = session.record_seen().await;
+                if let Ok(Some(refusal)) = grant::still_valid(&ctx.db, &session.grant, UnixMs::now()).await {
+                    break close_reason(CloseCode::Policy, &format!("{}: {refusal}", refusal.code()));
+                }
+                if ws.ping(b"").await.is_err() { return }
+            }
+            _ = ctx.live.closing() => break close_reason(CloseCode::Restart, "the hub is stopping; reconnect"),
+        }
+    };
+    let _ = ws.close(reason).await;
+}
+
+fn error_message(message: &str) -> String {
+    serde_json::json!({ "type": "error", "message": message }).to_string()
+}
+
+/// Runs a client command; returns the reply to send, if any.
+async fn command(session: &mut Session, text: &str) -> Option<String> {
+    let parsed = match serde_json::from_str::<ClientMessage>(text) {
+        Ok(m) => m,
+        Err(e) => {
+            return Some(error_message(&format!(
+                "not a message of this protocol ({e}): send ack or resume"
+            )));
+        }
+    };
+    match parsed {
+        ClientMessage::Auth { .. } => Some(error_message("already authenticated")),
+        ClientMessage::Ack { id } => match parse_event_id(&id) {
+            Err(m) => Some(error_message(&m)),
+            Ok(upto) => match session.consume(upto).await {
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "acknowledgement not recorded");
+                    Some(error_message(
+                        "the acknowledgement was not recorded; send it again",
+                    ))
+                }
+            },
+        },
+        ClientMessage::Resume { after } => match parse_event_id(&after) {
+            Err(m) => Some(error_message(&m)),
+            Ok(after) => {
+                session.rewind(after);
+                None
+            }
+        },
+    }
+}

@@ -1,0 +1,366 @@
+//! Live subscribers: browsers and apps that follow topics over Server-Sent Events or a WebSocket
+//! (docs/live.md).
+//!
+//! A distribution puts each document in the backlog of every live follower of its topic
+//! (`store::live`), in the transaction that records its webhook deliveries, and says so: on
+//! PostgreSQL with `NOTIFY herald_live` (delivered to every process at commit), and in this
+//! process through [`Hub::wake`]. Each process that holds connections runs one dispatcher
+//! ([`Hub::start`]): woken for a topic, it reads that topic's new events once, assembles each
+//! document once, and hands them to the connections of their subscribers; every
+//! `HERALD_LIVE_POLL` it also looks without being woken, in case a notification was lost. A connection first reads
+//! its own backlog, then takes what the dispatcher hands it ([`session::Session`]); one that
+//! falls behind is cut off from the dispatcher and reads the database again, so a slow
+//! connection costs memory for a bounded queue and no more.
+//!
+//! - [`grant`]: tokens and the check a connection passes;
+//! - [`message`]: the JSON and event ids sent;
+//! - [`session`]: one connection's stream of updates.
+
+pub mod grant;
+pub mod message;
+pub mod session;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, watch};
+
+use self::message::{Document, Update};
+use crate::{
+    context::HubContext,
+    domain::ids::{ContentId, LiveEventId, LiveSubscriberId, TopicId},
+    store::{
+        Db, StoreError, Tx,
+        contents::{self, BodyCache},
+        dispatch_tx, live,
+    },
+};
+
+/// The PostgreSQL channel distributions notify.
+pub const CHANNEL: &str = "herald_live";
+
+/// Updates waiting for one connection before it counts as fallen behind.
+const CONNECTION_QUEUE: usize = 256;
+
+/// Events read per statement.
+const PAGE: i64 = 500;
+
+/// This process's live connections, by topic and subscriber, and the dispatcher's inbox.
+#[derive(Debug)]
+pub struct Hub {
+    topics: Mutex<HashMap<TopicId, Followers>>,
+    wake_tx: mpsc::UnboundedSender<TopicId>,
+    wake_rx: Mutex<Option<mpsc::UnboundedReceiver<TopicId>>>,
+    next_connection: AtomicU64,
+    closing: watch::Sender<bool>,
+}
+
+#[derive(Debug)]
+struct Followers {
+    /// The newest event of the topic handed out (or already there when the first connection
+    /// came).
+    handed_out: LiveEventId,
+    connections: HashMap<LiveSubscriberId, Vec<Connection>>,
+}
+
+#[derive(Debug)]
+struct Connection {
+    id: u64,
+    tx: mpsc::Sender<Update>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+        Self {
+            topics: Mutex::default(),
+            wake_tx,
+            wake_rx: Mutex::new(Some(wake_rx)),
+            next_connection: AtomicU64::new(1),
+            closing: watch::channel(false).0,
+        }
+    }
+}
+
+/// A connection's place in the hub: updates arrive on `rx`; dropping it leaves.
+#[derive(Debug)]
+pub struct Registration {
+    hub: Arc<HubContext>,
+    id: u64,
+    topics: Vec<TopicId>,
+    pub rx: mpsc::Receiver<Update>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.live.leave(self.id, &self.topics);
+    }
+}
+
+impl Hub {
+    /// Tells this process's dispatcher that `topic` has new events (after the commit).
+    pub fn wake(&self, topic: TopicId) {
+        if self.lock().contains_key(&topic) {
+            let _ = self.wake_tx.send(topic);
+        }
+    }
+
+    /// How many connections this process holds.
+    pub fn connections(&self) -> usize {
+        self.lock()
+            .values()
+            .flat_map(|f| f.connections.values())
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Resolves when the process is stopping: connections end.
+    pub async fn closing(&self) {
+        let mut rx = self.closing.subscribe();
+        let _ = rx.wait_for(|closing| *closing).await;
+    }
+
+    /// Ends every connection (a graceful stop).
+    pub fn close_all(&self) {
+        self.closing.send_replace(true);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TopicId, Followers>> {
+        self.topics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn leave(&self, id: u64, topics: &[TopicId]) {
+        let mut map = self.lock();
+        for topic in topics {
+            if let Some(followers) = map.get_mut(topic) {
+                for conns in followers.connections.values_mut() {
+                    conns.retain(|c| c.id != id);
+                }
+                followers.connections.retain(|_, conns| !conns.is_empty());
+                if followers.connections.is_empty() {
+                    map.remove(topic);
+                }
+            }
+        }
+    }
+
+    /// Cuts connections off (their queue was full, or they went): they read the database again.
+    fn cut_off(&self, ids: &BTreeSet<u64>) {
+        let mut map = self.lock();
+        for followers in map.values_mut() {
+            for conns in followers.connections.values_mut() {
+                conns.retain(|c| !ids.contains(&c.id));
+            }
+            followers.connections.retain(|_, conns| !conns.is_empty());
+        }
+        map.retain(|_, f| !f.connections.is_empty());
+    }
+}
+
+/// Joins `subscriber`'s connection to the topics; events of them newer than what the
+/// dispatcher had handed out when it joined arrive on the registration.
+pub async fn register(
+    ctx: &Arc<HubContext>,
+    subscriber: LiveSubscriberId,
+    topics: &[TopicId],
+) -> Result<Registration, StoreError> {
+    let mut newest = HashMap::new();
+    for topic in topics {
+        if !ctx.live.lock().contains_key(topic) {
+            newest.insert(*topic, live::newest_event(&ctx.db, *topic).await?);
+        }
+    }
+    let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
+    let id = ctx.live.next_connection.fetch_add(1, Ordering::Relaxed);
+    let mut map = ctx.live.lock();
+    for topic in topics {
+        let followers = map.entry(*topic).or_insert_with(|| Followers {
+            handed_out: newest.get(topic).copied().unwrap_or(LiveEventId::new(0)),
+            connections: HashMap::new(),
+        });
+        followers
+            .connections
+            .entry(subscriber)
+            .or_default()
+            .push(Connection { id, tx: tx.clone() });
+    }
+    drop(map);
+    Ok(Registration {
+        hub: ctx.clone(),
+        id,
+        topics: topics.to_vec(),
+        rx,
+    })
+}
+
+/// In a fan-out's transaction: tells every process, at commit, that `topic` has new events
+/// (PostgreSQL `NOTIFY`; with SQLite there is only this process, woken by [`Hub::wake`]).
+pub async fn announce(tx: &mut Tx, topic: TopicId) -> Result<(), StoreError> {
+    if let Tx::Pg(_) = tx {
+        dispatch_tx!(tx, c => sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL).bind(topic.to_string()).execute(c).await?.rows_affected());
+    }
+    Ok(())
+}
+
+/// Starts this process's dispatcher and, on PostgreSQL, its listener.
+pub fn start(ctx: Arc<HubContext>) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(rx) = ctx
+        .live
+        .wake_rx
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    else {
+        return Vec::new();
+    };
+    let mut tasks = vec![tokio::spawn(dispatch(ctx.clone(), rx))];
+    if let Db::Pg(pool) = &ctx.db {
+        tasks.push(tokio::spawn(listen(ctx.clone(), pool.clone())));
+    }
+    tasks
+}
+
+async fn dispatch(ctx: Arc<HubContext>, mut rx: mpsc::UnboundedReceiver<TopicId>) {
+    let mut poll = tokio::time::interval(ctx.settings.live.poll);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cache = BodyCache::default();
+    loop {
+        let mut due = BTreeSet::new();
+        tokio::select! {
+            woken = rx.recv() => match woken {
+                Some(topic) => { due.insert(topic); }
+                None => return,
+            },
+            _ = poll.tick() => due.extend(ctx.live.lock().keys().copied()),
+        }
+        while let Ok(topic) = rx.try_recv() {
+            due.insert(topic);
+        }
+        for topic in due {
+            if let Err(error) = hand_out(&ctx, topic, &mut cache).await {
+                tracing::warn!(%topic, %error, "live updates could not be read; trying again soon");
+            }
+        }
+    }
+}
+
+/// Hands the new events of `topic` to the connections of their subscribers.
+async fn hand_out(
+    ctx: &Arc<HubContext>,
+    topic: TopicId,
+    cache: &mut BodyCache,
+) -> Result<(), StoreError> {
+    loop {
+        let Some(after) = ctx.live.lock().get(&topic).map(|f| f.handed_out) else {
+            return Ok(());
+        };
+        let rows = live::new_events(&ctx.db, topic, after, PAGE).await?;
+        let Some(last) = rows.last().map(|r| r.id) else {
+            return Ok(());
+        };
+        let updates = updates_of(&ctx.db, &rows, cache).await?;
+        let mut behind = BTreeSet::new();
+        {
+            let mut map = ctx.live.lock();
+            let Some(followers) = map.get_mut(&topic) else {
+                return Ok(());
+            };
+            for (row, update) in rows.iter().zip(updates) {
+                if row.id <= followers.handed_out {
+                    continue;
+                }
+                for conn in followers
+                    .connections
+                    .get(&row.subscriber_id)
+                    .into_iter()
+                    .flatten()
+                {
+                    if conn.tx.try_send(update.clone()).is_err() {
+                        behind.insert(conn.id);
+                    }
+                }
+            }
+            followers.handed_out = followers.handed_out.max(last);
+        }
+        if !behind.is_empty() {
+            ctx.live.cut_off(&behind);
+        }
+        if (rows.len() as i64) < PAGE {
+            return Ok(());
+        }
+    }
+}
+
+/// The updates of backlog rows, each document loaded and encoded once.
+pub async fn updates_of(
+    db: &Db,
+    rows: &[live::EventRow],
+    cache: &mut BodyCache,
+) -> Result<Vec<Update>, StoreError> {
+    let mut ids: Vec<ContentId> = rows.iter().map(|r| r.content_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let loaded = contents::load_many(db, &ids, cache).await?;
+    let docs: HashMap<ContentId, Arc<Document>> = loaded
+        .iter()
+        .map(|(id, content)| (*id, Arc::new(Document::from_content(content))))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let doc = docs.get(&r.content_id).cloned().ok_or_else(|| {
+                StoreError::corrupt("live_events", r.id.get(), "its document is gone")
+            })?;
+            Ok(Update {
+                position: r.id,
+                topic_id: r.topic_id,
+                seq: r.seq,
+                doc,
+            })
+        })
+        .collect()
+}
+
+/// Wakes the dispatcher for every topic another process announced.
+async fn listen(ctx: Arc<HubContext>, pool: sqlx::PgPool) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for live updates; polling meanwhile");
+                tokio::time::sleep(ctx.settings.live.poll).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen(CHANNEL).await {
+            tracing::warn!(%error, "cannot listen for live updates; polling meanwhile");
+            tokio::time::sleep(ctx.settings.live.poll).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(note) => {
+                    if let Ok(topic) = note.payload().parse::<TopicId>() {
+                        ctx.live.wake(topic);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "lost the live notification channel; reconnecting");
+                    break;
+                }
+            }
+        }
+        // Whatever was announced meanwhile: look at every topic.
+        let topics: Vec<TopicId> = ctx.live.lock().keys().copied().collect();
+        for topic in topics {
+            ctx.live.wake(topic);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
