@@ -57,6 +57,14 @@ pub struct Metrics {
     pending_deliveries: Gauge,
     subscriptions: Family<StateLabel, Gauge>,
     paused_hosts: Gauge,
+    live_connections: Gauge,
+    live_sent: Family<TransportLabel, Counter>,
+    live_backlog: Gauge,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabel {
+    transport: &'static str,
 }
 
 impl Default for Metrics {
@@ -119,8 +127,29 @@ impl Default for Metrics {
             "Callback hosts whose circuit breaker is open (sampled when scraped)",
             paused_hosts.clone(),
         );
+        let live_connections = Gauge::default();
+        registry.register(
+            "live_connections",
+            "Live connections (SSE and WebSocket) this process holds",
+            live_connections.clone(),
+        );
+        let live_sent = Family::<TransportLabel, Counter>::default();
+        registry.register(
+            "live_updates_sent",
+            "Updates sent to live connections, by transport (sse, websocket)",
+            live_sent.clone(),
+        );
+        let live_backlog = Gauge::default();
+        registry.register(
+            "live_backlog",
+            "Updates waiting in live subscribers' backlogs (sampled when scraped)",
+            live_backlog.clone(),
+        );
         Self {
             registry,
+            live_connections,
+            live_sent,
+            live_backlog,
             http_requests,
             verifications,
             fetches,
@@ -166,9 +195,20 @@ impl Metrics {
             .observe(accepted.until(now).as_secs_f64());
     }
 
-    /// Samples the stored state and encodes everything in the Prometheus text format.
-    pub async fn render(&self, db: &Db) -> Result<String, StoreError> {
+    /// An update sent to a live connection over `transport` (`sse`, `websocket`).
+    pub fn live_sent(&self, transport: &'static str) {
+        self.live_sent
+            .get_or_create(&TransportLabel { transport })
+            .inc();
+    }
+
+    /// Samples the stored state and encodes everything in the Prometheus text format, with the
+    /// live connections this process holds.
+    pub async fn render(&self, db: &Db, live_connections: usize) -> Result<String, StoreError> {
         let sample = crate::store::views::sample_status(db).await?;
+        self.live_connections.set(live_connections as i64);
+        self.live_backlog
+            .set(crate::store::live::backlog_total(db).await?);
         for (queue, depth) in crate::jobs::queue::depths(db).await? {
             self.queue_depth
                 .get_or_create(&QueueLabel {

@@ -235,7 +235,10 @@ impl SseStream {
         let ctx = self.ctx.clone();
         tokio::select! {
             update = self.session.next() => match update {
-                Ok(update) => Some(update.sse_frame()),
+                Ok(update) => {
+                    ctx.metrics.live_sent("sse");
+                    Some(update.sse_frame())
+                }
                 Err(error) => {
                     tracing::warn!(%error, "live stream ended: the backlog could not be read");
                     self.end("error", "the hub could not read the backlog; reconnect")
@@ -397,7 +400,10 @@ async fn serve_websocket(
     let reason = loop {
         tokio::select! {
             update = session.next() => match update {
-                Ok(update) => if ws.text(update.ws_json()).await.is_err() { return },
+                Ok(update) => {
+                    ctx.metrics.live_sent("websocket");
+                    if ws.text(update.ws_json()).await.is_err() { return }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "live stream ended: the backlog could not be read");
                     break close_reason(CloseCode::Error, "the hub could not read the backlog; reconnect");

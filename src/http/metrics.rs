@@ -28,7 +28,7 @@ pub async fn get(req: HttpRequest, ctx: web::Data<Arc<HubContext>>) -> HttpRespo
                 .body("the metrics need Authorization: Bearer <HERALD_METRICS_TOKEN>\n");
         }
     }
-    match ctx.metrics.render(&ctx.db).await {
+    match ctx.metrics.render(&ctx.db, ctx.live.connections()).await {
         Ok(text) => HttpResponse::Ok()
             .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
             .body(text),

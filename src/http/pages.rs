@@ -29,6 +29,7 @@ th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd;vertical-
 th{overflow-wrap:normal}
 form{display:grid;gap:.5rem;margin:1rem 0;padding:1rem;border:1px solid #ddd;border-radius:6px}
 input{padding:.4rem;font-size:1rem;width:100%;box-sizing:border-box}button{padding:.5rem;font-size:1rem}
+li.update pre{margin:.25rem 0 .75rem;white-space:pre-wrap}li.missed pre{border-left:3px solid #b35c00}
 .state{font-weight:bold}.bad{color:#a40000}.good{color:#0a6b18}.note{color:#555}
 @media (max-width:40rem){table{font-size:.8rem}}";
 

@@ -453,14 +453,8 @@ pub async fn sweep(db: &Db, before: UnixMs, ended_before: UnixMs) -> Result<u64,
     Ok(removed)
 }
 
-/// The live subscriber's name and whether it exists.
-pub async fn subscriber_name(db: &Db, id: LiveSubscriberId) -> Result<Option<String>, StoreError> {
-    let sql = "SELECT name FROM live_subscribers WHERE id = $1";
-    Ok(dispatch!(db, c => sqlx::query_scalar(sql).bind(id).fetch_optional(c).await?))
-}
-
-/// How many events wait in the backlog of a subscriber (its stored count).
-pub async fn backlog_size(db: &Db, name: &str) -> Result<Option<i64>, StoreError> {
-    let sql = "SELECT backlog FROM live_subscribers WHERE name = $1";
-    Ok(dispatch!(db, c => sqlx::query_scalar(sql).bind(name).fetch_optional(c).await?))
+/// How many events wait in every backlog together (the stored counts).
+pub async fn backlog_total(db: &Db) -> Result<i64, StoreError> {
+    let sql = "SELECT CAST(COALESCE(SUM(backlog), 0) AS BIGINT) FROM live_subscribers";
+    Ok(dispatch!(db, c => sqlx::query_scalar(sql).fetch_one(c).await?))
 }

@@ -10,7 +10,7 @@ use std::{
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::helpers::{Answer, Publisher, Subscriber, TestApp, eventually, loopback_listener};
+use crate::helpers::{Answer, Publisher, Subscriber, TestApp, eventually, live, loopback_listener};
 
 /// A chromedriver on a free port, and a browser session through it.
 struct Browser {
@@ -206,5 +206,72 @@ async fn a_hostile_topic_url_is_shown_as_text() {
     tokio::time::timeout(Duration::from_secs(5), browser.screenshot("topic-details"))
         .await
         .expect("screenshot in time");
+    browser.close().await;
+}
+
+/// The live demo page: a person pastes a token, sees what waited, then each publish live; after
+/// leaving and coming back, the page shows only what they missed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_follows_a_topic_live_on_the_demo_page_and_sees_what_they_missed() {
+    let app = TestApp::spawn_with(&[("HERALD_PRODUCER_TOKEN", live::PRODUCER_TOKEN)]).await;
+    let topic = "http://127.0.0.1:9/live/chat";
+    let token = live::token(&app, "alice", &[topic]).await;
+    live::push(&app, topic, "text/plain", "Hello from before").await;
+
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    let demo = format!("http://127.0.0.1:{}/live/demo", app.port);
+    c.goto(&demo).await.expect("demo page");
+    let form = c.form(Locator::Css("form#connect")).await.expect("form");
+    form.set_by_name("token", &token).await.expect("token");
+    // Clicked, so the page's script handles it (a direct submit would bypass it).
+    c.find(Locator::Css("form#connect button[type=submit]"))
+        .await
+        .expect("the follow button")
+        .click()
+        .await
+        .expect("clicked");
+    let updates = || async {
+        let items = c.find_all(Locator::Css("li.update")).await.ok()?;
+        let mut texts = Vec::new();
+        for item in items {
+            texts.push(item.text().await.ok()?);
+        }
+        Some(texts)
+    };
+    let shown = eventually("the waiting update on the page", || async {
+        updates().await.filter(|t| t.len() == 1)
+    })
+    .await;
+    assert!(shown[0].contains("Hello from before"), "{shown:?}");
+    assert!(shown[0].contains("while you were away"), "{shown:?}");
+    assert!(browser.text_of("#status").await.contains("as alice"));
+
+    live::push(&app, topic, "text/plain", "A message, live").await;
+    let shown = eventually("the live update on the page", || async {
+        updates().await.filter(|t| t.len() == 2)
+    })
+    .await;
+    assert!(
+        shown[1].contains("A message, live") && shown[1].contains("· live"),
+        "{shown:?}"
+    );
+    browser.screenshot("live-demo").await;
+
+    // Away: the page is closed while another message is published.
+    c.goto("about:blank").await.expect("away");
+    live::push(&app, topic, "text/plain", "Sent while you were away").await;
+    c.goto(&demo).await.expect("back");
+    let shown = eventually("the missed update after coming back", || async {
+        updates().await.filter(|t| t.len() == 1)
+    })
+    .await;
+    assert!(shown[0].contains("Sent while you were away"), "{shown:?}");
+    assert!(shown[0].contains("while you were away"), "{shown:?}");
+    // What the page had shown before was consumed by its resume.
+    eventually("the shown updates to be consumed", || async {
+        (app.count("SELECT COUNT(*) FROM live_events").await == 1).then_some(())
+    })
+    .await;
     browser.close().await;
 }

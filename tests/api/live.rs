@@ -292,6 +292,33 @@ async fn an_update_reaches_every_connection_with_the_webhook_event_id() {
     assert_eq!(body(&update), "//4AQQ==");
     assert_eq!(update["sequence"], 2);
     assert_eq!(tab1.updates(1).await[0].data["encoding"], "base64");
+    tab2.updates(1).await;
+
+    let metrics = app
+        .client
+        .get(format!("http://127.0.0.1:{}/metrics", app.port))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    assert_eq!(sample("herald_live_connections"), Some(3.0), "{metrics}");
+    assert_eq!(
+        sample("herald_live_updates_sent_total{transport=\"sse\"}"),
+        Some(4.0)
+    );
+    assert_eq!(
+        sample("herald_live_updates_sent_total{transport=\"websocket\"}"),
+        Some(2.0)
+    );
+    // SSE events stay until a later Last-Event-ID passes them; WebSocket ones until acked.
+    assert_eq!(sample("herald_live_backlog"), Some(2.0));
     ws.close().await;
 }
 
