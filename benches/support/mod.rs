@@ -168,6 +168,10 @@ impl HubProcess {
         Self { child, port }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn hub_url(&self) -> String {
         format!("http://127.0.0.1:{}/hub", self.port)
     }

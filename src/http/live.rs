@@ -181,6 +181,16 @@ async fn open(
     Ok((session, ready))
 }
 
+/// A heartbeat's work: records what was sent, and checks the token again (a database hiccup
+/// keeps the connection).
+async fn beat(ctx: &HubContext, session: &mut Session) -> Option<Refusal> {
+    let _ = session.record_seen().await;
+    grant::still_valid(&ctx.db, &session.grant, UnixMs::now())
+        .await
+        .ok()
+        .flatten()
+}
+
 /// One SSE response's state.
 struct SseStream {
     ctx: Arc<HubContext>,
@@ -244,13 +254,10 @@ impl SseStream {
                     self.end("error", "the hub could not read the backlog; reconnect")
                 }
             },
-            _ = self.heartbeat.tick() => {
-                let _ = self.session.record_seen().await;
-                match grant::still_valid(&ctx.db, &self.session.grant, UnixMs::now()).await {
-                    Ok(Some(refusal)) => self.end(refusal.code(), &refusal.to_string()),
-                    _ => Some(": heartbeat\n\n".to_owned()),
-                }
-            }
+            _ = self.heartbeat.tick() => match Box::pin(beat(&ctx, &mut self.session)).await {
+                Some(refusal) => self.end(refusal.code(), &refusal.to_string()),
+                None => Some(": heartbeat\n\n".to_owned()),
+            },
             _ = ctx.live.closing() => self.end("closing", "the hub is stopping; reconnect"),
         }
     }
@@ -411,7 +418,7 @@ async fn serve_websocket(
             },
             message = stream.recv() => match message {
                 Some(Ok(AggregatedMessage::Text(text))) => {
-                    if let Some(reply) = command(&mut session, &text).await
+                    if let Some(reply) = Box::pin(command(&mut session, &text)).await
                         && ws.text(reply).await.is_err()
                     {
                         return;
@@ -426,8 +433,7 @@ async fn serve_websocket(
                 Some(Ok(AggregatedMessage::Close(_))) | Some(Err(_)) | None => break None,
             },
             _ = heartbeat.tick() => {
-                let _ = session.record_seen().await;
-                if let Ok(Some(refusal)) = grant::still_valid(&ctx.db, &session.grant, UnixMs::now()).await {
+                if let Some(refusal) = Box::pin(beat(&ctx, &mut session)).await {
                     break close_reason(CloseCode::Policy, &format!("{}: {refusal}", refusal.code()));
                 }
                 if ws.ping(b"").await.is_err() { return }

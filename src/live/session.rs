@@ -69,15 +69,9 @@ impl Session {
                 continue;
             }
             if let Some(cursor) = self.cursor {
-                let rows = live::backlog(
-                    &self.ctx.db,
-                    self.grant.subscriber_id,
-                    &self.topics,
-                    cursor,
-                    BACKLOG_PAGE,
-                )
-                .await?;
-                let updates = updates_of(&self.ctx.db, &rows, &mut self.cache).await?;
+                // Boxed: the database futures are large, and a connection's resting future
+                // (waiting on `rx`) should not carry their size for its whole life.
+                let (rows, updates) = Box::pin(self.read_backlog(cursor)).await?;
                 self.cursor = match rows.last() {
                     Some(last) if rows.len() as i64 == BACKLOG_PAGE => Some(last.id),
                     _ => None,
@@ -90,12 +84,29 @@ impl Session {
                 None => {
                     // Fallen behind and cut off: join again and read what was missed.
                     self.registration =
-                        register(&self.ctx, self.grant.subscriber_id, &self.topics).await?;
+                        Box::pin(register(&self.ctx, self.grant.subscriber_id, &self.topics))
+                            .await?;
                     let oldest_sent = self.sent.values().min().copied();
                     self.cursor = Some(oldest_sent.unwrap_or(LiveEventId::new(0)));
                 }
             }
         }
+    }
+
+    async fn read_backlog(
+        &mut self,
+        cursor: LiveEventId,
+    ) -> Result<(Vec<live::EventRow>, Vec<Update>), StoreError> {
+        let rows = live::backlog(
+            &self.ctx.db,
+            self.grant.subscriber_id,
+            &self.topics,
+            cursor,
+            BACKLOG_PAGE,
+        )
+        .await?;
+        let updates = updates_of(&self.ctx.db, &rows, &mut self.cache).await?;
+        Ok((rows, updates))
     }
 
     /// Goes back: what came after `after` is sent again (a WebSocket `resume`).

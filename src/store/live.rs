@@ -6,8 +6,6 @@
 //! only the subscribers over the bound, and what was removed unseen (`dropped`), so the next
 //! connection can say how much is missing.
 
-use std::collections::BTreeMap;
-
 use super::{Db, StoreError, Tx, bind_all, dispatch, dispatch_tx, in_list_chunks};
 use crate::domain::{
     delivery_mode::DeliveryMode,
@@ -182,7 +180,7 @@ pub async fn modes_in_use(
 }
 
 /// Puts one document in the backlog of every live follower of its topic it is for, numbered
-/// per follower; returns who got it.
+/// per follower, and counts it in their backlogs; returns how many got it.
 pub async fn fan_out(
     tx: &mut Tx,
     content_id: ContentId,
@@ -190,15 +188,22 @@ pub async fn fan_out(
     audience: Audience,
     seq_offset: i64,
     now: UnixMs,
-) -> Result<Vec<LiveSubscriberId>, StoreError> {
-    let sql = "INSERT INTO live_events (subscriber_id, topic_id, content_id, seq, created_at)
-               SELECT f.subscriber_id, f.topic_id, $1, f.seq + $4, $3 FROM live_follows f
-               WHERE f.topic_id = $2 AND f.expires_at > $3 AND ($5 = 'whole' OR f.mode = $5)
-               ORDER BY f.subscriber_id
-               RETURNING subscriber_id";
-    Ok(dispatch_tx!(tx, c => sqlx::query_scalar(sql)
+) -> Result<usize, StoreError> {
+    let insert = "INSERT INTO live_events (subscriber_id, topic_id, content_id, seq, created_at)
+                  SELECT f.subscriber_id, f.topic_id, $1, f.seq + $4, $3 FROM live_follows f
+                  WHERE f.topic_id = $2 AND f.expires_at > $3 AND ($5 = 'whole' OR f.mode = $5)
+                  ORDER BY f.subscriber_id";
+    let count = "UPDATE live_subscribers SET backlog = backlog + 1 WHERE id IN (
+                     SELECT f.subscriber_id FROM live_follows f
+                     WHERE f.topic_id = $1 AND f.expires_at > $2 AND ($3 = 'whole' OR f.mode = $3))";
+    let added = dispatch_tx!(tx, c => sqlx::query(insert)
         .bind(content_id).bind(topic_id).bind(now).bind(seq_offset).bind(audience.as_str())
-        .fetch_all(c).await?))
+        .execute(c).await?.rows_affected());
+    if added > 0 {
+        dispatch_tx!(tx, c => sqlx::query(count).bind(topic_id).bind(now).bind(audience.as_str())
+            .execute(c).await?.rows_affected());
+    }
+    Ok(added as usize)
 }
 
 /// Advances the live followers' sequence counters of a topic, as `subscriptions::advance_sequences`
@@ -218,33 +223,14 @@ pub async fn advance_sequences(
     Ok(())
 }
 
-/// Counts what a fan-out added to each subscriber's backlog and removes the oldest events of
-/// those now over `max`. Returns how many events were removed.
-pub async fn count_and_bound(
-    tx: &mut Tx,
-    added: &BTreeMap<LiveSubscriberId, i64>,
-    max: i64,
-) -> Result<u64, StoreError> {
-    let mut by_count: BTreeMap<i64, Vec<LiveSubscriberId>> = BTreeMap::new();
-    for (s, n) in added {
-        by_count.entry(*n).or_default().push(*s);
-    }
-    let add = "UPDATE live_subscribers SET backlog = backlog + $1 WHERE id IN ({list})";
-    let over = "SELECT id, backlog - $1, seen_upto FROM live_subscribers
-                WHERE backlog > $1 AND id IN ({list})";
-    let mut over_bound: Vec<(LiveSubscriberId, i64, LiveEventId)> = Vec::new();
-    for (n, subscribers) in &by_count {
-        for (sql, chunk) in in_list_chunks(add, 2, subscribers) {
-            dispatch_tx!(tx, c => bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(n), chunk)
-                .execute(c).await?.rows_affected());
-        }
-        for (sql, chunk) in in_list_chunks(over, 2, subscribers) {
-            let rows: Vec<(LiveSubscriberId, i64, LiveEventId)> = dispatch_tx!(tx, c =>
-                bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(max), chunk)
-                    .fetch_all(c).await?);
-            over_bound.extend(rows);
-        }
-    }
+/// Removes the oldest events of the followers of `topic` whose backlog is now over `max`.
+/// Returns how many events were removed.
+pub async fn bound(tx: &mut Tx, topic: TopicId, max: i64) -> Result<u64, StoreError> {
+    let over = "SELECT s.id, s.backlog - $2, s.seen_upto FROM live_subscribers s
+                WHERE s.backlog > $2
+                  AND s.id IN (SELECT f.subscriber_id FROM live_follows f WHERE f.topic_id = $1)";
+    let over_bound: Vec<(LiveSubscriberId, i64, LiveEventId)> = dispatch_tx!(tx, c =>
+        sqlx::query_as(over).bind(topic).bind(max).fetch_all(c).await?);
     let mut removed = 0;
     for (subscriber, excess, seen_upto) in over_bound {
         removed += remove_oldest(tx, subscriber, excess, seen_upto).await?;

@@ -274,7 +274,6 @@ async fn fan_out_body(
         .map_or(ctx.public_url.as_str(), String::as_str);
     let default = ctx.settings.delivery.feed_default;
     let mut per_audience: Vec<(Audience, i64)> = Vec::new();
-    let mut live_added = std::collections::BTreeMap::new();
     for doc in &outgoing {
         let content = contents::NewContent {
             topic_id: topic.id,
@@ -301,12 +300,8 @@ async fn fan_out_body(
         )
         .await?;
         fanned.deliveries += ids.len();
-        let followers =
+        fanned.live_events +=
             live::fan_out(tx, content_id, topic.id, doc.audience, doc.seq_offset, now).await?;
-        fanned.live_events += followers.len();
-        for f in followers {
-            *live_added.entry(f).or_insert(0) += 1;
-        }
         // Later single-entry documents wait for the earlier ones to the same subscriptions:
         // finishing one sends the next (`jobs::deliver`), so only the first are queued.
         let first = doc.seq_offset == 1;
@@ -324,7 +319,7 @@ async fn fan_out_body(
     if fanned.live_events > 0 {
         live::advance_sequences(tx, topic.id, now, &per_audience).await?;
         let max = ctx.settings.live.backlog_max as i64;
-        live::count_and_bound(tx, &live_added, max).await?;
+        live::bound(tx, topic.id, max).await?;
         crate::live::announce(tx, topic.id).await?;
     }
     Ok(fanned)
