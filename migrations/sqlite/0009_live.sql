@@ -45,12 +45,15 @@ CREATE TABLE live_follows (
 );
 CREATE INDEX live_follows_topic ON live_follows (topic_id, expires_at);
 
--- The backlog: one row per document per subscriber; its id is the event's position.
+-- The backlog: one row per document per subscriber; its id is the event's position. Written
+-- ten thousand rows at a time by one fan-out, so without foreign keys (their per-row checks
+-- were most of its cost): contents are pruned only when no event refers to them, subscribers
+-- only when they have no events (src/store/live.rs, src/store/contents.rs).
 CREATE TABLE live_events (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    subscriber_id INTEGER NOT NULL REFERENCES live_subscribers (id),
-    topic_id      INTEGER NOT NULL REFERENCES topics (id),
-    content_id    INTEGER NOT NULL REFERENCES contents (id),
+    subscriber_id INTEGER NOT NULL,
+    topic_id      INTEGER NOT NULL,
+    content_id    INTEGER NOT NULL,
     seq           INTEGER NOT NULL,
     created_at    INTEGER NOT NULL
 );

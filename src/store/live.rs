@@ -191,8 +191,7 @@ pub async fn fan_out(
 ) -> Result<usize, StoreError> {
     let insert = "INSERT INTO live_events (subscriber_id, topic_id, content_id, seq, created_at)
                   SELECT f.subscriber_id, f.topic_id, $1, f.seq + $4, $3 FROM live_follows f
-                  WHERE f.topic_id = $2 AND f.expires_at > $3 AND ($5 = 'whole' OR f.mode = $5)
-                  ORDER BY f.subscriber_id";
+                  WHERE f.topic_id = $2 AND f.expires_at > $3 AND ($5 = 'whole' OR f.mode = $5)";
     let count = "UPDATE live_subscribers SET backlog = backlog + 1 WHERE id IN (
                      SELECT f.subscriber_id FROM live_follows f
                      WHERE f.topic_id = $1 AND f.expires_at > $2 AND ($3 = 'whole' OR f.mode = $3))";
