@@ -629,3 +629,24 @@ async fn a_worker_process_distribution_reaches_a_web_process_connection() {
     assert!(sse.quiet_for(Duration::from_millis(300)).await.is_none());
     worker.stop().await;
 }
+
+/// A graceful stop ends live connections with a reason (the clients reconnect to the next
+/// process), instead of holding the stop until the server's drain gives up on them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopping_hub_ends_its_live_connections_with_a_reason() {
+    let app = hub(&[]).await;
+    let alice = token(&app, "alice", &[TOPIC]).await;
+    let mut sse = Sse::open(&app, &alice).await;
+    sse.expect("ready").await;
+    let (mut ws, _) = Ws::open(&app, json!({"type": "auth", "token": alice})).await;
+    let stopping = tokio::spawn(app.stop());
+    let closed = sse.expect("closed").await;
+    assert_eq!(closed.data["error"], "closing");
+    assert!(sse.next().await.is_none(), "the stream ends");
+    let closed = ws.next().await.expect_err("closed");
+    assert_eq!(closed.code, 1012, "{}", closed.reason);
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("the stop does not wait for the drain timeout")
+        .expect("stopped");
+}
