@@ -168,6 +168,25 @@ impl HubProcess {
         Self { child, port }
     }
 
+    /// Starts `herald serve` as a worker (`HERALD_ROLE=worker` among `vars`): it serves no HTTP,
+    /// so there is nothing to wait for.
+    pub fn start_worker(database_url: &str, vars: &[(&str, &str)]) -> Self {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.arg("serve")
+            .env("HERALD_DATABASE_URL", database_url)
+            .env("HERALD_LISTEN", "127.0.0.1:0")
+            .env("HERALD_ALLOW_PRIVATE_ADDRESSES", "true")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        Self {
+            child: cmd.spawn().expect("herald starts"),
+            port: 0,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
