@@ -353,13 +353,7 @@ async fn main() {
     let requests: Vec<String> = (0..o.subscriptions)
         .map(|i| {
             let callback = format!("http://127.0.0.1:{}/cb/{i}", ports[i % SINK_PORTS]);
-            url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs([
-                    ("hub.mode", "subscribe"),
-                    ("hub.topic", big_url.as_str()),
-                    ("hub.callback", callback.as_str()),
-                ])
-                .finish()
+            subscribe_form(&big_url, &callback, &[])
         })
         .collect();
     let sent = bar(o.subscriptions, "subscribe requests");
@@ -400,26 +394,8 @@ async fn main() {
     let probe = "probe";
     let probe_url = topic_url(probe);
     set_topic(probe, "text/plain", b"probe 0".to_vec());
-    let status = client
-        .post(hub.as_str())
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(
-            url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs([
-                    ("hub.mode", "subscribe"),
-                    ("hub.topic", probe_url.as_str()),
-                    (
-                        "hub.callback",
-                        &format!("http://127.0.0.1:{}/probe", ports[1]),
-                    ),
-                ])
-                .finish(),
-        )
-        .send()
-        .await
-        .expect("subscribed")
-        .status();
-    assert_eq!(status.as_u16(), 202);
+    let probe_callback = format!("http://127.0.0.1:{}/probe", ports[1]);
+    subscribe(&client, &hub, &probe_url, &probe_callback, &[]).await;
     wait_until("probe verified", o.subscriptions + 1, || {
         sink_state.verified.load(Ordering::Relaxed)
     })
@@ -535,27 +511,9 @@ async fn main() {
     let feed = "feed";
     let feed_url = topic_url(feed);
     set_topic(feed, "application/atom+xml", atom(0));
-    let status = client
-        .post(hub.as_str())
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(
-            url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs([
-                    ("hub.mode", "subscribe"),
-                    ("hub.topic", feed_url.as_str()),
-                    (
-                        "hub.callback",
-                        &format!("http://127.0.0.1:{}/stream", ports[2]),
-                    ),
-                    ("herald.delivery", "single"),
-                ])
-                .finish(),
-        )
-        .send()
-        .await
-        .expect("subscribed")
-        .status();
-    assert_eq!(status.as_u16(), 202);
+    let stream_callback = format!("http://127.0.0.1:{}/stream", ports[2]);
+    let single = [("herald.delivery", "single")];
+    subscribe(&client, &hub, &feed_url, &stream_callback, &single).await;
     while count(&db, active_sql).await < o.subscriptions + 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -641,6 +599,37 @@ async fn main() {
         w.stop();
     }
     hub_process.stop();
+}
+
+/// A subscribe request's form.
+fn subscribe_form(topic: &str, callback: &str, extra: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("hub.mode", "subscribe"),
+            ("hub.topic", topic),
+            ("hub.callback", callback),
+        ])
+        .extend_pairs(extra)
+        .finish()
+}
+
+/// Sends one subscribe request, which must be accepted.
+async fn subscribe(
+    client: &reqwest::Client,
+    hub: &str,
+    topic: &str,
+    callback: &str,
+    extra: &[(&str, &str)],
+) {
+    let status = client
+        .post(hub)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(subscribe_form(topic, callback, extra))
+        .send()
+        .await
+        .expect("the hub answers")
+        .status();
+    assert_eq!(status.as_u16(), 202, "subscribe refused");
 }
 
 /// Publishes the probe topic once and returns ping → delivery, in µs.

@@ -5,7 +5,7 @@
 //! the page asks only for what it missed, and the hub deletes what the page had already shown.
 
 use actix_web::{HttpResponse, http::header};
-use maud::{DOCTYPE, html};
+use maud::html;
 
 /// Scripts only from this hub, connections only to it.
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
@@ -14,40 +14,23 @@ const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; conn
 const SCRIPT: &str = include_str!("live_demo.js");
 
 pub async fn page() -> HttpResponse {
-    let markup = html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Live updates — Herald" }
-                link rel="stylesheet" href="/static/herald.css";
-                script src="/static/live-demo.js" defer {}
-            }
-            body {
-                h1 { "Live updates" }
-                p class="note" {
-                    "Paste a live token the site gave you. Updates published while this page "
-                    "was closed are shown first, then each new one the moment it is published."
-                }
-                form id="connect" {
-                    label for="token" { "Live token" }
-                    input id="token" name="token" type="password" autocomplete="off"
-                        placeholder="hlt_…" required;
-                    button type="submit" { "Follow" }
-                    button type="button" id="forget" { "Forget this token" }
-                }
-                p id="status" class="note" role="status" { "Not connected." }
-                ol id="messages" {}
-            }
+    let body = html! {
+        h1 { "Live updates" }
+        p class="note" {
+            "Paste a live token the site gave you. Updates published while this page "
+            "was closed are shown first, then each new one the moment it is published."
         }
+        form id="connect" {
+            label for="token" { "Live token" }
+            input id="token" name="token" type="password" autocomplete="off"
+                placeholder="hlt_…" required;
+            button type="submit" { "Follow" }
+            button type="button" id="forget" { "Forget this token" }
+        }
+        p id="status" class="note" role="status" { "Not connected." }
+        ol id="messages" {}
     };
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .body(markup.into_string())
+    super::pages::page_with("Live updates", Some("/static/live-demo.js"), CSP, body)
 }
 
 pub async fn script() -> HttpResponse {

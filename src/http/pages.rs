@@ -41,6 +41,11 @@ pub async fn stylesheet() -> HttpResponse {
 }
 
 fn page(title: &str, body: Markup) -> HttpResponse {
+    page_with(title, None, CSP, body)
+}
+
+/// A page with this hub's layout: `script` (a path on this hub) loaded deferred, under `csp`.
+pub fn page_with(title: &str, script: Option<&str>, csp: &str, body: Markup) -> HttpResponse {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
@@ -49,13 +54,16 @@ fn page(title: &str, body: Markup) -> HttpResponse {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " — Herald" }
                 link rel="stylesheet" href="/static/herald.css";
+                @if let Some(src) = script {
+                    script src=(src) defer {}
+                }
             }
             body { (body) }
         }
     };
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::CONTENT_SECURITY_POLICY, csp))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .body(markup.into_string())
