@@ -67,15 +67,20 @@ pub struct DeliverJob {
     pub not_before: UnixMs,
 }
 
-/// Jobs that send `ids` at once, `batch` deliveries per job.
+/// Jobs that send `ids` at once, `batch` deliveries per job. Work that fits in one job (a
+/// topic with few subscribers, the next document of an ordered stream) goes ahead of the
+/// batches of big fan-outs waiting in the queue: one topic with 100,000 subscribers does not
+/// make every other topic's subscribers wait for all of them.
 pub fn jobs_now(ids: &[DeliveryId], batch: usize) -> Vec<Job> {
+    let small = ids.len() <= batch;
     ids.chunks(batch.max(1))
         .map(|chunk| {
             let job = DeliverJob {
                 deliveries: chunk.to_vec(),
                 not_before: UnixMs::EPOCH,
             };
-            Job::new(Queue::Deliver, &job)
+            let job = Job::new(Queue::Deliver, &job);
+            if small { job.ahead() } else { job }
         })
         .collect()
 }
@@ -585,6 +590,17 @@ mod tests {
             blocked_until: blocked_until.map(UnixMs::from_millis),
             next_attempt_at: UnixMs::from_millis(next_attempt_at),
         }
+    }
+
+    #[test]
+    fn one_job_of_work_goes_ahead_of_the_batches_of_a_big_fan_out() {
+        let ids: Vec<DeliveryId> = (1..=1200).map(DeliveryId::new).collect();
+        let big = jobs_now(&ids, 500);
+        assert_eq!(big.len(), 3);
+        assert!(big.iter().all(|j| j.priority() == 0));
+        let small = jobs_now(&ids[..500], 500);
+        assert_eq!(small.len(), 1);
+        assert_eq!(small[0].priority(), 1);
     }
 
     #[test]

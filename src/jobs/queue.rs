@@ -51,6 +51,8 @@ pub struct Job {
     queue: Queue,
     payload: Vec<u8>,
     run_at_secs: Option<u64>,
+    /// Workers take jobs of a higher priority first (0 by default).
+    priority: u8,
 }
 
 impl Job {
@@ -60,7 +62,14 @@ impl Job {
             queue,
             payload,
             run_at_secs: None,
+            priority: 0,
         }
+    }
+
+    /// Taken before the jobs of priority 0 that wait in its queue.
+    pub fn ahead(mut self) -> Self {
+        self.priority = 1;
+        self
     }
 
     /// Not before `at` (the queue itself keeps whole seconds, so the handler also checks the
@@ -68,6 +77,10 @@ impl Job {
     pub fn not_before(mut self, at: UnixMs) -> Self {
         self.run_at_secs = Some(at.as_secs());
         self
+    }
+
+    pub fn priority(&self) -> u8 {
+        self.priority
     }
 
     pub fn queue(&self) -> Queue {
@@ -80,6 +93,7 @@ impl Job {
             queue,
             payload,
             run_at_secs: None,
+            priority: 0,
         }
     }
 }
@@ -88,6 +102,9 @@ fn task(job: &Job) -> Task<Vec<u8>> {
     let mut builder = TaskBuilder::new(job.payload.clone()).max_attempts(1);
     if let Some(at) = job.run_at_secs {
         builder = builder.run_at_timestamp(at);
+    }
+    if job.priority > 0 {
+        builder = builder.priority(usize::from(job.priority));
     }
     builder.build()
 }

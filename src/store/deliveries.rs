@@ -34,7 +34,6 @@ pub async fn fan_out(
                WHERE s.topic_id = $2 AND s.state = 'active' AND s.expires_at > $3
                  AND ($5 = 'whole' OR COALESCE(s.delivery_mode, $6) = $5)
                ORDER BY s.id
-               ON CONFLICT (content_id, subscription_id) DO NOTHING
                RETURNING id";
     let mut ids: Vec<DeliveryId> = dispatch_tx!(tx, c => sqlx::query_scalar(sql)
         .bind(content_id).bind(topic_id).bind(now).bind(seq_offset).bind(audience.as_str())
