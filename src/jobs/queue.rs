@@ -109,13 +109,20 @@ fn task(job: &Job) -> Task<Vec<u8>> {
     builder.build()
 }
 
-/// Pushes `jobs` inside `tx`: they exist if and only if the transaction commits.
+/// The PostgreSQL channel on which pushes wake the workers of other processes (the payload is
+/// the queue's name).
+const JOBS_CHANNEL: &str = "herald_jobs";
+
+/// Pushes `jobs` inside `tx`: they exist if and only if the transaction commits. On PostgreSQL
+/// the workers of every process are told at commit (`NOTIFY`), so a web process's pushes do not
+/// wait for the worker processes' next poll.
 pub async fn push(tx: &mut Tx, jobs: &[Job]) -> Result<(), StoreError> {
     for queue in Queue::ALL {
         let tasks: Vec<_> = jobs.iter().filter(|j| j.queue == queue).map(task).collect();
         if tasks.is_empty() {
             continue;
         }
+        crate::store::notify::at_commit(tx, JOBS_CHANNEL, queue.name()).await?;
         for chunk in tasks.chunks(1000) {
             match tx {
                 Tx::Sqlite(t) => apalis_sqlite::queries::push_tasks(&mut **t, queue.name(), chunk)
@@ -372,6 +379,33 @@ pub fn start(ctx: Ctx) -> Workers {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let reconciler = super::reconcile::spawn(ctx.clone());
     let sweep = super::sweep::spawn(ctx.clone());
+    let listener = match &ctx.db {
+        Db::Pg(pool) => {
+            let wakers = ctx.wakers.clone();
+            let on_gap = {
+                let wakers = wakers.clone();
+                move || {
+                    for queue in Queue::ALL {
+                        wakers.wake(queue);
+                    }
+                }
+            };
+            let on_payload = move |name: &str| {
+                if let Some(queue) = Queue::ALL.into_iter().find(|q| q.name() == name) {
+                    wakers.wake(queue);
+                }
+            };
+            let retry = ctx.settings.queue.poll;
+            Some(tokio::spawn(crate::store::notify::listen(
+                pool.clone(),
+                JOBS_CHANNEL,
+                retry,
+                on_payload,
+                on_gap,
+            )))
+        }
+        Db::Sqlite(_) => None,
+    };
     let done = tokio::spawn(async move {
         let signal = async move {
             let _ = stopped.await;
@@ -382,6 +416,9 @@ pub fn start(ctx: Ctx) -> Workers {
         }
         reconciler.abort();
         sweep.abort();
+        if let Some(listener) = listener {
+            listener.abort();
+        }
     });
     Workers { stop, done }
 }

@@ -26,7 +26,6 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use tokio::sync::{mpsc, watch};
@@ -38,7 +37,7 @@ use crate::{
     store::{
         Db, StoreError, Tx,
         contents::{self, BodyCache},
-        dispatch_tx, live,
+        live, notify,
     },
 };
 
@@ -202,11 +201,7 @@ pub async fn register(
 /// In a fan-out's transaction: tells every process, at commit, that `topic` has new events
 /// (PostgreSQL `NOTIFY`; with SQLite there is only this process, woken by [`Hub::wake`]).
 pub async fn announce(tx: &mut Tx, topic: TopicId) -> Result<(), StoreError> {
-    if let Tx::Pg(_) = tx {
-        dispatch_tx!(tx, c => sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL).bind(topic.to_string()).execute(c).await?.rows_affected());
-    }
-    Ok(())
+    notify::at_commit(tx, CHANNEL, &topic.to_string()).await
 }
 
 /// Starts this process's dispatcher and, on PostgreSQL, its listener.
@@ -327,40 +322,23 @@ pub async fn updates_of(
         .collect()
 }
 
-/// Wakes the dispatcher for every topic another process announced.
+/// Wakes the dispatcher for every topic another process announced; after a gap in the
+/// notifications, for every topic this process follows.
 async fn listen(ctx: Arc<HubContext>, pool: sqlx::PgPool) {
-    loop {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for live updates; polling meanwhile");
-                tokio::time::sleep(ctx.settings.live.poll).await;
-                continue;
-            }
-        };
-        if let Err(error) = listener.listen(CHANNEL).await {
-            tracing::warn!(%error, "cannot listen for live updates; polling meanwhile");
-            tokio::time::sleep(ctx.settings.live.poll).await;
-            continue;
-        }
-        loop {
-            match listener.recv().await {
-                Ok(note) => {
-                    if let Ok(topic) = note.payload().parse::<TopicId>() {
-                        ctx.live.wake(topic);
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "lost the live notification channel; reconnecting");
-                    break;
-                }
+    let on_gap = {
+        let ctx = ctx.clone();
+        move || {
+            let topics: Vec<TopicId> = ctx.live.lock().keys().copied().collect();
+            for topic in topics {
+                ctx.live.wake(topic);
             }
         }
-        // Whatever was announced meanwhile: look at every topic.
-        let topics: Vec<TopicId> = ctx.live.lock().keys().copied().collect();
-        for topic in topics {
+    };
+    let retry = ctx.settings.live.poll;
+    let on_payload = move |payload: &str| {
+        if let Ok(topic) = payload.parse::<TopicId>() {
             ctx.live.wake(topic);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
+    notify::listen(pool, CHANNEL, retry, on_payload, on_gap).await;
 }

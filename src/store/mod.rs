@@ -12,6 +12,7 @@ pub mod deliveries;
 pub mod distributions;
 pub mod live;
 pub mod maintenance;
+pub mod notify;
 pub mod processes;
 pub mod requests;
 pub mod subscriptions;

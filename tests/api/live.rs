@@ -597,13 +597,20 @@ async fn a_connection_opened_during_publishing_gets_each_update_once_in_order() 
 }
 
 /// With PostgreSQL, a worker process distributes and a web process holds the connection: the
-/// update crosses over NOTIFY (polling is set to an hour, so only the notification can bring it).
+/// ping's job reaches the worker, and the update the web process, over NOTIFY (the queue's and
+/// the live connections' polling are set to an hour, so only notifications can bring them).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_process_distribution_reaches_a_web_process_connection() {
     if Backend::from_env() != Backend::Postgres {
         return;
     }
-    let web = hub(&[("HERALD_ROLE", "web"), ("HERALD_LIVE_POLL", "1h")]).await;
+    let web = hub(&[
+        ("HERALD_ROLE", "web"),
+        ("HERALD_LIVE_POLL", "1h"),
+        ("HERALD_QUEUE_POLL", "1h"),
+        ("HERALD_RECONCILE_INTERVAL", "1h"),
+    ])
+    .await;
     let worker = web.sibling(&[("HERALD_ROLE", "worker")]).await;
     let publisher = Publisher::spawn();
     publisher.set("room", Some("text/plain"), "from the worker");
@@ -619,7 +626,11 @@ async fn a_worker_process_distribution_reaches_a_web_process_connection() {
             format!("from the worker {round}"),
         );
         assert_eq!(web.publish(&topic).await, StatusCode::NO_CONTENT);
-        let update = sse.updates(1).await.remove(0);
+        // Well before any fallback could bring it (without notifications, each took ~10 s).
+        let update = tokio::time::timeout(Duration::from_secs(5), sse.updates(1))
+            .await
+            .expect("brought by notifications")
+            .remove(0);
         assert_eq!(body(&update.data), format!("from the worker {round}"));
         assert_eq!(
             body(&ws.updates(1).await[0]),
