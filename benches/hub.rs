@@ -401,23 +401,20 @@ async fn main() {
     })
     .await;
     // The verification answer is counted before the subscription is active: wait for that too.
-    let mut probe_number = 0;
+    let mut probe = Probe {
+        client: &client,
+        hub: &hub,
+        url: &probe_url,
+        number: 0,
+        topics: &topics,
+        sink: &sink_state,
+    };
     let mut idle = Vec::new();
     while count(&db, active_sql).await < o.subscriptions + 1 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for _ in 0..20 {
-        idle.push(
-            probe_once(
-                &client,
-                &hub,
-                &probe_url,
-                &mut probe_number,
-                &set_topic,
-                &sink_state,
-            )
-            .await,
-        );
+        idle.push(probe.once().await);
     }
     idle.sort_unstable();
 
@@ -449,17 +446,7 @@ async fn main() {
                 break;
             }
             if Instant::now() >= next_probe && got < o.subscriptions / 2 {
-                under_load.push(
-                    probe_once(
-                        &client,
-                        &hub,
-                        &probe_url,
-                        &mut probe_number,
-                        &set_topic,
-                        &sink_state,
-                    )
-                    .await,
-                );
+                under_load.push(probe.once().await);
                 next_probe = Instant::now() + Duration::from_millis(100);
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -632,34 +619,46 @@ async fn subscribe(
     assert_eq!(status.as_u16(), 202, "subscribe refused");
 }
 
-/// Publishes the probe topic once and returns ping → delivery, in µs.
-async fn probe_once(
-    client: &reqwest::Client,
-    hub: &str,
-    url: &str,
-    number: &mut usize,
-    set_topic: &impl Fn(&str, &str, Vec<u8>),
-    sink: &Sink,
-) -> u64 {
-    *number += 1;
-    let n = *number;
-    set_topic("probe", "text/plain", format!("probe {n}").into_bytes());
-    let sent = sink.clock.us();
-    ping(client, hub, url).await;
-    let start = Instant::now();
-    loop {
-        if let Some(at) = sink
-            .probe_arrivals
+/// The one-subscriber topic whose ping → delivery is measured, idle and under load.
+struct Probe<'a> {
+    client: &'a reqwest::Client,
+    hub: &'a str,
+    url: &'a str,
+    number: usize,
+    topics: &'a Topics,
+    sink: &'a Sink,
+}
+
+impl Probe<'_> {
+    /// Publishes the probe topic once and returns ping → delivery, in µs.
+    async fn once(&mut self) -> u64 {
+        self.number += 1;
+        let n = self.number;
+        self.topics
             .lock()
-            .ok()
-            .and_then(|m| m.get(&n).copied())
-        {
-            return at.saturating_sub(sent);
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                "probe".to_owned(),
+                ("text/plain".to_owned(), format!("probe {n}").into_bytes()),
+            );
+        let sent = self.sink.clock.us();
+        ping(self.client, self.hub, self.url).await;
+        let start = Instant::now();
+        loop {
+            if let Some(at) = self
+                .sink
+                .probe_arrivals
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&n).copied())
+            {
+                return at.saturating_sub(sent);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "probe {n} never arrived"
+            );
+            tokio::time::sleep(Duration::from_micros(500)).await;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "probe {n} never arrived"
-        );
-        tokio::time::sleep(Duration::from_micros(500)).await;
     }
 }
