@@ -72,7 +72,16 @@ fn describe(e: &reqwest::Error) -> String {
 /// Resolves `host`, giving up after `timeout` (a resolver that never answers must not hold a
 /// fetch, a verification or a delivery).
 pub async fn lookup(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
-    match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
+    bounded(host, timeout, tokio::net::lookup_host((host, port))).await
+}
+
+/// A resolution of `host` that gives up after `timeout`.
+async fn bounded<I: Iterator<Item = SocketAddr>>(
+    host: &str,
+    timeout: Duration,
+    resolving: impl std::future::Future<Output = std::io::Result<I>>,
+) -> Result<Vec<SocketAddr>, String> {
+    match tokio::time::timeout(timeout, resolving).await {
         Ok(Ok(addrs)) => Ok(addrs.collect()),
         Ok(Err(e)) => Err(format!("resolving {host} failed: {e}")),
         Err(_) => Err(format!("resolving {host} timed out")),
@@ -344,10 +353,20 @@ mod tests {
 
     #[tokio::test]
     async fn lookups_give_up_after_their_timeout() {
-        let error = lookup("example.invalid", 80, Duration::ZERO)
+        // A resolver that never answers (a real lookup of a bad name may fail before a zero
+        // timeout is even looked at).
+        let never = std::future::pending::<std::io::Result<std::vec::IntoIter<SocketAddr>>>();
+        let error = bounded("example.invalid", Duration::from_millis(10), never)
             .await
-            .expect_err("no time to answer");
+            .expect_err("no answer in time");
         assert!(error.contains("timed out"), "{error}");
+        let failing = std::future::ready(Err::<std::vec::IntoIter<SocketAddr>, _>(
+            std::io::Error::other("no such name"),
+        ));
+        let error = bounded("example.invalid", DNS_TIMEOUT, failing)
+            .await
+            .expect_err("failed");
+        assert!(error.contains("failed: no such name"), "{error}");
         assert!(
             !lookup("127.0.0.1", 80, DNS_TIMEOUT)
                 .await
