@@ -243,6 +243,7 @@ impl SseStream {
             return Some(frame);
         }
         let ctx = self.ctx.clone();
+        let token = self.session.grant.token;
         tokio::select! {
             update = self.session.next() => match update {
                 Ok(update) => {
@@ -259,6 +260,10 @@ impl SseStream {
                 None => Some(": heartbeat\n\n".to_owned()),
             },
             _ = ctx.live.closing() => self.end("closing", "the hub is stopping; reconnect"),
+            _ = ctx.live.revoked(token) => {
+                let refusal = Refusal::Revoked;
+                self.end(refusal.code(), &refusal.to_string())
+            }
         }
     }
 
@@ -404,6 +409,7 @@ async fn serve_websocket(
     let period = ctx.settings.live.heartbeat;
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let token = session.grant.token;
     let reason = loop {
         tokio::select! {
             update = session.next() => match update {
@@ -439,6 +445,10 @@ async fn serve_websocket(
                 if ws.ping(b"").await.is_err() { return }
             }
             _ = ctx.live.closing() => break close_reason(CloseCode::Restart, "the hub is stopping; reconnect"),
+            _ = ctx.live.revoked(token) => {
+                let refusal = Refusal::Revoked;
+                break close_reason(CloseCode::Policy, &format!("{}: {refusal}", refusal.code()));
+            }
         }
     };
     let _ = ws.close(reason).await;

@@ -197,9 +197,13 @@ pub(super) async fn revoke_subscriber(
     Ok(HttpResponse::Ok().json(Revoked { revoked }))
 }
 
+/// Revokes, and ends the connections that use the revoked tokens at once: in this process
+/// directly, in the others through the live notification channel.
 async fn revoke(ctx: &HubContext, which: live::Revoke<'_>) -> Result<u64, ApiError> {
     let mut tx = ctx.db.begin().await?;
-    let n = live::revoke(&mut tx, which, UnixMs::now()).await?;
+    let tokens = live::revoke(&mut tx, which, UnixMs::now()).await?;
+    crate::live::announce_revoked(&mut tx, &tokens).await?;
     tx.commit().await?;
-    Ok(n)
+    ctx.live.revoke(&tokens);
+    Ok(tokens.len() as u64)
 }

@@ -21,7 +21,7 @@ pub mod message;
 pub mod session;
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, watch};
 use self::message::{Document, Update};
 use crate::{
     context::HubContext,
-    domain::ids::{ContentId, LiveEventId, LiveSubscriberId, TopicId},
+    domain::ids::{ContentId, LiveEventId, LiveSubscriberId, LiveTokenId, TopicId},
     store::{
         Db, StoreError, Tx,
         contents::{self, BodyCache},
@@ -58,6 +58,9 @@ pub struct Hub {
     wake_rx: Mutex<Option<mpsc::UnboundedReceiver<TopicId>>>,
     next_connection: AtomicU64,
     closing: watch::Sender<bool>,
+    /// Tokens revoked lately, and a counter that moves when one is added (sessions watch it).
+    revoked: Mutex<HashSet<LiveTokenId>>,
+    revocations: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -83,6 +86,8 @@ impl Default for Hub {
             wake_rx: Mutex::new(Some(wake_rx)),
             next_connection: AtomicU64::new(1),
             closing: watch::channel(false).0,
+            revoked: Mutex::default(),
+            revocations: watch::channel(0).0,
         }
     }
 }
@@ -123,6 +128,40 @@ impl Hub {
     pub async fn closing(&self) {
         let mut rx = self.closing.subscribe();
         let _ = rx.wait_for(|closing| *closing).await;
+    }
+
+    /// Ends this process's connections that use `tokens` (just revoked).
+    pub fn revoke(&self, tokens: &[LiveTokenId]) {
+        if tokens.is_empty() {
+            return;
+        }
+        let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        // Kept only to reach the connections open now; a later connection is refused anyway.
+        if revoked.len() > 10_000 {
+            revoked.clear();
+        }
+        revoked.extend(tokens.iter().copied());
+        drop(revoked);
+        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Resolves when `token` is revoked (as told to this process).
+    pub async fn revoked(&self, token: LiveTokenId) {
+        let mut rx = self.revocations.subscribe();
+        let is_revoked = || {
+            self.revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&token)
+        };
+        loop {
+            if is_revoked() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Ends every connection (a graceful stop).
@@ -202,6 +241,19 @@ pub async fn register(
 /// (PostgreSQL `NOTIFY`; with SQLite there is only this process, woken by [`Hub::wake`]).
 pub async fn announce(tx: &mut Tx, topic: TopicId) -> Result<(), StoreError> {
     notify::at_commit(tx, CHANNEL, &topic.to_string()).await
+}
+
+/// Prefix of the notification that tokens were revoked (`revoked:<id>,<id>`).
+const REVOKED: &str = "revoked:";
+
+/// In a revocation's transaction: tells every process, at commit, to end the connections using
+/// `tokens`.
+pub async fn announce_revoked(tx: &mut Tx, tokens: &[LiveTokenId]) -> Result<(), StoreError> {
+    if tokens.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = tokens.iter().map(ToString::to_string).collect();
+    notify::at_commit(tx, CHANNEL, &format!("{REVOKED}{}", ids.join(","))).await
 }
 
 /// Starts this process's dispatcher and, on PostgreSQL, its listener.
@@ -336,7 +388,10 @@ async fn listen(ctx: Arc<HubContext>, pool: sqlx::PgPool) {
     };
     let retry = ctx.settings.live.poll;
     let on_payload = move |payload: &str| {
-        if let Ok(topic) = payload.parse::<TopicId>() {
+        if let Some(ids) = payload.strip_prefix(REVOKED) {
+            let tokens: Vec<LiveTokenId> = ids.split(',').filter_map(|i| i.parse().ok()).collect();
+            ctx.live.revoke(&tokens);
+        } else if let Ok(topic) = payload.parse::<TopicId>() {
             ctx.live.wake(topic);
         }
     };

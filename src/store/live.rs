@@ -135,30 +135,34 @@ pub enum Revoke<'a> {
 }
 
 /// Revokes the selected tokens that are not revoked yet, and shortens what their subscribers
-/// follow to what their other tokens still grant. Returns how many tokens it revoked.
-pub async fn revoke(tx: &mut Tx, which: Revoke<'_>, now: UnixMs) -> Result<u64, StoreError> {
+/// follow to what their other tokens still grant. Returns the tokens it revoked.
+pub async fn revoke(
+    tx: &mut Tx,
+    which: Revoke<'_>,
+    now: UnixMs,
+) -> Result<Vec<LiveTokenId>, StoreError> {
     let by_token = "UPDATE live_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL
-                    RETURNING subscriber_id";
+                    RETURNING id, subscriber_id";
     let by_name = "UPDATE live_tokens SET revoked_at = $2 WHERE revoked_at IS NULL
                        AND subscriber_id = (SELECT id FROM live_subscribers WHERE name = $1)
-                   RETURNING subscriber_id";
+                   RETURNING id, subscriber_id";
     let refresh = "UPDATE live_follows SET expires_at = COALESCE((
                        SELECT MAX(t.expires_at) FROM live_tokens t
                        JOIN live_token_topics g ON g.token_id = t.id
                        WHERE t.subscriber_id = live_follows.subscriber_id
                          AND g.topic_id = live_follows.topic_id AND t.revoked_at IS NULL), 0)
                    WHERE subscriber_id = $1";
-    let revoked: Vec<LiveSubscriberId> = dispatch_tx!(tx, c => match which {
-        Revoke::Token(id) => sqlx::query_scalar(by_token).bind(id).bind(now).fetch_all(&mut *c).await?,
-        Revoke::Subscriber(name) => sqlx::query_scalar(by_name).bind(name).bind(now).fetch_all(&mut *c).await?,
+    let revoked: Vec<(LiveTokenId, LiveSubscriberId)> = dispatch_tx!(tx, c => match which {
+        Revoke::Token(id) => sqlx::query_as(by_token).bind(id).bind(now).fetch_all(&mut *c).await?,
+        Revoke::Subscriber(name) => sqlx::query_as(by_name).bind(name).bind(now).fetch_all(&mut *c).await?,
     });
-    let mut subscribers = revoked.clone();
+    let mut subscribers: Vec<LiveSubscriberId> = revoked.iter().map(|(_, s)| *s).collect();
     subscribers.sort_unstable();
     subscribers.dedup();
     for s in subscribers {
         dispatch_tx!(tx, c => sqlx::query(refresh).bind(s).execute(c).await?.rows_affected());
     }
-    Ok(revoked.len() as u64)
+    Ok(revoked.into_iter().map(|(t, _)| t).collect())
 }
 
 /// The delivery modes the live followers of a topic use now.

@@ -501,7 +501,8 @@ async fn old_updates_expire_and_a_revoked_token_ends_its_connections() {
     let app = hub(&[
         ("HERALD_LIVE_BACKLOG_TTL", "1s"),
         ("HERALD_SWEEP_INTERVAL", "200ms"),
-        ("HERALD_LIVE_HEARTBEAT", "200ms"),
+        // Revocation ends connections at once, not at the next heartbeat.
+        ("HERALD_LIVE_HEARTBEAT", "1h"),
     ])
     .await;
     let alice = token(&app, "alice", &[TOPIC]).await;
@@ -660,4 +661,40 @@ async fn a_stopping_hub_ends_its_live_connections_with_a_reason() {
         .await
         .expect("the stop does not wait for the drain timeout")
         .expect("stopped");
+}
+
+/// On PostgreSQL a revocation made through one process ends the connections another process
+/// holds, at once (the heartbeat, which would also catch it, is an hour away).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_through_one_process_ends_connections_held_by_another() {
+    if Backend::from_env() != Backend::Postgres {
+        return;
+    }
+    let holder = hub(&[("HERALD_LIVE_HEARTBEAT", "1h")]).await;
+    let other = holder.sibling(&[]).await;
+    let alice = token(&holder, "alice", &[TOPIC]).await;
+    let mut sse = Sse::open(&holder, &alice).await;
+    sse.expect("ready").await;
+    let (mut ws, _) = Ws::open(&holder, json!({"type": "auth", "token": alice})).await;
+    let answer = other
+        .client
+        .delete(format!(
+            "http://127.0.0.1:{}/api/v1/live/tokens?subscriber=alice",
+            other.port
+        ))
+        .bearer_auth(PRODUCER_TOKEN)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let closed = sse.expect("closed").await;
+    assert_eq!(closed.data["error"], "token_revoked");
+    let closed = ws.next().await.expect_err("closed");
+    assert_eq!(closed.code, 1008);
+    assert!(
+        closed.reason.starts_with("token_revoked"),
+        "{}",
+        closed.reason
+    );
+    other.stop().await;
 }
