@@ -62,12 +62,17 @@ impl BearerToken {
     /// Checks an `Authorization: Bearer <token>` header value.
     pub fn authorizes(&self, header: Option<&str>) -> bool {
         header
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .is_some_and(|t| self.matches(t.trim()))
+            .and_then(bearer_value)
+            .is_some_and(|t| self.matches(t))
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer_value(header: &str) -> Option<&str> {
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
 }
 
 impl fmt::Debug for BearerToken {

@@ -15,7 +15,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::api_error::{Api, ApiError, ErrorBody, authorize, json_body, query};
+use super::api_error::{Api, ApiError, ErrorBody, authorize, json_body, path_id, query};
 use crate::{
     admin::actions,
     context::HubContext,
@@ -75,11 +75,6 @@ fn parse_opt<T: std::str::FromStr<Err = String>>(
         .map(str::parse)
         .transpose()
         .map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))
-}
-
-fn path_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::BadRequest(format!("a {what} id is a number, not {raw:?}")))
 }
 
 /// How the hub stands.

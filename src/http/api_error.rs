@@ -168,6 +168,12 @@ pub fn json_body<T>(
         .map_err(|e| ApiError::BadRequest(format!("the JSON body is not valid: {e}")))
 }
 
+/// An id from the path, with its parse error as an API error.
+pub fn path_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::BadRequest(format!("a {what} id is a number, not {raw:?}")))
+}
+
 /// A query string, with its parse errors as API errors.
 pub fn query<T>(q: Result<actix_web::web::Query<T>, actix_web::Error>) -> Result<T, ApiError> {
     q.map(actix_web::web::Query::into_inner)

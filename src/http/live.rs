@@ -17,7 +17,10 @@ use serde::Deserialize;
 use super::api_error::ErrorBody;
 use crate::{
     context::HubContext,
-    domain::ids::{LiveEventId, UnixMs},
+    domain::{
+        access::bearer_value,
+        ids::{LiveEventId, UnixMs},
+    },
     live::{
         grant::{self, Grant, Refusal},
         message::parse_event_id,
@@ -100,12 +103,11 @@ impl SseRequest {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        if let Some(bearer) = header(header::AUTHORIZATION.as_str()).and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-                .map(str::to_owned)
-        }) {
-            out.token = Some(bearer);
+        if let Some(bearer) = header(header::AUTHORIZATION.as_str())
+            .as_deref()
+            .and_then(bearer_value)
+        {
+            out.token = Some(bearer.to_owned());
         }
         // The browser's own reconnect sends the header; a page that kept the id sends the
         // parameter. The header wins: it is newer.

@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::api_error::{Api, ApiError, ErrorBody, authorize, json_body, query, rfc3339};
+use super::api_error::{Api, ApiError, ErrorBody, authorize, json_body, path_id, query, rfc3339};
 use crate::{
     context::HubContext,
     domain::{delivery_mode::DeliveryMode, ids::LiveTokenId, ids::UnixMs, url::HubUrl},
@@ -153,9 +153,7 @@ pub(super) async fn revoke_token(
     ctx: web::Data<Arc<HubContext>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Producer)?;
-    let id: LiveTokenId = id
-        .parse()
-        .map_err(|e: String| ApiError::BadRequest(format!("token id {e}")))?;
+    let id: LiveTokenId = path_id(&id, "token")?;
     let revoked = revoke(&ctx, live::Revoke::Token(id)).await?;
     if revoked == 0 {
         return Err(ApiError::NotFound(format!(
