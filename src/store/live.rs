@@ -183,6 +183,12 @@ pub async fn modes_in_use(
         .collect()
 }
 
+/// Whether a topic has a live follower now.
+pub async fn is_followed(tx: &mut Tx, topic_id: TopicId, now: UnixMs) -> Result<bool, StoreError> {
+    let sql = "SELECT EXISTS (SELECT 1 FROM live_follows WHERE topic_id = $1 AND expires_at > $2)";
+    Ok(dispatch_tx!(tx, c => sqlx::query_scalar(sql).bind(topic_id).bind(now).fetch_one(c).await?))
+}
+
 /// Puts one document in the backlog of every live follower of its topic it is for, numbered
 /// per follower, and counts it in their backlogs; returns how many got it.
 pub async fn fan_out(
@@ -363,10 +369,14 @@ pub async fn consume(
     if removed > 0 {
         account(&mut tx, subscriber, removed as i64, 0).await?;
     }
-    mark_seen_tx(&mut tx, subscriber, upto).await?;
+    dispatch_tx!(&mut tx, c => sqlx::query(MARK_SEEN).bind(subscriber).bind(upto)
+        .execute(c).await?.rows_affected());
     tx.commit().await?;
     Ok(removed)
 }
+
+const MARK_SEEN: &str =
+    "UPDATE live_subscribers SET seen_upto = $2 WHERE id = $1 AND seen_upto < $2";
 
 /// Records that a connection was sent the subscriber's events up to `upto`.
 pub async fn mark_seen(
@@ -374,35 +384,24 @@ pub async fn mark_seen(
     subscriber: LiveSubscriberId,
     upto: LiveEventId,
 ) -> Result<(), StoreError> {
-    let mut tx = db.begin().await?;
-    mark_seen_tx(&mut tx, subscriber, upto).await?;
-    tx.commit().await
-}
-
-async fn mark_seen_tx(
-    tx: &mut Tx,
-    subscriber: LiveSubscriberId,
-    upto: LiveEventId,
-) -> Result<(), StoreError> {
-    let sql = "UPDATE live_subscribers SET seen_upto = $2 WHERE id = $1 AND seen_upto < $2";
-    dispatch_tx!(tx, c => sqlx::query(sql).bind(subscriber).bind(upto).execute(c).await?.rows_affected());
+    dispatch!(db, c => sqlx::query(MARK_SEEN).bind(subscriber).bind(upto).execute(c).await?
+        .rows_affected());
     Ok(())
 }
 
 /// How many of a subscriber's events were removed unseen since this was last asked; the count
-/// starts again from zero.
+/// starts again from zero (less what was read, so drops counted meanwhile stay). Writes only
+/// when there is something to tell: opening a connection usually reads one row.
 pub async fn take_dropped(db: &Db, subscriber: LiveSubscriberId) -> Result<i64, StoreError> {
     let read = "SELECT dropped FROM live_subscribers WHERE id = $1";
     let reset = "UPDATE live_subscribers SET dropped = dropped - $2 WHERE id = $1";
-    let mut tx = db.begin().await?;
-    let dropped: i64 = dispatch_tx!(&mut tx, c => sqlx::query_scalar(read).bind(subscriber)
+    let dropped: i64 = dispatch!(db, c => sqlx::query_scalar(read).bind(subscriber)
         .fetch_optional(c).await?)
     .unwrap_or(0);
     if dropped > 0 {
-        dispatch_tx!(&mut tx, c => sqlx::query(reset).bind(subscriber).bind(dropped)
+        dispatch!(db, c => sqlx::query(reset).bind(subscriber).bind(dropped)
             .execute(c).await?.rows_affected());
     }
-    tx.commit().await?;
     Ok(dropped)
 }
 

@@ -274,6 +274,9 @@ async fn fan_out_body(
         .map_or(ctx.public_url.as_str(), String::as_str);
     let default = ctx.settings.delivery.feed_default;
     let mut per_audience: Vec<(Audience, i64)> = Vec::new();
+    // Asked once: most topics have no live follower, and their documents then cost no live
+    // statement each.
+    let live_followed = live::is_followed(tx, topic.id, now).await?;
     for doc in &outgoing {
         let content = contents::NewContent {
             topic_id: topic.id,
@@ -300,8 +303,10 @@ async fn fan_out_body(
         )
         .await?;
         fanned.deliveries += ids.len();
-        fanned.live_events +=
-            live::fan_out(tx, content_id, topic.id, doc.audience, doc.seq_offset, now).await?;
+        if live_followed {
+            fanned.live_events +=
+                live::fan_out(tx, content_id, topic.id, doc.audience, doc.seq_offset, now).await?;
+        }
         // Later single-entry documents wait for the earlier ones to the same subscriptions:
         // finishing one sends the next (`jobs::deliver`), so only the first are queued.
         let first = doc.seq_offset == 1;
