@@ -94,22 +94,10 @@ async fn tokens_are_issued_by_the_producer_and_bad_requests_are_json_errors() {
         .await
         .expect("answer");
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
-    let answer = app
-        .client
-        .delete(format!("{url}/999"))
-        .bearer_auth(PRODUCER_TOKEN)
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
-    let answer = app
-        .client
-        .delete(&url)
-        .bearer_auth(PRODUCER_TOKEN)
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(live::revoke(&app, "/999").await.0, StatusCode::NOT_FOUND);
+    let (status, answer) = live::revoke(&app, "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["error"], "bad_request");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -129,17 +117,8 @@ async fn connections_are_refused_without_a_good_token_for_the_topic() {
         )
         .await
         .remove(0);
-    let answer = app
-        .client
-        .delete(format!(
-            "http://127.0.0.1:{}/api/v1/live/tokens/{revoked_id}",
-            app.port
-        ))
-        .bearer_auth(PRODUCER_TOKEN)
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(answer.status(), StatusCode::OK);
+    let (status, _) = live::revoke(&app, &format!("/{revoked_id}")).await;
+    assert_eq!(status, StatusCode::OK);
     eventually("the short token to expire", || async {
         let refused = Sse::connect(
             &app,
@@ -514,17 +493,8 @@ async fn old_updates_expire_and_a_revoked_token_ends_its_connections() {
     let mut sse = Sse::open(&app, &alice).await;
     assert_eq!(sse.expect("ready").await.data["dropped"], 1);
     let (mut ws, _) = Ws::open(&app, json!({"type": "auth", "token": alice})).await;
-    let answer = app
-        .client
-        .delete(format!(
-            "http://127.0.0.1:{}/api/v1/live/tokens?subscriber=alice",
-            app.port
-        ))
-        .bearer_auth(PRODUCER_TOKEN)
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(answer.json::<Value>().await.expect("json")["revoked"], 1);
+    let (_, answer) = live::revoke(&app, "?subscriber=alice").await;
+    assert_eq!(answer["revoked"], 1);
     loop {
         let event = sse.next().await.expect("a closing event before the end");
         if event.event == "closed" {
@@ -676,17 +646,8 @@ async fn a_revocation_through_one_process_ends_connections_held_by_another() {
     let mut sse = Sse::open(&holder, &alice).await;
     sse.expect("ready").await;
     let (mut ws, _) = Ws::open(&holder, json!({"type": "auth", "token": alice})).await;
-    let answer = other
-        .client
-        .delete(format!(
-            "http://127.0.0.1:{}/api/v1/live/tokens?subscriber=alice",
-            other.port
-        ))
-        .bearer_auth(PRODUCER_TOKEN)
-        .send()
-        .await
-        .expect("answer");
-    assert_eq!(answer.status(), StatusCode::OK);
+    let (status, _) = live::revoke(&other, "?subscriber=alice").await;
+    assert_eq!(status, StatusCode::OK);
     let closed = sse.expect("closed").await;
     assert_eq!(closed.data["error"], "token_revoked");
     let closed = ws.next().await.expect_err("closed");

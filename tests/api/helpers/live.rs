@@ -37,6 +37,23 @@ pub async fn token_with(app: &TestApp, body: Value) -> String {
     answer["token"].as_str().expect("a token").to_owned()
 }
 
+/// `DELETE /api/v1/live/tokens<rest>` with the producer token (`rest`: `/{id}` or
+/// `?subscriber=…`); returns status and JSON.
+pub async fn revoke(app: &TestApp, rest: &str) -> (StatusCode, Value) {
+    let response = app
+        .client
+        .delete(format!(
+            "http://127.0.0.1:{}/api/v1/live/tokens{rest}",
+            app.port
+        ))
+        .bearer_auth(PRODUCER_TOKEN)
+        .send()
+        .await
+        .expect("the hub answers");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// Pushes `body` as the new content of `topic` through the producer API.
 pub async fn push(app: &TestApp, topic: &str, content_type: &str, body: &str) -> Value {
     let response = app
