@@ -4,6 +4,13 @@
 //! A job *claims* its rows (`pending` and due, or `sending` with a lapsed claim) before POSTing,
 //! so a duplicate job — after a crash, or from the reconciler — finds nothing to do.
 //! States: pending → sending → delivered | pending (retry) | failed | gone | cancelled.
+//!
+//! Indexes: the id; the subscription (every delivery, and the open ones: `WHERE state IN
+//! ('pending', 'sending')`); the failed ones. No index leads with the state: planners took one
+//! for claims of a batch of ids and read every open delivery of a fan-out per claim
+//! (`migrations/*/0011_deliveries_by_id.sql`). Statements looking for the open deliveries of
+//! subscriptions repeat `state IN ('pending', 'sending')` word for word, since SQLite uses a
+//! partial index only for a query that states its condition.
 
 use super::{
     Db, PRUNE_BATCH, StoreError, Tx, bind_all, claim_token, dispatch, dispatch_tx, in_batches,
@@ -320,7 +327,8 @@ pub async fn cancel_open(
     now: UnixMs,
 ) -> Result<(), StoreError> {
     let sql = "UPDATE deliveries SET state = 'cancelled', last_error = $1, updated_at = $2
-               WHERE state = 'pending' AND subscription_id IN ({list})";
+               WHERE state IN ('pending', 'sending') AND state = 'pending'
+                 AND subscription_id IN ({list})";
     for (sql, chunk) in in_list_chunks(sql, 3, subscription_ids) {
         dispatch_tx!(tx, c => {
             bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(reason).bind(now), chunk)
@@ -337,7 +345,8 @@ pub async fn successors(
     subscription_ids: &[SubscriptionId],
 ) -> Result<Vec<DeliveryId>, StoreError> {
     let sql =
-        "SELECT MIN(id) FROM deliveries WHERE state = 'pending' AND subscription_id IN ({list})
+        "SELECT MIN(id) FROM deliveries
+               WHERE state IN ('pending', 'sending') AND state = 'pending' AND subscription_id IN ({list})
                GROUP BY subscription_id";
     let mut next = Vec::new();
     for (sql, chunk) in in_list_chunks(sql, 1, subscription_ids) {
@@ -387,17 +396,20 @@ pub async fn cap_backlogs(
                      SELECT d.id FROM deliveries d
                      JOIN subscriptions s ON s.id = d.subscription_id
                      JOIN contents c ON c.id = d.content_id
-                     WHERE d.state = 'pending' AND c.mode = 'whole' AND d.seq < s.delivery_seq
+                     WHERE d.state IN ('pending', 'sending') AND d.state = 'pending'
+                       AND c.mode = 'whole' AND d.seq < s.delivery_seq
                        AND EXISTS (
                            SELECT 1 FROM deliveries o
-                           WHERE o.subscription_id = d.subscription_id AND o.state = 'pending'
+                           WHERE o.subscription_id = d.subscription_id
+                             AND o.state IN ('pending', 'sending') AND o.state = 'pending'
                              AND o.seq <= s.delivery_seq - $1))
                  RETURNING subscription_id";
     let oldest = "UPDATE deliveries SET state = 'cancelled', last_error = $3, updated_at = $2
                   WHERE id IN (
                       SELECT d.id FROM deliveries d
                       JOIN subscriptions s ON s.id = d.subscription_id
-                      WHERE d.state = 'pending' AND d.seq <= s.delivery_seq - $1)
+                      WHERE d.state IN ('pending', 'sending') AND d.state = 'pending'
+                        AND d.seq <= s.delivery_seq - $1)
                   RETURNING subscription_id";
     let replaced = format!(
         "dropped: replaced by a newer update while {cap} or more deliveries waited for this subscription"
