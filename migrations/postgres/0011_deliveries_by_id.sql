@@ -7,6 +7,13 @@
 DROP INDEX deliveries_open;
 CREATE INDEX deliveries_failed ON deliveries (id) WHERE state = 'failed';
 
+-- Every state change of a delivery writes a new row version and an entry in each index; the
+-- unique one on (content_id, subscription_id) also looked the old version up to check it. A
+-- fan-out inserts one row per subscription of a new content, so the pair cannot repeat: a
+-- plain index on the content (kept while deliveries refer to it) is enough.
+ALTER TABLE deliveries DROP CONSTRAINT IF EXISTS deliveries_content_id_subscription_id_key;
+CREATE INDEX deliveries_content ON deliveries (content_id);
+
 -- A fan-out numbers each delivery from its subscription's `delivery_seq`, which it then
 -- advances: one update of every subscriber's row per distribution. Room left in each page lets
 -- those updates stay on their page without new index entries (heap-only tuples): no column they

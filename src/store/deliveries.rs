@@ -71,23 +71,47 @@ pub async fn claim(
     owner: &ProcessId,
 ) -> Result<Claimed, StoreError> {
     let token = claim_token(hold_until);
-    let sql = "UPDATE deliveries SET state = 'sending', claimed_until = $1, updated_at = $2,
-                   claimed_by = $3
-               WHERE id IN ({list})
-                 AND ((state = 'pending' AND next_attempt_at <= $2)
-                   OR (state = 'sending' AND claimed_until < $2))
+    const SET: &str = "SET state = 'sending', claimed_until = $1, updated_at = $2, claimed_by = $3";
+    // Written as a CASE, which no index serves: planners then find the batch by id (see
+    // `raw_ids`) rather than reading every open delivery through the open index.
+    const CLAIMABLE: &str = "CASE d.state WHEN 'pending' THEN d.next_attempt_at <= $2
+                                     WHEN 'sending' THEN d.claimed_until < $2 ELSE false END
                  AND NOT EXISTS (
                      SELECT 1 FROM deliveries older
-                     WHERE older.subscription_id = deliveries.subscription_id AND older.id < deliveries.id
-                       AND older.state IN ('pending', 'sending'))
-               RETURNING id";
+                     WHERE older.subscription_id = d.subscription_id AND older.id < d.id
+                       AND older.state IN ('pending', 'sending'))";
     let mut claimed = Vec::new();
-    for (sql, chunk) in in_list_chunks(sql, 4, ids) {
-        let ids: Vec<DeliveryId> = dispatch!(db, c => {
-            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(token).bind(now).bind(owner), chunk)
-                .fetch_all(c).await?
-        });
-        claimed.extend(ids);
+    match db {
+        Db::Pg(pool) => {
+            let sql = format!(
+                "UPDATE deliveries d {SET} FROM unnest($4::bigint[]) AS batch (id)
+                 WHERE d.id = batch.id AND {CLAIMABLE} RETURNING d.id"
+            );
+            claimed = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(token)
+                .bind(now)
+                .bind(owner)
+                .bind(raw_ids(ids))
+                .fetch_all(pool)
+                .await?;
+        }
+        Db::Sqlite(pool) => {
+            let sql = format!(
+                "UPDATE deliveries AS d {SET} WHERE d.id IN ({{list}}) AND {CLAIMABLE} RETURNING id"
+            );
+            for (sql, chunk) in in_list_chunks(&sql, 4, ids) {
+                let ids: Vec<DeliveryId> = bind_all!(
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
+                        .bind(token)
+                        .bind(now)
+                        .bind(owner),
+                    chunk
+                )
+                .fetch_all(pool)
+                .await?;
+                claimed.extend(ids);
+            }
+        }
     }
     Ok(Claimed {
         token,
@@ -152,21 +176,43 @@ impl TryFrom<ClaimedRow> for ClaimedDelivery {
 }
 
 pub async fn load_claimed(db: &Db, ids: &[DeliveryId]) -> Result<Vec<ClaimedDelivery>, StoreError> {
-    let sql = "SELECT d.id, d.attempts, d.seq, d.content_id, s.id AS subscription_id, s.callback, s.secret,
-                      s.state AS subscription_state, s.expires_at, s.legacy
-               FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
-               WHERE d.id IN ({list}) ORDER BY d.id";
-    let mut out = Vec::with_capacity(ids.len());
-    for (sql, chunk) in in_list_chunks(sql, 1, ids) {
-        let rows: Vec<ClaimedRow> = dispatch!(db, c => {
-            bind_all!(sqlx::query_as::<_, ClaimedRow>(sqlx::AssertSqlSafe(sql.as_str())), chunk)
-                .fetch_all(c).await?
-        });
-        for row in rows {
-            out.push(ClaimedDelivery::try_from(row)?);
+    const COLUMNS: &str = "d.id, d.attempts, d.seq, d.content_id, s.id AS subscription_id,
+        s.callback, s.secret, s.state AS subscription_state, s.expires_at, s.legacy";
+    let mut rows: Vec<ClaimedRow> = Vec::with_capacity(ids.len());
+    match db {
+        Db::Pg(pool) => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM unnest($1::bigint[]) AS batch (id)
+                 JOIN deliveries d ON d.id = batch.id
+                 JOIN subscriptions s ON s.id = d.subscription_id ORDER BY d.id"
+            );
+            rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(raw_ids(ids))
+                .fetch_all(pool)
+                .await?;
+        }
+        Db::Sqlite(pool) => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+                 WHERE d.id IN ({{list}}) ORDER BY d.id"
+            );
+            for (sql, chunk) in in_list_chunks(&sql, 1, ids) {
+                let more: Vec<ClaimedRow> =
+                    bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())), chunk)
+                        .fetch_all(pool)
+                        .await?;
+                rows.extend(more);
+            }
         }
     }
-    Ok(out)
+    rows.into_iter().map(ClaimedDelivery::try_from).collect()
+}
+
+/// Ids as PostgreSQL takes them in one array parameter (`unnest($n::bigint[])`): one prepared
+/// statement for any number of them, where an `IN` list of placeholders is a new statement for
+/// every length. With the batch's size known, the planner joins it by primary key.
+fn raw_ids(ids: &[DeliveryId]) -> Vec<i64> {
+    ids.iter().map(|id| id.get()).collect()
 }
 
 /// The recorded result of one attempt.
@@ -211,17 +257,41 @@ pub async fn record(
             delivered.entry(*status).or_default().push(*id);
         }
     }
-    let sql =
-        "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_status = $1,
-                   last_error = NULL, delivered_at = $2, updated_at = $2, claimed_until = NULL,
-                   claimed_by = NULL
-               WHERE state = 'sending' AND claimed_until = $3 AND id IN ({list})";
+    const SET: &str = "SET state = 'delivered', attempts = attempts + 1, last_status = $1,
+        last_error = NULL, delivered_at = $2, updated_at = $2, claimed_until = NULL, claimed_by = NULL";
+    // A CASE, as in `claim`: the batch is found by id, not through the index of claims.
+    const HELD: &str = "CASE d.state WHEN 'sending' THEN d.claimed_until = $3 ELSE false END";
     for (status, ids) in delivered {
-        for (sql, chunk) in in_list_chunks(sql, 4, &ids) {
-            dispatch_tx!(tx, c => {
-                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(i64::from(status)).bind(now).bind(token), chunk)
-                    .execute(c).await?;
-            });
+        let status = i64::from(status);
+        match &mut *tx {
+            Tx::Pg(t) => {
+                let sql = format!(
+                    "UPDATE deliveries d {SET} FROM unnest($4::bigint[]) AS batch (id)
+                     WHERE d.id = batch.id AND {HELD}"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(status)
+                    .bind(now)
+                    .bind(token)
+                    .bind(raw_ids(&ids))
+                    .execute(&mut **t)
+                    .await?;
+            }
+            Tx::Sqlite(t) => {
+                let sql =
+                    format!("UPDATE deliveries AS d {SET} WHERE {HELD} AND d.id IN ({{list}})");
+                for (sql, chunk) in in_list_chunks(&sql, 4, &ids) {
+                    bind_all!(
+                        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                            .bind(status)
+                            .bind(now)
+                            .bind(token),
+                        chunk
+                    )
+                    .execute(&mut **t)
+                    .await?;
+                }
+            }
         }
     }
     let one = "UPDATE deliveries SET state = $2, attempts = attempts + $3, last_status = $4,
