@@ -95,7 +95,7 @@ pub async fn recover_dead(ctx: &HubContext) -> Result<Vec<(ProcessId, Released)>
     for process in dead {
         let released = processes::release_claims(&mut tx, &process).await?;
         jobs.extend(jobs_for(ctx, &released));
-        jobs.extend(queue::requeue_taken_by(&ctx.db, &mut tx, &process).await?);
+        jobs.extend(queue::requeue_taken_by(&mut tx, &process).await?);
         out.push((process, released));
     }
     queue::push(&mut tx, &jobs).await?;

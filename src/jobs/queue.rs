@@ -19,7 +19,7 @@ use super::{deliver::DeliverJob, distribute::DistributeJob, verify::VerifyJob};
 use crate::{
     context::HubContext,
     domain::ids::{ProcessId, UnixMs},
-    store::{Db, PRUNE_BATCH, StoreError, Tx, dispatch, in_batches},
+    store::{Db, PRUNE_BATCH, StoreError, Tx, dispatch, dispatch_tx, in_batches},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -170,23 +170,19 @@ pub async fn unfinished<T: DeserializeOwned>(db: &Db, queue: Queue) -> Result<Ve
 /// again as new jobs: the process is gone, and the queue itself gives its jobs back only after
 /// its own, much longer, heartbeat window (stack-notes §4.5). The old rows run later as
 /// duplicates, which find nothing to do (every handler claims its rows first).
-pub async fn requeue_taken_by(
-    db: &Db,
-    tx: &mut Tx,
-    process: &ProcessId,
-) -> Result<Vec<Job>, StoreError> {
-    let sql = match db {
-        Db::Sqlite(_) => {
+pub async fn requeue_taken_by(tx: &mut Tx, process: &ProcessId) -> Result<Vec<Job>, StoreError> {
+    let sql = match tx {
+        Tx::Sqlite(_) => {
             "SELECT job_type, job FROM Jobs WHERE status IN ('Queued', 'Running') AND lock_by LIKE $1"
         }
-        Db::Pg(_) => {
+        Tx::Pg(_) => {
             "SELECT job_type, job FROM apalis.jobs WHERE status IN ('Queued', 'Running') AND lock_by LIKE $1"
         }
     };
     // Worker names are `<queue>-<process>-<restarts>` (see `start`).
     let pattern = format!("%-{}-%", process.as_str());
     let rows: Vec<(String, Vec<u8>)> =
-        dispatch!(db, c => sqlx::query_as(sql).bind(&pattern).fetch_all(c).await?);
+        dispatch_tx!(tx, c => sqlx::query_as(sql).bind(&pattern).fetch_all(c).await?);
     let jobs: Vec<Job> = rows
         .into_iter()
         .filter_map(|(name, payload)| {
