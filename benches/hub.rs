@@ -378,12 +378,21 @@ async fn main() {
     let active_sql = "SELECT COUNT(*) FROM subscriptions WHERE state = 'active'";
     {
         let bar = bar(o.subscriptions, "verified and active");
+        let failed_sql = "SELECT COUNT(*) FROM subscription_requests WHERE state <> 'pending' AND state <> 'verified'";
         loop {
             let n = count(&db, active_sql).await;
             bar.set_position(n as u64);
             if n >= o.subscriptions {
                 break;
             }
+            // A verification that failed (the sink refused a connection, say) never becomes
+            // active: say so instead of waiting for ever.
+            let failed = count(&db, failed_sql).await;
+            assert!(
+                n + failed < o.subscriptions,
+                "{failed} of {} verifications did not succeed (see subscription_requests.reason)",
+                o.subscriptions
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         bar.finish_and_clear();
