@@ -195,12 +195,12 @@ pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
             .copied()
             .filter(|id| !claimed.iter().any(|c| c.id == *id))
             .collect();
-        // Those behind an older request of their pair look again soon (whoever completes
-        // the older one pushes them at once; this is the fallback). The rest are done or
-        // someone else's.
-        let blocked = requests::blocked_among(&ctx.db, &unclaimed).await?;
+        // Those still waiting — behind an older request of their pair, or just released
+        // from behind it — look again soon (whoever completes the older one pushes them at
+        // once; this is the fallback). The rest are done or someone else's.
+        let waiting = requests::waiting_among(&ctx.db, &unclaimed, UnixMs::now()).await?;
         let at = requests::recheck_at(now);
-        push_later(ctx, blocked, job.request_id.clone(), at).await?;
+        push_later(ctx, waiting, job.request_id.clone(), at).await?;
     }
     if claimed.is_empty() {
         return Ok(());

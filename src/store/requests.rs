@@ -241,7 +241,7 @@ pub async fn claim(
 
 /// Claims, for a queue job, those of `ids` that are pending, unclaimed (or whose claim lapsed)
 /// and first in line for their (topic, callback), in one statement per chunk: the rule of
-/// [`claim`] for many requests at once. The others are blocked ([`blocked_among`]) or not this
+/// [`claim`] for many requests at once. The others are blocked ([`waiting_among`]) or not this
 /// job's any more.
 pub async fn claim_many(
     db: &Db,
@@ -272,23 +272,28 @@ pub async fn claim_many(
     Ok(claimed)
 }
 
-/// Those of `ids` still pending behind an older pending request of the same pair.
-pub async fn blocked_among(db: &Db, ids: &[RequestId]) -> Result<Vec<RequestId>, StoreError> {
+/// Those of `ids` still pending that no claim holds: behind an older pending request of the
+/// same pair, or not any more. A claim can miss a request whose blocker was just finished: on
+/// PostgreSQL the older one's completion may commit between the claim and this look, after its
+/// own look for the next in line came too early to see this request (committed meanwhile); left
+/// out, such a request waited for the reconciler.
+pub async fn waiting_among(
+    db: &Db,
+    ids: &[RequestId],
+    now: UnixMs,
+) -> Result<Vec<RequestId>, StoreError> {
     let sql = "SELECT r.id FROM subscription_requests r
-               WHERE r.id IN ({list}) AND r.state = 'pending'
-                 AND EXISTS (
-                     SELECT 1 FROM subscription_requests older
-                     WHERE older.topic = r.topic AND older.callback = r.callback
-                       AND older.state = 'pending' AND older.id < r.id)";
-    let mut blocked = Vec::new();
-    for (sql, chunk) in in_list_chunks(sql, 1, ids) {
+               WHERE r.state = 'pending' AND (r.claimed_until IS NULL OR r.claimed_until < $1)
+                 AND r.id IN ({list})";
+    let mut waiting = Vec::new();
+    for (sql, chunk) in in_list_chunks(sql, 2, ids) {
         let found: Vec<RequestId> = dispatch!(db, c => {
-            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())), chunk)
+            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(now), chunk)
                 .fetch_all(c).await?
         });
-        blocked.extend(found);
+        waiting.extend(found);
     }
-    Ok(blocked)
+    Ok(waiting)
 }
 
 /// When a blocked request looks again (see [`BLOCKED_RECHECK`]).
