@@ -198,7 +198,7 @@ pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
         // Those still waiting — behind an older request of their pair, or just released
         // from behind it — look again soon (whoever completes the older one pushes them at
         // once; this is the fallback). The rest are done or someone else's.
-        let waiting = requests::waiting_among(&ctx.db, &unclaimed, UnixMs::now()).await?;
+        let waiting = requests::waiting_among(&ctx.db, &unclaimed, now).await?;
         let at = requests::recheck_at(now);
         push_later(ctx, waiting, job.request_id.clone(), at).await?;
     }

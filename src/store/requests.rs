@@ -241,7 +241,7 @@ pub async fn claim(
 
 /// Claims, for a queue job, those of `ids` that are pending, unclaimed (or whose claim lapsed)
 /// and first in line for their (topic, callback), in one statement per chunk: the rule of
-/// [`claim`] for many requests at once. The others are blocked ([`waiting_among`]) or not this
+/// [`claim`] for many requests at once. The others wait ([`waiting_among`]) or are not this
 /// job's any more.
 pub async fn claim_many(
     db: &Db,
