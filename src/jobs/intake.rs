@@ -14,7 +14,6 @@ use crate::{
     domain::{
         hub_request::SubscriptionRequest,
         ids::{RequestId, UnixMs},
-        state::RequestOrigin,
     },
     store::{Db, StoreError, requests},
 };
@@ -98,19 +97,8 @@ async fn write_groups(db: Db, wakers: Wakers, mut receiver: mpsc::Receiver<Arriv
 async fn write(db: &Db, group: &[Arrival]) -> Result<(Vec<RequestId>, Vec<Job>), StoreError> {
     let now = UnixMs::now();
     let mut tx = db.begin().await?;
-    let mut ids = Vec::with_capacity(group.len());
-    for arrival in group {
-        ids.push(
-            requests::insert(
-                &mut tx,
-                &arrival.request,
-                RequestOrigin::Subscriber,
-                now,
-                None,
-            )
-            .await?,
-        );
-    }
+    let requests: Vec<&SubscriptionRequest> = group.iter().map(|a| &a.request).collect();
+    let ids = requests::insert_group(&mut tx, &requests, now).await?;
     let jobs: Vec<Job> = ids
         .chunks(verify::BATCH)
         .zip(group.chunks(verify::BATCH))

@@ -220,16 +220,16 @@ impl Db {
         crate::jobs::queue::migrate(self).await
     }
 
-    /// Begins a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`):
-    /// every Herald transaction writes, and a deferred one that reads first and writes later
-    /// fails with "database is locked" — without waiting — when another connection wrote in
-    /// between (SQLITE_BUSY_SNAPSHOT). Taken up front, the lock waits under `busy_timeout`.
     /// Whether Herald's tables exist (some migration has run).
     pub async fn has_schema(&self) -> bool {
         let probe: Result<i64, sqlx::Error> = dispatch!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM subscriptions").fetch_one(pool).await);
         probe.is_ok()
     }
 
+    /// Begins a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`):
+    /// every Herald transaction writes, and a deferred one that reads first and writes later
+    /// fails with "database is locked" — without waiting — when another connection wrote in
+    /// between (SQLITE_BUSY_SNAPSHOT). Taken up front, the lock waits under `busy_timeout`.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match self {
             Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),

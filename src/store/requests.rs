@@ -152,6 +152,105 @@ pub async fn insert(
     Ok(id)
 }
 
+/// On PostgreSQL, a group of subscribers' requests in one statement: the group arrives as one
+/// array per column, in arrival order ($1 mode, $2 topic, $3 callback, $4 secret, $5 lease,
+/// $6 delivery mode, $7 verify mode, $8 verify token; $9 whether the request is the group's
+/// first of its pair, $10 whether the next one of its pair in the group replaces it), $11 now.
+/// The first of each pair may replace the pair's latest stored request, as [`SUPERSEDE`] does;
+/// one replaced within the group is stored as superseded. Identity values are drawn as the rows
+/// leave the `ORDER BY`, so ascending ids follow the arrival order.
+const INSERT_GROUP: &str = "WITH batch AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                             $6::text[], $7::text[], $8::text[], $9::bool[], $10::bool[])
+            WITH ORDINALITY AS b (mode, topic, callback, secret, lease_requested, delivery_mode,
+                                  verify_mode, verify_token, first_of_pair, replaced, ord)),
+    superseded AS (
+        UPDATE subscription_requests r
+        SET state = 'superseded', completed_at = $11,
+            reason = 'replaced by an identical request before its verification started'
+        FROM batch b
+        WHERE b.first_of_pair
+          AND r.id = (SELECT MAX(id) FROM subscription_requests
+                      WHERE state = 'pending' AND topic = b.topic AND callback = b.callback)
+          AND r.origin = 'subscriber' AND r.started_at IS NULL AND r.claimed_until IS NULL
+          AND r.mode = b.mode AND r.secret IS NOT DISTINCT FROM b.secret
+          AND r.lease_requested IS NOT DISTINCT FROM b.lease_requested
+          AND r.delivery_mode IS NOT DISTINCT FROM b.delivery_mode
+          AND r.verify_mode IS NOT DISTINCT FROM b.verify_mode
+          AND r.verify_token IS NOT DISTINCT FROM b.verify_token
+        RETURNING r.id)
+    INSERT INTO subscription_requests
+        (mode, topic, callback, secret, lease_requested, created_at, delivery_mode,
+         verify_mode, verify_token, origin, state, completed_at, reason)
+    SELECT mode, topic, callback, secret, lease_requested, $11, delivery_mode, verify_mode,
+           verify_token, 'subscriber',
+           CASE WHEN replaced THEN 'superseded' ELSE 'pending' END,
+           CASE WHEN replaced THEN $11 END,
+           CASE WHEN replaced
+                THEN 'replaced by an identical request before its verification started' END
+    FROM batch ORDER BY ord
+    RETURNING id";
+
+/// For each request of a group in arrival order: whether it is the group's first of its
+/// (topic, callback), and whether the next one of that pair in the group is identical to it —
+/// which replaces it, as it would have replaced it stored (see the module docs).
+fn group_order(group: &[&SubscriptionRequest]) -> Vec<(bool, bool)> {
+    let mut marks = vec![(true, false); group.len()];
+    let mut latest: std::collections::HashMap<(&str, &str), usize> = Default::default();
+    for (i, req) in group.iter().enumerate() {
+        let pair = (req.topic.as_str(), req.callback.as_str());
+        if let Some(before) = latest.insert(pair, i) {
+            marks[i].0 = false;
+            marks[before].1 = group[before] == *req;
+        }
+    }
+    marks
+}
+
+/// Stores a group of subscribers' requests in arrival order; what [`insert`] does for each in
+/// turn, in one statement on PostgreSQL. Returns their ids in the same order.
+pub async fn insert_group(
+    tx: &mut Tx,
+    group: &[&SubscriptionRequest],
+    now: UnixMs,
+) -> Result<Vec<RequestId>, StoreError> {
+    let Tx::Pg(t) = tx else {
+        let mut ids = Vec::with_capacity(group.len());
+        for req in group {
+            ids.push(insert(tx, req, RequestOrigin::Subscriber, now, None).await?);
+        }
+        return Ok(ids);
+    };
+    let marks = group_order(group);
+    let text = |f: fn(&SubscriptionRequest) -> Option<&str>| -> Vec<Option<&str>> {
+        group.iter().map(|r| f(r)).collect()
+    };
+    let mut ids: Vec<RequestId> = sqlx::query_scalar(INSERT_GROUP)
+        .bind(text(|r| Some(r.mode.as_str())))
+        .bind(text(|r| Some(r.topic.as_str())))
+        .bind(text(|r| Some(r.callback.as_str())))
+        .bind(text(|r| r.secret.as_ref().map(|s| s.expose())))
+        .bind(
+            group
+                .iter()
+                .map(|r| {
+                    r.lease_seconds
+                        .map(|l| i64::try_from(l).unwrap_or(i64::MAX))
+                })
+                .collect::<Vec<_>>(),
+        )
+        .bind(text(|r| r.delivery_mode.map(|m| m.as_str())))
+        .bind(text(|r| r.legacy.map(|m| m.as_str())))
+        .bind(text(|r| r.verify_token.as_deref()))
+        .bind(marks.iter().map(|m| m.0).collect::<Vec<_>>())
+        .bind(marks.iter().map(|m| m.1).collect::<Vec<_>>())
+        .bind(now)
+        .fetch_all(&mut **t)
+        .await?;
+    ids.sort_unstable();
+    Ok(ids)
+}
+
 const COLUMNS: &str = "id, mode, topic, callback, secret, lease_requested, state, delivery_mode,
                        verify_mode, verify_token, origin, reason";
 
@@ -413,4 +512,52 @@ pub async fn prune(db: &Db, before: UnixMs) -> Result<u64, StoreError> {
                    SELECT id FROM subscription_requests
                    WHERE state <> 'pending' AND completed_at < $1 LIMIT $2)";
     delete_older_in_batches(db, sql, before).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_order;
+    use crate::domain::{
+        hub_request::{Mode, SubscriptionRequest},
+        url::HubUrl,
+    };
+
+    fn request(mode: Mode, callback: &str, lease: u64) -> SubscriptionRequest {
+        SubscriptionRequest {
+            mode,
+            topic: HubUrl::parse("http://pub.example/feed").unwrap(),
+            callback: HubUrl::parse(callback).unwrap(),
+            lease_seconds: Some(lease),
+            secret: None,
+            delivery_mode: None,
+            legacy: None,
+            verify_token: None,
+        }
+    }
+
+    #[test]
+    fn a_group_marks_each_pairs_first_and_the_requests_their_twin_replaces() {
+        let (a, b) = ("http://sub.example/a", "http://sub.example/b");
+        let group = [
+            request(Mode::Subscribe, a, 60),
+            request(Mode::Subscribe, b, 60),
+            request(Mode::Subscribe, a, 60),
+            request(Mode::Subscribe, a, 60),
+            request(Mode::Subscribe, a, 90),
+            request(Mode::Unsubscribe, b, 60),
+        ];
+        let group: Vec<&SubscriptionRequest> = group.iter().collect();
+        assert_eq!(
+            group_order(&group),
+            [
+                // (first of its pair, replaced by the next of its pair)
+                (true, true),
+                (true, false),
+                (false, true),
+                (false, false),
+                (false, false),
+                (false, false),
+            ]
+        );
+    }
 }

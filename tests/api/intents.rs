@@ -252,22 +252,85 @@ async fn requests_of_one_pair_stored_in_one_group_are_verified_in_their_order() 
     }
     // Requests that arrived together were stored and verified together: some verification
     // job carried several of them.
+    let largest = verification_jobs(&app).await.iter().map(Vec::len).max();
+    assert!(
+        largest > Some(1),
+        "the largest verification job carried {largest:?} request(s)"
+    );
+}
+
+/// Identical requests that arrive together, and so are stored in one group, replace one another
+/// as they do arriving one by one: of those waiting their turn, only the last is verified.
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_requests_stored_in_one_group_replace_one_another() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/intents-twins";
+    let mut grouped = 0;
+    for round in 0..ROUNDS {
+        let name = format!("twins{round}");
+        let cb = sub.callback(&name);
+        sub.on_verify(&name, [Answer::Gated]);
+        app.subscribe(topic, &cb, &[("hub.secret", "one")]).await;
+        sub.wait_verifications(&name, 1).await;
+        let twins = (0..4).map(|_| app.subscribe(topic, &cb, &[("hub.secret", "two")]));
+        let statuses = futures::future::join_all(twins).await;
+        assert!(statuses.iter().all(|s| *s == StatusCode::ACCEPTED));
+        sub.open_gate();
+        assert_eq!(
+            app.settled_requests(&cb).await,
+            [
+                "verified",
+                "superseded",
+                "superseded",
+                "superseded",
+                "verified"
+            ],
+            "round {round}"
+        );
+        assert_eq!(sub.wait_verifications(&name, 2).await.len(), 2);
+        let secret = app
+            .scalar_text(
+                "SELECT secret FROM subscriptions WHERE callback = $1",
+                &[&cb],
+            )
+            .await;
+        assert_eq!(secret.as_deref(), Some("two"), "round {round}");
+        let ids: Vec<i64> = app
+            .texts(
+                "SELECT CAST(id AS TEXT) FROM subscription_requests WHERE callback = $1",
+                &[&cb],
+            )
+            .await
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .collect();
+        let together = verification_jobs(&app)
+            .await
+            .iter()
+            .map(|job| job.iter().filter(|id| ids.contains(id)).count())
+            .max();
+        grouped += usize::from(together > Some(1));
+    }
+    // The case this test is about happened: twins were stored in one group.
+    assert!(grouped > 0, "no round stored two of its twins together");
+}
+
+/// The requests each verification job carries.
+async fn verification_jobs(app: &TestApp) -> Vec<Vec<i64>> {
     let jobs = match Backend::from_env() {
         Backend::Sqlite => "SELECT CAST(job AS TEXT) FROM Jobs WHERE job_type = $1",
         Backend::Postgres => {
             "SELECT convert_from(job, 'UTF8') FROM apalis.jobs WHERE job_type = $1"
         }
     };
-    let largest = app
-        .texts(jobs, &["hubverify"])
+    app.texts(jobs, &["hubverify"])
         .await
         .iter()
         .filter_map(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-        .filter_map(|j| j["requests"].as_array().map(Vec::len))
-        .max()
-        .unwrap_or(0);
-    assert!(
-        largest > 1,
-        "the largest verification job carried {largest} request(s)"
-    );
+        .filter_map(|j| {
+            let ids = j["requests"].as_array()?;
+            Some(ids.iter().filter_map(serde_json::Value::as_i64).collect())
+        })
+        .collect()
 }
