@@ -11,7 +11,7 @@
 
 use super::{
     Db, StoreError, StoredRequestParts, Tx, bind_all, delete_older_in_batches, dispatch,
-    dispatch_tx, in_list_chunks,
+    dispatch_tx, in_list_chunks, placeholders,
 };
 use crate::domain::{
     hub_request::SubscriptionRequest,
@@ -80,13 +80,22 @@ impl TryFrom<Row> for StoredRequest {
     }
 }
 
+/// Why a request was superseded (a literal, so that statements can `concat!` it).
+macro_rules! superseded_reason {
+    () => {
+        "replaced by an identical request before its verification started"
+    };
+}
+
 /// Marks the latest pending request of the pair superseded when it is identical to the one
 /// being stored and its verification has not started. Numbered as [`INSERT`]'s values: $1 mode,
 /// $2 topic, $3 callback, $4 secret, $5 lease, $6 now, $7 delivery mode, $8 verify mode,
 /// $9 verify token.
-const SUPERSEDE: &str = "UPDATE subscription_requests
-    SET state = 'superseded', completed_at = $6,
-        reason = 'replaced by an identical request before its verification started'
+const SUPERSEDE: &str = concat!(
+    "UPDATE subscription_requests
+    SET state = 'superseded', completed_at = $6, reason = '",
+    superseded_reason!(),
+    "'
     WHERE id = (SELECT MAX(id) FROM subscription_requests
                 WHERE state = 'pending' AND topic = $2 AND callback = $3)
       AND origin = 'subscriber' AND started_at IS NULL AND claimed_until IS NULL
@@ -94,7 +103,8 @@ const SUPERSEDE: &str = "UPDATE subscription_requests
       AND lease_requested IS NOT DISTINCT FROM $5
       AND delivery_mode IS NOT DISTINCT FROM $7
       AND verify_mode IS NOT DISTINCT FROM $8
-      AND verify_token IS NOT DISTINCT FROM $9";
+      AND verify_token IS NOT DISTINCT FROM $9"
+);
 
 const INSERT: &str = "INSERT INTO subscription_requests
     (mode, topic, callback, secret, lease_requested, created_at, delivery_mode,
@@ -159,15 +169,17 @@ pub async fn insert(
 /// The first of each pair may replace the pair's latest stored request, as [`SUPERSEDE`] does;
 /// one replaced within the group is stored as superseded. Identity values are drawn as the rows
 /// leave the `ORDER BY`, so ascending ids follow the arrival order.
-const INSERT_GROUP: &str = "WITH batch AS (
+const INSERT_GROUP: &str = concat!(
+    "WITH batch AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                              $6::text[], $7::text[], $8::text[], $9::bool[], $10::bool[])
             WITH ORDINALITY AS b (mode, topic, callback, secret, lease_requested, delivery_mode,
                                   verify_mode, verify_token, first_of_pair, replaced, ord)),
     superseded AS (
         UPDATE subscription_requests r
-        SET state = 'superseded', completed_at = $11,
-            reason = 'replaced by an identical request before its verification started'
+        SET state = 'superseded', completed_at = $11, reason = '",
+    superseded_reason!(),
+    "'
         FROM batch b
         WHERE b.first_of_pair
           AND r.id = (SELECT MAX(id) FROM subscription_requests
@@ -186,10 +198,12 @@ const INSERT_GROUP: &str = "WITH batch AS (
            verify_token, 'subscriber',
            CASE WHEN replaced THEN 'superseded' ELSE 'pending' END,
            CASE WHEN replaced THEN $11 END,
-           CASE WHEN replaced
-                THEN 'replaced by an identical request before its verification started' END
+           CASE WHEN replaced THEN '",
+    superseded_reason!(),
+    "' END
     FROM batch ORDER BY ord
-    RETURNING id";
+    RETURNING id"
+);
 
 /// For each request of a group in arrival order: whether it is the group's first of its
 /// (topic, callback), and whether the next one of that pair in the group is identical to it —
@@ -214,14 +228,11 @@ pub async fn insert_group(
     group: &[&SubscriptionRequest],
     now: UnixMs,
 ) -> Result<Vec<RequestId>, StoreError> {
-    let Tx::Pg(t) = tx else {
-        let mut ids = Vec::with_capacity(group.len());
-        for req in group {
-            ids.push(insert(tx, req, RequestOrigin::Subscriber, now, None).await?);
-        }
-        return Ok(ids);
-    };
     let marks = group_order(group);
+    let t = match tx {
+        Tx::Pg(t) => t,
+        Tx::Sqlite(t) => return insert_group_sqlite(t, group, &marks, now).await,
+    };
     let text = |f: fn(&SubscriptionRequest) -> Option<&str>| -> Vec<Option<&str>> {
         group.iter().map(|r| f(r)).collect()
     };
@@ -247,6 +258,99 @@ pub async fn insert_group(
         .bind(now)
         .fetch_all(&mut **t)
         .await?;
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// The values of a request as stored, in [`INSERT`]'s order: mode, topic, callback, secret,
+/// lease, delivery mode, verify mode, verify token.
+const REQUEST_VALUES: usize = 8;
+
+fn bind_request<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    r: &'q SubscriptionRequest,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    q.bind(r.mode.as_str())
+        .bind(r.topic.as_str())
+        .bind(r.callback.as_str())
+        .bind(r.secret.as_ref().map(|s| s.expose()))
+        .bind(
+            r.lease_seconds
+                .map(|l| i64::try_from(l).unwrap_or(i64::MAX)),
+        )
+        .bind(r.delivery_mode.map(|m| m.as_str()))
+        .bind(r.legacy.map(|m| m.as_str()))
+        .bind(r.verify_token.as_deref())
+}
+
+/// [`insert_group`] on SQLite: two statements whatever the group's size — the supersede of each
+/// pair's stored request (for the group's first request of the pair), then one multi-row insert
+/// in arrival order.
+async fn insert_group_sqlite(
+    t: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    group: &[&SubscriptionRequest],
+    marks: &[(bool, bool)],
+    now: UnixMs,
+) -> Result<Vec<RequestId>, StoreError> {
+    let reason = superseded_reason!();
+    let rows = |n: usize, extra: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "({})",
+                    placeholders(2 + i * (REQUEST_VALUES + extra), REQUEST_VALUES + extra)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let firsts: Vec<&SubscriptionRequest> = group
+        .iter()
+        .zip(marks)
+        .filter(|(_, (first, _))| *first)
+        .map(|(r, _)| *r)
+        .collect();
+    let supersede = format!(
+        "WITH batch (mode, topic, callback, secret, lease_requested, delivery_mode, verify_mode,
+                     verify_token) AS (VALUES {})
+         UPDATE subscription_requests AS r
+         SET state = 'superseded', completed_at = $1, reason = '{reason}'
+         FROM batch b
+         WHERE r.id = (SELECT MAX(id) FROM subscription_requests
+                       WHERE state = 'pending' AND topic = b.topic AND callback = b.callback)
+           AND r.origin = 'subscriber' AND r.started_at IS NULL AND r.claimed_until IS NULL
+           AND r.mode = b.mode AND r.secret IS b.secret
+           AND r.lease_requested IS b.lease_requested AND r.delivery_mode IS b.delivery_mode
+           AND r.verify_mode IS b.verify_mode AND r.verify_token IS b.verify_token",
+        rows(firsts.len(), 0)
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(supersede)).bind(now);
+    for r in &firsts {
+        q = bind_request(q, r);
+    }
+    q.execute(&mut **t).await?;
+    // Each row: the request's values, then whether its twin in the group replaces it.
+    let insert = format!(
+        "INSERT INTO subscription_requests
+             (mode, topic, callback, secret, lease_requested, delivery_mode, verify_mode,
+              verify_token, origin, state, created_at, completed_at, reason)
+         SELECT column1, column2, column3, column4, column5, column6, column7, column8,
+                'subscriber', CASE WHEN column9 THEN 'superseded' ELSE 'pending' END, $1,
+                CASE WHEN column9 THEN $1 END,
+                CASE WHEN column9 THEN '{reason}' END
+         FROM (VALUES {}) RETURNING id",
+        rows(group.len(), 1)
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(insert)).bind(now);
+    for (r, (_, replaced)) in group.iter().zip(marks) {
+        q = bind_request(q, r).bind(*replaced);
+    }
+    let mut ids = q
+        .fetch_all(&mut **t)
+        .await?
+        .iter()
+        .map(|row| sqlx::Row::try_get::<RequestId, _>(row, 0))
+        .collect::<Result<Vec<_>, _>>()?;
     ids.sort_unstable();
     Ok(ids)
 }
