@@ -18,7 +18,9 @@
 //!
 //! and the peak resident memory of the hub process(es). Prints a table, each throughput also
 //! as a fraction of the sink's ceiling (so machines compare), and with `--json` one JSON line.
-//! `HERALD_TEST_DATABASE=postgres` (and `HERALD_TEST_POSTGRES_URL`) selects PostgreSQL.
+//! `HERALD_TEST_DATABASE=postgres` (and `HERALD_TEST_POSTGRES_URL`) selects PostgreSQL;
+//! `HERALD_BENCH_LOG=<file>` keeps the hub's log (`HERALD_BENCH_RUST_LOG` filters it, default
+//! `info`).
 
 use std::{
     collections::HashMap,

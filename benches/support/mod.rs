@@ -128,6 +128,22 @@ pub struct HubProcess {
     pub port: u16,
 }
 
+/// With `HERALD_BENCH_LOG=<file>`, the hub's log goes to that file (appended to), filtered by
+/// `HERALD_BENCH_RUST_LOG` (default `info`): where its time went, for a profile of a run.
+fn keep_log(cmd: &mut std::process::Command) {
+    let Ok(path) = std::env::var("HERALD_BENCH_LOG") else {
+        return;
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("HERALD_BENCH_LOG {path}: {e}"));
+    let filter = std::env::var("HERALD_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into());
+    let copy = file.try_clone().expect("log file handle");
+    cmd.env("RUST_LOG", filter).stdout(file).stderr(copy);
+}
+
 impl HubProcess {
     /// Starts `herald serve` on `database_url` with `vars`, and waits until it answers.
     pub async fn start(database_url: &str, vars: &[(&str, &str)]) -> Self {
@@ -143,6 +159,7 @@ impl HubProcess {
             .env("HERALD_ALLOW_PRIVATE_ADDRESSES", "true")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null());
+        keep_log(&mut cmd);
         for (k, v) in vars {
             cmd.env(k, v);
         }
@@ -178,6 +195,7 @@ impl HubProcess {
             .env("HERALD_ALLOW_PRIVATE_ADDRESSES", "true")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null());
+        keep_log(&mut cmd);
         for (k, v) in vars {
             cmd.env(k, v);
         }
