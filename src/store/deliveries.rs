@@ -73,13 +73,16 @@ pub async fn claim(
     let token = claim_token(hold_until);
     const SET: &str = "SET state = 'sending', claimed_until = $1, updated_at = $2, claimed_by = $3";
     // Written as a CASE, which no index serves: planners then find the batch by id (see
-    // `raw_ids`) rather than reading every open delivery through the open index.
+    // `raw_ids`) rather than reading every open delivery through the open index. The older
+    // open delivery is a scalar subquery with a LIMIT, not `NOT EXISTS`: PostgreSQL turns the
+    // latter into an anti-join, and with statistics taken before a fan-out (no open deliveries)
+    // it joined each claimed row against every open delivery — 50 million comparisons, 7 s, per
+    // claim of 500 after a 100,000-subscriber fan-out; a subquery is one index lookup per row.
     const CLAIMABLE: &str = "CASE d.state WHEN 'pending' THEN d.next_attempt_at <= $2
                                      WHEN 'sending' THEN d.claimed_until < $2 ELSE false END
-                 AND NOT EXISTS (
-                     SELECT 1 FROM deliveries older
-                     WHERE older.subscription_id = d.subscription_id AND older.id < d.id
-                       AND older.state IN ('pending', 'sending'))";
+                 AND (SELECT older.id FROM deliveries older
+                      WHERE older.subscription_id = d.subscription_id AND older.id < d.id
+                        AND older.state IN ('pending', 'sending') LIMIT 1) IS NULL";
     let mut claimed = Vec::new();
     match db {
         Db::Pg(pool) => {

@@ -394,12 +394,13 @@ pub enum Claim {
 const BLOCKED_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// No older request of the same (topic, callback) is still pending: the row of
-/// `subscription_requests` being updated is next in line.
-const FIRST_IN_LINE: &str = "NOT EXISTS (
-    SELECT 1 FROM subscription_requests older
+/// `subscription_requests` being updated is next in line. A scalar subquery (one index lookup
+/// per row), not `NOT EXISTS`, which PostgreSQL may plan as an anti-join against every pending
+/// request when its statistics say there are none (see `deliveries::claim`).
+const FIRST_IN_LINE: &str = "(SELECT older.id FROM subscription_requests older
     WHERE older.topic = subscription_requests.topic
       AND older.callback = subscription_requests.callback
-      AND older.state = 'pending' AND older.id < subscription_requests.id)";
+      AND older.state = 'pending' AND older.id < subscription_requests.id LIMIT 1) IS NULL";
 
 /// Claims `id` for verification until `hold_until`, if it is pending, not held by anyone else
 /// (see [`Holder`]), and no older request of the same (topic, callback) is still pending.
