@@ -116,6 +116,12 @@ const INSERT: &str = "INSERT INTO subscription_requests
 static SUPERSEDE_AND_INSERT: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("WITH superseded AS ({SUPERSEDE} RETURNING id) {INSERT}"));
 
+/// The lease asked for, as the column stores it (a lease beyond `i64` is the largest it holds).
+fn stored_lease(req: &SubscriptionRequest) -> Option<i64> {
+    req.lease_seconds
+        .map(|l| i64::try_from(l).unwrap_or(i64::MAX))
+}
+
 /// Stores a new request. When the request right before it for the same pair is identical and
 /// its verification has not started, that one is superseded (see the module docs).
 ///
@@ -130,9 +136,7 @@ pub async fn insert(
 ) -> Result<RequestId, StoreError> {
     let verify_mode = req.legacy.map(|m| m.as_str());
     let delivery_mode = req.delivery_mode.map(|m| m.as_str());
-    let lease = req
-        .lease_seconds
-        .map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+    let lease = stored_lease(req);
     let secret = req.secret.as_ref().map(|s| s.expose());
     let subscriber = origin == RequestOrigin::Subscriber;
     let sql = match tx {
@@ -241,15 +245,7 @@ pub async fn insert_group(
         .bind(text(|r| Some(r.topic.as_str())))
         .bind(text(|r| Some(r.callback.as_str())))
         .bind(text(|r| r.secret.as_ref().map(|s| s.expose())))
-        .bind(
-            group
-                .iter()
-                .map(|r| {
-                    r.lease_seconds
-                        .map(|l| i64::try_from(l).unwrap_or(i64::MAX))
-                })
-                .collect::<Vec<_>>(),
-        )
+        .bind(group.iter().map(|r| stored_lease(r)).collect::<Vec<_>>())
         .bind(text(|r| r.delivery_mode.map(|m| m.as_str())))
         .bind(text(|r| r.legacy.map(|m| m.as_str())))
         .bind(text(|r| r.verify_token.as_deref()))
@@ -274,10 +270,7 @@ fn bind_request<'q>(
         .bind(r.topic.as_str())
         .bind(r.callback.as_str())
         .bind(r.secret.as_ref().map(|s| s.expose()))
-        .bind(
-            r.lease_seconds
-                .map(|l| i64::try_from(l).unwrap_or(i64::MAX)),
-        )
+        .bind(stored_lease(r))
         .bind(r.delivery_mode.map(|m| m.as_str()))
         .bind(r.legacy.map(|m| m.as_str()))
         .bind(r.verify_token.as_deref())

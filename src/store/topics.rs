@@ -12,11 +12,14 @@ use crate::domain::{
     url::HubUrl,
 };
 
+/// The id of the topic row for `$1`, a URL.
+const TOPIC_ID: &str = "SELECT id FROM topics WHERE url = $1";
+
 /// Returns the id of the topic row for `url`, creating it when missing. An existing row is
 /// only read, never written: verifications of many subscribers of one topic complete in
 /// parallel transactions, which a write would queue up behind one another on the row's lock.
 pub async fn upsert(tx: &mut Tx, url: &HubUrl, now: UnixMs) -> Result<TopicId, StoreError> {
-    let existing = "SELECT id FROM topics WHERE url = $1";
+    let existing = TOPIC_ID;
     let insert = "INSERT INTO topics (url, created_at) VALUES ($1, $2)
                   ON CONFLICT (url) DO NOTHING RETURNING id";
     let id: TopicId = dispatch_tx!(tx, c => {
@@ -47,8 +50,6 @@ pub struct Ping {
     /// topic that keeps failing must not gain a job per ping).
     pub needs_job: bool,
 }
-
-const TOPIC_ID: &str = "SELECT id FROM topics WHERE url = $1";
 
 /// The topic `$1` has an active, unexpired subscription or live follower at `$2`. Its id is
 /// given, not taken from a row of the statement: as a reference to the row, PostgreSQL estimated
