@@ -63,7 +63,7 @@ impl Application {
         let outbound = Outbound::new(&settings)?;
         let limits = Limits::new(&settings);
         let wakers = Wakers::default();
-        let intake = Intake::start(db.clone(), wakers.clone());
+        let intake = Intake::start(db.clone(), wakers.clone(), !settings.role.runs_workers());
         let ctx = Arc::new(HubContext {
             db,
             settings,

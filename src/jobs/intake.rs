@@ -1,15 +1,12 @@
 //! Group commit of subscription requests: the HTTP handlers hand each request to one writer
-//! task, which stores whatever has arrived meanwhile in one transaction — the requests, and one
-//! `hubverify` job per group of up to `verify::BATCH` of them — and only then lets each handler
-//! answer 202. Under load, one commit and one queue job serve many requests; alone, a request
-//! is written at once, as before. Nothing is answered before it is stored.
+//! task, which stores whatever has arrived meanwhile in one transaction, wakes the verifiers
+//! (`jobs::verifier`, which take requests from their table) and only then lets each handler
+//! answer 202. Under load, one commit serves many requests; alone, a request is written at
+//! once. Nothing is answered before it is stored.
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    queue::{self, Job, Queue, Wakers},
-    verify::{self, VerifyJob},
-};
+use super::queue::{self, Queue, Wakers};
 use crate::{
     domain::{
         hub_request::SubscriptionRequest,
@@ -47,9 +44,11 @@ impl Intake {
     /// backend: its groups commit one after another, so request ids become visible in the order
     /// they were given, and a verification never sees a newer request of a pair before an older
     /// one (several PostgreSQL writers were measured no faster, and would break that).
-    pub fn start(db: Db, wakers: Wakers) -> Self {
+    /// `announce`: this process runs no verifier, so other processes' are notified at each
+    /// commit (`verify::announce`).
+    pub fn start(db: Db, wakers: Wakers, announce: bool) -> Self {
         let (sender, receiver) = mpsc::channel(WAITING);
-        tokio::spawn(write_groups(db, wakers, receiver));
+        tokio::spawn(write_groups(db, wakers, announce, receiver));
         Self { sender }
     }
 
@@ -74,12 +73,17 @@ impl Intake {
     }
 }
 
-async fn write_groups(db: Db, wakers: Wakers, mut receiver: mpsc::Receiver<Arrival>) {
+async fn write_groups(
+    db: Db,
+    wakers: Wakers,
+    announce: bool,
+    mut receiver: mpsc::Receiver<Arrival>,
+) {
     let mut group = Vec::with_capacity(GROUP);
     while receiver.recv_many(&mut group, GROUP).await > 0 {
-        match write(&db, &group).await {
-            Ok((ids, jobs)) => {
-                wakers.wake_for(&jobs);
+        match write(&db, &group, announce).await {
+            Ok(ids) => {
+                wakers.wake(Queue::Verify);
                 for (arrival, id) in group.drain(..).zip(ids) {
                     let _ = arrival.stored.send(Ok(id));
                 }
@@ -94,24 +98,16 @@ async fn write_groups(db: Db, wakers: Wakers, mut receiver: mpsc::Receiver<Arriv
     }
 }
 
-async fn write(db: &Db, group: &[Arrival]) -> Result<(Vec<RequestId>, Vec<Job>), StoreError> {
+async fn write(db: &Db, group: &[Arrival], announce: bool) -> Result<Vec<RequestId>, StoreError> {
     let now = UnixMs::now();
     let mut tx = db.begin().await?;
     let requests: Vec<&SubscriptionRequest> = group.iter().map(|a| &a.request).collect();
-    let ids = requests::insert_group(&mut tx, &requests, now).await?;
-    let jobs: Vec<Job> = ids
-        .chunks(verify::BATCH)
-        .zip(group.chunks(verify::BATCH))
-        .map(|(ids, arrivals)| {
-            // A job of one request names its HTTP request in the logs.
-            let request_id = match arrivals {
-                [one] => one.request_id.clone(),
-                _ => None,
-            };
-            Job::new(Queue::Verify, &VerifyJob::batch(ids.to_vec(), request_id))
-        })
-        .collect();
-    queue::push(&mut tx, &jobs).await?;
+    let http_request_ids: Vec<Option<&str>> =
+        group.iter().map(|a| a.request_id.as_deref()).collect();
+    let ids = requests::insert_group(&mut tx, &requests, &http_request_ids, now).await?;
+    if announce {
+        queue::announce(&mut tx, Queue::Verify).await?;
+    }
     tx.commit().await?;
-    Ok((ids, jobs))
+    Ok(ids)
 }

@@ -13,10 +13,7 @@
 //! Each step claims its rows with one `UPDATE … RETURNING`, so processes sharing a PostgreSQL
 //! database can all run the sweep without acting twice.
 
-use super::{
-    queue::{self, Job, Queue},
-    verify::VerifyJob,
-};
+use super::{queue::Queue, verify};
 use crate::{
     context::HubContext,
     domain::{ids::UnixMs, state::RequestOrigin},
@@ -39,16 +36,18 @@ pub async fn sweep_once(ctx: &HubContext) -> Result<Sweep, StoreError> {
     let lease = &ctx.settings.lease;
     let due =
         subscriptions::claim_renewals(&mut tx, now, lease.renew_before, lease.auto_renew).await?;
-    let mut jobs = Vec::with_capacity(due.len());
     for (_, request) in &due {
-        let id = requests::insert(&mut tx, request, RequestOrigin::Renewal, now, None).await?;
-        jobs.push(Job::new(Queue::Verify, &VerifyJob::new(id)));
+        requests::insert(&mut tx, request, RequestOrigin::Renewal, now, None).await?;
     }
-    queue::push(&mut tx, &jobs).await?;
+    if !due.is_empty() {
+        verify::announce(ctx, &mut tx).await?;
+    }
     tx.commit().await?;
-    ctx.wakers.wake_for(&jobs);
+    if !due.is_empty() {
+        ctx.wakers.wake(Queue::Verify);
+    }
     Ok(Sweep {
         expired: expired.len(),
-        renewals: jobs.len(),
+        renewals: due.len(),
     })
 }

@@ -7,7 +7,8 @@
 //! - deliveries it was sending are pending again and get a job (at-least-once: a POST that was
 //!   in flight is repeated, with the same `Herald-Event-Id`);
 //! - topics it was fetching or fanning out are released and fetched again;
-//! - requests it was verifying wait again and are verified with a fresh challenge;
+//! - requests it was verifying wait again, the verifiers are told, and they are verified with
+//!   a fresh challenge;
 //! - queue jobs its workers had taken but not finished are pushed again.
 //!
 //! So after a crash, work resumes within about `STALE_AFTER` + `HEARTBEAT`, instead of when the
@@ -19,13 +20,12 @@ use std::{sync::Arc, time::Duration};
 use super::{
     distribute::DistributeJob,
     queue::{self, Job, Queue},
-    verify::VerifyJob,
 };
 use crate::{
     context::HubContext,
     domain::ids::{ProcessId, UnixMs},
     store::{
-        StoreError,
+        StoreError, Tx,
         processes::{self, Released},
     },
 };
@@ -92,15 +92,20 @@ pub async fn recover_dead(ctx: &HubContext) -> Result<Vec<(ProcessId, Released)>
     let dead = processes::claim_dead(&mut tx, stale_before).await?;
     let mut out = Vec::with_capacity(dead.len());
     let mut jobs = Vec::new();
+    let mut requests = false;
     for process in dead {
         let released = processes::release_claims(&mut tx, &process).await?;
         jobs.extend(jobs_for(ctx, &released));
         jobs.extend(queue::requeue_taken_by(&mut tx, &process).await?);
+        requests |= announce_requests(&mut tx, &released).await?;
         out.push((process, released));
     }
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
     ctx.wakers.wake_for(&jobs);
+    if requests {
+        ctx.wakers.wake(Queue::Verify);
+    }
     Ok(out)
 }
 
@@ -111,6 +116,7 @@ pub async fn retire(ctx: &HubContext) -> Result<Released, StoreError> {
     let released = processes::release_claims(&mut tx, &ctx.process).await?;
     let jobs = jobs_for(ctx, &released);
     queue::push(&mut tx, &jobs).await?;
+    announce_requests(&mut tx, &released).await?;
     processes::retire(&mut tx, &ctx.process).await?;
     tx.commit().await?;
     Ok(released)
@@ -123,13 +129,15 @@ fn jobs_for(ctx: &HubContext, released: &Released) -> Vec<Job> {
         .topics
         .iter()
         .map(|&topic| Job::new(Queue::Distribute, &DistributeJob::follow_up(topic)));
-    let requests = released
-        .requests
-        .iter()
-        .map(|&request| Job::new(Queue::Verify, &VerifyJob::new(request)));
-    deliveries
-        .into_iter()
-        .chain(topics)
-        .chain(requests)
-        .collect()
+    deliveries.into_iter().chain(topics).collect()
+}
+
+/// Tells every process's verifiers, at the commit of `tx`, about released requests (they wait
+/// in their table, where no job is needed); this process's are woken after the commit.
+async fn announce_requests(tx: &mut Tx, released: &Released) -> Result<bool, StoreError> {
+    if released.requests.is_empty() {
+        return Ok(false);
+    }
+    queue::announce(tx, Queue::Verify).await?;
+    Ok(true)
 }

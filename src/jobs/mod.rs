@@ -1,10 +1,13 @@
 //! The three queues of the hub, plus the reconciler that keeps them honest.
 //!
-//! | queue        | one job per                      | module        |
-//! |--------------|----------------------------------|---------------|
-//! | `hubverify`  | subscribe/unsubscribe request    | [`verify`]    |
-//! | `hubdistrib` | topic with unhandled pings       | [`distribute`]|
-//! | `hubout`     | batch of deliveries (hundreds)   | [`deliver`]   |
+//! | queue        | work                                          | module                       |
+//! |--------------|-----------------------------------------------|------------------------------|
+//! | `hubverify`  | subscribe/unsubscribe requests, in their table | [`verifier`], [`verify`]    |
+//! | `hubdistrib` | one job per topic with unhandled pings        | [`distribute`]               |
+//! | `hubout`     | one job per batch of deliveries (hundreds)    | [`deliver`]                  |
+//!
+//! `hubverify` has no job per request: `subscription_requests` is its queue, which each worker
+//! process's verifier takes batches from (a claim per batch, no queue round trips).
 //!
 //! Periodic work — [`reconcile`] and the [`sweep`] (leases, backlog caps, retention) — runs in
 //! every worker process and only claims or deletes rows with single statements, so processes
@@ -22,6 +25,7 @@ pub mod liveness;
 pub mod queue;
 pub mod reconcile;
 pub mod sweep;
+pub mod verifier;
 pub mod verify;
 
 /// Why a job stopped early. The queue records it; the reconciler re-enqueues the work later.

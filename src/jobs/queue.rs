@@ -139,6 +139,12 @@ pub async fn push(tx: &mut Tx, jobs: &[Job]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// In `tx`: tells the workers of `queue` in every process, at commit, that work waits without
+/// pushing a job (work kept in its own table, as subscription requests are). PostgreSQL only.
+pub async fn announce(tx: &mut Tx, queue: Queue) -> Result<(), StoreError> {
+    crate::store::notify::at_commit(tx, JOBS_CHANNEL, queue.name()).await
+}
+
 /// Creates or upgrades the queue tables.
 pub async fn migrate(db: &Db) -> Result<(), StoreError> {
     match db {
@@ -262,6 +268,11 @@ impl Wakers {
         }
     }
 
+    /// A receiver that sees every wake of `queue` from now on.
+    pub fn watch(&self, queue: Queue) -> watch::Receiver<u64> {
+        self.0[queue.index()].subscribe()
+    }
+
     fn stream(&self, queue: Queue) -> Pin<Box<dyn Stream<Item = ()> + Send + Sync>> {
         let rx = self.0[queue.index()].subscribe();
         Box::pin(futures::stream::unfold(rx, |mut rx| async move {
@@ -275,12 +286,13 @@ impl Wakers {
 pub struct Workers {
     stop: tokio::sync::oneshot::Sender<()>,
     done: tokio::task::JoinHandle<()>,
+    verifier: super::verifier::Verifier,
 }
 
 impl Workers {
     pub async fn stop(self) {
         let _ = self.stop.send(());
-        let _ = self.done.await;
+        let (_, ()) = tokio::join!(self.done, self.verifier.stop());
     }
 }
 
@@ -373,6 +385,7 @@ pub fn start(ctx: Ctx) -> Workers {
         Db::Pg(pool) => register_all!(PostgresStorage, PgConfig, pool, 20),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let verifier = super::verifier::Verifier::start(ctx.clone());
     let reconciler = super::reconcile::spawn(ctx.clone());
     let sweep = super::sweep::spawn(ctx.clone());
     let listener = match &ctx.db {
@@ -416,17 +429,26 @@ pub fn start(ctx: Ctx) -> Workers {
             listener.abort();
         }
     });
-    Workers { stop, done }
+    Workers {
+        stop,
+        done,
+        verifier,
+    }
 }
 
-/// Jobs waiting or running in each queue, every queue listed.
+/// Work waiting or running in each queue, every queue listed: jobs, and for `hubverify` the
+/// subscription requests waiting for or under verification (its work is kept in their table).
 pub async fn depths(db: &Db) -> Result<Vec<(Queue, i64)>, StoreError> {
     let sql = match db {
         Db::Sqlite(_) => {
-            "SELECT job_type, COUNT(*) FROM Jobs WHERE status IN ('Pending', 'Queued', 'Running') GROUP BY job_type"
+            "SELECT job_type, COUNT(*) FROM Jobs WHERE status IN ('Pending', 'Queued', 'Running')
+               AND job_type <> 'hubverify' GROUP BY job_type
+             UNION ALL SELECT 'hubverify', COUNT(*) FROM subscription_requests WHERE state = 'pending'"
         }
         Db::Pg(_) => {
-            "SELECT job_type, COUNT(*) FROM apalis.jobs WHERE status IN ('Pending', 'Queued', 'Running') GROUP BY job_type"
+            "SELECT job_type, COUNT(*) FROM apalis.jobs WHERE status IN ('Pending', 'Queued', 'Running')
+               AND job_type <> 'hubverify' GROUP BY job_type
+             UNION ALL SELECT 'hubverify', COUNT(*) FROM subscription_requests WHERE state = 'pending'"
         }
     };
     let counted: Vec<(String, i64)> = match db {

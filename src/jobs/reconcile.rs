@@ -1,4 +1,6 @@
 //! The reconciler: re-enqueues pending work that no job covers (design decision 6).
+//! Subscription requests need none: the verifiers take whatever waits in their table
+//! (`jobs::verifier`).
 //!
 //! Jobs are pushed in the same transaction as their state, so in normal operation it finds
 //! nothing. It exists for what transactions cannot prevent: a job that failed inside the queue
@@ -12,18 +14,16 @@ use super::{
     deliver::DeliverJob,
     distribute::DistributeJob,
     queue::{self, Job, Queue},
-    verify::VerifyJob,
 };
 use crate::{
     context::HubContext,
-    domain::ids::{DeliveryId, RequestId, TopicId, UnixMs},
-    store::{StoreError, deliveries, requests, topics},
+    domain::ids::{DeliveryId, TopicId, UnixMs},
+    store::{StoreError, deliveries, topics},
 };
 
 /// What one pass re-enqueued.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Report {
-    pub verifications: usize,
     pub distributions: usize,
     pub deliveries: usize,
 }
@@ -47,22 +47,6 @@ pub fn spawn(ctx: Arc<HubContext>) -> tokio::task::JoinHandle<()> {
 pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
     let db = &ctx.db;
     let mut jobs = Vec::new();
-
-    let covered: HashSet<RequestId> = queue::unfinished::<VerifyJob>(db, Queue::Verify)
-        .await?
-        .into_iter()
-        .flat_map(|j| j.ids())
-        .collect();
-    let verifications: Vec<RequestId> = requests::unclaimed_pending_ids(db, UnixMs::now())
-        .await?
-        .into_iter()
-        .filter(|id| !covered.contains(id))
-        .collect();
-    jobs.extend(
-        verifications
-            .iter()
-            .map(|&request| Job::new(Queue::Verify, &VerifyJob::new(request))),
-    );
 
     let covered: HashSet<TopicId> = queue::unfinished::<DistributeJob>(db, Queue::Distribute)
         .await?
@@ -124,7 +108,6 @@ pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
         push(ctx, jobs).await?;
     }
     Ok(Report {
-        verifications: verifications.len(),
         distributions: distributions.len(),
         deliveries: delivery_count,
     })

@@ -6,21 +6,25 @@
 //! the request; failure changes nothing but the request's own record. A topic the address
 //! policy forbids is refused with a `hub.mode=denied` GET instead.
 //!
-//! Requests for one (topic, callback) are verified one at a time in arrival order
-//! (`store::requests`): a job whose request waits behind an older one stops, and whoever
-//! completes a request pushes the next one's job in the same transaction. So a verified intent
-//! is always applied, and a later one after it — a stranger's unsubscribe cannot cancel the
-//! owner's subscribe, and a refused unsubscribe leaves the subscription as it was.
+//! The requests to verify are taken from `subscription_requests` itself, by each worker
+//! process's verifier (`jobs::verifier`), a batch at a time: claimed in one statement, verified
+//! concurrently, completed in one transaction ([`verify_batch`]). Requests for one (topic,
+//! callback) are verified one at a time in arrival order (`store::requests`): only the oldest
+//! pending request of a pair can be claimed, and completing it makes the next one claimable. So
+//! a verified intent is always applied, and a later one after it — a stranger's unsubscribe
+//! cannot cancel the owner's subscribe, and a refused unsubscribe leaves the subscription as it
+//! was.
 
 use std::time::Duration;
 
 use futures::StreamExt;
+use tracing::Instrument;
 
 use serde::{Deserialize, Serialize};
 
 use super::{
     JobError,
-    queue::{self, Job, Queue},
+    queue::{self, Queue},
 };
 use crate::{
     context::HubContext,
@@ -35,7 +39,7 @@ use crate::{
     outbound::{DNS_TIMEOUT, OutboundError},
     store::{
         self, StoreError,
-        requests::{self, Claim, Holder, StoredRequest},
+        requests::{self, Claim, StoredRequest},
         subscriptions, topics,
     },
 };
@@ -46,8 +50,8 @@ pub const QUEUE: &str = "hubverify";
 /// address policy, a denial notice, writing the result).
 const CLAIM_MARGIN: Duration = Duration::from_secs(15);
 
-/// A verification job: requests to verify, in arrival order (a group stored together, or the
-/// next ones in line after a batch).
+/// A `hubverify` queue job, as earlier versions pushed one per group of requests (the requests
+/// it names are in the table, where the verifiers find them: such a job only wakes them).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyJob {
     #[serde(default)]
@@ -58,29 +62,6 @@ pub struct VerifyJob {
     /// The HTTP request that asked for it (`X-Request-Id`), for the logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-}
-
-impl VerifyJob {
-    /// A verification job caused by no HTTP request (a renewal, the next intent in line, a
-    /// recovery).
-    pub fn new(request: RequestId) -> Self {
-        Self::batch(vec![request], None)
-    }
-
-    pub fn batch(requests: Vec<RequestId>, request_id: Option<String>) -> Self {
-        Self {
-            requests,
-            request: None,
-            request_id,
-        }
-    }
-
-    /// Every request it carries.
-    pub fn ids(&self) -> Vec<RequestId> {
-        let mut ids = self.requests.clone();
-        ids.extend(self.request);
-        ids
-    }
 }
 
 /// Accepts a subscribe or unsubscribe request: stores the intent and its verification job
@@ -135,14 +116,14 @@ pub async fn accept_sync(
     let stored = loop {
         let now = UnixMs::now();
         let hold = now.after(timeout + CLAIM_MARGIN).max(reserved);
-        match requests::claim(&ctx.db, id, now, hold, Holder::Reserver, &ctx.process).await? {
+        match requests::claim(&ctx.db, id, now, hold, &ctx.process).await? {
             Claim::Claimed(stored) => break stored,
             Claim::Taken => {
                 return Ok(SyncOutcome::Refused(
                     "the request was completed elsewhere".into(),
                 ));
             }
-            Claim::Blocked { .. } if tokio::time::Instant::now() >= give_up => {
+            Claim::Blocked if tokio::time::Instant::now() >= give_up => {
                 let reason =
                     "an earlier request for this subscription is still being verified; try again";
                 let mut tx = ctx.db.begin().await?;
@@ -154,10 +135,13 @@ pub async fn accept_sync(
                     UnixMs::now(),
                 )
                 .await?;
+                // The next request of its pair may be verified now.
+                announce(ctx, &mut tx).await?;
                 tx.commit().await?;
+                ctx.wakers.wake(Queue::Verify);
                 return Ok(SyncOutcome::Refused(reason.into()));
             }
-            Claim::Blocked { .. } => tokio::time::sleep(SYNC_WAIT_STEP).await,
+            Claim::Blocked => tokio::time::sleep(SYNC_WAIT_STEP).await,
         }
     };
     verify_claimed(ctx, &stored).await?;
@@ -179,38 +163,33 @@ struct Decided {
     applied: Option<(u64, UnixMs)>,
 }
 
-/// How many verifications one job runs at once, and so how many requests a job carries.
+/// How many requests a verifier claims at once, and so how many verifications one batch runs
+/// concurrently.
 pub const BATCH: usize = 64;
 
-#[tracing::instrument(skip_all, fields(batch = job.ids().len(), request_id = job.request_id.as_deref()))]
-pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
-    let ids = job.ids();
-    let now = UnixMs::now();
-    let rounds = u32::try_from(ids.len().div_ceil(BATCH)).unwrap_or(u32::MAX);
-    let hold = now.after(ctx.settings.verification.timeout * rounds + CLAIM_MARGIN);
-    let claimed = requests::claim_many(&ctx.db, &ids, now, hold, &ctx.process).await?;
-    if claimed.len() < ids.len() {
-        let unclaimed: Vec<RequestId> = ids
-            .iter()
-            .copied()
-            .filter(|id| !claimed.iter().any(|c| c.id == *id))
-            .collect();
-        // Those still waiting — behind an older request of their pair, or just released
-        // from behind it — look again soon (whoever completes the older one pushes them at
-        // once; this is the fallback). The rest are done or someone else's.
-        let waiting = requests::waiting_among(&ctx.db, &unclaimed, now).await?;
-        let at = requests::recheck_at(now);
-        push_later(ctx, waiting, job.request_id.clone(), at).await?;
-    }
-    if claimed.is_empty() {
-        return Ok(());
-    }
-    // The verification GETs, concurrently; a callback host at its cap waits its turn.
+/// How long a claim lasts: one verification (a batch runs its requests concurrently) and the
+/// margin.
+pub fn claim_hold(ctx: &HubContext, now: UnixMs) -> UnixMs {
+    now.after(ctx.settings.verification.timeout + CLAIM_MARGIN)
+}
+
+/// A `hubverify` job of an earlier version: its requests wait in the table, so it wakes this
+/// process's verifier.
+pub async fn run(ctx: &HubContext, _job: VerifyJob) -> Result<(), JobError> {
+    ctx.wakers.wake(Queue::Verify);
+    Ok(())
+}
+
+/// Verifies a batch of requests this process claimed (`requests::claim_next`), concurrently,
+/// and completes them in one transaction. A request whose callback host is at its cap is given
+/// back, to be taken again a little later; should the completion fail, the claims are given
+/// back, so that the requests are verified again (with fresh challenges) at once.
+pub async fn verify_batch(ctx: &HubContext, claimed: Vec<StoredRequest>) -> Result<(), StoreError> {
     let decided: Vec<(StoredRequest, Option<Decided>)> = futures::stream::iter(claimed)
         .map(|stored| async move {
             let host = crate::limits::host_key(&stored.request.callback);
             let decided = match ctx.limits.host_slot(&host) {
-                Some(_slot) => Some(decide(ctx, &stored).await),
+                Some(_slot) => Some(decide(ctx, &stored).instrument(span(&stored)).await),
                 None => None,
             };
             (stored, decided)
@@ -225,33 +204,34 @@ pub async fn run(ctx: &HubContext, job: VerifyJob) -> Result<(), JobError> {
         .filter_map(|(s, d)| d.map(|d| (s, d)))
         .collect();
     if !deferred.is_empty() {
-        requests::release_many(&ctx.db, &deferred).await?;
-        let at = UnixMs::now().after(super::deliver::HOST_BUSY_DEFER);
-        push_later(ctx, deferred, job.request_id.clone(), at).await?;
+        let until = UnixMs::now().after(super::deliver::HOST_BUSY_DEFER);
+        requests::defer_many(&ctx.db, &deferred, until).await?;
     }
     if let Err(e) = complete(ctx, &done).await {
-        // Given back, so that they are verified again (with fresh challenges) at once.
         let ids: Vec<RequestId> = done.iter().map(|(s, _)| s.id).collect();
         let _ = requests::release_many(&ctx.db, &ids).await;
-        return Err(e.into());
+        return Err(e);
     }
     Ok(())
 }
 
-/// Pushes a verification job for `ids`, due at `at`.
-async fn push_later(
-    ctx: &HubContext,
-    ids: Vec<RequestId>,
-    request_id: Option<String>,
-    at: UnixMs,
-) -> Result<(), StoreError> {
-    if ids.is_empty() {
+/// The span a request's verification logs in: its id, and the HTTP request that asked for it.
+fn span(stored: &StoredRequest) -> tracing::Span {
+    tracing::info_span!(
+        "verify",
+        request = %stored.id,
+        request_id = stored.http_request_id.as_deref()
+    )
+}
+
+/// Tells other processes' verifiers, at the commit of `tx`, that requests wait — needed only
+/// when this process runs no verifier of its own (a web process: its own are woken in memory
+/// after the commit, `Wakers::wake`). Nothing on SQLite, where one process does everything.
+pub async fn announce(ctx: &HubContext, tx: &mut store::Tx) -> Result<(), StoreError> {
+    if ctx.settings.role.runs_workers() {
         return Ok(());
     }
-    let job = VerifyJob::batch(ids, request_id);
-    let mut tx = ctx.db.begin().await?;
-    queue::push(&mut tx, &[Job::new(Queue::Verify, &job).not_before(at)]).await?;
-    tx.commit().await
+    queue::announce(tx, Queue::Verify).await
 }
 
 /// Verifies a request this process holds the claim of, and completes it. On an error the claim
@@ -343,8 +323,9 @@ fn failure_class(error: &OutboundError) -> &'static str {
 /// A final state and its reason, shared by the requests completed with one statement.
 type Outcome<'a> = (RequestState, Option<&'a str>);
 
-/// Completes requests in one transaction: each one's final state, the subscription change a
-/// verified one makes, and one job for the next request of each pair, which waited for it.
+/// Completes requests in one transaction: each one's final state and the subscription change a
+/// verified one makes. The next request of each pair, which waited for it, can then be claimed:
+/// the verifiers are told.
 async fn complete(
     ctx: &HubContext,
     decided: &[(StoredRequest, Decided)],
@@ -372,19 +353,11 @@ async fn complete(
         .filter(|(s, _)| done.contains(&s.id))
         .collect();
     apply(&mut tx, &completed, now).await?;
-    let pairs: Vec<(&HubUrl, &HubUrl)> = decided
-        .iter()
-        .map(|(s, _)| (&s.request.topic, &s.request.callback))
-        .collect();
-    let next = requests::next_in_line_many(&mut tx, &pairs).await?;
-    let jobs: Vec<Job> = next
-        .chunks(BATCH)
-        .map(|ids| Job::new(Queue::Verify, &VerifyJob::batch(ids.to_vec(), None)))
-        .collect();
-    queue::push(&mut tx, &jobs).await?;
+    announce(ctx, &mut tx).await?;
     tx.commit().await?;
-    ctx.wakers.wake_for(&jobs);
+    ctx.wakers.wake(Queue::Verify);
     for (stored, d) in completed {
+        let _span = span(stored).entered();
         let req = &stored.request;
         let (topic, callback, mode) = (&req.topic, &req.callback, req.mode.as_str());
         let reason = d.reason.as_deref().unwrap_or_default();

@@ -1,10 +1,12 @@
 //! `subscription_requests`: subscribe/unsubscribe intents waiting for verification, so that a
 //! failed verification leaves the existing subscription untouched (WebSub §5.1).
 //!
-//! Intents for one (topic, callback) are verified one at a time, oldest first: a request is
-//! *claimed* for verification ([`claim`]) only while no older request of the pair is pending,
-//! and whoever completes a request pushes the verification of the next one
-//! ([`next_in_line`]). A newer request never cancels an older one. The one exception, invisible
+//! The table is also verification's queue: verifiers take the oldest waiting requests straight
+//! from it ([`claim_next`]). Intents for one (topic, callback) are verified one at a time,
+//! oldest first: a request is *claimed* for verification ([`claim_next`], or [`claim`] for one
+//! named request) only while no older request of the pair is pending, so completing a request
+//! is what makes the next one of its pair claimable. A newer request never cancels an older
+//! one. The one exception, invisible
 //! to the subscriber: a request identical to the one right before it (same mode, secret, lease,
 //! delivery mode, `hub.verify`, `hub.verify_token`), from a subscriber, replaces that one when
 //! its verification has not started — verifying both would apply the same thing twice.
@@ -17,7 +19,6 @@ use crate::domain::{
     hub_request::SubscriptionRequest,
     ids::{ProcessId, RequestId, UnixMs},
     state::{RequestOrigin, RequestState},
-    url::HubUrl,
 };
 
 /// A stored request, decoded.
@@ -29,6 +30,9 @@ pub struct StoredRequest {
     pub request: SubscriptionRequest,
     /// Why it failed or was denied.
     pub reason: Option<String>,
+    /// The HTTP request that asked for it (`X-Request-Id`), when stored with it: its
+    /// verification logs under it.
+    pub http_request_id: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -45,6 +49,7 @@ struct Row {
     verify_token: Option<String>,
     origin: String,
     reason: Option<String>,
+    http_request_id: Option<String>,
 }
 
 impl TryFrom<Row> for StoredRequest {
@@ -76,6 +81,7 @@ impl TryFrom<Row> for StoredRequest {
             origin: r.origin.parse().map_err(|e| bad(format!("origin {e}")))?,
             request,
             reason: r.reason,
+            http_request_id: r.http_request_id,
         })
     }
 }
@@ -169,16 +175,19 @@ pub async fn insert(
 /// On PostgreSQL, a group of subscribers' requests in one statement: the group arrives as one
 /// array per column, in arrival order ($1 mode, $2 topic, $3 callback, $4 secret, $5 lease,
 /// $6 delivery mode, $7 verify mode, $8 verify token; $9 whether the request is the group's
-/// first of its pair, $10 whether the next one of its pair in the group replaces it), $11 now.
+/// first of its pair, $10 whether the next one of its pair in the group replaces it; $12 the
+/// HTTP request's id), $11 now.
 /// The first of each pair may replace the pair's latest stored request, as [`SUPERSEDE`] does;
 /// one replaced within the group is stored as superseded. Identity values are drawn as the rows
 /// leave the `ORDER BY`, so ascending ids follow the arrival order.
 const INSERT_GROUP: &str = concat!(
     "WITH batch AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                             $6::text[], $7::text[], $8::text[], $9::bool[], $10::bool[])
+                             $6::text[], $7::text[], $8::text[], $9::bool[], $10::bool[],
+                             $12::text[])
             WITH ORDINALITY AS b (mode, topic, callback, secret, lease_requested, delivery_mode,
-                                  verify_mode, verify_token, first_of_pair, replaced, ord)),
+                                  verify_mode, verify_token, first_of_pair, replaced,
+                                  http_request_id, ord)),
     superseded AS (
         UPDATE subscription_requests r
         SET state = 'superseded', completed_at = $11, reason = '",
@@ -197,14 +206,14 @@ const INSERT_GROUP: &str = concat!(
         RETURNING r.id)
     INSERT INTO subscription_requests
         (mode, topic, callback, secret, lease_requested, created_at, delivery_mode,
-         verify_mode, verify_token, origin, state, completed_at, reason)
+         verify_mode, verify_token, origin, state, completed_at, reason, http_request_id)
     SELECT mode, topic, callback, secret, lease_requested, $11, delivery_mode, verify_mode,
            verify_token, 'subscriber',
            CASE WHEN replaced THEN 'superseded' ELSE 'pending' END,
            CASE WHEN replaced THEN $11 END,
            CASE WHEN replaced THEN '",
     superseded_reason!(),
-    "' END
+    "' END, http_request_id
     FROM batch ORDER BY ord
     RETURNING id"
 );
@@ -225,17 +234,22 @@ fn group_order(group: &[&SubscriptionRequest]) -> Vec<(bool, bool)> {
     marks
 }
 
-/// Stores a group of subscribers' requests in arrival order; what [`insert`] does for each in
-/// turn, in one statement on PostgreSQL. Returns their ids in the same order.
+/// Stores a group of subscribers' requests in arrival order, each with the id of the HTTP
+/// request that made it; what [`insert`] does for each in turn, in one statement on PostgreSQL.
+/// Returns their ids in the same order.
 pub async fn insert_group(
     tx: &mut Tx,
     group: &[&SubscriptionRequest],
+    http_request_ids: &[Option<&str>],
     now: UnixMs,
 ) -> Result<Vec<RequestId>, StoreError> {
+    assert_eq!(group.len(), http_request_ids.len(), "one id per request");
     let marks = group_order(group);
     let t = match tx {
         Tx::Pg(t) => t,
-        Tx::Sqlite(t) => return insert_group_sqlite(t, group, &marks, now).await,
+        Tx::Sqlite(t) => {
+            return insert_group_sqlite(t, group, http_request_ids, &marks, now).await;
+        }
     };
     let text = |f: fn(&SubscriptionRequest) -> Option<&str>| -> Vec<Option<&str>> {
         group.iter().map(|r| f(r)).collect()
@@ -252,6 +266,7 @@ pub async fn insert_group(
         .bind(marks.iter().map(|m| m.0).collect::<Vec<_>>())
         .bind(marks.iter().map(|m| m.1).collect::<Vec<_>>())
         .bind(now)
+        .bind(http_request_ids)
         .fetch_all(&mut **t)
         .await?;
     ids.sort_unstable();
@@ -282,6 +297,7 @@ fn bind_request<'q>(
 async fn insert_group_sqlite(
     t: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     group: &[&SubscriptionRequest],
+    http_request_ids: &[Option<&str>],
     marks: &[(bool, bool)],
     now: UnixMs,
 ) -> Result<Vec<RequestId>, StoreError> {
@@ -322,21 +338,22 @@ async fn insert_group_sqlite(
         q = bind_request(q, r);
     }
     q.execute(&mut **t).await?;
-    // Each row: the request's values, then whether its twin in the group replaces it.
+    // Each row: the request's values, whether its twin in the group replaces it, and the id
+    // of the HTTP request that made it.
     let insert = format!(
         "INSERT INTO subscription_requests
              (mode, topic, callback, secret, lease_requested, delivery_mode, verify_mode,
-              verify_token, origin, state, created_at, completed_at, reason)
+              verify_token, origin, state, created_at, completed_at, reason, http_request_id)
          SELECT column1, column2, column3, column4, column5, column6, column7, column8,
                 'subscriber', CASE WHEN column9 THEN 'superseded' ELSE 'pending' END, $1,
                 CASE WHEN column9 THEN $1 END,
-                CASE WHEN column9 THEN '{reason}' END
+                CASE WHEN column9 THEN '{reason}' END, column10
          FROM (VALUES {}) RETURNING id",
-        rows(group.len(), 1)
+        rows(group.len(), 2)
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(insert)).bind(now);
-    for (r, (_, replaced)) in group.iter().zip(marks) {
-        q = bind_request(q, r).bind(*replaced);
+    for ((r, (_, replaced)), http_request_id) in group.iter().zip(marks).zip(http_request_ids) {
+        q = bind_request(q, r).bind(*replaced).bind(*http_request_id);
     }
     let mut ids = q
         .fetch_all(&mut **t)
@@ -349,23 +366,12 @@ async fn insert_group_sqlite(
 }
 
 const COLUMNS: &str = "id, mode, topic, callback, secret, lease_requested, state, delivery_mode,
-                       verify_mode, verify_token, origin, reason";
+                       verify_mode, verify_token, origin, reason, http_request_id";
 
 pub async fn load(db: &Db, id: RequestId) -> Result<Option<StoredRequest>, StoreError> {
-    let sql = "SELECT id, mode, topic, callback, secret, lease_requested, state, delivery_mode,
-                      verify_mode, verify_token, origin, reason
-               FROM subscription_requests WHERE id = $1";
-    let row = dispatch!(db, c => sqlx::query_as::<_, Row>(sql).bind(id).fetch_optional(c).await?);
+    let sql = format!("SELECT {COLUMNS} FROM subscription_requests WHERE id = $1");
+    let row = dispatch!(db, c => sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.as_str())).bind(id).fetch_optional(c).await?);
     row.map(StoredRequest::try_from).transpose()
-}
-
-/// Whose claim a [`claim`] may take over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Holder {
-    /// A queue job: only an unclaimed request, or one whose claim lapsed.
-    Job,
-    /// The HTTP request that reserved it when storing it (`hub.verify=sync`).
-    Reserver,
 }
 
 /// What [`claim`] came to.
@@ -373,18 +379,11 @@ pub enum Holder {
 pub enum Claim {
     /// Claimed: verify it now; the claim lasts until the `hold_until` given.
     Claimed(Box<StoredRequest>),
-    /// An older request of the same pair goes first; look again at `recheck_at` (the one that
-    /// completes it pushes this one's verification anyway, this is the fallback).
-    Blocked { recheck_at: UnixMs },
+    /// An older request of the same pair goes first: look again shortly.
+    Blocked,
     /// No longer pending, or claimed by someone else: nothing to do.
     Taken,
 }
-
-/// How long a blocked request waits before it looks again. Normally the transaction that
-/// completes its blocker pushes its job at once; but on PostgreSQL that transaction may have
-/// looked for the next request just before this one was committed, while this one's job saw the
-/// blocker still pending — so the fallback must be short, not the blocker's whole claim.
-const BLOCKED_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// No older request of the same (topic, callback) is still pending: the row of
 /// `subscription_requests` being updated is next in line. A scalar subquery (one index lookup
@@ -395,27 +394,24 @@ const FIRST_IN_LINE: &str = "(SELECT older.id FROM subscription_requests older
       AND older.callback = subscription_requests.callback
       AND older.state = 'pending' AND older.id < subscription_requests.id LIMIT 1) IS NULL";
 
-/// Claims `id` for verification until `hold_until`, if it is pending, not held by anyone else
-/// (see [`Holder`]), and no older request of the same (topic, callback) is still pending.
+/// Claims `id`, which the calling HTTP request reserved when storing it (`hub.verify=sync`),
+/// for verification until `hold_until`, if it is still pending and no older request of the same
+/// (topic, callback) is.
 pub async fn claim(
     db: &Db,
     id: RequestId,
     now: UnixMs,
     hold_until: UnixMs,
-    holder: Holder,
     owner: &ProcessId,
 ) -> Result<Claim, StoreError> {
     let sql = format!(
         "UPDATE subscription_requests SET claimed_until = $3, started_at = COALESCE(started_at, $2),
-             claimed_by = $5
-         WHERE id = $1 AND state = 'pending'
-           AND ($4 = 1 OR claimed_until IS NULL OR claimed_until < $2)
-           AND {FIRST_IN_LINE}
+             claimed_by = $4
+         WHERE id = $1 AND state = 'pending' AND {FIRST_IN_LINE}
          RETURNING {COLUMNS}"
     );
-    let reserved = i64::from(holder == Holder::Reserver);
     let row = dispatch!(db, c => sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.as_str()))
-        .bind(id).bind(now).bind(hold_until).bind(reserved).bind(owner).fetch_optional(c).await?);
+        .bind(id).bind(now).bind(hold_until).bind(owner).fetch_optional(c).await?);
     if let Some(row) = row {
         return Ok(Claim::Claimed(Box::new(StoredRequest::try_from(row)?)));
     }
@@ -430,72 +426,59 @@ pub async fn claim(
         dispatch!(db, c => sqlx::query_scalar(blocker).bind(id).fetch_optional(c).await?);
     Ok(match found {
         None => Claim::Taken,
-        Some(_) => Claim::Blocked {
-            recheck_at: now.after(BLOCKED_RECHECK),
-        },
+        Some(_) => Claim::Blocked,
     })
 }
 
-/// Claims, for a queue job, those of `ids` that are pending, unclaimed (or whose claim lapsed)
-/// and first in line for their (topic, callback), in one statement per chunk: the rule of
-/// [`claim`] for many requests at once. The others wait ([`waiting_among`]) or are not this
-/// job's any more.
-pub async fn claim_many(
+/// Claims the oldest requests waiting for verification, up to `limit`, until `hold_until`:
+/// pending, held by nobody (never claimed, given back, or the claim lapsed) and first in line
+/// for their (topic, callback) — the rule of [`claim`] for whatever is waiting. In id order.
+/// On PostgreSQL, rows another process is claiming at the same moment are skipped, not waited
+/// for.
+pub async fn claim_next(
     db: &Db,
-    ids: &[RequestId],
     now: UnixMs,
     hold_until: UnixMs,
     owner: &ProcessId,
+    limit: usize,
 ) -> Result<Vec<StoredRequest>, StoreError> {
+    let lock = match db {
+        Db::Pg(_) => "FOR UPDATE SKIP LOCKED",
+        Db::Sqlite(_) => "",
+    };
     let sql = format!(
         "UPDATE subscription_requests SET claimed_until = $2, started_at = COALESCE(started_at, $1),
              claimed_by = $3
-         WHERE id IN ({{list}}) AND state = 'pending'
-           AND (claimed_until IS NULL OR claimed_until < $1)
-           AND {FIRST_IN_LINE}
+         WHERE id IN (SELECT id FROM subscription_requests
+                      WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until < $1)
+                        AND {FIRST_IN_LINE}
+                      ORDER BY id LIMIT $4 {lock})
+           AND state = 'pending' AND (claimed_until IS NULL OR claimed_until < $1)
          RETURNING {COLUMNS}"
     );
-    let mut claimed = Vec::with_capacity(ids.len());
-    for (sql, chunk) in in_list_chunks(&sql, 4, ids) {
-        let rows: Vec<Row> = dispatch!(db, c => {
-            bind_all!(sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.as_str())).bind(now).bind(hold_until).bind(owner), chunk)
-                .fetch_all(c).await?
-        });
-        for row in rows {
-            claimed.push(StoredRequest::try_from(row)?);
-        }
-    }
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows: Vec<Row> = dispatch!(db, c => sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(now).bind(hold_until).bind(owner).bind(limit).fetch_all(c).await?);
+    let mut claimed = rows
+        .into_iter()
+        .map(StoredRequest::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
     claimed.sort_by_key(|r| r.id);
     Ok(claimed)
 }
 
-/// Those of `ids` still pending that no claim holds: behind an older pending request of the
-/// same pair, or not any more. A claim can miss a request whose blocker was just finished: on
-/// PostgreSQL the older one's completion may commit between the claim and this look, after its
-/// own look for the next in line came too early to see this request (committed meanwhile); left
-/// out, such a request waited for the reconciler.
-pub async fn waiting_among(
-    db: &Db,
-    ids: &[RequestId],
-    now: UnixMs,
-) -> Result<Vec<RequestId>, StoreError> {
-    let sql = "SELECT r.id FROM subscription_requests r
-               WHERE r.state = 'pending' AND (r.claimed_until IS NULL OR r.claimed_until < $1)
-                 AND r.id IN ({list})";
-    let mut waiting = Vec::new();
+/// Gives claims back to be taken again from `until` on (a callback host at its cap): nobody
+/// holds them, and no verification takes them before then.
+pub async fn defer_many(db: &Db, ids: &[RequestId], until: UnixMs) -> Result<(), StoreError> {
+    let sql = "UPDATE subscription_requests SET claimed_until = $1, claimed_by = NULL
+               WHERE id IN ({list}) AND state = 'pending'";
     for (sql, chunk) in in_list_chunks(sql, 2, ids) {
-        let found: Vec<RequestId> = dispatch!(db, c => {
-            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(now), chunk)
-                .fetch_all(c).await?
+        dispatch!(db, c => {
+            bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(until), chunk)
+                .execute(c).await?;
         });
-        waiting.extend(found);
     }
-    Ok(waiting)
-}
-
-/// When a blocked request looks again (see [`BLOCKED_RECHECK`]).
-pub fn recheck_at(now: UnixMs) -> UnixMs {
-    now.after(BLOCKED_RECHECK)
+    Ok(())
 }
 
 /// Gives a claim back (the verification could not finish), so that it is retried at once.
@@ -561,47 +544,6 @@ pub async fn release_many(db: &Db, ids: &[RequestId]) -> Result<(), StoreError> 
         });
     }
     Ok(())
-}
-
-/// The next request to verify for each of `pairs` (topic, callback): the oldest still pending,
-/// for those that have one. One statement per topic and chunk of its callbacks (each an index
-/// probe per callback, however many requests are pending elsewhere).
-pub async fn next_in_line_many(
-    tx: &mut Tx,
-    pairs: &[(&HubUrl, &HubUrl)],
-) -> Result<Vec<RequestId>, StoreError> {
-    let mut by_topic: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-    for (topic, callback) in pairs {
-        by_topic
-            .entry(topic.as_str())
-            .or_default()
-            .push(callback.as_str());
-    }
-    let sql = "SELECT MIN(id) FROM subscription_requests
-               WHERE state = 'pending' AND topic = $1 AND callback IN ({list})
-               GROUP BY callback";
-    let mut next = Vec::new();
-    for (topic, mut callbacks) in by_topic {
-        callbacks.sort_unstable();
-        callbacks.dedup();
-        for (sql, chunk) in in_list_chunks(sql, 2, &callbacks) {
-            let ids: Vec<RequestId> = dispatch_tx!(tx, c => {
-                bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(topic), chunk)
-                    .fetch_all(c).await?
-            });
-            next.extend(ids);
-        }
-    }
-    next.sort_unstable();
-    Ok(next)
-}
-
-/// Requests waiting for verification that nobody holds (never claimed, or the claim lapsed).
-pub async fn unclaimed_pending_ids(db: &Db, now: UnixMs) -> Result<Vec<RequestId>, StoreError> {
-    let sql = "SELECT id FROM subscription_requests
-               WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until < $1)
-               ORDER BY id";
-    Ok(dispatch!(db, c => sqlx::query_scalar(sql).bind(now).fetch_all(c).await?))
 }
 
 /// Deletes requests completed before `before`. In batches; returns how many went.

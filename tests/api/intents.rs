@@ -4,7 +4,7 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{Answer, Subscriber, TestApp, app::Backend};
+use crate::helpers::{Answer, Subscriber, TestApp};
 
 /// Rounds of each race: an ordering bug that shows one time in three cannot pass them all.
 const ROUNDS: usize = 50;
@@ -139,7 +139,7 @@ async fn an_identical_request_waiting_its_turn_replaces_the_one_before_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_synchronous_verification_in_progress_is_left_alone_by_the_reconciler() {
+async fn a_synchronous_verification_in_progress_is_left_alone_by_the_verifiers() {
     let app = TestApp::spawn().await;
     let sub = Subscriber::spawn();
     let topic = "http://127.0.0.1:9/intents-sync";
@@ -166,13 +166,16 @@ async fn a_synchronous_verification_in_progress_is_left_alone_by_the_reconciler(
             .status()
     });
     sub.wait_verifications("sync", 1).await;
-    let ctx = app.app.as_ref().expect("running").context();
-    let report = herald::jobs::reconcile::run_once(ctx)
-        .await
-        .expect("reconcile");
+    // A request stored after it is claimed and verified meanwhile: the verifier looked at the
+    // older, reserved one and left it to its HTTP request.
+    let other = sub.callback("other");
+    app.subscribe(topic, &other, &[]).await;
+    sub.wait_verifications("other", 1).await;
+    assert_eq!(app.settled_requests(&other).await, ["verified"]);
     assert_eq!(
-        report.verifications, 0,
-        "the request being verified is not queued again"
+        sub.verifications("sync").len(),
+        1,
+        "the request being verified is not verified again"
     );
     sub.open_gate();
     assert_eq!(answer.await.expect("answer"), StatusCode::NO_CONTENT);
@@ -180,7 +183,7 @@ async fn a_synchronous_verification_in_progress_is_left_alone_by_the_reconciler(
     assert_eq!(sub.verifications("sync").len(), 1);
 }
 
-/// Requests that arrive together are stored in one group and verified by one batch job; the
+/// Requests that arrive together are stored in one group and verified in batches; the
 /// requests of one pair among them are still verified one at a time, in the order they were
 /// stored, and the last one verified decides. Each round sends six alternating requests for one
 /// pair at once (the subscriber confirms every one), beside requests for other pairs.
@@ -250,12 +253,11 @@ async fn requests_of_one_pair_stored_in_one_group_are_verified_in_their_order() 
             assert_eq!(app.settled_requests(other).await, ["verified"]);
         }
     }
-    // Requests that arrived together were stored and verified together: some verification
-    // job carried several of them.
-    let largest = verification_jobs(&app).await.iter().map(Vec::len).max();
+    // Requests that arrived together were stored together: some group held several of them.
+    let largest = stored_groups(&app).await.iter().map(Vec::len).max();
     assert!(
         largest > Some(1),
-        "the largest verification job carried {largest:?} request(s)"
+        "the largest group stored {largest:?} request(s)"
     );
 }
 
@@ -305,7 +307,7 @@ async fn identical_requests_stored_in_one_group_replace_one_another() {
             .iter()
             .filter_map(|id| id.parse().ok())
             .collect();
-        let together = verification_jobs(&app)
+        let together = stored_groups(&app)
             .await
             .iter()
             .map(|job| job.iter().filter(|id| ids.contains(id)).count())
@@ -316,21 +318,25 @@ async fn identical_requests_stored_in_one_group_replace_one_another() {
     assert!(grouped > 0, "no round stored two of its twins together");
 }
 
-/// The requests each verification job carries.
-async fn verification_jobs(app: &TestApp) -> Vec<Vec<i64>> {
-    let jobs = match Backend::from_env() {
-        Backend::Sqlite => "SELECT CAST(job AS TEXT) FROM Jobs WHERE job_type = $1",
-        Backend::Postgres => {
-            "SELECT convert_from(job, 'UTF8') FROM apalis.jobs WHERE job_type = $1"
+/// The requests stored by each group commit: those stored with the same `created_at` (one
+/// transaction stamps its whole group with one instant; separate commits a millisecond apart
+/// are rarely stamped alike).
+async fn stored_groups(app: &TestApp) -> Vec<Vec<i64>> {
+    let rows = app
+        .texts(
+            "SELECT CAST(created_at AS TEXT) || ' ' || CAST(id AS TEXT) FROM subscription_requests
+             ORDER BY id",
+            &[],
+        )
+        .await;
+    let mut groups: Vec<(String, Vec<i64>)> = Vec::new();
+    for row in rows {
+        let (at, id) = row.split_once(' ').expect("two values");
+        let id = id.parse().expect("an id");
+        match groups.last_mut() {
+            Some((last, ids)) if last == at => ids.push(id),
+            _ => groups.push((at.to_owned(), vec![id])),
         }
-    };
-    app.texts(jobs, &["hubverify"])
-        .await
-        .iter()
-        .filter_map(|j| serde_json::from_str::<serde_json::Value>(j).ok())
-        .filter_map(|j| {
-            let ids = j["requests"].as_array()?;
-            Some(ids.iter().filter_map(serde_json::Value::as_i64).collect())
-        })
-        .collect()
+    }
+    groups.into_iter().map(|(_, ids)| ids).collect()
 }

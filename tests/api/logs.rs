@@ -74,7 +74,7 @@ async fn a_request_id_follows_the_jobs_its_request_caused_in_json_logs() {
     })
     .await;
     assert_eq!(status, 202);
-    // The verification job logs under the subscribe request's id (and the subscription is
+    // The verification logs under the subscribe request's id (and the subscription is
     // active once it has).
     eventually_within(
         Duration::from_secs(20),
@@ -83,7 +83,7 @@ async fn a_request_id_follows_the_jobs_its_request_caused_in_json_logs() {
             json_lines(&log)
                 .iter()
                 .any(|l| {
-                    in_span_with_request_id(l, "run", "subscribe-req-42")
+                    in_span_with_request_id(l, "verify", "subscribe-req-42")
                         && l["fields"]["message"] == "verified"
                 })
                 .then_some(())

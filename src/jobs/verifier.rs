@@ -1,0 +1,93 @@
+//! The verifier: each worker process's one task that takes subscription requests waiting for
+//! verification straight from their table, a batch at a time (`requests::claim_next`: the
+//! oldest pending requests that nobody holds and that are first in line for their pair), and
+//! runs each batch (`verify::verify_batch`) beside up to [`BATCHES`] others.
+//!
+//! No queue job per request: the table is the queue. It looks again as soon as it is woken —
+//! requests stored by this process, a completed request whose pair has a next one, a
+//! notification from another process (`verify::announce`) — and at least every
+//! `HERALD_QUEUE_POLL` (requests whose claim lapsed, or whose callback host was busy). A request
+//! claimed by a process that died is given back by `jobs::liveness`; one whose claim simply
+//! lapsed is claimable again, so nothing waits for a reconciler.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    sync::{Semaphore, oneshot},
+    task::JoinSet,
+};
+
+use super::{queue::Queue, verify};
+use crate::{context::HubContext, domain::ids::UnixMs, store::requests};
+
+/// Batches one process verifies at once (each up to `verify::BATCH` requests).
+pub const BATCHES: usize = 16;
+
+/// On stop, how long running batches get to finish; what is still running then is given back
+/// by `jobs::liveness::retire`.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// The running verifier; [`Verifier::stop`] lets its batches finish.
+pub struct Verifier {
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Verifier {
+    pub fn start(ctx: Arc<HubContext>) -> Self {
+        let (stop, stopped) = oneshot::channel();
+        let done = tokio::spawn(run(ctx, stopped));
+        Self { stop, done }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.done.await;
+    }
+}
+
+async fn run(ctx: Arc<HubContext>, mut stopped: oneshot::Receiver<()>) {
+    let mut woken = ctx.wakers.watch(Queue::Verify);
+    let slots = Arc::new(Semaphore::new(BATCHES));
+    let mut batches = JoinSet::new();
+    let poll = ctx.settings.queue.poll;
+    loop {
+        while batches.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = &mut stopped => break,
+        };
+        // Wakes from now on count: what they announce may not be claimable yet.
+        woken.borrow_and_update();
+        let now = UnixMs::now();
+        let hold = verify::claim_hold(&ctx, now);
+        let wait = match requests::claim_next(&ctx.db, now, hold, &ctx.process, verify::BATCH).await
+        {
+            Ok(batch) if !batch.is_empty() => {
+                let ctx = ctx.clone();
+                batches.spawn(async move {
+                    if let Err(error) = verify::verify_batch(&ctx, batch).await {
+                        tracing::warn!(%error, "a verification batch failed; its requests are verified again");
+                    }
+                    drop(slot);
+                });
+                continue;
+            }
+            Ok(_) => poll,
+            Err(error) => {
+                tracing::warn!(%error, "cannot claim requests to verify; trying again");
+                poll
+            }
+        };
+        drop(slot);
+        tokio::select! {
+            _ = woken.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = &mut stopped => break,
+        }
+    }
+    let finish = async { while batches.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN, finish).await.is_err() {
+        batches.abort_all();
+    }
+}
