@@ -3,8 +3,8 @@
 //! How the WebSub flows map to modules:
 //!
 //! - **subscribe / unsubscribe** (WebSub §5.1): [`http::hub`] parses the form into
-//!   [`domain::hub_request::HubRequest`]; [`jobs::verify::accept`] stores the intent and its
-//!   `hubverify` job in one transaction; the 202 goes out at once.
+//!   [`domain::hub_request::HubRequest`]; [`jobs::verify::accept`] stores the intent (group
+//!   commits, [`jobs::intake`]); the 202 goes out once it is committed.
 //! - **verification of intent** (§5.2–5.3): [`jobs::verify`] GETs the callback with a challenge;
 //!   leases come from [`domain::lease`]; the HubSub row lives in [`store::subscriptions`].
 //! - **publish** (§6): [`jobs::distribute::accept_ping`] counts the ping against the topic

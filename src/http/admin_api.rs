@@ -83,7 +83,8 @@ pub struct Status {
     pub version: &'static str,
     /// Herald processes sharing this database that are alive.
     pub processes: usize,
-    /// Jobs waiting or running, per queue (`hubverify`, `hubdistrib`, `hubout`).
+    /// Work waiting or running, per queue: subscription requests pending verification
+    /// (`hubverify`), jobs (`hubdistrib`, `hubout`).
     pub queues: BTreeMap<&'static str, i64>,
     /// Deliveries waiting or being sent.
     pub pending_deliveries: i64,

@@ -52,7 +52,7 @@ impl Intake {
         Self { sender }
     }
 
-    /// Stores `request` with its verification job; returns once it is committed.
+    /// Stores `request` for verification; returns once it is committed.
     pub async fn store(
         &self,
         request: SubscriptionRequest,

@@ -313,7 +313,7 @@ async fn deliver_task(job: DeliverJob, ctx: Data<Ctx>) -> Result<(), BoxDynError
 /// How many jobs of each queue one process runs at once.
 fn concurrency(queue: Queue) -> usize {
     match queue {
-        Queue::Verify => 16,
+        Queue::Verify => 1,
         Queue::Distribute => 4,
         Queue::Deliver => 4,
     }
@@ -326,9 +326,14 @@ macro_rules! worker {
         let ctx: Ctx = $ctx.clone();
         let instance = $instance.clone();
         move |restarts: usize| {
-            let strategy = Strategy::new()
-                .stream(ctx.wakers.stream($queue))
-                .interval(ctx.settings.queue.poll);
+            let strategy = match $queue {
+                // Only jobs of earlier versions: the verifier takes requests from their table,
+                // and its wakes are not this worker's business.
+                Queue::Verify => Strategy::new().interval(ctx.settings.queue.reconcile_interval),
+                queue => Strategy::new()
+                    .stream(ctx.wakers.stream(queue))
+                    .interval(ctx.settings.queue.poll),
+            };
             WorkerBuilder::new(format!("{}-{}-{}", $queue.name(), instance, restarts))
                 .backend($storage.clone().poll_with_strategy(strategy))
                 .data(ctx.clone())

@@ -6,9 +6,10 @@
 //! No queue job per request: the table is the queue. It looks again as soon as it is woken —
 //! requests stored by this process, a completed request whose pair has a next one, a
 //! notification from another process (`verify::announce`) — and at least every
-//! `HERALD_QUEUE_POLL` (requests whose claim lapsed, or whose callback host was busy). A request
-//! claimed by a process that died is given back by `jobs::liveness`; one whose claim simply
-//! lapsed is claimable again, so nothing waits for a reconciler.
+//! `HERALD_QUEUE_POLL`, when it also gives back the requests whose hold lapsed
+//! (`requests::release_lapsed`: a stalled verification, an unused `hub.verify=sync`
+//! reservation, a rest while the callback host was busy). A request claimed by a process that
+//! died is given back by `jobs::liveness`; nothing waits for a reconciler.
 
 use std::{sync::Arc, time::Duration};
 
@@ -51,8 +52,15 @@ async fn run(ctx: Arc<HubContext>, mut stopped: oneshot::Receiver<()>) {
     let slots = Arc::new(Semaphore::new(BATCHES));
     let mut batches = JoinSet::new();
     let poll = ctx.settings.queue.poll;
+    let mut released_at: Option<tokio::time::Instant> = None;
     loop {
         while batches.try_join_next().is_some() {}
+        if released_at.is_none_or(|at| at.elapsed() >= poll) {
+            released_at = Some(tokio::time::Instant::now());
+            if let Err(error) = requests::release_lapsed(&ctx.db, UnixMs::now()).await {
+                tracing::warn!(%error, "cannot give back lapsed verification claims");
+            }
+        }
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             _ = &mut stopped => break,

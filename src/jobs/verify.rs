@@ -64,8 +64,7 @@ pub struct VerifyJob {
     pub request_id: Option<String>,
 }
 
-/// Accepts a subscribe or unsubscribe request: stores the intent and its verification job
-/// (grouped with other requests arriving at the same time: `jobs::intake`). The caller answers
+/// Accepts a subscribe or unsubscribe request: stores the intent for verification (grouped with other requests arriving at the same time: `jobs::intake`). The caller answers
 /// 202 right away (§5.1.2).
 pub async fn accept(
     ctx: &HubContext,

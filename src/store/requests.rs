@@ -431,10 +431,10 @@ pub async fn claim(
 }
 
 /// Claims the oldest requests waiting for verification, up to `limit`, until `hold_until`:
-/// pending, held by nobody (never claimed, given back, or the claim lapsed) and first in line
-/// for their (topic, callback) — the rule of [`claim`] for whatever is waiting. In id order.
-/// On PostgreSQL, rows another process is claiming at the same moment are skipped, not waited
-/// for.
+/// pending, held by nobody (never claimed, or given back: see [`release_lapsed`]) and first in
+/// line for their (topic, callback) — the rule of [`claim`] for whatever is waiting. In id
+/// order. On PostgreSQL, rows another process is claiming at the same moment are skipped, not
+/// waited for.
 pub async fn claim_next(
     db: &Db,
     now: UnixMs,
@@ -446,14 +446,19 @@ pub async fn claim_next(
         Db::Pg(_) => "FOR UPDATE SKIP LOCKED",
         Db::Sqlite(_) => "",
     };
+    // The oldest waiting requests are picked once, into a materialised set, then updated by
+    // id: written as `id IN (SELECT …)`, PostgreSQL planned a semi-join that ran the picking
+    // subquery again for every waiting request whenever its statistics (taken while the table
+    // was empty) said there was one — claims of 0.2 to 1 s with a few thousand waiting.
     let sql = format!(
-        "UPDATE subscription_requests SET claimed_until = $2, started_at = COALESCE(started_at, $1),
+        "WITH picked AS MATERIALIZED (
+             SELECT id AS picked_id FROM subscription_requests
+             WHERE state = 'pending' AND claimed_until IS NULL AND {FIRST_IN_LINE}
+             ORDER BY id LIMIT $4 {lock})
+         UPDATE subscription_requests SET claimed_until = $2, started_at = COALESCE(started_at, $1),
              claimed_by = $3
-         WHERE id IN (SELECT id FROM subscription_requests
-                      WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until < $1)
-                        AND {FIRST_IN_LINE}
-                      ORDER BY id LIMIT $4 {lock})
-           AND state = 'pending' AND (claimed_until IS NULL OR claimed_until < $1)
+         FROM picked
+         WHERE id = picked_id AND state = 'pending' AND claimed_until IS NULL
          RETURNING {COLUMNS}"
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -467,8 +472,17 @@ pub async fn claim_next(
     Ok(claimed)
 }
 
+/// Gives back the requests whose hold ended before `now` — a verification that never finished
+/// (its process stalled), a reservation its HTTP request no longer uses, a rest until the
+/// callback host had room — so that [`claim_next`] takes them again. Returns how many.
+pub async fn release_lapsed(db: &Db, now: UnixMs) -> Result<u64, StoreError> {
+    let sql = "UPDATE subscription_requests SET claimed_until = NULL, claimed_by = NULL
+               WHERE state = 'pending' AND claimed_until IS NOT NULL AND claimed_until < $1";
+    Ok(dispatch!(db, c => sqlx::query(sql).bind(now).execute(c).await?.rows_affected()))
+}
+
 /// Gives claims back to be taken again from `until` on (a callback host at its cap): nobody
-/// holds them, and no verification takes them before then.
+/// holds them, and they rest until [`release_lapsed`] gives them back.
 pub async fn defer_many(db: &Db, ids: &[RequestId], until: UnixMs) -> Result<(), StoreError> {
     let sql = "UPDATE subscription_requests SET claimed_until = $1, claimed_by = NULL
                WHERE id IN ({list}) AND state = 'pending'";
@@ -504,6 +518,19 @@ pub async fn complete_many(
     let sql = "UPDATE subscription_requests SET state = $1, reason = $2, completed_at = $3,
                    claimed_until = NULL, claimed_by = NULL
                WHERE state = 'pending' AND id IN ({list}) RETURNING id";
+    if let Tx::Pg(t) = tx {
+        // One array, one statement text whatever the number (each length of an `IN` list is
+        // a statement PostgreSQL parses and plans anew).
+        let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+        let sql = sql.replace("IN ({list})", "= ANY($4)");
+        return Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(state.as_str())
+            .bind(reason)
+            .bind(now)
+            .bind(ids)
+            .fetch_all(&mut **t)
+            .await?);
+    }
     let mut done = Vec::with_capacity(ids.len());
     for (sql, chunk) in in_list_chunks(sql, 4, ids) {
         let moved: Vec<RequestId> = dispatch_tx!(tx, c => {

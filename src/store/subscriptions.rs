@@ -32,6 +32,9 @@ pub async fn activate_many(
     activations: &[Activation<'_>],
     now: UnixMs,
 ) -> Result<u64, StoreError> {
+    if let Tx::Pg(t) = tx {
+        return activate_many_pg(t, activations, now).await;
+    }
     const COLUMNS: usize = 11;
     let mut changed = 0;
     for chunk in activations.chunks(ACTIVATE_CHUNK) {
@@ -56,35 +59,89 @@ pub async fn activate_many(
             })
             .collect();
         let sql = format!(
-            "INSERT INTO subscriptions
-                 (topic_id, callback, secret, lease_seconds, state, verified_at, expires_at,
-                  applied_request_id, created_at, updated_at, delivery_mode, legacy, verify_token)
-             VALUES {}
-             ON CONFLICT (topic_id, callback) DO UPDATE SET
-                 secret = excluded.secret, lease_seconds = excluded.lease_seconds,
-                 state = 'active', state_reason = NULL, verified_at = excluded.verified_at,
-                 expires_at = excluded.expires_at, applied_request_id = excluded.applied_request_id,
-                 updated_at = excluded.updated_at, delivery_mode = excluded.delivery_mode,
-                 legacy = excluded.legacy, verify_token = excluded.verify_token,
-                 renewal_requested_at = NULL, ended_at = NULL
-             WHERE subscriptions.applied_request_id < excluded.applied_request_id",
+            "{ACTIVATE_INSERT} VALUES {} {ACTIVATE_CONFLICT}",
             rows.join(", ")
         );
         changed += dispatch_tx!(tx, c => {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
             for a in chunk {
                 let r = a.request;
-                let expires_at = a.verified_at.after(std::time::Duration::from_secs(a.lease_seconds));
                 q = q
                     .bind(a.topic_id).bind(r.callback.as_str()).bind(r.secret.as_ref().map(Secret::expose))
-                    .bind(i64::try_from(a.lease_seconds).unwrap_or(i64::MAX)).bind(a.verified_at)
-                    .bind(expires_at).bind(a.request_id).bind(now)
+                    .bind(a.stored_lease()).bind(a.verified_at)
+                    .bind(a.expires_at()).bind(a.request_id).bind(now)
                     .bind(r.delivery_mode.map(DeliveryMode::as_str))
                     .bind(i64::from(r.legacy.is_some())).bind(r.verify_token.as_deref());
             }
             q.execute(c).await?.rows_affected()
         });
     }
+    Ok(changed)
+}
+
+const ACTIVATE_INSERT: &str = "INSERT INTO subscriptions
+    (topic_id, callback, secret, lease_seconds, state, verified_at, expires_at,
+     applied_request_id, created_at, updated_at, delivery_mode, legacy, verify_token)";
+
+const ACTIVATE_CONFLICT: &str = "ON CONFLICT (topic_id, callback) DO UPDATE SET
+    secret = excluded.secret, lease_seconds = excluded.lease_seconds,
+    state = 'active', state_reason = NULL, verified_at = excluded.verified_at,
+    expires_at = excluded.expires_at, applied_request_id = excluded.applied_request_id,
+    updated_at = excluded.updated_at, delivery_mode = excluded.delivery_mode,
+    legacy = excluded.legacy, verify_token = excluded.verify_token,
+    renewal_requested_at = NULL, ended_at = NULL
+    WHERE subscriptions.applied_request_id < excluded.applied_request_id";
+
+impl Activation<'_> {
+    fn stored_lease(&self) -> i64 {
+        i64::try_from(self.lease_seconds).unwrap_or(i64::MAX)
+    }
+
+    fn expires_at(&self) -> UnixMs {
+        self.verified_at
+            .after(std::time::Duration::from_secs(self.lease_seconds))
+    }
+}
+
+/// [`activate_many`] on PostgreSQL: one statement whatever the number, one array per column
+/// (one statement text, so one prepared statement, where a row of parameters each was a new
+/// statement to parse and plan for every batch size).
+async fn activate_many_pg(
+    t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    activations: &[Activation<'_>],
+    now: UnixMs,
+) -> Result<u64, StoreError> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{ACTIVATE_INSERT}
+             SELECT topic_id, callback, secret, lease_seconds, 'active', verified_at, expires_at,
+                    applied_request_id, $8, $8, delivery_mode, legacy, verify_token
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                         $6::bigint[], $7::bigint[], $9::text[], $10::bigint[], $11::text[])
+                 AS a (topic_id, callback, secret, lease_seconds, verified_at, expires_at,
+                       applied_request_id, delivery_mode, legacy, verify_token)
+             {ACTIVATE_CONFLICT}"
+        )
+    });
+    let numbers = |f: fn(&Activation) -> i64| activations.iter().map(f).collect::<Vec<_>>();
+    let texts = |f: for<'a> fn(&'a Activation) -> Option<&'a str>| {
+        activations.iter().map(f).collect::<Vec<_>>()
+    };
+    let changed = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(numbers(|a| a.topic_id.get()))
+        .bind(texts(|a| Some(a.request.callback.as_str())))
+        .bind(texts(|a| a.request.secret.as_ref().map(Secret::expose)))
+        .bind(numbers(|a| a.stored_lease()))
+        .bind(numbers(|a| a.verified_at.as_millis()))
+        .bind(numbers(|a| a.expires_at().as_millis()))
+        .bind(numbers(|a| a.request_id.get()))
+        .bind(now)
+        .bind(texts(|a| a.request.delivery_mode.map(DeliveryMode::as_str)))
+        .bind(numbers(|a| i64::from(a.request.legacy.is_some())))
+        .bind(texts(|a| a.request.verify_token.as_deref()))
+        .execute(&mut **t)
+        .await?
+        .rows_affected();
     Ok(changed)
 }
 
