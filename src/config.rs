@@ -171,7 +171,8 @@ pub struct ServeArgs {
     /// Concurrent POSTs within one hubout job.
     #[arg(long, env = "HERALD_DELIVERY_CONCURRENCY", default_value_t = 64)]
     pub delivery_concurrency: usize,
-    /// How often idle queue workers look for jobs pushed by other processes or come due.
+    /// How often idle queue workers (and the verifier) look for work pushed by other processes
+    /// or come due.
     #[arg(long, env = "HERALD_QUEUE_POLL", default_value = "250ms", value_parser = parse_duration)]
     pub queue_poll: Duration,
     /// How often the reconciler re-enqueues pending work that no job covers.

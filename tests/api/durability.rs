@@ -52,7 +52,7 @@ async fn work_whose_jobs_were_lost_is_reconciled_at_start_up() {
         herald::store::Db::Sqlite(_) => web.exec("DELETE FROM Jobs").await,
         herald::store::Db::Pg(_) => web.exec("DELETE FROM apalis.jobs").await,
     }
-    // A worker process starts: the reconciler finds the uncovered request.
+    // A worker process starts: its verifier finds the waiting request (requests need no job).
     let worker = web.sibling(&[("HERALD_ROLE", "worker")]).await;
     assert_eq!(web.settled_request(&topic, &cb).await, "verified");
 
@@ -66,6 +66,24 @@ async fn work_whose_jobs_were_lost_is_reconciled_at_start_up() {
     let _worker = web.sibling(&[("HERALD_ROLE", "worker")]).await;
     let got = sub.wait_deliveries("r", 1).await;
     assert_eq!(got[0].body, b"found again");
+}
+
+/// A verification that stalled — its claim ran out, and its holder never completed it nor died
+/// in a way the liveness check sees — is taken again once the hold lapses.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_whose_verification_claim_lapsed_is_verified_again() {
+    let web = TestApp::spawn_with(&[("HERALD_ROLE", "web")]).await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/lapsed";
+    let cb = sub.callback("l");
+    assert_eq!(web.subscribe(topic, &cb, &[]).await, StatusCode::ACCEPTED);
+    web.exec(
+        "UPDATE subscription_requests SET claimed_until = 1, claimed_by = 'stalled', started_at = 1",
+    )
+    .await;
+    let _worker = web.sibling(&[("HERALD_ROLE", "worker")]).await;
+    assert_eq!(web.settled_request(topic, &cb).await, "verified");
+    assert_eq!(sub.verifications("l").len(), 1);
 }
 
 /// The real binary, killed with SIGKILL while a delivery is in flight, then started again.

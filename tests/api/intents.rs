@@ -4,7 +4,7 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{Answer, Subscriber, TestApp};
+use crate::helpers::{Answer, Subscriber, TestApp, app::Backend};
 
 /// Rounds of each race: an ordering bug that shows one time in three cannot pass them all.
 const ROUNDS: usize = 50;
@@ -339,4 +339,39 @@ async fn stored_groups(app: &TestApp) -> Vec<Vec<i64>> {
         }
     }
     groups.into_iter().map(|(_, ids)| ids).collect()
+}
+
+/// Verifiers of several processes sharing PostgreSQL take different requests: each request is
+/// verified once, whichever process claims it. (SQLite serves one process.)
+#[tokio::test(flavor = "multi_thread")]
+async fn verifiers_of_several_processes_verify_each_request_once() {
+    if Backend::from_env() != Backend::Postgres {
+        return;
+    }
+    let web = TestApp::spawn_with(&[
+        ("HERALD_ROLE", "web"),
+        ("HERALD_SUBSCRIBE_RATE_LIMIT", "off"),
+    ])
+    .await;
+    let _one = web.sibling(&[("HERALD_ROLE", "worker")]).await;
+    let _two = web.sibling(&[("HERALD_ROLE", "worker")]).await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/shared-verifiers";
+    let mut all = Vec::new();
+    for round in 0..ROUNDS {
+        let names: Vec<String> = (0..20).map(|i| format!("r{round}-{i}")).collect();
+        let callbacks: Vec<String> = names.iter().map(|n| sub.callback(n)).collect();
+        let sent = callbacks.iter().map(|cb| web.subscribe(topic, cb, &[]));
+        let statuses = futures::future::join_all(sent).await;
+        assert!(statuses.iter().all(|s| *s == StatusCode::ACCEPTED));
+        for (name, cb) in names.iter().zip(&callbacks) {
+            assert_eq!(web.settled_requests(cb).await, ["verified"], "{name}");
+            assert_eq!(sub.verifications(name).len(), 1, "{name}");
+        }
+        all.extend(names);
+    }
+    // A second claim's GET could only have come late: none did.
+    for name in &all {
+        assert_eq!(sub.verifications(name).len(), 1, "{name}");
+    }
 }

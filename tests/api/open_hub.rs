@@ -320,3 +320,39 @@ async fn slow_topics_of_one_host_take_only_their_share_of_fetches() {
     sub.wait_deliveries("slow1", 1).await;
     sub.wait_deliveries("slow2", 1).await;
 }
+
+/// Verifications beyond a callback host's slots rest, held by nobody, and are verified once the
+/// host has room again; none is asked twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn verifications_beyond_a_callback_hosts_slots_rest_and_follow() {
+    let app = TestApp::spawn_with(&[("HERALD_MAX_PER_HOST", "2")]).await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/host-slots";
+    let names: Vec<String> = (0..5).map(|i| format!("v{i}")).collect();
+    for name in &names {
+        sub.on_verify(name, [Answer::Gated]);
+    }
+    for name in &names {
+        let status = app.subscribe(topic, &sub.callback(name), &[]).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    eventually("two verifications in flight, three resting", || async {
+        let asked: usize = names.iter().map(|n| sub.verifications(n).len()).sum();
+        let resting = app
+            .count(
+                "SELECT COUNT(*) FROM subscription_requests
+                 WHERE state = 'pending' AND claimed_by IS NULL AND claimed_until IS NOT NULL",
+            )
+            .await;
+        (asked == 2 && resting == 3).then_some(())
+    })
+    .await;
+    sub.open_gate_for_good();
+    for name in &names {
+        assert_eq!(
+            app.settled_requests(&sub.callback(name)).await,
+            ["verified"]
+        );
+        assert_eq!(sub.verifications(name).len(), 1, "{name}");
+    }
+}
