@@ -202,14 +202,14 @@ pub async fn verify_batch(ctx: &HubContext, claimed: Vec<StoredRequest>) -> Resu
         .into_iter()
         .filter_map(|(s, d)| d.map(|d| (s, d)))
         .collect();
-    if !deferred.is_empty() {
-        let until = UnixMs::now().after(super::deliver::HOST_BUSY_DEFER);
-        requests::defer_many(&ctx.db, &deferred, until).await?;
-    }
     if let Err(e) = complete(ctx, &done).await {
         let ids: Vec<RequestId> = done.iter().map(|(s, _)| s.id).collect();
         let _ = requests::release_many(&ctx.db, &ids).await;
         return Err(e);
+    }
+    if !deferred.is_empty() {
+        let until = UnixMs::now().after(super::deliver::HOST_BUSY_DEFER);
+        requests::defer_many(&ctx.db, &deferred, until).await?;
     }
     Ok(())
 }
