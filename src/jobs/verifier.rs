@@ -69,9 +69,9 @@ async fn run(ctx: Arc<HubContext>, mut stopped: oneshot::Receiver<()>) {
         woken.borrow_and_update();
         let now = UnixMs::now();
         let hold = verify::claim_hold(&ctx, now);
-        let wait = match requests::claim_next(&ctx.db, now, hold, &ctx.process, verify::BATCH).await
-        {
+        match requests::claim_next(&ctx.db, now, hold, &ctx.process, verify::BATCH).await {
             Ok(batch) if !batch.is_empty() => {
+                let full = batch.len() == verify::BATCH;
                 let ctx = ctx.clone();
                 batches.spawn(async move {
                     if let Err(error) = verify::verify_batch(&ctx, batch).await {
@@ -79,18 +79,21 @@ async fn run(ctx: Arc<HubContext>, mut stopped: oneshot::Receiver<()>) {
                     }
                     drop(slot);
                 });
-                continue;
+                // A full batch may have left more waiting; a partial one took all there was,
+                // so look again when woken (what arrived since the claim began has woken it).
+                if full {
+                    continue;
+                }
             }
-            Ok(_) => poll,
+            Ok(_) => drop(slot),
             Err(error) => {
                 tracing::warn!(%error, "cannot claim requests to verify; trying again");
-                poll
+                drop(slot);
             }
-        };
-        drop(slot);
+        }
         tokio::select! {
             _ = woken.changed() => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(poll) => {}
             _ = &mut stopped => break,
         }
     }

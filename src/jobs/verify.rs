@@ -344,17 +344,28 @@ async fn complete(
         }
     }
     let mut done = std::collections::HashSet::new();
+    let mut newer_waiting = false;
     for ((state, reason), ids) in &outcomes {
-        done.extend(requests::complete_many(&mut tx, ids, *state, *reason, now).await?);
+        for (id, newer) in requests::complete_many(&mut tx, ids, *state, *reason, now).await? {
+            done.insert(id);
+            newer_waiting |= newer;
+        }
     }
     let completed: Vec<&(StoredRequest, Decided)> = decided
         .iter()
         .filter(|(s, _)| done.contains(&s.id))
         .collect();
     apply(&mut tx, &completed, now).await?;
-    announce(ctx, &mut tx).await?;
+    // A newer request of a pair just completed can be claimed now. (One stored after this
+    // statement looked was announced by its own commit; should its claim have come before
+    // this commit, the verifier's next poll takes it.)
+    if newer_waiting {
+        announce(ctx, &mut tx).await?;
+    }
     tx.commit().await?;
-    ctx.wakers.wake(Queue::Verify);
+    if newer_waiting {
+        ctx.wakers.wake(Queue::Verify);
+    }
     for (stored, d) in completed {
         let _span = span(stored).entered();
         let req = &stored.request;

@@ -506,24 +506,30 @@ pub async fn release(db: &Db, id: RequestId) -> Result<(), StoreError> {
 }
 
 /// Moves those of `ids` still pending to one final `state` with one `reason`, in one statement
-/// per chunk; returns those it moved (the others were completed by a concurrent run whose
-/// claim this one outlived: nothing may be applied for them).
+/// (per chunk on SQLite); returns those it moved (the others were completed by a concurrent run
+/// whose claim this one outlived: nothing may be applied for them), each with whether a newer
+/// request of its pair waits — which completing it makes claimable.
 pub async fn complete_many(
     tx: &mut Tx,
     ids: &[RequestId],
     state: RequestState,
     reason: Option<&str>,
     now: UnixMs,
-) -> Result<Vec<RequestId>, StoreError> {
+) -> Result<Vec<(RequestId, bool)>, StoreError> {
     let sql = "UPDATE subscription_requests SET state = $1, reason = $2, completed_at = $3,
                    claimed_until = NULL, claimed_by = NULL
-               WHERE state = 'pending' AND id IN ({list}) RETURNING id";
+               WHERE state = 'pending' AND id IN ({list})
+               RETURNING id, (SELECT newer.id FROM subscription_requests newer
+                              WHERE newer.topic = subscription_requests.topic
+                                AND newer.callback = subscription_requests.callback
+                                AND newer.state = 'pending'
+                                AND newer.id > subscription_requests.id LIMIT 1) IS NOT NULL";
     if let Tx::Pg(t) = tx {
         // One array, one statement text whatever the number (each length of an `IN` list is
         // a statement PostgreSQL parses and plans anew).
         let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
         let sql = sql.replace("IN ({list})", "= ANY($4)");
-        return Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        return Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(state.as_str())
             .bind(reason)
             .bind(now)
@@ -533,8 +539,8 @@ pub async fn complete_many(
     }
     let mut done = Vec::with_capacity(ids.len());
     for (sql, chunk) in in_list_chunks(sql, 4, ids) {
-        let moved: Vec<RequestId> = dispatch_tx!(tx, c => {
-            bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
+        let moved: Vec<(RequestId, bool)> = dispatch_tx!(tx, c => {
+            bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(state.as_str()).bind(reason).bind(now), chunk)
                 .fetch_all(c).await?
         });
