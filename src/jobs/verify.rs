@@ -181,35 +181,39 @@ pub async fn run(ctx: &HubContext, _job: VerifyJob) -> Result<(), JobError> {
 
 /// Verifies a batch of requests this process claimed (`requests::claim_next`), concurrently,
 /// and completes them in one transaction. A request whose callback host is at its cap is given
-/// back, to be taken again a little later; should the completion fail, the claims are given
-/// back, so that the requests are verified again (with fresh challenges) at once.
+/// back at once, to be taken again a little later (not held while the others are verified);
+/// should the completion fail, the claims are given back, so that the requests are verified
+/// again (with fresh challenges) at once.
 pub async fn verify_batch(ctx: &HubContext, claimed: Vec<StoredRequest>) -> Result<(), StoreError> {
-    let decided: Vec<(StoredRequest, Option<Decided>)> = futures::stream::iter(claimed)
-        .map(|stored| async move {
-            let host = crate::limits::host_key(&stored.request.callback);
-            let decided = match ctx.limits.host_slot(&host) {
-                Some(_slot) => Some(decide(ctx, &stored).instrument(span(&stored)).await),
-                None => None,
-            };
+    let mut slotted = Vec::with_capacity(claimed.len());
+    let mut deferred = Vec::new();
+    for stored in claimed {
+        let host = crate::limits::host_key(&stored.request.callback);
+        match ctx.limits.host_slot(&host) {
+            Some(slot) => slotted.push((stored, slot)),
+            None => deferred.push(stored.id),
+        }
+    }
+    if !deferred.is_empty() {
+        let until = UnixMs::now().after(super::deliver::HOST_BUSY_DEFER);
+        if let Err(error) = requests::defer_many(&ctx.db, &deferred, until).await {
+            // Their claims lapse instead, and are given back then.
+            tracing::warn!(%error, "cannot give back verifications whose host is busy");
+        }
+    }
+    let done: Vec<(StoredRequest, Decided)> = futures::stream::iter(slotted)
+        .map(|(stored, slot)| async move {
+            let decided = decide(ctx, &stored).instrument(span(&stored)).await;
+            drop(slot);
             (stored, decided)
         })
         .buffer_unordered(BATCH)
         .collect()
         .await;
-    let (done, deferred): (Vec<_>, Vec<_>) = decided.into_iter().partition(|(_, d)| d.is_some());
-    let deferred: Vec<RequestId> = deferred.into_iter().map(|(s, _)| s.id).collect();
-    let done: Vec<(StoredRequest, Decided)> = done
-        .into_iter()
-        .filter_map(|(s, d)| d.map(|d| (s, d)))
-        .collect();
     if let Err(e) = complete(ctx, &done).await {
         let ids: Vec<RequestId> = done.iter().map(|(s, _)| s.id).collect();
         let _ = requests::release_many(&ctx.db, &ids).await;
         return Err(e);
-    }
-    if !deferred.is_empty() {
-        let until = UnixMs::now().after(super::deliver::HOST_BUSY_DEFER);
-        requests::defer_many(&ctx.db, &deferred, until).await?;
     }
     Ok(())
 }

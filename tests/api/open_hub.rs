@@ -351,7 +351,13 @@ async fn verifications_beyond_a_callback_hosts_slots_rest_and_follow() {
     for name in &names {
         assert_eq!(
             app.settled_requests(&sub.callback(name)).await,
-            ["verified"]
+            ["verified"],
+            "{name}: {:?}",
+            app.texts(
+                "SELECT COALESCE(reason, '') FROM subscription_requests",
+                &[]
+            )
+            .await
         );
         assert_eq!(sub.verifications(name).len(), 1, "{name}");
     }
