@@ -196,7 +196,7 @@ pub async fn verify_batch(ctx: &HubContext, claimed: Vec<StoredRequest>) -> Resu
     }
     if !deferred.is_empty() {
         let until = UnixMs::now().after(super::deliver::HOST_BUSY_DEFER);
-        if let Err(error) = requests::defer_many(&ctx.db, &deferred, until).await {
+        if let Err(error) = requests::give_back(&ctx.db, &deferred, Some(until)).await {
             // Their claims lapse instead, and are given back then.
             tracing::warn!(%error, "cannot give back verifications whose host is busy");
         }
@@ -212,7 +212,7 @@ pub async fn verify_batch(ctx: &HubContext, claimed: Vec<StoredRequest>) -> Resu
         .await;
     if let Err(e) = complete(ctx, &done).await {
         let ids: Vec<RequestId> = done.iter().map(|(s, _)| s.id).collect();
-        let _ = requests::release_many(&ctx.db, &ids).await;
+        let _ = requests::give_back(&ctx.db, &ids, None).await;
         return Err(e);
     }
     Ok(())
@@ -243,7 +243,7 @@ async fn verify_claimed(ctx: &HubContext, stored: &StoredRequest) -> Result<(), 
     let decided = decide(ctx, stored).await;
     let result = complete(ctx, &[(stored.clone(), decided)]).await;
     if result.is_err() {
-        let _ = requests::release(&ctx.db, stored.id).await;
+        let _ = requests::give_back(&ctx.db, &[stored.id], None).await;
     }
     Ok(result?)
 }

@@ -481,27 +481,22 @@ pub async fn release_lapsed(db: &Db, now: UnixMs) -> Result<u64, StoreError> {
     Ok(dispatch!(db, c => sqlx::query(sql).bind(now).execute(c).await?.rows_affected()))
 }
 
-/// Gives claims back to be taken again from `until` on (a callback host at its cap): nobody
-/// holds them, and they rest until [`release_lapsed`] gives them back.
-pub async fn defer_many(db: &Db, ids: &[RequestId], until: UnixMs) -> Result<(), StoreError> {
+/// Gives claims back: to be taken again at once (the verification could not finish), or,
+/// with `rest_until`, once [`release_lapsed`] gives them back after it (a callback host at its
+/// cap). Nobody holds them meanwhile.
+pub async fn give_back(
+    db: &Db,
+    ids: &[RequestId],
+    rest_until: Option<UnixMs>,
+) -> Result<(), StoreError> {
     let sql = "UPDATE subscription_requests SET claimed_until = $1, claimed_by = NULL
                WHERE id IN ({list}) AND state = 'pending'";
     for (sql, chunk) in in_list_chunks(sql, 2, ids) {
         dispatch!(db, c => {
-            bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(until), chunk)
+            bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(rest_until), chunk)
                 .execute(c).await?;
         });
     }
-    Ok(())
-}
-
-/// Gives a claim back (the verification could not finish), so that it is retried at once.
-pub async fn release(db: &Db, id: RequestId) -> Result<(), StoreError> {
-    let sql = "UPDATE subscription_requests SET claimed_until = NULL, claimed_by = NULL
-               WHERE id = $1 AND state = 'pending'";
-    dispatch!(db, c => {
-        sqlx::query(sql).bind(id).execute(c).await?;
-    });
     Ok(())
 }
 
@@ -516,8 +511,8 @@ pub async fn complete_many(
     reason: Option<&str>,
     now: UnixMs,
 ) -> Result<Vec<(RequestId, bool)>, StoreError> {
-    let sql = "UPDATE subscription_requests SET state = $1, reason = $2, completed_at = $3,
-                   claimed_until = NULL, claimed_by = NULL
+    const COMPLETE_MANY: &str = "UPDATE subscription_requests SET state = $1, reason = $2,
+                   completed_at = $3, claimed_until = NULL, claimed_by = NULL
                WHERE state = 'pending' AND id IN ({list})
                RETURNING id, (SELECT newer.id FROM subscription_requests newer
                               WHERE newer.topic = subscription_requests.topic
@@ -527,9 +522,10 @@ pub async fn complete_many(
     if let Tx::Pg(t) = tx {
         // One array, one statement text whatever the number (each length of an `IN` list is
         // a statement PostgreSQL parses and plans anew).
+        static PG: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| COMPLETE_MANY.replace("IN ({list})", "= ANY($4)"));
         let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
-        let sql = sql.replace("IN ({list})", "= ANY($4)");
-        return Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        return Ok(sqlx::query_as(sqlx::AssertSqlSafe(PG.as_str()))
             .bind(state.as_str())
             .bind(reason)
             .bind(now)
@@ -538,7 +534,7 @@ pub async fn complete_many(
             .await?);
     }
     let mut done = Vec::with_capacity(ids.len());
-    for (sql, chunk) in in_list_chunks(sql, 4, ids) {
+    for (sql, chunk) in in_list_chunks(COMPLETE_MANY, 4, ids) {
         let moved: Vec<(RequestId, bool)> = dispatch_tx!(tx, c => {
             bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(state.as_str()).bind(reason).bind(now), chunk)
@@ -565,18 +561,6 @@ pub async fn complete(
     let done = dispatch_tx!(tx, c => sqlx::query(sql).bind(id).bind(state.as_str()).bind(reason).bind(now)
         .execute(c).await?.rows_affected());
     Ok(done == 1)
-}
-
-/// Gives many claims back at once (see [`release`]).
-pub async fn release_many(db: &Db, ids: &[RequestId]) -> Result<(), StoreError> {
-    let sql = "UPDATE subscription_requests SET claimed_until = NULL, claimed_by = NULL
-               WHERE id IN ({list}) AND state = 'pending'";
-    for (sql, chunk) in in_list_chunks(sql, 1, ids) {
-        dispatch!(db, c => {
-            bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())), chunk).execute(c).await?;
-        });
-    }
-    Ok(())
 }
 
 /// Deletes requests completed before `before`. In batches; returns how many went.

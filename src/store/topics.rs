@@ -19,17 +19,16 @@ const TOPIC_ID: &str = "SELECT id FROM topics WHERE url = $1";
 /// only read, never written: verifications of many subscribers of one topic complete in
 /// parallel transactions, which a write would queue up behind one another on the row's lock.
 pub async fn upsert(tx: &mut Tx, url: &HubUrl, now: UnixMs) -> Result<TopicId, StoreError> {
-    let existing = TOPIC_ID;
     let insert = "INSERT INTO topics (url, created_at) VALUES ($1, $2)
                   ON CONFLICT (url) DO NOTHING RETURNING id";
     let id: TopicId = dispatch_tx!(tx, c => {
-        match sqlx::query_scalar(existing).bind(url.as_str()).fetch_optional(&mut *c).await? {
+        match sqlx::query_scalar(TOPIC_ID).bind(url.as_str()).fetch_optional(&mut *c).await? {
             Some(id) => id,
             None => match sqlx::query_scalar(insert).bind(url.as_str()).bind(now)
                 .fetch_optional(&mut *c).await? {
                 Some(id) => id,
                 // Created meanwhile by a concurrent transaction that has committed since.
-                None => sqlx::query_scalar(existing).bind(url.as_str()).fetch_one(&mut *c).await?,
+                None => sqlx::query_scalar(TOPIC_ID).bind(url.as_str()).fetch_one(&mut *c).await?,
             },
         }
     });
