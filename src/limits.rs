@@ -36,6 +36,9 @@ pub struct Limits {
     /// Delivery batches being sent at once in this process, including those their jobs left
     /// to finish in the background.
     pipelines: Arc<Semaphore>,
+    /// Small fan-outs being sent by the process that made them, outside the queue
+    /// (`jobs::deliver::Express`).
+    express: Arc<Semaphore>,
     per_host: HostSlots,
     fetches_per_host: HostSlots,
     breakers: Mutex<HashMap<String, Breaker>>,
@@ -51,6 +54,7 @@ impl Limits {
         let access = &settings.access;
         Self {
             pipelines: Arc::new(Semaphore::new(MAX_DELIVERY_PIPELINES)),
+            express: Arc::new(Semaphore::new(MAX_EXPRESS_RUNS)),
             per_host: HostSlots::new(settings.delivery.max_per_host),
             fetches_per_host: HostSlots::new(settings.fetch.max_per_host),
             breakers: Mutex::new(HashMap::new()),
@@ -165,6 +169,12 @@ impl Limits {
         self.pipelines.clone().acquire_owned().await
     }
 
+    /// A slot for sending one small fan-out at once, outside the queue, or `None` when this
+    /// many are being sent already (the fan-out's job is then due at once, as any other).
+    pub fn express_delivery(&self) -> Option<OwnedSemaphorePermit> {
+        self.express.clone().try_acquire_owned().ok()
+    }
+
     /// A slot for one fetch from `topic`'s host, or `None` when that host already has its
     /// share of fetches running (the caller puts the fetch back for a moment).
     pub fn fetch_slot(&self, topic: &HubUrl) -> Option<OwnedSemaphorePermit> {
@@ -184,6 +194,10 @@ impl Limits {
 /// job whose batch is held up by slow callbacks leaves it running (`jobs::deliver`), so up to
 /// this many can be in flight.
 const MAX_DELIVERY_PIPELINES: usize = 64;
+
+/// Small fan-outs sent at once by the process that made them (`jobs::deliver::Express`); beyond
+/// these, small fan-outs go through the queue. Each holds one delivery pipeline while it sends.
+const MAX_EXPRESS_RUNS: usize = 16;
 
 /// A callback host as limits count it: host and port (one server).
 pub fn host_key(url: &HubUrl) -> String {

@@ -85,6 +85,71 @@ pub fn jobs_now(ids: &[DeliveryId], batch: usize) -> Vec<Job> {
         .collect()
 }
 
+/// A small fan-out (one batch) sent at once by the process that made it, outside the queue.
+/// Through the queue it would wait behind the batches of any big fan-out its workers had
+/// already taken (they take several jobs at a time, and run the ones they took first).
+/// Its job is pushed anyway, due [`EXPRESS_FALLBACK`] later, so that a crash cannot strand
+/// the deliveries; by then they are sent, and the job finds nothing to claim.
+#[derive(Debug)]
+pub struct Express {
+    deliveries: Vec<DeliveryId>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// How much later the job of an express fan-out is due.
+const EXPRESS_FALLBACK: Duration = Duration::from_secs(5);
+
+/// What sends the deliveries a fan-out just created (`documents`: for each document, those of
+/// its deliveries that may go at once): their jobs, to push in the fan-out's transaction, and —
+/// when they fit in one batch, this process runs the workers and has an express slot free —
+/// the [`Express`] run to start once that transaction has committed.
+pub fn sending(
+    ctx: &HubContext,
+    documents: Vec<Vec<DeliveryId>>,
+    now: UnixMs,
+) -> (Vec<Job>, Option<Express>) {
+    let batch = ctx.settings.delivery.batch;
+    let total: usize = documents.iter().map(Vec::len).sum();
+    let small = total > 0 && total <= batch;
+    let slot = small && ctx.settings.role.runs_workers();
+    match slot.then(|| ctx.limits.express_delivery()).flatten() {
+        Some(slot) => {
+            let deliveries: Vec<DeliveryId> = documents.into_iter().flatten().collect();
+            // Run at once whenever the queue gets to it: no wait in the handler.
+            let fallback = DeliverJob {
+                deliveries: deliveries.clone(),
+                not_before: UnixMs::EPOCH,
+            };
+            let job = Job::new(Queue::Deliver, &fallback).not_before(now.after(EXPRESS_FALLBACK));
+            (vec![job], Some(Express { deliveries, slot }))
+        }
+        None => (
+            documents
+                .iter()
+                .flat_map(|ids| jobs_now(ids, batch))
+                .collect(),
+            None,
+        ),
+    }
+}
+
+impl Express {
+    /// Sends the deliveries in a task of their own (call after the commit that created them).
+    pub fn start(self, ctx: Arc<HubContext>) {
+        let Self { deliveries, slot } = self;
+        tokio::spawn(async move {
+            let job = DeliverJob {
+                deliveries,
+                not_before: UnixMs::EPOCH,
+            };
+            if let Err(error) = run(&ctx, job).await {
+                tracing::warn!(%error, "express delivery failed; its job in the queue will retry");
+            }
+            drop(slot);
+        });
+    }
+}
+
 #[tracing::instrument(skip_all, fields(batch = job.deliveries.len()))]
 pub async fn run(ctx: &Arc<HubContext>, job: DeliverJob) -> Result<(), JobError> {
     let wait = UnixMs::now().until(job.not_before);

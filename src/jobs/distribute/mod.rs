@@ -16,7 +16,7 @@ pub mod ping;
 mod plan;
 pub mod push;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -26,14 +26,14 @@ pub use self::{
     push::{Pushed, push_content},
 };
 use super::{
-    JobError,
+    JobError, deliver,
     queue::{self, Job, Queue},
 };
 use crate::{
     context::HubContext,
     domain::{
         challenge,
-        ids::{DistributionId, TopicId, UnixMs},
+        ids::{DeliveryId, DistributionId, TopicId, UnixMs},
         link,
         state::{Audience, DistributionSource},
     },
@@ -86,7 +86,7 @@ impl DistributeJob {
 }
 
 #[tracing::instrument(skip_all, fields(topic = %job.topic, request_id = job.request_id.as_deref()))]
-pub async fn run(ctx: &HubContext, job: DistributeJob) -> Result<(), JobError> {
+pub async fn run(ctx: &Arc<HubContext>, job: DistributeJob) -> Result<(), JobError> {
     let now = UnixMs::now();
     let hold = now.after(ctx.settings.fetch.timeout + FAN_OUT_MARGIN);
     let claimed = topics::claim(&ctx.db, job.topic, now, hold, ClaimFor::Pings, &ctx.process);
@@ -122,7 +122,7 @@ pub async fn run(ctx: &HubContext, job: DistributeJob) -> Result<(), JobError> {
 }
 
 async fn distribute(
-    ctx: &HubContext,
+    ctx: &Arc<HubContext>,
     job: &DistributeJob,
     topic: &topics::ClaimedTopic,
     now: UnixMs,
@@ -191,7 +191,15 @@ async fn distribute(
         )
         .await?;
     }
-    finish(ctx, tx, topic, Some(topic.ping_seq), &record, fanned.jobs).await?;
+    finish(
+        ctx,
+        tx,
+        topic,
+        Some(topic.ping_seq),
+        &record,
+        fanned.to_send,
+    )
+    .await?;
     if fanned.live_events > 0 {
         ctx.live.wake(topic.id);
     }
@@ -199,16 +207,18 @@ async fn distribute(
     Ok(())
 }
 
-/// Releases the topic (marking pings up to `seq` distributed), pushes `jobs` and a follow-up
-/// distribution when pings are still waiting, commits, and wakes the workers.
+/// Releases the topic (marking pings up to `seq` distributed), pushes the jobs that send
+/// `to_send` (see [`deliver::sending`]) and a follow-up distribution when pings are still
+/// waiting, commits, wakes the workers and starts an express run.
 async fn finish(
-    ctx: &HubContext,
+    ctx: &Arc<HubContext>,
     mut tx: Tx,
     topic: &topics::ClaimedTopic,
     seq: Option<i64>,
     record: &topics::FetchRecord,
-    mut jobs: Vec<Job>,
+    to_send: Vec<Vec<DeliveryId>>,
 ) -> Result<(), StoreError> {
+    let (mut jobs, express) = deliver::sending(ctx, to_send, UnixMs::now());
     if topics::finish(&mut tx, topic, seq, record, UnixMs::now()).await? {
         jobs.push(Job::new(
             Queue::Distribute,
@@ -217,6 +227,11 @@ async fn finish(
     }
     queue::push(&mut tx, &jobs).await?;
     tx.commit().await?;
+    if let Some(express) = express {
+        // Its job is due later: no worker needs waking for it.
+        jobs.retain(|j| j.queue() != Queue::Deliver);
+        express.start(ctx.clone());
+    }
     ctx.wakers.wake_for(&jobs);
     Ok(())
 }
@@ -224,7 +239,8 @@ async fn finish(
 /// What a fan-out created.
 #[derive(Debug, Default)]
 struct Fanned {
-    jobs: Vec<Job>,
+    /// Per document, the deliveries that may be sent at once.
+    to_send: Vec<Vec<DeliveryId>>,
     deliveries: usize,
     /// Events put in live subscribers' backlogs.
     live_events: usize,
@@ -311,9 +327,7 @@ async fn fan_out_body(
         // finishing one sends the next (`jobs::deliver`), so only the first are queued.
         let first = doc.seq_offset == 1;
         if first {
-            fanned
-                .jobs
-                .extend(super::deliver::jobs_now(&ids, ctx.settings.delivery.batch));
+            fanned.to_send.push(ids);
         }
         match per_audience.iter_mut().find(|(a, _)| *a == doc.audience) {
             Some((_, n)) => *n = (*n).max(doc.seq_offset),

@@ -1,7 +1,7 @@
 //! A producer's fat ping: a body distributed as if it had been fetched from its topic, at once
 //! and without a fetch (`POST /api/v1/publish`, docs/api.md).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use super::{Fanned, content_hash, fan_out_body, finish};
 use crate::{
@@ -38,7 +38,7 @@ const PUSH_HOLD: Duration = Duration::from_secs(60);
 /// Distributes `body` as the new content of `url`. Waits (briefly) for a running distribution
 /// of the topic to finish, so bodies still go out in order.
 pub async fn push_content(
-    ctx: &HubContext,
+    ctx: &Arc<HubContext>,
     url: &HubUrl,
     content_type: Option<String>,
     body: &[u8],
@@ -69,7 +69,7 @@ pub async fn push_content(
 }
 
 async fn push_claimed(
-    ctx: &HubContext,
+    ctx: &Arc<HubContext>,
     topic: &topics::ClaimedTopic,
     content_type: Option<String>,
     body: &[u8],
@@ -106,7 +106,7 @@ async fn push_claimed(
         topic,
         None,
         &record,
-        std::mem::take(&mut fanned.jobs),
+        std::mem::take(&mut fanned.to_send),
     )
     .await?;
     if fanned.live_events > 0 {
