@@ -6,10 +6,12 @@
 //! worker whose claim lapsed and was taken over records nothing). Deliveries to one subscription go out in
 //! order; when one finishes, the job goes on to send the next one waiting for that subscription
 //! itself, round after round (for up to [`STREAM_BUDGET`]), so a subscriber's ordered stream of
-//! single-entry documents costs no queue round trip per document. Each POST carries the exact body with
-//! `Content-Length`, the topic's Content-Type verbatim, one `Link` header (rel=hub, rel=self),
-//! and `X-Hub-Signature` when the subscription has a secret. What happens next is decided by
-//! `domain::retry`: retries become new jobs that are due later, pushed in the same transaction.
+//! single-entry documents costs no queue round trip per document. A fan-out of one batch is
+//! sent at once by the process that made it, outside the queue ([`Express`]). Each POST carries
+//! the exact body with `Content-Length`, the topic's Content-Type verbatim, one `Link` header
+//! (rel=hub, rel=self), and `X-Hub-Signature` when the subscription has a secret. What happens
+//! next is decided by `domain::retry`: retries become new jobs that are due later, pushed in the
+//! same transaction.
 
 use std::{
     collections::BTreeMap,
@@ -110,9 +112,8 @@ pub fn sending(
 ) -> (Vec<Job>, Option<Express>) {
     let batch = ctx.settings.delivery.batch;
     let total: usize = documents.iter().map(Vec::len).sum();
-    let small = total > 0 && total <= batch;
-    let slot = small && ctx.settings.role.runs_workers();
-    match slot.then(|| ctx.limits.express_delivery()).flatten() {
+    let eligible = total > 0 && total <= batch && ctx.settings.role.runs_workers();
+    match eligible.then(|| ctx.limits.express_delivery()).flatten() {
         Some(slot) => {
             let deliveries: Vec<DeliveryId> = documents.into_iter().flatten().collect();
             // Run at once whenever the queue gets to it: no wait in the handler.

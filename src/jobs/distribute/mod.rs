@@ -9,7 +9,8 @@
 //!
 //! Each document is one `contents` row fanned out with a single `INSERT … SELECT` to its
 //! subscriptions, numbered per subscription, with `hubout` jobs carrying batches of delivery
-//! ids — all in one transaction. Live followers get the same documents in their backlogs
+//! ids — all in one transaction; a fan-out of one batch is then sent at once by this process
+//! (`jobs::deliver::Express`). Live followers get the same documents in their backlogs
 //! (`store::live`), and the processes holding their connections are told (`crate::live`).
 
 pub mod ping;
