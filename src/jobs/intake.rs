@@ -45,7 +45,7 @@ impl Intake {
     /// they were given, and a verification never sees a newer request of a pair before an older
     /// one (several PostgreSQL writers were measured no faster, and would break that).
     /// `announce`: this process runs no verifier, so other processes' are notified at each
-    /// commit (`verify::announce`).
+    /// commit (`verify::commit_telling_verifiers`).
     pub fn start(db: Db, wakers: Wakers, announce: bool) -> Self {
         let (sender, receiver) = mpsc::channel(WAITING);
         tokio::spawn(write_groups(db, wakers, announce, receiver));

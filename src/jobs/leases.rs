@@ -13,7 +13,7 @@
 //! Each step claims its rows with one `UPDATE … RETURNING`, so processes sharing a PostgreSQL
 //! database can all run the sweep without acting twice.
 
-use super::{queue::Queue, verify};
+use super::verify;
 use crate::{
     context::HubContext,
     domain::{ids::UnixMs, state::RequestOrigin},
@@ -39,13 +39,7 @@ pub async fn sweep_once(ctx: &HubContext) -> Result<Sweep, StoreError> {
     for (_, request) in &due {
         requests::insert(&mut tx, request, RequestOrigin::Renewal, now, None).await?;
     }
-    if !due.is_empty() {
-        verify::announce(ctx, &mut tx).await?;
-    }
-    tx.commit().await?;
-    if !due.is_empty() {
-        ctx.wakers.wake(Queue::Verify);
-    }
+    verify::commit_telling_verifiers(ctx, tx, !due.is_empty()).await?;
     Ok(Sweep {
         expired: expired.len(),
         renewals: due.len(),

@@ -5,7 +5,7 @@
 //!
 //! No queue job per request: the table is the queue. It looks again as soon as it is woken —
 //! requests stored by this process, a completed request whose pair has a next one, a
-//! notification from another process (`verify::announce`) — and at least every
+//! notification from another process (`verify::commit_telling_verifiers`) — and at least every
 //! `HERALD_QUEUE_POLL`, when it also gives back the requests whose hold lapsed
 //! (`requests::release_lapsed`: a stalled verification, an unused `hub.verify=sync`
 //! reservation, a rest while the callback host was busy). A request claimed by a process that

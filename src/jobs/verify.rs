@@ -64,8 +64,9 @@ pub struct VerifyJob {
     pub request_id: Option<String>,
 }
 
-/// Accepts a subscribe or unsubscribe request: stores the intent for verification (grouped with other requests arriving at the same time: `jobs::intake`). The caller answers
-/// 202 right away (§5.1.2).
+/// Accepts a subscribe or unsubscribe request: stores the intent for verification (grouped
+/// with other requests arriving at the same time: `jobs::intake`). The caller answers 202
+/// right away (§5.1.2).
 pub async fn accept(
     ctx: &HubContext,
     request: &SubscriptionRequest,
@@ -135,9 +136,7 @@ pub async fn accept_sync(
                 )
                 .await?;
                 // The next request of its pair may be verified now.
-                announce(ctx, &mut tx).await?;
-                tx.commit().await?;
-                ctx.wakers.wake(Queue::Verify);
+                commit_telling_verifiers(ctx, tx, true).await?;
                 return Ok(SyncOutcome::Refused(reason.into()));
             }
             Claim::Blocked => tokio::time::sleep(SYNC_WAIT_STEP).await,
@@ -227,14 +226,23 @@ fn span(stored: &StoredRequest) -> tracing::Span {
     )
 }
 
-/// Tells other processes' verifiers, at the commit of `tx`, that requests wait — needed only
-/// when this process runs no verifier of its own (a web process: its own are woken in memory
-/// after the commit, `Wakers::wake`). Nothing on SQLite, where one process does everything.
-pub async fn announce(ctx: &HubContext, tx: &mut store::Tx) -> Result<(), StoreError> {
-    if ctx.settings.role.runs_workers() {
-        return Ok(());
+/// Commits `tx`, and when it left requests `waiting` for verification (stored them, or made
+/// them next in line), tells the verifiers: other processes' at the commit (`NOTIFY`) when this
+/// process runs no verifier of its own (a web process), this process's in memory after it
+/// (`Wakers::wake`). On SQLite one process does everything, so only the latter.
+pub async fn commit_telling_verifiers(
+    ctx: &HubContext,
+    mut tx: store::Tx,
+    waiting: bool,
+) -> Result<(), StoreError> {
+    if waiting && !ctx.settings.role.runs_workers() {
+        queue::announce(&mut tx, Queue::Verify).await?;
     }
-    queue::announce(tx, Queue::Verify).await
+    tx.commit().await?;
+    if waiting {
+        ctx.wakers.wake(Queue::Verify);
+    }
+    Ok(())
 }
 
 /// Verifies a request this process holds the claim of, and completes it. On an error the claim
@@ -363,13 +371,7 @@ async fn complete(
     // A newer request of a pair just completed can be claimed now. (One stored after this
     // statement looked was announced by its own commit; should its claim have come before
     // this commit, the verifier's next poll takes it.)
-    if newer_waiting {
-        announce(ctx, &mut tx).await?;
-    }
-    tx.commit().await?;
-    if newer_waiting {
-        ctx.wakers.wake(Queue::Verify);
-    }
+    commit_telling_verifiers(ctx, tx, newer_waiting).await?;
     for (stored, d) in completed {
         let _span = span(stored).entered();
         let req = &stored.request;
