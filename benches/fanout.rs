@@ -19,7 +19,7 @@ use std::{
 };
 
 use actix_web::{App, HttpResponse, web};
-use herald::{config::Settings, startup::Application, store::Db};
+use herald::{app::Application, config::Settings, store::Db};
 use tokio::sync::Notify;
 
 mod support;

@@ -267,7 +267,7 @@ fn atom(entries: usize) -> Vec<u8> {
 #[tokio::main]
 async fn main() {
     let o = Options::parse();
-    herald::startup::install_crypto_provider();
+    herald::outbound::install_crypto_provider();
     let sink_state = web::Data::new(Sink::default());
     let clock = sink_state.clock;
     let mut server = {

@@ -4,8 +4,10 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     admin,
+    app::Application,
     config::{DatabaseArgs, ServeArgs, Settings},
-    startup::{Application, install_crypto_provider},
+    outbound::install_crypto_provider,
+    runtime,
     store::Db,
 };
 
@@ -117,7 +119,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(args) => {
             install_crypto_provider();
             let db = Db::connect(args.database_url.expose()).await?;
-            db.migrate().await?;
+            runtime::migrate(&db).await?;
             println!("{} schema is up to date", db.engine());
             Ok(())
         }

@@ -49,7 +49,7 @@ impl FromStr for DatabaseUrl {
 
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::store::redact_url(&self.0))
+        f.write_str(&crate::domain::url::redact_password(&self.0))
     }
 }
 
@@ -358,7 +358,7 @@ impl AddressRanges {
     }
 }
 
-/// Leases granted, enforced and renewed (`jobs::leases`).
+/// Leases granted, enforced and renewed (`upkeep::leases`).
 #[derive(Debug, Clone)]
 pub struct LeaseSettings {
     pub policy: LeasePolicy,
@@ -366,7 +366,7 @@ pub struct LeaseSettings {
     pub auto_renew: bool,
 }
 
-/// The periodic sweep (`jobs::sweep`): leases, backlog caps, retention.
+/// The periodic sweep (`upkeep::sweep`): leases, backlog caps, retention.
 #[derive(Debug, Clone)]
 pub struct SweepSettings {
     pub interval: Duration,
@@ -376,13 +376,13 @@ pub struct SweepSettings {
     pub failed_retention: Duration,
 }
 
-/// Verification of intent (`jobs::verify`).
+/// Verification of intent (`verification`).
 #[derive(Debug, Clone)]
 pub struct VerificationSettings {
     pub timeout: Duration,
 }
 
-/// Topic fetches (`jobs::distribute`).
+/// Topic fetches (`distribution`).
 #[derive(Debug, Clone)]
 pub struct FetchSettings {
     pub timeout: Duration,
@@ -391,7 +391,7 @@ pub struct FetchSettings {
     pub max_per_host: usize,
 }
 
-/// Content distribution (`jobs::deliver`, and the documents `jobs::distribute` plans).
+/// Content distribution (`delivery`, and the documents `distribution` plans).
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
     pub retry: RetryPolicy,
@@ -412,7 +412,7 @@ pub struct DeliverySettings {
     pub breaker_cooldown: Duration,
 }
 
-/// The queue workers and the reconciler (`jobs::queue`, `jobs::reconcile`).
+/// The queue workers and the reconciler (`queue`, `upkeep::reconcile`).
 #[derive(Debug, Clone)]
 pub struct QueueSettings {
     pub poll: Duration,
@@ -577,7 +577,7 @@ mod redaction_tests {
             "postgres://herald:hunter2@db.internal:5432/herald"
         );
         assert_eq!(
-            crate::store::redact_url("sqlite://herald.db"),
+            crate::domain::url::redact_password("sqlite://herald.db"),
             "sqlite://herald.db"
         );
     }

@@ -22,7 +22,7 @@ use governor::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
-    config::AddressRanges,
+    config::{AccessSettings, AddressRanges, DeliverySettings, FetchSettings},
     domain::{
         breaker::{Admission, Breaker, Reached},
         ids::UnixMs,
@@ -37,7 +37,7 @@ pub struct Limits {
     /// to finish in the background.
     pipelines: Arc<Semaphore>,
     /// Small fan-outs being sent by the process that made them, outside the queue
-    /// (`jobs::deliver::Express`).
+    /// (`delivery::Express`).
     express: Arc<Semaphore>,
     per_host: HostSlots,
     fetches_per_host: HostSlots,
@@ -50,15 +50,19 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(settings: &crate::config::Settings) -> Self {
-        let access = &settings.access;
+    /// The limits the sections `access`, `delivery` and `fetch` of the settings set.
+    pub fn new(
+        access: &AccessSettings,
+        delivery: &DeliverySettings,
+        fetch: &FetchSettings,
+    ) -> Self {
         Self {
             pipelines: Arc::new(Semaphore::new(MAX_DELIVERY_PIPELINES)),
             express: Arc::new(Semaphore::new(MAX_EXPRESS_RUNS)),
-            per_host: HostSlots::new(settings.delivery.max_per_host),
-            fetches_per_host: HostSlots::new(settings.fetch.max_per_host),
+            per_host: HostSlots::new(delivery.max_per_host),
+            fetches_per_host: HostSlots::new(fetch.max_per_host),
             breakers: Mutex::new(HashMap::new()),
-            breaker_cooldown: settings.delivery.breaker_cooldown,
+            breaker_cooldown: delivery.breaker_cooldown,
             sync_verifications: Arc::new(Semaphore::new(access.max_sync_verifications)),
             clients: access.rate_limit.0.map(Buckets::new),
             subscriptions_per_host: access.subscribe_rate_limit.0.map(Buckets::new),
@@ -191,13 +195,20 @@ impl Limits {
 }
 
 /// Delivery batches sent at once per process: the queue runs 4 hubout jobs at a time, and a
-/// job whose batch is held up by slow callbacks leaves it running (`jobs::deliver`), so up to
+/// job whose batch is held up by slow callbacks leaves it running (`delivery`), so up to
 /// this many can be in flight.
 const MAX_DELIVERY_PIPELINES: usize = 64;
 
-/// Small fan-outs sent at once by the process that made them (`jobs::deliver::Express`); beyond
+/// Small fan-outs sent at once by the process that made them (`delivery::Express`); beyond
 /// these, small fan-outs go through the queue. Each holds one delivery pipeline while it sends.
 const MAX_EXPRESS_RUNS: usize = 16;
+
+/// How long a delivery waits for a slot of its callback host before it is deferred.
+pub const HOST_SLOT_WAIT: Duration = Duration::from_millis(250);
+
+/// How long a delivery or verification whose callback host is at its concurrency cap waits
+/// before it tries again.
+pub const HOST_BUSY_DEFER: Duration = Duration::from_millis(500);
 
 /// A callback host as limits count it: host and port (one server).
 pub fn host_key(url: &HubUrl) -> String {
@@ -291,7 +302,8 @@ mod tests {
 
     fn limits_with(vars: &[(&str, &str)]) -> Limits {
         let vars = vars.iter().map(|(k, v)| (*k, (*v).to_owned()));
-        Limits::new(&crate::config::Settings::from_vars(vars).expect("valid"))
+        let settings = crate::config::Settings::from_vars(vars).expect("valid");
+        Limits::new(&settings.access, &settings.delivery, &settings.fetch)
     }
 
     #[test]

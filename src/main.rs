@@ -9,7 +9,7 @@ async fn main() -> std::process::ExitCode {
     match herald::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("herald: {error:#}");
+            eprintln!("herald: {}", herald::telemetry::Chain(error.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

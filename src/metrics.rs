@@ -163,6 +163,15 @@ impl Default for Metrics {
     }
 }
 
+/// Why the metrics could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot sample the stored state")]
+    Sample(#[from] StoreError),
+    #[error("cannot encode the metrics")]
+    Encode(#[source] std::fmt::Error),
+}
+
 impl Metrics {
     pub fn http_request(&self, route: &str, status: u16) {
         self.http_requests
@@ -204,12 +213,12 @@ impl Metrics {
 
     /// Samples the stored state and encodes everything in the Prometheus text format, with the
     /// live connections this process holds.
-    pub async fn render(&self, db: &Db, live_connections: usize) -> Result<String, StoreError> {
+    pub async fn render(&self, db: &Db, live_connections: usize) -> Result<String, RenderError> {
         let sample = crate::store::views::sample_status(db).await?;
         self.live_connections.set(live_connections as i64);
         self.live_backlog
             .set(crate::store::live::backlog_total(db).await?);
-        for (queue, depth) in crate::jobs::queue::depths(db).await? {
+        for (queue, depth) in crate::queue::tables::depths(db).await? {
             self.queue_depth
                 .get_or_create(&QueueLabel {
                     queue: queue.name(),
@@ -227,7 +236,7 @@ impl Metrics {
         self.paused_hosts.set(sample.open_breakers);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .map_err(|e| StoreError::Config(format!("metrics could not be encoded: {e}")))?;
+            .map_err(RenderError::Encode)?;
         Ok(text)
     }
 }

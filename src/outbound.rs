@@ -15,7 +15,10 @@ use reqwest::{
     redirect,
 };
 
-use crate::{config::Settings, domain::address::AddressPolicy};
+use crate::{
+    config::Settings,
+    domain::{address::AddressPolicy, url::HubUrl},
+};
 
 pub const MAX_REDIRECTS: usize = 5;
 /// How long a host name may take to resolve.
@@ -135,6 +138,37 @@ pub struct DeliveryResponse {
     pub retry_after: Option<Duration>,
 }
 
+/// rustls needs its crypto provider chosen once per process (docs/architecture.md, "apalis and
+/// sqlx as relied on").
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// What the outbound client is built from (the address policy and timeouts of the settings).
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub policy: AddressPolicy,
+    /// Named in the User-Agent, when configured.
+    pub public_url: Option<HubUrl>,
+    pub verify_timeout: Duration,
+    pub deliver_timeout: Duration,
+    pub fetch_timeout: Duration,
+    pub max_topic_bytes: usize,
+}
+
+impl From<&Settings> for ClientSettings {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            policy: settings.address_policy,
+            public_url: settings.public_url.clone(),
+            verify_timeout: settings.verification.timeout,
+            deliver_timeout: settings.delivery.timeout,
+            fetch_timeout: settings.fetch.timeout,
+            max_topic_bytes: settings.fetch.max_bytes,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Outbound {
     verify: Client,
@@ -145,8 +179,8 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(settings: &Settings) -> Result<Self, reqwest::Error> {
-        let policy = settings.address_policy;
+    pub fn new(settings: &ClientSettings) -> Result<Self, reqwest::Error> {
+        let policy = settings.policy;
         let user_agent = format!(
             "Herald/{} (WebSub hub; +{})",
             env!("CARGO_PKG_VERSION"),
@@ -174,17 +208,17 @@ impl Outbound {
             }
         });
         Ok(Self {
-            verify: base(settings.verification.timeout)
+            verify: base(settings.verify_timeout)
                 .redirect(redirect::Policy::none())
                 .build()?,
-            deliver: base(settings.delivery.timeout)
+            deliver: base(settings.deliver_timeout)
                 .redirect(redirect::Policy::none())
                 .build()?,
-            fetch: base(settings.fetch.timeout)
+            fetch: base(settings.fetch_timeout)
                 .redirect(follow_checked)
                 .build()?,
             policy,
-            max_topic_bytes: settings.fetch.max_bytes,
+            max_topic_bytes: settings.max_topic_bytes,
         })
     }
 
@@ -377,12 +411,15 @@ mod tests {
 
     #[tokio::test]
     async fn errors_never_carry_the_url_a_challenge_travels_in() {
-        crate::startup::install_crypto_provider();
-        let settings = crate::config::Settings::from_vars([(
-            "HERALD_ALLOW_PRIVATE_ADDRESSES",
-            "true".to_owned(),
-        )])
-        .expect("valid");
+        install_crypto_provider();
+        let settings = ClientSettings {
+            policy: AddressPolicy::AllowLoopback,
+            public_url: None,
+            verify_timeout: Duration::from_secs(10),
+            deliver_timeout: Duration::from_secs(10),
+            fetch_timeout: Duration::from_secs(10),
+            max_topic_bytes: 1 << 20,
+        };
         let outbound = Outbound::new(&settings).expect("client");
         // Nothing listens there: the connection is refused.
         let port = std::net::TcpListener::bind("127.0.0.1:0")

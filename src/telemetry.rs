@@ -35,3 +35,52 @@ pub async fn with_request_id<F: Future>(id: String, f: F) -> F::Output {
 pub fn current_request_id() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
+
+/// An error with its causes, on one line (`what failed: why: why`): how Herald logs and prints
+/// errors, once, where they are handled. A cause whose words its parent already said (drivers
+/// often put their source's message in their own) is not repeated.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut said = self.0.to_string();
+        f.write_str(&said)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !text.is_empty() && !said.contains(&text) {
+                write!(f, ": {text}")?;
+                said = text;
+            }
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot store the request")]
+    struct Outer(#[source] Middle);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error returned from database: {0}")]
+    struct Middle(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("disk I/O error")]
+    struct Inner;
+
+    #[test]
+    fn a_chain_says_each_cause_once() {
+        let error = Outer(Middle(Inner));
+        assert_eq!(
+            Chain(&error).to_string(),
+            "cannot store the request: error returned from database: disk I/O error"
+        );
+        assert_eq!(Chain(&Inner).to_string(), "disk I/O error");
+    }
+}

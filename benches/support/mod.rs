@@ -147,7 +147,7 @@ fn keep_log(cmd: &mut std::process::Command) {
 impl HubProcess {
     /// Starts `herald serve` on `database_url` with `vars`, and waits until it answers.
     pub async fn start(database_url: &str, vars: &[(&str, &str)]) -> Self {
-        herald::startup::install_crypto_provider();
+        herald::outbound::install_crypto_provider();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")

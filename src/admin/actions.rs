@@ -2,13 +2,15 @@
 //! (`http::admin_api`), so both choose and change the same rows the same way.
 
 use crate::{
+    delivery,
+    domain::url::UrlError,
     domain::{
         ids::{DeliveryId, SubscriptionId, UnixMs},
         state::SubscriptionState,
         url::HubUrl,
     },
-    jobs::{deliver, queue},
-    outbound::Outbound,
+    outbound::{Outbound, OutboundError},
+    queue::{Outbox, Wakers},
     store::{Db, StoreError, deliveries, subscriptions, views},
 };
 
@@ -83,19 +85,25 @@ pub async fn expire(db: &Db, ids: &[SubscriptionId]) -> Result<Vec<SubscriptionI
 pub async fn notify_denied(
     outbound: &Outbound,
     subscription: &views::SubscriptionView,
-) -> Result<(), String> {
-    let callback = HubUrl::parse(&subscription.callback).map_err(|e| e.to_string())?;
-    let topic = HubUrl::parse(&subscription.topic).map_err(|e| e.to_string())?;
+) -> Result<(), NoticeError> {
+    let callback = HubUrl::parse(&subscription.callback).map_err(NoticeError::Url)?;
+    let topic = HubUrl::parse(&subscription.topic).map_err(NoticeError::Url)?;
     let url = callback.with_appended_query(&[
         ("hub.mode", "denied"),
         ("hub.topic", topic.as_str()),
         ("hub.reason", "the hub's operator ended this subscription"),
     ]);
-    outbound
-        .get_verification(&url)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    outbound.get_verification(&url).await?;
+    Ok(())
+}
+
+/// Why a denial notice was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum NoticeError {
+    #[error("stored URL {0}")]
+    Url(#[source] UrlError),
+    #[error(transparent)]
+    Outbound(#[from] OutboundError),
 }
 
 /// Deletes subscriptions with their delivery history; returns how many went.
@@ -109,12 +117,17 @@ pub async fn delete(db: &Db, ids: &[SubscriptionId]) -> Result<u64, StoreError> 
 /// Deliveries replayed per transaction.
 pub const REPLAY_CHUNK: usize = 500;
 
-/// Puts failed deliveries back in line with a fresh retry schedule, queued at once; returns
-/// those it changed (ids that are not failed are left alone).
-pub async fn replay(db: &Db, ids: &[DeliveryId]) -> Result<Vec<DeliveryId>, StoreError> {
-    let mut tx = db.begin().await?;
+/// Puts failed deliveries back in line with a fresh retry schedule, queued at once (the workers
+/// of `wakers`' process are woken, every process's are told); returns those it changed (ids
+/// that are not failed are left alone).
+pub async fn replay(
+    db: &Db,
+    wakers: &Wakers,
+    ids: &[DeliveryId],
+) -> Result<Vec<DeliveryId>, StoreError> {
+    let mut tx = Outbox::begin(db, wakers).await?;
     let done = deliveries::replay(&mut tx, ids, UnixMs::now()).await?;
-    queue::push(&mut tx, &deliver::jobs_now(&done, REPLAY_CHUNK)).await?;
+    tx.push(&delivery::jobs_now(&done, REPLAY_CHUNK)).await?;
     tx.commit().await?;
     Ok(done)
 }

@@ -9,6 +9,7 @@ use crate::{
         ids::{DeliveryId, SubscriptionId},
         state::DeliveryState,
     },
+    queue::Wakers,
     store::{Db, deliveries, views},
 };
 
@@ -101,7 +102,8 @@ pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
             let bar = progress(ids.len() as u64, "replaying");
             let mut replayed = Vec::new();
             for chunk in ids.chunks(actions::REPLAY_CHUNK) {
-                replayed.extend(actions::replay(db, chunk).await?);
+                // This process runs no workers: the running hub's are told at the commit.
+                replayed.extend(actions::replay(db, &Wakers::new(false), chunk).await?);
                 bar.inc(chunk.len() as u64);
             }
             bar.finish_and_clear();

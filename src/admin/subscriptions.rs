@@ -226,11 +226,15 @@ async fn expire(db: &Db, a: ExpireArgs) -> anyhow::Result<()> {
 
     if a.notify {
         let settings = Settings::from_vars(std::iter::empty()).map_err(anyhow::Error::msg)?;
-        let outbound = Outbound::new(&settings)?;
+        let outbound = Outbound::new(&(&settings).into())?;
         let bar = progress(chosen.len() as u64, "notifying");
         for s in chosen.iter().filter(|s| done.contains(&s.id)) {
             if let Err(e) = actions::notify_denied(&outbound, s).await {
-                bar.println(format!("subscription {}: notice not delivered: {e}", s.id));
+                bar.println(format!(
+                    "subscription {}: notice not delivered: {}",
+                    s.id,
+                    crate::telemetry::Chain(&e)
+                ));
             }
             bar.inc(1);
         }

@@ -5,8 +5,9 @@ use serde_json::json;
 use super::print_json;
 use crate::{
     config::Settings,
+    distribution::{self, Pinged},
     domain::{access::HubMode, url::HubUrl},
-    jobs::distribute,
+    queue::Wakers,
     store::Db,
 };
 
@@ -16,10 +17,12 @@ pub async fn publish(db: &Db, topics: &[String], json: bool) -> anyhow::Result<(
         .iter()
         .map(|t| HubUrl::parse(t).map_err(|e| anyhow::anyhow!("topic {e}: {t:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (subscribed, jobs) = distribute::record_pings(db, &urls).await?;
+    // This process runs no workers: the running hub's are told at the commit.
+    let Pinged { subscribed, queued } =
+        distribution::record_pings(db, &Wakers::new(false), &urls).await?;
     if json {
         return print_json(
-            &json!({"topics": urls.len(), "subscribed": subscribed, "distributions_queued": jobs.len()}),
+            &json!({"topics": urls.len(), "subscribed": subscribed, "distributions_queued": queued}),
         );
     }
     println!(

@@ -7,6 +7,7 @@ pub mod access;
 pub mod address;
 pub mod breaker;
 pub mod challenge;
+pub mod content;
 pub mod delivery_mode;
 pub mod hub_request;
 pub mod ids;

@@ -150,6 +150,20 @@ fn hex_value(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
+/// `url` (a database URL, say) with its password, if any, replaced by `***`: for every message
+/// and printout that shows it.
+pub fn redact_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        // Not a URL: it cannot be told where a password would be, so show none of it.
+        Err(_) => "(an unparseable URL)".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,13 +18,13 @@ use utoipa::{IntoParams, ToSchema};
 use super::api_error::{Api, ApiError, ErrorBody, authorize, json_body, path_id, query};
 use crate::{
     admin::actions,
-    context::HubContext,
     domain::{
         ids::{DeliveryId, SubscriptionId, UnixMs},
         retry::parse_duration,
         state::{DeliveryState, SubscriptionState},
     },
-    jobs::queue,
+    http::AppState,
+    queue,
     store::{callback_hosts, deliveries, processes, views},
 };
 
@@ -97,15 +97,12 @@ pub struct Status {
 #[utoipa::path(get, path = "/api/v1/admin/status", tag = "admin",
     security(("admin_token" = [])),
     responses((status = 200, body = Status), (status = "4XX", body = ErrorBody)))]
-async fn status(
-    req: HttpRequest,
-    ctx: web::Data<Arc<HubContext>>,
-) -> Result<HttpResponse, ApiError> {
+async fn status(req: HttpRequest, ctx: web::Data<Arc<AppState>>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Admin)?;
     let sample = views::sample_status(&ctx.db).await?;
-    let stale_before = UnixMs::now().before(crate::jobs::liveness::STALE_AFTER);
+    let stale_before = UnixMs::now().before(crate::upkeep::liveness::STALE_AFTER);
     let alive = processes::alive(&ctx.db, stale_before).await?;
-    let queues = queue::depths(&ctx.db)
+    let queues = queue::tables::depths(&ctx.db)
         .await?
         .into_iter()
         .map(|(q, n)| (q.name(), n))
@@ -150,7 +147,7 @@ pub struct SubscriptionQuery {
 async fn list_subscriptions(
     req: HttpRequest,
     q: Result<web::Query<SubscriptionQuery>, actix_web::Error>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Admin)?;
     let q = query(q)?;
@@ -188,7 +185,7 @@ pub struct SubscriptionDetail {
 async fn show_subscription(
     req: HttpRequest,
     id: web::Path<String>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Admin)?;
     let id: SubscriptionId = path_id(&id, "subscription")?;
@@ -261,7 +258,7 @@ pub struct NoticeFailed {
 async fn expire_subscriptions(
     req: HttpRequest,
     body: Result<web::Json<ExpireRequest>, actix_web::Error>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Admin)?;
     let body = json_body(body)?;
@@ -302,7 +299,10 @@ async fn expire_subscriptions(
     if body.notify {
         for s in chosen.iter().filter(|s| done.contains(&s.id)) {
             if let Err(error) = actions::notify_denied(&ctx.outbound, s).await {
-                notices_failed.push(NoticeFailed { id: s.id, error });
+                notices_failed.push(NoticeFailed {
+                    id: s.id,
+                    error: crate::telemetry::Chain(&error).to_string(),
+                });
             }
         }
     }
@@ -342,7 +342,7 @@ pub struct Deleted {
 async fn delete_subscriptions(
     req: HttpRequest,
     body: Result<web::Json<DeleteRequest>, actix_web::Error>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Admin)?;
     let body = json_body(body)?;
@@ -358,7 +358,7 @@ async fn delete_subscriptions(
 async fn delete_subscription(
     req: HttpRequest,
     id: web::Path<String>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Admin)?;
     let id: SubscriptionId = path_id(&id, "subscription")?;
@@ -366,7 +366,7 @@ async fn delete_subscription(
 }
 
 async fn delete(
-    ctx: &HubContext,
+    ctx: &AppState,
     ids: &[SubscriptionId],
     dry_run: bool,
 ) -> Result<HttpResponse, ApiError> {
@@ -405,7 +405,7 @@ pub struct TopicQuery {
 async fn list_topics(
     req: HttpRequest,
     q: Result<web::Query<TopicQuery>, actix_web::Error>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Admin)?;
     let q = query(q)?;
@@ -425,7 +425,7 @@ async fn list_topics(
 async fn show_topic(
     req: HttpRequest,
     id: web::Path<String>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Admin)?;
     let id: crate::domain::ids::TopicId = path_id(&id, "topic")?;
@@ -459,7 +459,7 @@ pub struct DeliveryQuery {
 async fn list_deliveries(
     req: HttpRequest,
     q: Result<web::Query<DeliveryQuery>, actix_web::Error>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Admin)?;
     let q = query(q)?;
@@ -489,7 +489,7 @@ pub struct ReplayRequest {
 async fn replay_deliveries(
     req: HttpRequest,
     body: Result<web::Json<ReplayRequest>, actix_web::Error>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Admin)?;
     let body = json_body(body)?;
@@ -518,9 +518,8 @@ async fn replay_deliveries(
     }
     let mut replayed = Vec::new();
     for chunk in ids.chunks(actions::REPLAY_CHUNK) {
-        replayed.extend(actions::replay(&ctx.db, chunk).await?);
+        replayed.extend(actions::replay(&ctx.db, &ctx.wakers, chunk).await?);
     }
-    ctx.wakers.wake(queue::Queue::Deliver);
     tracing::info!(
         count = replayed.len(),
         "deliveries replayed through the admin API"
@@ -547,7 +546,7 @@ pub struct HostQuery {
 async fn list_hosts(
     req: HttpRequest,
     q: Result<web::Query<HostQuery>, actix_web::Error>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Admin)?;
     let q = query(q)?;

@@ -14,14 +14,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    context::HubContext,
+    distribution::Pushed,
     domain::{
         delivery_mode::DeliveryMode,
         ids::{DistributionId, SubscriptionId, UnixMs},
         state::{DeliveryState, DistributionSource, SubscriptionState},
         url::HubUrl,
     },
-    jobs::distribute::{self, Pushed},
+    http::AppState,
     store::{distributions, views},
 };
 
@@ -84,11 +84,11 @@ async fn publish(
     req: HttpRequest,
     query: web::Query<TopicQuery>,
     mut payload: web::Payload,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Producer)?;
     let topic = query.parse()?;
-    let limit = ctx.settings.fetch.max_bytes;
+    let limit = ctx.max_topic_bytes;
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk =
@@ -103,7 +103,10 @@ async fn publish(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let pushed = distribute::push_content(&ctx, &topic, content_type, &body).await?;
+    let pushed = ctx
+        .distribution
+        .push_content(&topic, content_type, &body)
+        .await?;
     let (result, distribution, deliveries) = match pushed {
         Pushed::NoSubscribers => ("no_subscribers", None, 0),
         Pushed::Unchanged => ("unchanged", None, 0),
@@ -135,7 +138,7 @@ pub struct TopicStatus {
 async fn topic(
     req: HttpRequest,
     query: web::Query<TopicQuery>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Producer)?;
     let topic = query.parse()?;
@@ -188,7 +191,7 @@ pub struct LastDelivery {
 async fn topic_subscriptions(
     req: HttpRequest,
     query: web::Query<TopicQuery>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Producer)?;
     let topic = query.parse()?;
@@ -251,7 +254,7 @@ pub struct DistributionOutcome {
 async fn distribution(
     req: HttpRequest,
     id: web::Path<String>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Producer)?;
     let id: DistributionId = id

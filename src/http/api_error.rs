@@ -8,10 +8,11 @@ use actix_web::{
 use serde::Serialize;
 
 use crate::{
-    context::HubContext,
     domain::{access::BearerToken, ids::UnixMs},
-    jobs::JobError,
+    http::AppState,
+    queue::JobError,
     store::StoreError,
+    telemetry::Chain,
 };
 
 /// Which API a request is for: each has its own token.
@@ -38,10 +39,10 @@ impl Api {
         }
     }
 
-    fn token(self, ctx: &HubContext) -> Option<&BearerToken> {
+    fn token(self, ctx: &AppState) -> Option<&BearerToken> {
         match self {
-            Self::Producer => ctx.settings.access.producer_token.as_ref(),
-            Self::Admin => ctx.settings.access.admin_token.as_ref(),
+            Self::Producer => ctx.access.producer_token.as_ref(),
+            Self::Admin => ctx.access.admin_token.as_ref(),
         }
     }
 }
@@ -61,9 +62,11 @@ pub enum ApiError {
     #[error("the content is larger than {0} bytes")]
     TooLarge(usize),
     #[error("{0}")]
-    Busy(String),
+    Busy(&'static str),
+    /// Something failed inside the hub: the client is told no more than that; the cause is
+    /// logged, once, with its chain.
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] InternalCause),
     #[error("too many requests from your address; retry in {0} s")]
     RateLimited(u64),
 }
@@ -94,9 +97,18 @@ impl ApiError {
     }
 }
 
+/// What failed inside the hub, behind an [`ApiError::Internal`].
+#[derive(Debug, thiserror::Error)]
+pub enum InternalCause {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Job(JobError),
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        Self::Internal(e.to_string())
+        Self::Internal(InternalCause::Store(e))
     }
 }
 
@@ -104,7 +116,8 @@ impl From<JobError> for ApiError {
     fn from(e: JobError) -> Self {
         match e {
             JobError::Busy(m) => Self::Busy(m),
-            other => Self::Internal(other.to_string()),
+            JobError::Store(e) => Self::Internal(InternalCause::Store(e)),
+            other => Self::Internal(InternalCause::Job(other)),
         }
     }
 }
@@ -125,7 +138,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         if let Self::Internal(cause) = self {
-            tracing::error!(%cause, "API request failed");
+            tracing::error!(error = %Chain(cause), "API request failed");
         }
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, Self::Unauthorized(_)) {
@@ -145,7 +158,7 @@ impl ResponseError for ApiError {
 }
 
 /// Checks the request's `Authorization: Bearer` against the API's token (in constant time).
-pub fn authorize(req: &HttpRequest, ctx: &HubContext, api: Api) -> Result<(), ApiError> {
+pub fn authorize(req: &HttpRequest, ctx: &AppState, api: Api) -> Result<(), ApiError> {
     let Some(token) = api.token(ctx) else {
         return Err(ApiError::Disabled(api));
     };

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
 
-use crate::{context::HubContext, store::dispatch};
+use crate::{http::AppState, store::dispatch};
 
-pub async fn get(ctx: web::Data<Arc<HubContext>>) -> HttpResponse {
+pub async fn get(ctx: web::Data<Arc<AppState>>) -> HttpResponse {
     let ok: Result<i64, sqlx::Error> =
         dispatch!(&ctx.db, c => sqlx::query_scalar("SELECT CAST(1 AS BIGINT)").fetch_one(c).await);
     match ok {

@@ -17,16 +17,15 @@ use actix_web::{
 use futures::StreamExt;
 
 use crate::{
-    context::HubContext,
     domain::{
         access::HubMode,
-        hub_request::{HubRequest, HubRequestError, VerifyMode, parse_form},
+        hub_request::{HubRequest, HubRequestError, parse_form},
     },
-    jobs::{
-        JobError, distribute,
-        verify::{self, SyncOutcome},
-    },
+    http::AppState,
+    outbound::OutboundError,
     store::StoreError,
+    telemetry::Chain,
+    verification::{IntakeError, Intent, IntentError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +33,7 @@ pub enum HubError {
     #[error("{0}")]
     BadRequest(#[from] HubRequestError),
     #[error("hub.callback {0}")]
-    CallbackRefused(String),
+    CallbackRefused(#[source] OutboundError),
     #[error("this hub does not accept publish pings from outside; use the producer token")]
     Forbidden,
     #[error("verification of intent failed: {0}")]
@@ -44,9 +43,11 @@ pub enum HubError {
     #[error("the request body must be application/x-www-form-urlencoded, not {0}")]
     NotAForm(String),
     #[error("the request body could not be read: {0}")]
-    Body(String),
+    Body(#[source] actix_web::error::PayloadError),
     #[error("the hub is temporarily unavailable; please retry")]
     Unavailable(#[from] StoreError),
+    #[error("the hub is temporarily unavailable; please retry")]
+    NotStored(#[from] IntakeError),
     #[error("too many synchronous verifications are running; retry shortly")]
     Busy,
     #[error("too many requests from your address; retry in {0} s")]
@@ -55,6 +56,21 @@ pub enum HubError {
     CallbackHostLimited(u64),
     #[error("the request body did not arrive within {0} s")]
     SlowBody(u64),
+}
+
+impl From<IntentError> for HubError {
+    fn from(e: IntentError) -> Self {
+        match e {
+            IntentError::CallbackRefused(refused) => Self::CallbackRefused(refused),
+            IntentError::HostLimited(wait) => {
+                Self::CallbackHostLimited(super::rate_limit::retry_after(wait))
+            }
+            IntentError::Busy => Self::Busy,
+            IntentError::SyncRefused(reason) => Self::SyncVerification(reason),
+            IntentError::Intake(e) => Self::NotStored(e),
+            IntentError::Store(e) => Self::Unavailable(e),
+        }
+    }
 }
 
 impl ResponseError for HubError {
@@ -68,20 +84,22 @@ impl ResponseError for HubError {
             // The Google reference hub's answer to a failed synchronous verification.
             Self::SyncVerification(_) => StatusCode::CONFLICT,
             Self::NotAForm(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable(_) | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::NotStored(_) | Self::Busy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited(_) | Self::CallbackHostLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let Self::Unavailable(cause) = self {
-            tracing::error!(error = %cause, "hub request failed");
+        if let Self::Unavailable(_) | Self::NotStored(_) = self {
+            tracing::error!(error = %Chain(self), "hub request failed");
         }
         let mut response = HttpResponse::build(self.status_code());
         response.content_type("text/plain; charset=utf-8");
         match self {
-            Self::Unavailable(_) => {
+            Self::Unavailable(_) | Self::NotStored(_) => {
                 response.insert_header((header::RETRY_AFTER, "30"));
             }
             Self::Busy => {
@@ -99,46 +117,29 @@ impl ResponseError for HubError {
 pub async fn post(
     req: HttpRequest,
     payload: web::Payload,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, HubError> {
     check_content_type(&req)?;
-    let timeout = ctx.settings.access.client_timeout;
+    let timeout = ctx.access.client_timeout;
     let body = tokio::time::timeout(
         timeout,
-        read_body(&req, payload, ctx.settings.access.max_request_bytes),
+        read_body(&req, payload, ctx.access.max_request_bytes),
     )
     .await
     .map_err(|_| HubError::SlowBody(timeout.as_secs()))??;
     let pairs = parse_form(&body)?;
     match HubRequest::try_from(pairs.as_slice())? {
         HubRequest::Subscription(request) => {
-            if let Err(e) = ctx.outbound.check(request.callback.as_url()) {
-                return Err(HubError::CallbackRefused(e.to_string()));
-            }
             let client = super::rate_limit::client_address(
                 &ctx,
                 req.head(),
                 req.peer_addr().map(|a| a.ip()),
             );
-            if let Err(wait) = ctx.limits.admit_subscription(client, &request.callback) {
-                return Err(HubError::CallbackHostLimited(
-                    super::rate_limit::retry_after(wait),
-                ));
-            }
-            if request.legacy == Some(VerifyMode::Sync) {
-                // Each one holds an outbound GET: their number is bounded.
-                let Some(_slot) = ctx.limits.sync_verification() else {
-                    return Err(HubError::Busy);
-                };
+            match ctx.verification.intent(&request, client).await? {
+                Intent::Accepted(_) => {}
                 // PuSH 0.3 §6.1.2: verified before the answer; 204 when it succeeded.
-                return match verify::accept_sync(&ctx, &request).await {
-                    Ok(SyncOutcome::Verified) => Ok(HttpResponse::NoContent().finish()),
-                    Ok(SyncOutcome::Refused(reason)) => Err(HubError::SyncVerification(reason)),
-                    Err(JobError::Store(e)) => Err(HubError::Unavailable(e)),
-                    Err(e) => Err(HubError::Unavailable(StoreError::Queue(e.to_string()))),
-                };
+                Intent::Verified => return Ok(HttpResponse::NoContent().finish()),
             }
-            verify::accept(&ctx, &request).await?;
             let details = format!(
                 "{}/subscription-details?{}",
                 ctx.public_url.as_url().origin().ascii_serialization(),
@@ -155,13 +156,12 @@ pub async fn post(
                 )))
         }
         HubRequest::Publish { topics } => {
-            if ctx.settings.access.mode == HubMode::Closed {
+            if ctx.access.mode == HubMode::Closed {
                 let authorization = req
                     .headers()
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
                 let allowed = ctx
-                    .settings
                     .access
                     .producer_token
                     .as_ref()
@@ -170,7 +170,7 @@ pub async fn post(
                     return Err(HubError::Forbidden);
                 }
             }
-            distribute::accept_ping(&ctx, &topics).await?;
+            ctx.distribution.accept_ping(&topics).await?;
             Ok(HttpResponse::NoContent().finish())
         }
     }
@@ -178,7 +178,7 @@ pub async fn post(
 
 /// `GET /` and `GET /hub`: the landing page for a browser (`Accept: text/html`), else a short
 /// plain-text description.
-pub async fn describe(req: HttpRequest, ctx: web::Data<Arc<HubContext>>) -> HttpResponse {
+pub async fn describe(req: HttpRequest, ctx: web::Data<Arc<AppState>>) -> HttpResponse {
     if super::pages::wants_html(&req) {
         return super::pages::landing(ctx).await;
     }
@@ -230,7 +230,7 @@ async fn read_body(
     }
     let mut body = Vec::with_capacity(declared.unwrap_or(0));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| HubError::Body(e.to_string()))?;
+        let chunk = chunk.map_err(HubError::Body)?;
         if body.len() + chunk.len() > limit {
             return Err(HubError::TooLarge(limit));
         }

@@ -16,11 +16,11 @@ use serde::Deserialize;
 
 use super::api_error::ErrorBody;
 use crate::{
-    context::HubContext,
     domain::{
         access::bearer_value,
         ids::{LiveEventId, UnixMs},
     },
+    http::AppState,
     live::{
         grant::{self, Grant, Refusal},
         message::parse_event_id,
@@ -119,7 +119,7 @@ impl SseRequest {
 }
 
 /// `GET /live/events`: Server-Sent Events.
-pub async fn events(req: HttpRequest, ctx: web::Data<Arc<HubContext>>) -> HttpResponse {
+pub async fn events(req: HttpRequest, ctx: web::Data<Arc<AppState>>) -> HttpResponse {
     let ctx = ctx.get_ref().clone();
     let asked = SseRequest::of(&req);
     let after = match asked.last_event_id.as_deref().map(parse_event_id) {
@@ -159,14 +159,14 @@ pub async fn events(req: HttpRequest, ctx: web::Data<Arc<HubContext>>) -> HttpRe
 /// passes its events); returns it with its `ready` message: who, which topics, how many
 /// updates wait (they come first), and how many were dropped unseen since last told.
 async fn open(
-    ctx: &Arc<HubContext>,
+    ctx: &Arc<AppState>,
     grant: Grant,
     after: LiveEventId,
     consume: bool,
 ) -> Result<(Session, serde_json::Value), StoreError> {
     let subscriber = grant.subscriber_id;
     let topics = grant.topic_ids();
-    let session = Session::open(ctx, grant, after).await?;
+    let session = Session::open(&ctx.live, grant, after).await?;
     if consume && after.get() > 0 {
         session.consume(after).await?;
     }
@@ -185,7 +185,7 @@ async fn open(
 
 /// A heartbeat's work: records what was sent, and checks the token again (a database hiccup
 /// keeps the connection).
-async fn beat(ctx: &HubContext, session: &mut Session) -> Option<Refusal> {
+async fn beat(ctx: &AppState, session: &mut Session) -> Option<Refusal> {
     let _ = session.record_seen().await;
     grant::still_valid(&ctx.db, &session.grant, UnixMs::now())
         .await
@@ -195,7 +195,7 @@ async fn beat(ctx: &HubContext, session: &mut Session) -> Option<Refusal> {
 
 /// One SSE response's state.
 struct SseStream {
-    ctx: Arc<HubContext>,
+    ctx: Arc<AppState>,
     session: Session,
     heartbeat: tokio::time::Interval,
     /// Frames to send before any update (the retry hint, the drop notice).
@@ -204,7 +204,7 @@ struct SseStream {
 }
 
 impl SseStream {
-    fn new(ctx: Arc<HubContext>, session: Session, ready: &serde_json::Value) -> Self {
+    fn new(ctx: Arc<AppState>, session: Session, ready: &serde_json::Value) -> Self {
         let mut preamble = vec![
             format!("retry: {SSE_RETRY_MS}\nevent: ready\ndata: {ready}\n\n"),
             ": herald live\n\n".to_owned(),
@@ -218,7 +218,7 @@ impl SseStream {
                 ),
             );
         }
-        let period = ctx.settings.live.heartbeat;
+        let period = ctx.live.settings.heartbeat;
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
@@ -303,7 +303,7 @@ enum ClientMessage {
 pub async fn websocket(
     req: HttpRequest,
     body: web::Payload,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let stream = stream
@@ -326,7 +326,7 @@ fn close_reason(code: CloseCode, description: &str) -> Option<CloseReason> {
 
 /// Waits for the client's `auth` frame.
 async fn authenticate_ws(
-    ctx: &Arc<HubContext>,
+    ctx: &Arc<AppState>,
     ws: &mut actix_ws::Session,
     stream: &mut actix_ws::AggregatedMessageStream,
 ) -> Result<(Grant, LiveEventId), Option<CloseReason>> {
@@ -383,7 +383,7 @@ async fn authenticate_ws(
 }
 
 async fn serve_websocket(
-    ctx: Arc<HubContext>,
+    ctx: Arc<AppState>,
     mut ws: actix_ws::Session,
     mut stream: actix_ws::AggregatedMessageStream,
 ) {
@@ -408,7 +408,7 @@ async fn serve_websocket(
     if ws.text(ready.to_string()).await.is_err() {
         return;
     }
-    let period = ctx.settings.live.heartbeat;
+    let period = ctx.live.settings.heartbeat;
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let token = session.grant.token;

@@ -10,8 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::api_error::{Api, ApiError, ErrorBody, authorize, json_body, path_id, query, rfc3339};
 use crate::{
-    context::HubContext,
     domain::{delivery_mode::DeliveryMode, ids::LiveTokenId, ids::UnixMs, url::HubUrl},
+    http::AppState,
     live::grant,
     store::{live, topics},
 };
@@ -66,7 +66,7 @@ pub struct IssuedToken {
 pub(super) async fn issue(
     req: HttpRequest,
     body: Result<web::Json<TokenRequest>, actix_web::Error>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Producer)?;
     let body = json_body(body)?;
@@ -86,7 +86,7 @@ pub(super) async fn issue(
         .iter()
         .map(|t| HubUrl::parse(t).map_err(|e| ApiError::BadRequest(format!("topic {e}: {t:?}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let max_ttl = ctx.settings.live.token_max_ttl;
+    let max_ttl = ctx.live.settings.token_max_ttl;
     let ttl = match body.ttl_seconds {
         None => DEFAULT_TTL.min(max_ttl),
         Some(0) => {
@@ -150,7 +150,7 @@ pub struct Revoked {
 pub(super) async fn revoke_token(
     req: HttpRequest,
     id: web::Path<String>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Producer)?;
     let id: LiveTokenId = path_id(&id, "token")?;
@@ -177,7 +177,7 @@ pub struct SubscriberQuery {
 pub(super) async fn revoke_subscriber(
     req: HttpRequest,
     q: Result<web::Query<SubscriberQuery>, actix_web::Error>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Producer)?;
     let q = query(q)?;
@@ -197,7 +197,7 @@ pub(super) async fn revoke_subscriber(
 
 /// Revokes, and ends the connections that use the revoked tokens at once: in this process
 /// directly, in the others through the live notification channel.
-async fn revoke(ctx: &HubContext, which: live::Revoke<'_>) -> Result<u64, ApiError> {
+async fn revoke(ctx: &AppState, which: live::Revoke<'_>) -> Result<u64, ApiError> {
     let mut tx = ctx.db.begin().await?;
     let tokens = live::revoke(&mut tx, which, UnixMs::now()).await?;
     crate::live::announce_revoked(&mut tx, &tokens).await?;

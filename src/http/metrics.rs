@@ -13,10 +13,10 @@ use actix_web::{
     web,
 };
 
-use crate::context::HubContext;
+use crate::http::AppState;
 
-pub async fn get(req: HttpRequest, ctx: web::Data<Arc<HubContext>>) -> HttpResponse {
-    if let Some(token) = &ctx.settings.access.metrics_token {
+pub async fn get(req: HttpRequest, ctx: web::Data<Arc<AppState>>) -> HttpResponse {
+    if let Some(token) = &ctx.access.metrics_token {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -47,7 +47,7 @@ pub async fn count_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let ctx = req.app_data::<web::Data<Arc<HubContext>>>().cloned();
+    let ctx = req.app_data::<web::Data<Arc<AppState>>>().cloned();
     let response = next.call(req).await?;
     if let Some(ctx) = ctx {
         let route = response

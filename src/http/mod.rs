@@ -16,8 +16,15 @@ pub mod openapi;
 pub mod pages;
 pub mod rate_limit;
 pub mod request_id;
+mod server;
+mod state;
 
 use actix_web::web;
+
+pub use self::{
+    server::{Server, serve},
+    state::AppState,
+};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/hub", web::post().to(hub::post))

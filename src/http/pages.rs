@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use super::api_error::{Api, authorize};
 use crate::{
-    context::HubContext,
     domain::{access::HubMode, ids::UnixMs, url::HubUrl},
+    http::AppState,
     store::{StoreError, callback_hosts, distributions, views},
 };
 
@@ -94,9 +94,9 @@ fn opt_time(at: Option<UnixMs>) -> String {
 }
 
 /// `GET /` (and `GET /hub` from a browser): what this hub is and how to use it.
-pub async fn landing(ctx: web::Data<Arc<HubContext>>) -> HttpResponse {
+pub async fn landing(ctx: web::Data<Arc<AppState>>) -> HttpResponse {
     let hub = ctx.public_url.as_str();
-    let closed = ctx.settings.access.mode == HubMode::Closed;
+    let closed = ctx.access.mode == HubMode::Closed;
     let subscribe = format!(
         "curl -i {hub} \\\n  -d hub.mode=subscribe \\\n  --data-urlencode hub.topic=https://example.org/feed.xml \\\n  --data-urlencode hub.callback=https://subscriber.example/callback \\\n  -d hub.secret=a-long-random-secret"
     );
@@ -174,7 +174,7 @@ pub struct SubscriptionQuery {
 /// `GET /subscription-details?hub.topic=…&hub.callback=…[&hub.secret=…]`.
 pub async fn subscription_details(
     query: web::Query<SubscriptionQuery>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> HttpResponse {
     let bad = |m: &str| {
         problem(
@@ -196,7 +196,7 @@ pub async fn subscription_details(
 }
 
 async fn subscription_page(
-    ctx: &HubContext,
+    ctx: &AppState,
     topic: &HubUrl,
     callback: &HubUrl,
     secret: Option<&str>,
@@ -318,7 +318,7 @@ pub struct TopicQuery {
 pub async fn topic_details(
     req: HttpRequest,
     query: web::Query<TopicQuery>,
-    ctx: web::Data<Arc<HubContext>>,
+    ctx: web::Data<Arc<AppState>>,
 ) -> HttpResponse {
     let Some(Ok(topic)) = query.url.as_deref().map(HubUrl::parse) else {
         return problem(
@@ -330,7 +330,7 @@ pub async fn topic_details(
     let producer = [Api::Producer, Api::Admin]
         .into_iter()
         .any(|api| authorize(&req, &ctx, api).is_ok());
-    let show_count = producer || ctx.settings.access.mode == HubMode::Open;
+    let show_count = producer || ctx.access.mode == HubMode::Open;
     let result: Result<HttpResponse, StoreError> = async {
         let db = &ctx.db;
         let Some(t) = views::topics(db, Some(topic.as_str()), UnixMs::now(), 1).await?.pop() else {

@@ -14,7 +14,7 @@ use actix_web::{
 };
 
 use super::{api_error::ApiError, hub::HubError};
-use crate::context::HubContext;
+use crate::http::AppState;
 
 pub async fn limit_clients(
     req: ServiceRequest,
@@ -23,7 +23,7 @@ pub async fn limit_clients(
     let path = req.path();
     let api = path.starts_with("/api/");
     if (api || path == "/hub" || path == "/")
-        && let Some(ctx) = req.app_data::<web::Data<Arc<HubContext>>>()
+        && let Some(ctx) = req.app_data::<web::Data<Arc<AppState>>>()
         && let Err(wait) = ctx.limits.admit_client(client_address(
             ctx,
             req.head(),
@@ -52,11 +52,11 @@ pub fn retry_after(wait: Duration) -> u64 {
 /// the last address in `X-Forwarded-For` that is not itself a trusted proxy (the ones before it
 /// could have been written by the client).
 pub fn client_address(
-    ctx: &HubContext,
+    ctx: &AppState,
     req: &actix_web::dev::RequestHead,
     peer: Option<std::net::IpAddr>,
 ) -> Option<std::net::IpAddr> {
-    let proxies = &ctx.settings.access.trusted_proxies;
+    let proxies = &ctx.access.trusted_proxies;
     let peer = peer?;
     if !proxies.contains(peer) {
         return Some(peer);

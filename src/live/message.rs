@@ -11,8 +11,8 @@ use base64::Engine;
 use serde::Serialize;
 
 use crate::{
+    domain::content::FALLBACK_CONTENT_TYPE,
     domain::ids::{LiveEventId, TopicId},
-    jobs::deliver::FALLBACK_CONTENT_TYPE,
     store::contents::ContentRow,
 };
 

@@ -4,8 +4,8 @@
 //! A distribution puts each document in the backlog of every live follower of its topic
 //! (`store::live`), in the transaction that records its webhook deliveries, and says so: on
 //! PostgreSQL with `NOTIFY herald_live` (delivered to every process at commit), and in this
-//! process through [`Hub::wake`]. Each process that holds connections runs one dispatcher
-//! ([`Hub::start`]): woken for a topic, it reads that topic's new events once, assembles each
+//! process through [`Live::wake`]. Each process that holds connections runs one dispatcher
+//! ([`Live::start`]): woken for a topic, it reads that topic's new events once, assembles each
 //! document once, and hands them to the connections of their subscribers; every
 //! `HERALD_LIVE_POLL` it also looks without being woken, in case a notification was lost. A connection first reads
 //! its own backlog, then takes what the dispatcher hands it ([`session::Session`]); one that
@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, watch};
 
 use self::message::{Document, Update};
 use crate::{
-    context::HubContext,
+    config::LiveSettings,
     domain::ids::{ContentId, LiveEventId, LiveSubscriberId, LiveTokenId, TopicId},
     store::{
         Db, StoreError, Tx,
@@ -50,9 +50,12 @@ const CONNECTION_QUEUE: usize = 256;
 /// Events read per statement.
 const PAGE: i64 = 500;
 
-/// This process's live connections, by topic and subscriber, and the dispatcher's inbox.
+/// The live flow's handle: this process's live connections, by topic and subscriber, and the
+/// dispatcher's inbox.
 #[derive(Debug)]
-pub struct Hub {
+pub struct Live {
+    pub db: Db,
+    pub settings: LiveSettings,
     topics: Mutex<HashMap<TopicId, Followers>>,
     wake_tx: mpsc::UnboundedSender<TopicId>,
     wake_rx: Mutex<Option<mpsc::UnboundedReceiver<TopicId>>>,
@@ -77,10 +80,12 @@ struct Connection {
     tx: mpsc::Sender<Update>,
 }
 
-impl Default for Hub {
-    fn default() -> Self {
+impl Live {
+    pub fn new(db: Db, settings: LiveSettings) -> Self {
         let (wake_tx, wake_rx) = mpsc::unbounded_channel();
         Self {
+            db,
+            settings,
             topics: Mutex::default(),
             wake_tx,
             wake_rx: Mutex::new(Some(wake_rx)),
@@ -95,7 +100,7 @@ impl Default for Hub {
 /// A connection's place in the hub: updates arrive on `rx`; dropping it leaves.
 #[derive(Debug)]
 pub struct Registration {
-    hub: Arc<HubContext>,
+    hub: Arc<Live>,
     id: u64,
     topics: Vec<TopicId>,
     pub rx: mpsc::Receiver<Update>,
@@ -103,11 +108,11 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.hub.live.leave(self.id, &self.topics);
+        self.hub.leave(self.id, &self.topics);
     }
 }
 
-impl Hub {
+impl Live {
     /// Tells this process's dispatcher that `topic` has new events (after the commit).
     pub fn wake(&self, topic: TopicId) {
         if self.lock().contains_key(&topic) {
@@ -204,19 +209,19 @@ impl Hub {
 /// Joins `subscriber`'s connection to the topics; events of them newer than what the
 /// dispatcher had handed out when it joined arrive on the registration.
 pub async fn register(
-    ctx: &Arc<HubContext>,
+    hub: &Arc<Live>,
     subscriber: LiveSubscriberId,
     topics: &[TopicId],
 ) -> Result<Registration, StoreError> {
     let mut newest = HashMap::new();
     for topic in topics {
-        if !ctx.live.lock().contains_key(topic) {
-            newest.insert(*topic, live::newest_event(&ctx.db, *topic).await?);
+        if !hub.lock().contains_key(topic) {
+            newest.insert(*topic, live::newest_event(&hub.db, *topic).await?);
         }
     }
     let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
-    let id = ctx.live.next_connection.fetch_add(1, Ordering::Relaxed);
-    let mut map = ctx.live.lock();
+    let id = hub.next_connection.fetch_add(1, Ordering::Relaxed);
+    let mut map = hub.lock();
     for topic in topics {
         let followers = map.entry(*topic).or_insert_with(|| Followers {
             handed_out: newest.get(topic).copied().unwrap_or(LiveEventId::new(0)),
@@ -230,7 +235,7 @@ pub async fn register(
     }
     drop(map);
     Ok(Registration {
-        hub: ctx.clone(),
+        hub: hub.clone(),
         id,
         topics: topics.to_vec(),
         rx,
@@ -238,7 +243,7 @@ pub async fn register(
 }
 
 /// In a fan-out's transaction: tells every process, at commit, that `topic` has new events
-/// (PostgreSQL `NOTIFY`; with SQLite there is only this process, woken by [`Hub::wake`]).
+/// (PostgreSQL `NOTIFY`; with SQLite there is only this process, woken by [`Live::wake`]).
 pub async fn announce(tx: &mut Tx, topic: TopicId) -> Result<(), StoreError> {
     notify::at_commit(tx, CHANNEL, &topic.to_string()).await
 }
@@ -257,25 +262,19 @@ pub async fn announce_revoked(tx: &mut Tx, tokens: &[LiveTokenId]) -> Result<(),
 }
 
 /// Starts this process's dispatcher and, on PostgreSQL, its listener.
-pub fn start(ctx: Arc<HubContext>) -> Vec<tokio::task::JoinHandle<()>> {
-    let Some(rx) = ctx
-        .live
-        .wake_rx
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    else {
+pub fn start(hub: Arc<Live>) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(rx) = hub.wake_rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
         return Vec::new();
     };
-    let mut tasks = vec![tokio::spawn(dispatch(ctx.clone(), rx))];
-    if let Db::Pg(pool) = &ctx.db {
-        tasks.push(tokio::spawn(listen(ctx.clone(), pool.clone())));
+    let mut tasks = vec![tokio::spawn(dispatch(hub.clone(), rx))];
+    if let Db::Pg(pool) = &hub.db {
+        tasks.push(tokio::spawn(listen(hub.clone(), pool.clone())));
     }
     tasks
 }
 
-async fn dispatch(ctx: Arc<HubContext>, mut rx: mpsc::UnboundedReceiver<TopicId>) {
-    let mut poll = tokio::time::interval(ctx.settings.live.poll);
+async fn dispatch(hub: Arc<Live>, mut rx: mpsc::UnboundedReceiver<TopicId>) {
+    let mut poll = tokio::time::interval(hub.settings.poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cache = BodyCache::default();
     loop {
@@ -285,14 +284,14 @@ async fn dispatch(ctx: Arc<HubContext>, mut rx: mpsc::UnboundedReceiver<TopicId>
                 Some(topic) => { due.insert(topic); }
                 None => return,
             },
-            _ = poll.tick() => due.extend(ctx.live.lock().keys().copied()),
+            _ = poll.tick() => due.extend(hub.lock().keys().copied()),
         }
         while let Ok(topic) = rx.try_recv() {
             due.insert(topic);
         }
         for topic in due {
-            if let Err(error) = hand_out(&ctx, topic, &mut cache).await {
-                tracing::warn!(%topic, %error, "live updates could not be read; trying again soon");
+            if let Err(error) = hand_out(&hub, topic, &mut cache).await {
+                tracing::warn!(%topic, error = %crate::telemetry::Chain(&error), "live updates could not be read; trying again soon");
             }
         }
     }
@@ -300,22 +299,22 @@ async fn dispatch(ctx: Arc<HubContext>, mut rx: mpsc::UnboundedReceiver<TopicId>
 
 /// Hands the new events of `topic` to the connections of their subscribers.
 async fn hand_out(
-    ctx: &Arc<HubContext>,
+    hub: &Arc<Live>,
     topic: TopicId,
     cache: &mut BodyCache,
 ) -> Result<(), StoreError> {
     loop {
-        let Some(after) = ctx.live.lock().get(&topic).map(|f| f.handed_out) else {
+        let Some(after) = hub.lock().get(&topic).map(|f| f.handed_out) else {
             return Ok(());
         };
-        let rows = live::new_events(&ctx.db, topic, after, PAGE).await?;
+        let rows = live::new_events(&hub.db, topic, after, PAGE).await?;
         let Some(last) = rows.last().map(|r| r.id) else {
             return Ok(());
         };
-        let updates = updates_of(&ctx.db, &rows, cache).await?;
+        let updates = updates_of(&hub.db, &rows, cache).await?;
         let mut behind = BTreeSet::new();
         {
-            let mut map = ctx.live.lock();
+            let mut map = hub.lock();
             let Some(followers) = map.get_mut(&topic) else {
                 return Ok(());
             };
@@ -337,7 +336,7 @@ async fn hand_out(
             followers.handed_out = followers.handed_out.max(last);
         }
         if !behind.is_empty() {
-            ctx.live.cut_off(&behind);
+            hub.cut_off(&behind);
         }
         if (rows.len() as i64) < PAGE {
             return Ok(());
@@ -376,23 +375,23 @@ pub async fn updates_of(
 
 /// Wakes the dispatcher for every topic another process announced; after a gap in the
 /// notifications, for every topic this process follows.
-async fn listen(ctx: Arc<HubContext>, pool: sqlx::PgPool) {
+async fn listen(hub: Arc<Live>, pool: sqlx::PgPool) {
     let on_gap = {
-        let ctx = ctx.clone();
+        let hub = hub.clone();
         move || {
-            let topics: Vec<TopicId> = ctx.live.lock().keys().copied().collect();
+            let topics: Vec<TopicId> = hub.lock().keys().copied().collect();
             for topic in topics {
-                ctx.live.wake(topic);
+                hub.wake(topic);
             }
         }
     };
-    let retry = ctx.settings.live.poll;
+    let retry = hub.settings.poll;
     let on_payload = move |payload: &str| {
         if let Some(ids) = payload.strip_prefix(REVOKED) {
             let tokens: Vec<LiveTokenId> = ids.split(',').filter_map(|i| i.parse().ok()).collect();
-            ctx.live.revoke(&tokens);
+            hub.revoke(&tokens);
         } else if let Ok(topic) = payload.parse::<TopicId>() {
-            ctx.live.wake(topic);
+            hub.wake(topic);
         }
     };
     notify::listen(pool, CHANNEL, retry, on_payload, on_gap).await;

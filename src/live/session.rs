@@ -8,9 +8,8 @@ use std::{
     sync::Arc,
 };
 
-use super::{Registration, grant::Grant, message::Update, register, updates_of};
+use super::{Live, Registration, grant::Grant, message::Update, register, updates_of};
 use crate::{
-    context::HubContext,
     domain::ids::{LiveEventId, TopicId},
     store::{StoreError, contents::BodyCache, live},
 };
@@ -19,7 +18,7 @@ use crate::{
 const BACKLOG_PAGE: i64 = 200;
 
 pub struct Session {
-    ctx: Arc<HubContext>,
+    hub: Arc<Live>,
     pub grant: Grant,
     topics: Vec<TopicId>,
     registration: Registration,
@@ -36,14 +35,14 @@ pub struct Session {
 impl Session {
     /// Starts after `after` (the position 0: the whole backlog).
     pub async fn open(
-        ctx: &Arc<HubContext>,
+        hub: &Arc<Live>,
         grant: Grant,
         after: LiveEventId,
     ) -> Result<Self, StoreError> {
         let topics = grant.topic_ids();
-        let registration = register(ctx, grant.subscriber_id, &topics).await?;
+        let registration = register(hub, grant.subscriber_id, &topics).await?;
         Ok(Self {
-            ctx: ctx.clone(),
+            hub: hub.clone(),
             sent: topics.iter().map(|t| (*t, after)).collect(),
             topics,
             grant,
@@ -84,7 +83,7 @@ impl Session {
                 None => {
                     // Fallen behind and cut off: join again and read what was missed.
                     self.registration =
-                        Box::pin(register(&self.ctx, self.grant.subscriber_id, &self.topics))
+                        Box::pin(register(&self.hub, self.grant.subscriber_id, &self.topics))
                             .await?;
                     let oldest_sent = self.sent.values().min().copied();
                     self.cursor = Some(oldest_sent.unwrap_or(LiveEventId::new(0)));
@@ -98,14 +97,14 @@ impl Session {
         cursor: LiveEventId,
     ) -> Result<(Vec<live::EventRow>, Vec<Update>), StoreError> {
         let rows = live::backlog(
-            &self.ctx.db,
+            &self.hub.db,
             self.grant.subscriber_id,
             &self.topics,
             cursor,
             BACKLOG_PAGE,
         )
         .await?;
-        let updates = updates_of(&self.ctx.db, &rows, &mut self.cache).await?;
+        let updates = updates_of(&self.hub.db, &rows, &mut self.cache).await?;
         Ok((rows, updates))
     }
 
@@ -120,14 +119,14 @@ impl Session {
 
     /// Consumes the subscriber's events of this connection's topics up to `upto`.
     pub async fn consume(&self, upto: LiveEventId) -> Result<u64, StoreError> {
-        live::consume(&self.ctx.db, self.grant.subscriber_id, &self.topics, upto).await
+        live::consume(&self.hub.db, self.grant.subscriber_id, &self.topics, upto).await
     }
 
     /// Records the newest event sent, when it moved (removed events older than it are not
     /// counted as dropped unseen).
     pub async fn record_seen(&mut self) -> Result<(), StoreError> {
         if self.newest_sent > self.seen_recorded {
-            live::mark_seen(&self.ctx.db, self.grant.subscriber_id, self.newest_sent).await?;
+            live::mark_seen(&self.hub.db, self.grant.subscriber_id, self.newest_sent).await?;
             self.seen_recorded = self.newest_sent;
         }
         Ok(())
@@ -138,7 +137,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         if self.newest_sent > self.seen_recorded {
             let (db, subscriber, upto) = (
-                self.ctx.db.clone(),
+                self.hub.db.clone(),
                 self.grant.subscriber_id,
                 self.newest_sent,
             );

@@ -1,6 +1,7 @@
 //! Persistence on SQLite (the embedded default) or PostgreSQL, chosen once from the URL.
 //!
-//! Only this module and `jobs::queue` know which engine is in use. SQL is written once in the
+//! Only this module and `queue` (apalis' tables) know which engine is in use; the store knows
+//! nothing of queues or settings: callers pass plain values. SQL is written once in the
 //! dialect both accept (`$N` placeholders, `ON CONFLICT`, `RETURNING`) and run through
 //! [`dispatch!`], which expands the same expression for each pool type. Times are integer Unix
 //! milliseconds passed in as parameters, never `now()` in SQL. One module per table.
@@ -31,14 +32,19 @@ use sqlx::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
+    /// The database answered with an error, or could not be reached. Its message is the
+    /// driver's, said once (this variant adds no words of its own, so a logged chain does not
+    /// repeat it).
+    #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
+    #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("queue error: {0}")]
-    Queue(String),
-    #[error("{0}")]
-    Config(String),
+    /// The queue library refused to store a job (its tables are in the same database).
+    #[error("cannot push a queue job")]
+    Queue(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A database URL Herald does not support.
+    #[error("unsupported database URL {0:?}: use sqlite://FILE or postgres://…")]
+    UnsupportedUrl(String),
     /// The claim this process held on a row lapsed and another worker took it over: what this
     /// process did is not recorded (the transaction rolls back), the other's result counts.
     #[error("claim on {0} lost to another worker")]
@@ -60,19 +66,6 @@ impl StoreError {
             id,
             what: what.to_string(),
         }
-    }
-}
-
-/// `url` with its password, if any, replaced by `***`: for every message that shows it.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        // Not a URL: it cannot be told where a password would be, so show none of it.
-        Err(_) => "(an unparseable database URL)".to_owned(),
     }
 }
 
@@ -195,15 +188,15 @@ impl Db {
                 .await?;
             Ok(Self::Pg(pool))
         } else {
-            Err(StoreError::Config(format!(
-                "unsupported database URL {:?}: use sqlite://FILE or postgres://…",
-                redact_url(url)
-            )))
+            Err(StoreError::UnsupportedUrl(
+                crate::domain::url::redact_password(url),
+            ))
         }
     }
 
-    /// Applies Herald's migrations and the queue's. Herald's history lives in its own table so
-    /// it cannot clash with apalis' (stack-notes P2).
+    /// Applies Herald's own migrations (the queue's tables are `queue::tables::migrate`'s).
+    /// Herald's history lives in its own table, `_herald_migrations`, so it cannot clash with
+    /// apalis', which uses sqlx's default table name.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Db::Sqlite(pool) => {
@@ -217,7 +210,7 @@ impl Db {
                 ours.run(pool).await?;
             }
         }
-        crate::jobs::queue::migrate(self).await
+        Ok(())
     }
 
     /// Whether Herald's tables exist (some migration has run).

@@ -216,9 +216,9 @@ async fn a_result_is_not_recorded_once_another_worker_took_the_claim_over() {
     sub.open_gate();
     // The first worker's result is not written: the delivery is sent again once the lapsed
     // claim is noticed, and recorded once.
-    let ctx = app.app.as_ref().expect("running").context().clone();
+    let upkeep = app.app.as_ref().expect("running").upkeep().clone();
     eventually("the delivery to be sent again", || async {
-        herald::jobs::reconcile::run_once(&ctx)
+        herald::upkeep::reconcile::run_once(&upkeep)
             .await
             .expect("reconcile");
         (sub.deliveries("owned").len() >= 2).then_some(())

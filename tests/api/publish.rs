@@ -233,9 +233,9 @@ async fn a_distribution_that_outlived_its_claim_is_rolled_back() {
     publisher.open_gate();
     // The first distribution is not committed; the pings are still pending, so the topic is
     // fetched again and delivered exactly once.
-    let ctx = app.app.as_ref().expect("running").context().clone();
+    let upkeep = app.app.as_ref().expect("running").upkeep().clone();
     eventually("a second fetch", || async {
-        herald::jobs::reconcile::run_once(&ctx)
+        herald::upkeep::reconcile::run_once(&upkeep)
             .await
             .expect("reconcile");
         (publisher.fetches("slow") >= 2).then_some(())

@@ -12,9 +12,11 @@ async fn publish_each(app: &TestApp, publisher: &Publisher, name: &str, bodies: 
     }
 }
 
-async fn sweep(app: &TestApp) -> herald::jobs::sweep::Report {
-    let ctx = app.app.as_ref().expect("running").context();
-    herald::jobs::sweep::sweep_once(ctx).await.expect("sweep")
+async fn sweep(app: &TestApp) -> herald::upkeep::sweep::Report {
+    let upkeep = app.app.as_ref().expect("running").upkeep();
+    herald::upkeep::sweep::sweep_once(upkeep)
+        .await
+        .expect("sweep")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,7 +1,7 @@
 //! `TestApp`: Herald built exactly as `herald serve` builds it, on port 0, against a fresh
 //! SQLite file or a fresh PostgreSQL database (`HERALD_TEST_DATABASE=postgres`).
 
-use herald::{config::Settings, startup::Application, store::Db};
+use herald::{app::Application, config::Settings, store::Db};
 use reqwest::StatusCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

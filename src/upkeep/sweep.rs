@@ -20,11 +20,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{leases, queue};
+use super::{Upkeep, leases};
 use crate::{
-    context::HubContext,
+    delivery,
     domain::ids::UnixMs,
+    queue::tables,
     store::{StoreError, bodies, contents, deliveries, distributions, live, maintenance, requests},
+    telemetry::Chain,
 };
 
 /// What one sweep did.
@@ -58,12 +60,12 @@ const DONE_JOBS_KEPT: Duration = Duration::from_secs(60);
 /// server's autovacuum is off: `store::maintenance`).
 const OWN_VACUUM_EVERY: Duration = Duration::from_secs(30);
 
-pub fn spawn(ctx: Arc<HubContext>) -> tokio::task::JoinHandle<()> {
+pub fn spawn(upkeep: Arc<Upkeep>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let own_vacuum = match maintenance::needs_own_vacuum(&ctx.db).await {
+        let own_vacuum = match maintenance::needs_own_vacuum(&upkeep.db).await {
             Ok(needed) => needed,
             Err(error) => {
-                tracing::warn!(%error, "could not read the server's autovacuum setting");
+                tracing::warn!(error = %Chain(&error), "could not read the server's autovacuum setting");
                 false
             }
         };
@@ -75,26 +77,26 @@ pub fn spawn(ctx: Arc<HubContext>) -> tokio::task::JoinHandle<()> {
         }
         let mut vacuumed: Option<tokio::time::Instant> = None;
         loop {
-            match sweep_once(&ctx).await {
+            match sweep_once(&upkeep).await {
                 Ok(r) if r != Report::default() => tracing::info!(?r, "sweep"),
                 Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "sweep failed"),
+                Err(error) => tracing::warn!(error = %Chain(&error), "sweep failed"),
             }
             if own_vacuum && vacuumed.is_none_or(|at| at.elapsed() >= OWN_VACUUM_EVERY) {
                 vacuumed = Some(tokio::time::Instant::now());
-                if let Err(error) = maintenance::vacuum(&ctx.db).await {
-                    tracing::warn!(%error, "vacuum failed");
+                if let Err(error) = maintenance::vacuum(&upkeep.db).await {
+                    tracing::warn!(error = %Chain(&error), "vacuum failed");
                 }
             }
-            tokio::time::sleep(ctx.settings.sweep.interval).await;
+            tokio::time::sleep(upkeep.sweep.interval).await;
         }
     })
 }
 
-pub async fn sweep_once(ctx: &HubContext) -> Result<Report, StoreError> {
-    let leases = leases::sweep_once(ctx).await?;
-    let capped = cap_backlogs(ctx).await?;
-    let pruned = prune(ctx).await?;
+pub async fn sweep_once(upkeep: &Upkeep) -> Result<Report, StoreError> {
+    let leases = leases::sweep_once(upkeep).await?;
+    let capped = cap_backlogs(upkeep).await?;
+    let pruned = prune(upkeep).await?;
     Ok(Report {
         expired: leases.expired,
         renewals: leases.renewals,
@@ -105,20 +107,18 @@ pub async fn sweep_once(ctx: &HubContext) -> Result<Report, StoreError> {
 
 /// Drops what is beyond the backlog cap and lets the next delivery of each affected
 /// subscription go (the dropped one may have been the one it waited for).
-async fn cap_backlogs(ctx: &HubContext) -> Result<usize, StoreError> {
+async fn cap_backlogs(upkeep: &Upkeep) -> Result<usize, StoreError> {
     let now = UnixMs::now();
-    let mut tx = ctx.db.begin().await?;
-    let affected =
-        deliveries::cap_backlogs(&mut tx, ctx.settings.delivery.max_pending, now).await?;
+    let mut tx = upkeep.outbox().await?;
+    let affected = deliveries::cap_backlogs(&mut tx, upkeep.max_pending, now).await?;
     let next = deliveries::successors(&mut tx, &affected).await?;
-    let jobs = super::deliver::jobs_now(&next, ctx.settings.delivery.batch);
-    queue::push(&mut tx, &jobs).await?;
+    tx.push(&delivery::jobs_now(&next, upkeep.delivery_batch))
+        .await?;
     tx.commit().await?;
-    ctx.wakers.wake_for(&jobs);
     if !affected.is_empty() {
         tracing::warn!(
             subscriptions = affected.len(),
-            cap = ctx.settings.delivery.max_pending,
+            cap = upkeep.max_pending,
             "deliveries dropped: backlog cap reached"
         );
     }
@@ -126,18 +126,18 @@ async fn cap_backlogs(ctx: &HubContext) -> Result<usize, StoreError> {
 }
 
 /// Deletes what retention no longer keeps, children before what they refer to.
-async fn prune(ctx: &HubContext) -> Result<Pruned, StoreError> {
-    let db = &ctx.db;
+async fn prune(upkeep: &Upkeep) -> Result<Pruned, StoreError> {
+    let db = &upkeep.db;
     let now = UnixMs::now();
-    let before = now.before(ctx.settings.sweep.retention);
-    let failed_before = now.before(ctx.settings.sweep.failed_retention);
+    let before = now.before(upkeep.sweep.retention);
+    let failed_before = now.before(upkeep.sweep.failed_retention);
     let deliveries = deliveries::prune(db, before, failed_before).await?;
-    let live_events = live::sweep(db, now.before(ctx.settings.live.backlog_ttl), before).await?;
+    let live_events = live::sweep(db, now.before(upkeep.live_backlog_ttl), before).await?;
     let requests = requests::prune(db, before).await?;
     let contents = contents::prune(db, before).await?;
     let bodies = bodies::prune(db, before).await?;
     let distributions = distributions::prune(db, before).await?;
-    let jobs = queue::purge_finished(db, now.before(DONE_JOBS_KEPT), failed_before).await?;
+    let jobs = tables::purge_finished(db, now.before(DONE_JOBS_KEPT), failed_before).await?;
     Ok(Pruned {
         deliveries,
         requests,

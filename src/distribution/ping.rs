@@ -3,27 +3,36 @@
 //! pings that arrive while a distribution is pending or running lead to one more fetch, not
 //! one each.
 
-use super::DistributeJob;
+use super::{DistributeJob, Distribution};
 use crate::{
-    context::HubContext,
     domain::{ids::UnixMs, url::HubUrl},
-    jobs::queue::{self, Job, Queue},
+    queue::{Job, Outbox, Queue, Wakers},
     store::{Db, StoreError, topics},
 };
 
-/// Accepts a publish ping for `urls`. Returns how many of them have subscribers.
-pub async fn accept_ping(ctx: &HubContext, urls: &[HubUrl]) -> Result<usize, StoreError> {
-    let (subscribed, jobs) = record_pings(&ctx.db, urls).await?;
-    ctx.wakers.wake_for(&jobs);
-    tracing::info!(topics = urls.len(), subscribed, "publish ping accepted");
-    Ok(subscribed)
+impl Distribution {
+    /// Accepts a publish ping for `urls`. Returns how many of them have subscribers.
+    pub async fn accept_ping(&self, urls: &[HubUrl]) -> Result<usize, StoreError> {
+        let Pinged { subscribed, .. } = record_pings(&self.db, &self.wakers, urls).await?;
+        tracing::info!(topics = urls.len(), subscribed, "publish ping accepted");
+        Ok(subscribed)
+    }
+}
+
+/// What recording pings came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pinged {
+    /// Topics pinged that have subscribers.
+    pub subscribed: usize,
+    /// Distributions queued for them (none for a topic whose distribution is already pending).
+    pub queued: usize,
 }
 
 /// Counts a ping against each subscribed topic and pushes the distribution jobs needed, in
 /// one transaction (also used by `herald publish`, whose jobs the running hub polls for).
-pub async fn record_pings(db: &Db, urls: &[HubUrl]) -> Result<(usize, Vec<Job>), StoreError> {
+pub async fn record_pings(db: &Db, wakers: &Wakers, urls: &[HubUrl]) -> Result<Pinged, StoreError> {
     let now = UnixMs::now();
-    let mut tx = db.begin().await?;
+    let mut tx = Outbox::begin(db, wakers).await?;
     let mut jobs = Vec::new();
     let mut subscribed = 0;
     for url in urls {
@@ -40,7 +49,10 @@ pub async fn record_pings(db: &Db, urls: &[HubUrl]) -> Result<(usize, Vec<Job>),
             }
         }
     }
-    queue::push(&mut tx, &jobs).await?;
+    tx.push(&jobs).await?;
     tx.commit().await?;
-    Ok((subscribed, jobs))
+    Ok(Pinged {
+        subscribed,
+        queued: jobs.len(),
+    })
 }

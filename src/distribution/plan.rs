@@ -10,7 +10,6 @@
 use std::ops::Range;
 
 use crate::{
-    context::HubContext,
     domain::{
         delivery_mode::DeliveryMode,
         ids::{TopicId, UnixMs},
@@ -46,7 +45,7 @@ impl Outgoing {
 /// (nothing when no entry is new or changed); otherwise the body itself. Records the entries
 /// seen and what kind of content it was.
 pub(super) async fn plan(
-    ctx: &HubContext,
+    feed_default: DeliveryMode,
     tx: &mut Tx,
     topic_id: TopicId,
     content_type: Option<&str>,
@@ -71,7 +70,7 @@ pub(super) async fn plan(
     if selection.is_empty() {
         return Ok(Vec::new());
     }
-    let default = ctx.settings.delivery.feed_default;
+    let default = feed_default;
     let mut outgoing = Vec::new();
     let mut modes = subscriptions::modes_in_use(tx, topic_id, default, now).await?;
     modes.extend(live::modes_in_use(tx, topic_id, now).await?);

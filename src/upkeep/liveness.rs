@@ -17,17 +17,17 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{
-    distribute::DistributeJob,
-    queue::{self, Job, Queue},
-};
+use super::Upkeep;
 use crate::{
-    context::HubContext,
+    delivery,
+    distribution::DistributeJob,
     domain::ids::{ProcessId, UnixMs},
+    queue::{Job, Queue, tables},
     store::{
-        StoreError, Tx,
+        StoreError,
         processes::{self, Released},
     },
+    telemetry::Chain,
 };
 
 /// How often a process records that it is alive (and looks for processes that are not).
@@ -37,24 +37,24 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 pub const STALE_AFTER: Duration = Duration::from_secs(8);
 
 /// Registers this process; call before it takes any claim.
-pub async fn register(ctx: &HubContext) -> Result<(), StoreError> {
+pub async fn register(upkeep: &Upkeep) -> Result<(), StoreError> {
     let description = format!(
         "pid {} role {:?} {}",
         std::process::id(),
-        ctx.settings.role,
+        upkeep.role,
         env!("CARGO_PKG_VERSION")
     );
-    processes::register(&ctx.db, &ctx.process, &description, UnixMs::now()).await
+    processes::register(&upkeep.db, &upkeep.process, &description, UnixMs::now()).await
 }
 
 /// Beats, and takes back the work of dead processes, until aborted.
-pub fn spawn(ctx: Arc<HubContext>) -> tokio::task::JoinHandle<()> {
+pub fn spawn(upkeep: Arc<Upkeep>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            if let Err(error) = beat(&ctx).await {
-                tracing::warn!(%error, "heartbeat failed");
+            if let Err(error) = beat(&upkeep).await {
+                tracing::warn!(error = %Chain(&error), "heartbeat failed");
             }
-            match recover_dead(&ctx).await {
+            match recover_dead(&upkeep).await {
                 Ok(dead) => {
                     for (process, released) in dead {
                         tracing::warn!(
@@ -66,78 +66,72 @@ pub fn spawn(ctx: Arc<HubContext>) -> tokio::task::JoinHandle<()> {
                         );
                     }
                 }
-                Err(error) => tracing::warn!(%error, "looking for dead processes failed"),
+                Err(error) => {
+                    tracing::warn!(error = %Chain(&error), "looking for dead processes failed")
+                }
             }
             tokio::time::sleep(HEARTBEAT).await;
         }
     })
 }
 
-async fn beat(ctx: &HubContext) -> Result<(), StoreError> {
-    if !processes::heartbeat(&ctx.db, &ctx.process, UnixMs::now()).await? {
+async fn beat(upkeep: &Upkeep) -> Result<(), StoreError> {
+    if !processes::heartbeat(&upkeep.db, &upkeep.process, UnixMs::now()).await? {
         // Declared dead (a long stall): its claims were taken back; carry on as a live process.
-        tracing::warn!(process = %ctx.process, "this process was taken for dead; registering again");
-        register(ctx).await?;
+        tracing::warn!(process = %upkeep.process, "this process was taken for dead; registering again");
+        register(upkeep).await?;
     }
     Ok(())
 }
 
 /// Takes back the claims of every process that stopped beating. Returns what each held.
-pub async fn recover_dead(ctx: &HubContext) -> Result<Vec<(ProcessId, Released)>, StoreError> {
+pub async fn recover_dead(upkeep: &Upkeep) -> Result<Vec<(ProcessId, Released)>, StoreError> {
     let stale_before = UnixMs::now().before(STALE_AFTER);
-    if !processes::any_stale(&ctx.db, stale_before).await? {
+    if !processes::any_stale(&upkeep.db, stale_before).await? {
         return Ok(Vec::new());
     }
-    let mut tx = ctx.db.begin().await?;
+    let mut tx = upkeep.outbox().await?;
     let dead = processes::claim_dead(&mut tx, stale_before).await?;
     let mut out = Vec::with_capacity(dead.len());
     let mut jobs = Vec::new();
     let mut requests = false;
     for process in dead {
         let released = processes::release_claims(&mut tx, &process).await?;
-        jobs.extend(jobs_for(ctx, &released));
-        jobs.extend(queue::requeue_taken_by(&mut tx, &process).await?);
-        requests |= announce_requests(&mut tx, &released).await?;
+        jobs.extend(jobs_for(upkeep, &released));
+        jobs.extend(tables::taken_by(&mut tx, &process).await?);
+        requests |= !released.requests.is_empty();
         out.push((process, released));
     }
-    queue::push(&mut tx, &jobs).await?;
-    tx.commit().await?;
-    ctx.wakers.wake_for(&jobs);
+    tx.push(&jobs).await?;
     if requests {
-        ctx.wakers.wake(Queue::Verify);
+        // They wait in their table, where no job is needed: every process's verifiers are told.
+        tx.announce(Queue::Verify).await?;
     }
+    tx.commit().await?;
     Ok(out)
 }
 
 /// A graceful stop: hands this process's remaining claims back (queued again at once, for any
 /// process to take) and takes it off the list. Call after the workers stopped.
-pub async fn retire(ctx: &HubContext) -> Result<Released, StoreError> {
-    let mut tx = ctx.db.begin().await?;
-    let released = processes::release_claims(&mut tx, &ctx.process).await?;
-    let jobs = jobs_for(ctx, &released);
-    queue::push(&mut tx, &jobs).await?;
-    announce_requests(&mut tx, &released).await?;
-    processes::retire(&mut tx, &ctx.process).await?;
+pub async fn retire(upkeep: &Upkeep) -> Result<Released, StoreError> {
+    let mut tx = upkeep.outbox().await?;
+    let released = processes::release_claims(&mut tx, &upkeep.process).await?;
+    tx.push(&jobs_for(upkeep, &released)).await?;
+    if !released.requests.is_empty() {
+        // They wait in their table: every process's verifiers are told.
+        tx.announce(Queue::Verify).await?;
+    }
+    processes::retire(&mut tx, &upkeep.process).await?;
     tx.commit().await?;
     Ok(released)
 }
 
 /// The jobs that carry released work again.
-fn jobs_for(ctx: &HubContext, released: &Released) -> Vec<Job> {
-    let deliveries = super::deliver::jobs_now(&released.deliveries, ctx.settings.delivery.batch);
+fn jobs_for(upkeep: &Upkeep, released: &Released) -> Vec<Job> {
+    let deliveries = delivery::jobs_now(&released.deliveries, upkeep.delivery_batch);
     let topics = released
         .topics
         .iter()
         .map(|&topic| Job::new(Queue::Distribute, &DistributeJob::follow_up(topic)));
     deliveries.into_iter().chain(topics).collect()
-}
-
-/// Tells every process's verifiers, at the commit of `tx`, about released requests (they wait
-/// in their table, where no job is needed); this process's are woken after the commit.
-async fn announce_requests(tx: &mut Tx, released: &Released) -> Result<bool, StoreError> {
-    if released.requests.is_empty() {
-        return Ok(false);
-    }
-    queue::announce(tx, Queue::Verify).await?;
-    Ok(true)
 }

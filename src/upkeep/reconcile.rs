@@ -1,6 +1,7 @@
-//! The reconciler: re-enqueues pending work that no job covers (design decision 6).
+//! The reconciler: re-enqueues pending work that no job covers (docs/architecture.md, "Jobs are
+//! pushed in the transaction of their state").
 //! Subscription requests need none: the verifiers take whatever waits in their table
-//! (`jobs::verifier`).
+//! (`verification::verifier`).
 //!
 //! Jobs are pushed in the same transaction as their state, so in normal operation it finds
 //! nothing. It exists for what transactions cannot prevent: a job that failed inside the queue
@@ -10,15 +11,14 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use super::{
-    deliver::DeliverJob,
-    distribute::DistributeJob,
-    queue::{self, Job, Queue},
-};
+use super::Upkeep;
 use crate::{
-    context::HubContext,
+    delivery::DeliverJob,
+    distribution::DistributeJob,
     domain::ids::{DeliveryId, TopicId, UnixMs},
+    queue::{Job, Queue, tables},
     store::{StoreError, deliveries, topics},
+    telemetry::Chain,
 };
 
 /// What one pass re-enqueued.
@@ -31,24 +31,24 @@ pub struct Report {
 /// Open deliveries read per page.
 const PAGE: i64 = 10_000;
 
-pub fn spawn(ctx: Arc<HubContext>) -> tokio::task::JoinHandle<()> {
+pub fn spawn(upkeep: Arc<Upkeep>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match run_once(&ctx).await {
+            match run_once(&upkeep).await {
                 Ok(r) if r != Report::default() => tracing::info!(?r, "reconciled"),
                 Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "reconciliation failed"),
+                Err(error) => tracing::warn!(error = %Chain(&error), "reconciliation failed"),
             }
-            tokio::time::sleep(ctx.settings.queue.reconcile_interval).await;
+            tokio::time::sleep(upkeep.queue.reconcile_interval).await;
         }
     })
 }
 
-pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
-    let db = &ctx.db;
+pub async fn run_once(upkeep: &Upkeep) -> Result<Report, StoreError> {
+    let db = &upkeep.db;
     let mut jobs = Vec::new();
 
-    let covered: HashSet<TopicId> = queue::unfinished::<DistributeJob>(db, Queue::Distribute)
+    let covered: HashSet<TopicId> = tables::unfinished::<DistributeJob>(db, Queue::Distribute)
         .await?
         .into_iter()
         .map(|j| j.topic)
@@ -64,9 +64,9 @@ pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
             .map(|&topic| Job::new(Queue::Distribute, &DistributeJob::follow_up(topic))),
     );
 
-    push(ctx, std::mem::take(&mut jobs)).await?;
+    push(upkeep, std::mem::take(&mut jobs)).await?;
 
-    let covered: HashSet<DeliveryId> = queue::unfinished::<DeliverJob>(db, Queue::Deliver)
+    let covered: HashSet<DeliveryId> = tables::unfinished::<DeliverJob>(db, Queue::Deliver)
         .await?
         .into_iter()
         .flat_map(|j| j.deliveries)
@@ -87,7 +87,7 @@ pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
         // Batches of deliveries that come due together.
         open.sort_by_key(|&(id, due)| (due, id));
         let jobs: Vec<Job> = open
-            .chunks(ctx.settings.delivery.batch)
+            .chunks(upkeep.delivery_batch)
             .map(|batch| {
                 let not_before = batch
                     .iter()
@@ -105,7 +105,7 @@ pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
                 .not_before(not_before)
             })
             .collect();
-        push(ctx, jobs).await?;
+        push(upkeep, jobs).await?;
     }
     Ok(Report {
         distributions: distributions.len(),
@@ -113,13 +113,12 @@ pub async fn run_once(ctx: &HubContext) -> Result<Report, StoreError> {
     })
 }
 
-async fn push(ctx: &HubContext, jobs: Vec<Job>) -> Result<(), StoreError> {
+async fn push(upkeep: &Upkeep, jobs: Vec<Job>) -> Result<(), StoreError> {
     if jobs.is_empty() {
         return Ok(());
     }
-    let mut tx = ctx.db.begin().await?;
-    queue::push(&mut tx, &jobs).await?;
+    let mut tx = upkeep.outbox().await?;
+    tx.push(&jobs).await?;
     tx.commit().await?;
-    ctx.wakers.wake_for(&jobs);
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Leases (WebSub §5.3.1 "Hubs MUST enforce lease expirations"; PuSH 0.3 §6.3 renewal).
 //!
-//! Part of the periodic sweep (`jobs::sweep`), every `HERALD_SWEEP_INTERVAL`, in every worker
+//! Part of the periodic sweep ([`super::sweep`]), every `HERALD_SWEEP_INTERVAL`, in every worker
 //! process:
 //! - expires active subscriptions whose lease ran out (state `expired`, `ended_at` = the end of
 //!   the lease, reason "lease expired") and cancels their pending deliveries;
@@ -13,10 +13,10 @@
 //! Each step claims its rows with one `UPDATE … RETURNING`, so processes sharing a PostgreSQL
 //! database can all run the sweep without acting twice.
 
-use super::verify;
+use super::Upkeep;
 use crate::{
-    context::HubContext,
     domain::{ids::UnixMs, state::RequestOrigin},
+    queue::Queue,
     store::{StoreError, deliveries, requests, subscriptions},
 };
 
@@ -27,19 +27,22 @@ pub struct Sweep {
 }
 
 /// Expires lapsed leases and requests the renewals that are due.
-pub async fn sweep_once(ctx: &HubContext) -> Result<Sweep, StoreError> {
+pub async fn sweep_once(upkeep: &Upkeep) -> Result<Sweep, StoreError> {
     let now = UnixMs::now();
-    let mut tx = ctx.db.begin().await?;
+    let mut tx = upkeep.outbox().await?;
     let expired = subscriptions::expire_lapsed(&mut tx, now).await?;
     deliveries::cancel_open(&mut tx, &expired, "subscription lease expired", now).await?;
 
-    let lease = &ctx.settings.lease;
+    let lease = &upkeep.lease;
     let due =
         subscriptions::claim_renewals(&mut tx, now, lease.renew_before, lease.auto_renew).await?;
     for (_, request) in &due {
         requests::insert(&mut tx, request, RequestOrigin::Renewal, now, None).await?;
     }
-    verify::commit_telling_verifiers(ctx, tx, !due.is_empty()).await?;
+    if !due.is_empty() {
+        tx.wake(Queue::Verify).await?;
+    }
+    tx.commit().await?;
     Ok(Sweep {
         expired: expired.len(),
         renewals: due.len(),

@@ -1,0 +1,305 @@
+//! `hubdistrib`: topic fetches and fan-out (WebSub §6, §7).
+//!
+//! **In:** publish pings on the hub URL and `herald publish` ([`ping`]), which count against
+//! their topic and push this queue's jobs; a producer's fat ping (`POST /api/v1/publish`,
+//! [`push`]), distributed at once without a fetch.
+//!
+//! **Stored:** per topic, the pings counted and covered, the fetch's validators and outcome
+//! (`store::topics`); per changed body, a distribution, the body once (`bodies`), a `contents`
+//! row per document ([`plan`]: diff, single-entry or whole documents) and its deliveries,
+//! numbered per subscription, with `hubout` jobs carrying batches of delivery ids — all in one
+//! transaction ([`fan_out`]). Live followers get the same documents in their backlogs
+//! (`store::live`).
+//!
+//! **Out:** a conditional GET of the topic (a few checked redirects, a size cap); the deliveries
+//! go to `crate::delivery` (a fan-out of one batch is sent at once by this process:
+//! `delivery::Express`), live followers' processes are woken (`crate::live`).
+//!
+//! **Retried:** a failed fetch after 5 s, 60 s and 10 min, then the pings are given up (the
+//! error stays on the topic row); pings that arrived during a fetch lead to one follow-up job.
+//!
+//! A job claims its topic first (one distribution per topic at a time, so a newer body never
+//! overtakes an older one); a duplicate job finds nothing to claim.
+
+mod fan_out;
+pub mod ping;
+mod plan;
+pub mod push;
+
+use std::{sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use self::fan_out::{FanOut, Fanned, content_hash};
+pub use self::{
+    ping::{Pinged, record_pings},
+    push::Pushed,
+};
+use crate::{
+    config::FetchSettings,
+    delivery::Delivery,
+    domain::{
+        delivery_mode::DeliveryMode,
+        ids::{DeliveryId, ProcessId, TopicId, UnixMs},
+        state::DistributionSource,
+        url::HubUrl,
+    },
+    limits::Limits,
+    live::Live,
+    metrics::Metrics,
+    outbound::{Fetched, Outbound},
+    queue::{Job, JobError, Outbox, Queue, Wakers},
+    store::{
+        Db, StoreError,
+        topics::{self, ClaimFor},
+    },
+};
+
+/// Delays before re-fetching a topic whose fetch failed; then the pings are given up.
+const FETCH_RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_secs(5),
+    Duration::from_secs(60),
+    Duration::from_secs(600),
+];
+
+/// How long a fetch whose topic host has its share of fetches running waits to try again.
+const HOST_BUSY_RECHECK: Duration = Duration::from_secs(1);
+
+/// Beyond the fetch timeout, how long a distribution may take to write its fan-out.
+const FAN_OUT_MARGIN: Duration = Duration::from_secs(30);
+
+/// The distribution flow's handle, built once at start-up.
+#[derive(Debug)]
+pub struct Distribution {
+    pub db: Db,
+    pub wakers: Wakers,
+    /// This process: the owner of the claims it takes.
+    pub process: ProcessId,
+    pub outbound: Outbound,
+    pub limits: Arc<Limits>,
+    pub metrics: Arc<Metrics>,
+    pub fetch: FetchSettings,
+    /// How feeds are delivered to subscriptions that did not choose.
+    pub feed_default: DeliveryMode,
+    /// The most events one live follower's backlog keeps.
+    pub live_backlog_max: usize,
+    /// The hub URL deliveries name as `rel="hub"`.
+    pub public_url: HubUrl,
+    /// Where the deliveries a fan-out creates go.
+    pub delivery: Arc<Delivery>,
+    /// This process's live connections, woken for new events.
+    pub live: Arc<Live>,
+}
+
+/// A `hubdistrib` job: a topic with pings to handle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DistributeJob {
+    pub topic: TopicId,
+    /// How many fetches of this topic failed in a row before this job.
+    #[serde(default)]
+    pub failures: u32,
+    /// When the ping that asked for this distribution was accepted (`None`: a follow-up).
+    #[serde(default)]
+    pub accepted_at: Option<UnixMs>,
+    /// The HTTP request of that ping (`X-Request-Id`), for the logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl DistributeJob {
+    /// A distribution no HTTP request asked for (a follow-up, a recovery).
+    pub fn follow_up(topic: TopicId) -> Self {
+        Self {
+            topic,
+            failures: 0,
+            accepted_at: None,
+            request_id: None,
+        }
+    }
+}
+
+impl Distribution {
+    async fn outbox(&self) -> Result<Outbox, StoreError> {
+        Outbox::begin(&self.db, &self.wakers).await
+    }
+
+    /// Runs a `hubdistrib` job.
+    #[tracing::instrument(skip_all, fields(topic = %job.topic, request_id = job.request_id.as_deref()))]
+    pub async fn run(&self, job: DistributeJob) -> Result<(), JobError> {
+        let now = UnixMs::now();
+        let hold = now.after(self.fetch.timeout + FAN_OUT_MARGIN);
+        let claimed = topics::claim(
+            &self.db,
+            job.topic,
+            now,
+            hold,
+            ClaimFor::Pings,
+            &self.process,
+        );
+        let Some(topic) = claimed.await? else {
+            return Ok(());
+        };
+        // One host's topics get their share of fetches at a time: slow or failing topics of one
+        // host cannot take every fetch worker.
+        let Some(_fetch_slot) = self.limits.fetch_slot(&topic.url) else {
+            topics::release(&self.db, &topic).await?;
+            let due = UnixMs::now().after(HOST_BUSY_RECHECK);
+            let mut outbox = self.outbox().await?;
+            outbox
+                .push_due_later(&[Job::new(Queue::Distribute, &job).not_before(due)])
+                .await?;
+            outbox.commit().await?;
+            return Ok(());
+        };
+        match self.distribute(&job, &topic, now).await {
+            Err(JobError::Store(StoreError::ClaimLost(_))) => {
+                tracing::warn!(url = %topic.url, "distribution outlived its claim; another worker took the topic over");
+                Ok(())
+            }
+            Err(e) => {
+                // Give the claim back so that the next ping, or the reconciler, retries at once.
+                let _ = topics::release(&self.db, &topic).await;
+                Err(e)
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    async fn distribute(
+        &self,
+        job: &DistributeJob,
+        topic: &topics::ClaimedTopic,
+        now: UnixMs,
+    ) -> Result<(), JobError> {
+        let fetched = self
+            .outbound
+            .fetch_topic(
+                topic.url.as_str(),
+                topic.etag.as_deref(),
+                topic.last_modified.as_deref(),
+            )
+            .await;
+        let outcome = match &fetched {
+            Ok(Fetched::NotModified) => "not_modified",
+            Ok(Fetched::Body { .. }) => "fetched",
+            Err(_) => "failed",
+        };
+        if outcome != "fetched" {
+            self.metrics.fetch(outcome);
+        }
+        let (body, mut record, hubs) = match fetched {
+            Ok(Fetched::NotModified) => (
+                None,
+                topics::FetchRecord {
+                    not_modified: true,
+                    ..Default::default()
+                },
+                Vec::new(),
+            ),
+            Ok(Fetched::Body {
+                body,
+                content_type,
+                etag,
+                last_modified,
+                advertised_hubs,
+            }) => {
+                let hash = content_hash(content_type.as_deref(), &body);
+                let changed = topic.content_hash.as_deref() != Some(hash.as_str());
+                self.metrics
+                    .fetch(if changed { "changed" } else { "unchanged" });
+                let record = topics::FetchRecord {
+                    content_type,
+                    content_hash: Some(hash),
+                    etag,
+                    last_modified,
+                    ..Default::default()
+                };
+                (changed.then_some(body), record, advertised_hubs)
+            }
+            Err(e) => return self.fetch_failed(job, topic, &e.to_string()).await,
+        };
+
+        let mut outbox = self.outbox().await?;
+        let mut fanned = Fanned::default();
+        if let Some(body) = &body {
+            let fan_out = FanOut {
+                topic,
+                body,
+                advertised_hubs: &hubs,
+                source: DistributionSource::Ping,
+                accepted_at: job.accepted_at.unwrap_or(now),
+                now,
+            };
+            fanned = self.fan_out(&mut outbox, &fan_out, &mut record).await?;
+        }
+        self.finish(outbox, topic, Some(topic.ping_seq), &record, fanned.to_send)
+            .await?;
+        if fanned.live_events > 0 {
+            self.live.wake(topic.id);
+        }
+        tracing::info!(url = %topic.url, changed = body.is_some(), deliveries = fanned.deliveries, "topic distributed");
+        Ok(())
+    }
+
+    /// Releases the topic (marking pings up to `seq` distributed), pushes the jobs that send
+    /// `to_send` (see [`Delivery::sending`]) and a follow-up distribution when pings are still
+    /// waiting, commits (waking the workers) and starts an express run.
+    async fn finish(
+        &self,
+        mut outbox: Outbox,
+        topic: &topics::ClaimedTopic,
+        seq: Option<i64>,
+        record: &topics::FetchRecord,
+        to_send: Vec<Vec<DeliveryId>>,
+    ) -> Result<(), StoreError> {
+        let sending = self.delivery.sending(to_send, UnixMs::now());
+        if topics::finish(&mut outbox, topic, seq, record, UnixMs::now()).await? {
+            let follow_up = DistributeJob::follow_up(topic.id);
+            outbox
+                .push(&[Job::new(Queue::Distribute, &follow_up)])
+                .await?;
+        }
+        let express = sending.push(&mut outbox).await?;
+        outbox.commit().await?;
+        if let Some(express) = express {
+            express.start(self.delivery.clone());
+        }
+        Ok(())
+    }
+
+    async fn fetch_failed(
+        &self,
+        job: &DistributeJob,
+        topic: &topics::ClaimedTopic,
+        error: &str,
+    ) -> Result<(), JobError> {
+        let now = UnixMs::now();
+        if !topics::fetch_failed(&self.db, topic, error, now).await? {
+            tracing::warn!(url = %topic.url, "fetch outlived its claim; another worker took the topic over");
+            return Ok(());
+        }
+        match FETCH_RETRY_DELAYS.get(job.failures as usize) {
+            Some(delay) => {
+                tracing::warn!(url = %topic.url, %error, retry_in = ?delay, "topic fetch failed");
+                let retry = DistributeJob {
+                    topic: topic.id,
+                    failures: job.failures + 1,
+                    accepted_at: job.accepted_at,
+                    request_id: job.request_id.clone(),
+                };
+                let mut outbox = self.outbox().await?;
+                outbox
+                    .push_due_later(&[
+                        Job::new(Queue::Distribute, &retry).not_before(now.after(*delay))
+                    ])
+                    .await?;
+                outbox.commit().await?;
+            }
+            None => {
+                tracing::warn!(url = %topic.url, %error, "topic fetch failed again; pings given up");
+                topics::abandon(&self.db, topic.id, topic.ping_seq).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! Verifying claimed requests and completing them: concurrently, then in one transaction — each
+//! request's final state and the subscription change a verified one makes.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::StreamExt;
+use tracing::Instrument;
+
+use super::{BATCH, Verification, decide::Decided};
+use crate::{
+    domain::{
+        hub_request::Mode,
+        ids::{RequestId, TopicId, UnixMs},
+        state::RequestState,
+        url::HubUrl,
+    },
+    limits::HOST_BUSY_DEFER,
+    queue::Queue,
+    store::{
+        self, StoreError,
+        requests::{self, StoredRequest},
+        subscriptions, topics,
+    },
+    telemetry::Chain,
+};
+
+/// A final state and its reason, shared by the requests completed with one statement.
+type Outcome<'a> = (RequestState, Option<&'a str>);
+
+impl Verification {
+    /// Verifies a batch of requests this process claimed (`requests::claim_next`),
+    /// concurrently, and completes them in one transaction. A request whose callback host is at
+    /// its cap is given back at once, to be taken again a little later (not held while the
+    /// others are verified); should the completion fail, the claims are given back, so that the
+    /// requests are verified again (with fresh challenges) at once.
+    pub async fn verify_batch(&self, claimed: Vec<StoredRequest>) -> Result<(), StoreError> {
+        let mut slotted = Vec::with_capacity(claimed.len());
+        let mut deferred = Vec::new();
+        for stored in claimed {
+            let host = crate::limits::host_key(&stored.request.callback);
+            match self.limits.host_slot(&host) {
+                Some(slot) => slotted.push((stored, slot)),
+                None => deferred.push(stored.id),
+            }
+        }
+        if !deferred.is_empty() {
+            let until = UnixMs::now().after(HOST_BUSY_DEFER);
+            if let Err(error) = requests::give_back(&self.db, &deferred, Some(until)).await {
+                // Their claims lapse instead, and are given back then.
+                tracing::warn!(error = %Chain(&error), "cannot give back verifications whose host is busy");
+            }
+        }
+        let done: Vec<(StoredRequest, Decided)> = futures::stream::iter(slotted)
+            .map(|(stored, slot)| async move {
+                let decided = self.decide(&stored).instrument(span(&stored)).await;
+                drop(slot);
+                (stored, decided)
+            })
+            .buffer_unordered(BATCH)
+            .collect()
+            .await;
+        if let Err(e) = self.complete(&done).await {
+            let ids: Vec<RequestId> = done.iter().map(|(s, _)| s.id).collect();
+            let _ = requests::give_back(&self.db, &ids, None).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Verifies a request this process holds the claim of, and completes it. On an error the
+    /// claim is given back, so that the request is verified again (with a fresh challenge) at
+    /// once.
+    pub(super) async fn verify_claimed(&self, stored: &StoredRequest) -> Result<(), StoreError> {
+        let decided = self.decide(stored).await;
+        let result = self.complete(&[(stored.clone(), decided)]).await;
+        if result.is_err() {
+            let _ = requests::give_back(&self.db, &[stored.id], None).await;
+        }
+        result
+    }
+
+    /// Completes requests in one transaction: each one's final state and the subscription
+    /// change a verified one makes. The next request of each pair, which waited for it, can
+    /// then be claimed: the verifiers are told.
+    async fn complete(&self, decided: &[(StoredRequest, Decided)]) -> Result<(), StoreError> {
+        if decided.is_empty() {
+            return Ok(());
+        }
+        let now = UnixMs::now();
+        let mut outbox = self.outbox().await?;
+        // Final states: one statement per outcome (usually one: all verified).
+        let mut outcomes: Vec<(Outcome, Vec<RequestId>)> = Vec::new();
+        for (stored, d) in decided {
+            let key = (d.state, d.reason.as_deref());
+            match outcomes.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, ids)) => ids.push(stored.id),
+                None => outcomes.push((key, vec![stored.id])),
+            }
+        }
+        let mut done = HashSet::new();
+        let mut newer_waiting = false;
+        for ((state, reason), ids) in &outcomes {
+            for (id, newer) in
+                requests::complete_many(&mut outbox, ids, *state, *reason, now).await?
+            {
+                done.insert(id);
+                newer_waiting |= newer;
+            }
+        }
+        let completed: Vec<&(StoredRequest, Decided)> = decided
+            .iter()
+            .filter(|(s, _)| done.contains(&s.id))
+            .collect();
+        apply(&mut outbox, &completed, now).await?;
+        // A newer request of a pair just completed can be claimed now. (One stored after this
+        // statement looked was announced by its own commit; should its claim have come before
+        // this commit, the verifier's next poll takes it.)
+        if newer_waiting {
+            outbox.wake(Queue::Verify).await?;
+        }
+        outbox.commit().await?;
+        for (stored, d) in completed {
+            let _span = span(stored).entered();
+            let req = &stored.request;
+            let (topic, callback, mode) = (&req.topic, &req.callback, req.mode.as_str());
+            let reason = d.reason.as_deref().unwrap_or_default();
+            match (d.state, d.applied) {
+                (RequestState::Verified, Some((lease, _))) => {
+                    tracing::info!(request = %stored.id, %topic, %callback, mode, lease, "verified");
+                }
+                (RequestState::Denied, _) => {
+                    tracing::info!(request = %stored.id, %topic, %callback, %reason, "subscription denied");
+                }
+                _ => {
+                    tracing::info!(request = %stored.id, %topic, %callback, mode, %reason, "verification failed");
+                }
+            }
+            self.metrics.verification(mode, d.state.as_str());
+        }
+        Ok(())
+    }
+}
+
+/// The span a request's verification logs in: its id, and the HTTP request that asked for it.
+fn span(stored: &StoredRequest) -> tracing::Span {
+    tracing::info_span!(
+        "verify",
+        request = %stored.id,
+        request_id = stored.http_request_id.as_deref()
+    )
+}
+
+/// What the verified requests among `completed` change: subscribes activate their
+/// subscriptions (one statement per chunk), unsubscribes end theirs.
+async fn apply(
+    tx: &mut store::Tx,
+    completed: &[&(StoredRequest, Decided)],
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    let mut topic_ids: HashMap<&HubUrl, TopicId> = HashMap::new();
+    let mut activations = Vec::new();
+    for (stored, d) in completed {
+        let Some((lease, verified_at)) = d.applied else {
+            continue;
+        };
+        let req = &stored.request;
+        match req.mode {
+            Mode::Subscribe => {
+                let topic_id = match topic_ids.get(&req.topic) {
+                    Some(id) => *id,
+                    None => {
+                        let id = topics::upsert(tx, &req.topic, now).await?;
+                        topic_ids.insert(&req.topic, id);
+                        id
+                    }
+                };
+                activations.push(subscriptions::Activation {
+                    topic_id,
+                    request_id: stored.id,
+                    request: req,
+                    lease_seconds: lease,
+                    verified_at,
+                });
+            }
+            Mode::Unsubscribe => {
+                subscriptions::deactivate(tx, &req.topic, &req.callback, stored.id, now).await?;
+            }
+        }
+    }
+    subscriptions::activate_many(tx, &activations, now).await?;
+    Ok(())
+}
