@@ -92,7 +92,7 @@ async fn database(args: &DatabaseArgs) -> anyhow::Result<Db> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            let settings = Settings::try_from(*args).map_err(anyhow::Error::msg)?;
+            let settings = Settings::try_from(*args)?;
             Application::build(settings).await?.run_until_signal().await
         }
         Command::Subscriptions { db, command } => {

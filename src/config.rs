@@ -10,11 +10,11 @@ use crate::domain::{
     access::{BearerToken, HubMode, TopicAllowList},
     address::AddressPolicy,
     delivery_mode::DeliveryMode,
-    lease::LeasePolicy,
+    lease::{LeaseBoundsError, LeasePolicy},
     rate::RateSetting,
     retry::{RetryPolicy, RetrySchedule, parse_duration},
     signature::SignatureAlgorithm,
-    url::HubUrl,
+    url::{HubUrl, UrlError},
 };
 
 #[derive(Debug, Clone, Args)]
@@ -334,8 +334,13 @@ pub struct AccessSettings {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AddressRanges(Vec<ipnet::IpNet>);
 
+/// An entry of an address list that is neither an address nor a range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IP address or CIDR range")]
+pub struct NotAnAddress(String);
+
 impl FromStr for AddressRanges {
-    type Err = String;
+    type Err = NotAnAddress;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         s.split(',')
             .map(str::trim)
@@ -343,7 +348,7 @@ impl FromStr for AddressRanges {
             .map(|p| {
                 p.parse::<ipnet::IpNet>()
                     .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| format!("{p:?} is not an IP address or CIDR range"))
+                    .map_err(|_| NotAnAddress(p.to_owned()))
             })
             .collect::<Result<_, _>>()
             .map(Self)
@@ -419,29 +424,51 @@ pub struct QueueSettings {
     pub reconcile_interval: Duration,
 }
 
+/// Settings that cannot run a hub, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("HERALD_PUBLIC_URL {error}: {url:?}")]
+    PublicUrl {
+        url: String,
+        #[source]
+        error: UrlError,
+    },
+    #[error("HERALD_MODE=closed needs HERALD_TOPIC_ALLOW (the producer's topic URL prefixes)")]
+    ClosedWithoutTopics,
+    #[error(transparent)]
+    Lease(#[from] LeaseBoundsError),
+    #[error("{0} must be at least 1")]
+    NotPositive(&'static str),
+    /// A flag or variable that does not parse (clap's own message).
+    #[error(transparent)]
+    Args(#[from] clap::Error),
+}
+
 impl TryFrom<ServeArgs> for Settings {
-    type Error = String;
+    type Error = ConfigError;
 
     fn try_from(a: ServeArgs) -> Result<Self, Self::Error> {
         let public_url = a
             .public_url
             .as_deref()
-            .map(|u| HubUrl::parse(u).map_err(|e| format!("HERALD_PUBLIC_URL {e}: {u:?}")))
+            .map(|u| {
+                HubUrl::parse(u).map_err(|error| ConfigError::PublicUrl {
+                    url: u.to_owned(),
+                    error,
+                })
+            })
             .transpose()?;
         if a.mode == HubMode::Closed && a.topic_allow.is_empty() {
-            return Err(
-                "HERALD_MODE=closed needs HERALD_TOPIC_ALLOW (the producer's topic URL prefixes)"
-                    .into(),
-            );
+            return Err(ConfigError::ClosedWithoutTopics);
         }
         let lease = LeasePolicy::new(
             a.lease_min_seconds,
             a.lease_default_seconds,
             a.lease_max_seconds,
         )?;
-        let positive = |name: &str, v: usize| {
+        let positive = |name: &'static str, v: usize| {
             if v == 0 {
-                Err(format!("{name} must be at least 1"))
+                Err(ConfigError::NotPositive(name))
             } else {
                 Ok(v)
             }
@@ -535,7 +562,7 @@ impl Settings {
     /// tests and by `check-config`.
     pub fn from_vars<'a>(
         vars: impl IntoIterator<Item = (&'a str, String)>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConfigError> {
         #[derive(clap::Parser)]
         struct Wrapper {
             #[command(flatten)]
@@ -549,7 +576,7 @@ impl Settings {
                 .replace('_', "-");
             args.push(format!("--{flag}={value}"));
         }
-        let parsed = <Wrapper as clap::Parser>::try_parse_from(args).map_err(|e| e.to_string())?;
+        let parsed = <Wrapper as clap::Parser>::try_parse_from(args)?;
         Self::try_from(parsed.serve)
     }
 }

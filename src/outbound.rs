@@ -74,7 +74,11 @@ fn describe(e: &reqwest::Error) -> String {
 
 /// Resolves `host`, giving up after `timeout` (a resolver that never answers must not hold a
 /// fetch, a verification or a delivery).
-pub async fn lookup(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
+pub async fn lookup(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, LookupError> {
     bounded(host, timeout, tokio::net::lookup_host((host, port))).await
 }
 
@@ -83,12 +87,30 @@ async fn bounded<I: Iterator<Item = SocketAddr>>(
     host: &str,
     timeout: Duration,
     resolving: impl std::future::Future<Output = std::io::Result<I>>,
-) -> Result<Vec<SocketAddr>, String> {
+) -> Result<Vec<SocketAddr>, LookupError> {
     match tokio::time::timeout(timeout, resolving).await {
         Ok(Ok(addrs)) => Ok(addrs.collect()),
-        Ok(Err(e)) => Err(format!("resolving {host} failed: {e}")),
-        Err(_) => Err(format!("resolving {host} timed out")),
+        Ok(Err(error)) => Err(LookupError::Failed {
+            host: host.to_owned(),
+            error,
+        }),
+        Err(_) => Err(LookupError::TimedOut(host.to_owned())),
     }
+}
+
+/// Why a host name did not resolve.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("resolving {host} failed")]
+    Failed {
+        host: String,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("resolving {0} timed out")]
+    TimedOut(String),
+    #[error("address not allowed: {0} resolves only to non-public addresses")]
+    NotAllowed(String),
 }
 
 /// Resolves host names and keeps only the addresses the policy permits.
@@ -107,10 +129,7 @@ impl Resolve for PolicyResolver {
                 .filter(|a| policy.permits(a.ip()))
                 .collect();
             if allowed.is_empty() && !all.is_empty() {
-                return Err(format!(
-                    "address not allowed: {host} resolves only to non-public addresses"
-                )
-                .into());
+                return Err(LookupError::NotAllowed(host).into());
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
@@ -393,6 +412,7 @@ mod tests {
         let error = bounded("example.invalid", Duration::from_millis(10), never)
             .await
             .expect_err("no answer in time");
+        let error = crate::telemetry::Chain(&error).to_string();
         assert!(error.contains("timed out"), "{error}");
         let failing = std::future::ready(Err::<std::vec::IntoIter<SocketAddr>, _>(
             std::io::Error::other("no such name"),
@@ -400,6 +420,7 @@ mod tests {
         let error = bounded("example.invalid", DNS_TIMEOUT, failing)
             .await
             .expect_err("failed");
+        let error = crate::telemetry::Chain(&error).to_string();
         assert!(error.contains("failed: no such name"), "{error}");
         assert!(
             !lookup("127.0.0.1", 80, DNS_TIMEOUT)

@@ -87,7 +87,7 @@ pub fn opt<T: ToString>(v: Option<T>) -> String {
 }
 
 /// `2026-11-01`, `2026-11-01T12:00:00Z` or `now` as an instant.
-pub fn parse_time(s: &str) -> Result<UnixMs, String> {
+pub fn parse_time(s: &str) -> Result<UnixMs, NotATime> {
     if s == "now" {
         return Ok(UnixMs::now());
     }
@@ -98,8 +98,13 @@ pub fn parse_time(s: &str) -> Result<UnixMs, String> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| UnixMs::from_millis(t.and_utc().timestamp_millis()))
-        .ok_or_else(|| format!("{s:?} is not a time (use 2026-11-01, 2026-11-01T12:00:00Z or now)"))
+        .ok_or_else(|| NotATime(s.to_owned()))
 }
+
+/// A time an operator gave that does not read as one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a time (use 2026-11-01, 2026-11-01T12:00:00Z or now)")]
+pub struct NotATime(String);
 
 /// Asks before a destructive change: `--yes` answers for the operator; on a terminal the
 /// operator is asked; otherwise the answer is no.

@@ -225,7 +225,7 @@ async fn expire(db: &Db, a: ExpireArgs) -> anyhow::Result<()> {
     let done = actions::expire(db, &ids).await?;
 
     if a.notify {
-        let settings = Settings::from_vars(std::iter::empty()).map_err(anyhow::Error::msg)?;
+        let settings = Settings::from_vars(std::iter::empty())?;
         let outbound = Outbound::new(&(&settings).into())?;
         let bar = progress(chosen.len() as u64, "notifying");
         for s in chosen.iter().filter(|s| done.contains(&s.id)) {

@@ -21,7 +21,7 @@ pub enum HubMode {
 pub struct TopicAllowList(Vec<TopicPattern>);
 
 impl FromStr for TopicAllowList {
-    type Err = String;
+    type Err = super::topic_pattern::PatternError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         s.split(',')
             .map(str::trim)

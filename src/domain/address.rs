@@ -36,13 +36,16 @@ impl AddressPolicy {
 }
 
 impl FromStr for AddressPolicy {
-    type Err = String;
+    type Err = super::vocabulary::NotOneOf;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "false" | "no" | "0" | "none" => Ok(Self::PublicOnly),
             "loopback" => Ok(Self::AllowLoopback),
             "true" | "yes" | "1" | "all" => Ok(Self::AllowAll),
-            other => Err(format!("{other:?} is not one of false, loopback, true")),
+            other => Err(super::vocabulary::NotOneOf::new(
+                other,
+                &["false", "loopback", "true"],
+            )),
         }
     }
 }

@@ -37,13 +37,16 @@ impl fmt::Display for DeliveryMode {
 }
 
 impl FromStr for DeliveryMode {
-    type Err = String;
+    type Err = super::vocabulary::NotOneOf;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "diff" => Ok(Self::Diff),
             "single" => Ok(Self::Single),
             "full" => Ok(Self::Full),
-            other => Err(format!("{other:?} is not one of diff, single, full")),
+            other => Err(super::vocabulary::NotOneOf::new(
+                other,
+                &["diff", "single", "full"],
+            )),
         }
     }
 }

@@ -35,12 +35,15 @@ impl Mode {
 }
 
 impl std::str::FromStr for Mode {
-    type Err = String;
+    type Err = super::vocabulary::NotOneOf;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "subscribe" => Ok(Self::Subscribe),
             "unsubscribe" => Ok(Self::Unsubscribe),
-            other => Err(format!("{other:?} is not subscribe or unsubscribe")),
+            other => Err(super::vocabulary::NotOneOf::new(
+                other,
+                &["subscribe", "unsubscribe"],
+            )),
         }
     }
 }
@@ -64,12 +67,12 @@ impl VerifyMode {
 }
 
 impl std::str::FromStr for VerifyMode {
-    type Err = String;
+    type Err = super::vocabulary::NotOneOf;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "sync" => Ok(Self::Sync),
             "async" => Ok(Self::Async),
-            other => Err(format!("{other:?} is not sync or async")),
+            other => Err(super::vocabulary::NotOneOf::new(other, &["sync", "async"])),
         }
     }
 }
@@ -143,7 +146,7 @@ pub enum HubRequestError {
     #[error("hub.verify_token must be at most {MAX_VERIFY_TOKEN_BYTES} bytes")]
     VerifyTokenTooLong,
     #[error("herald.delivery {0}")]
-    DeliveryMode(String),
+    DeliveryMode(super::vocabulary::NotOneOf),
     #[error("a publish ping needs at least one hub.url or hub.topic")]
     NoPublishTopic,
     #[error("a publish ping may name at most {MAX_PUBLISH_TOPICS} topics")]

@@ -10,6 +10,11 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
+/// An id that is not a positive integer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an id (a positive integer)")]
+pub struct NotAnId(String);
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -39,14 +44,14 @@ macro_rules! id_type {
         }
 
         impl FromStr for $name {
-            type Err = String;
+            type Err = NotAnId;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 s.trim()
                     .parse::<i64>()
                     .ok()
                     .filter(|n| *n > 0)
                     .map(Self)
-                    .ok_or_else(|| format!("{s:?} is not an id (a positive integer)"))
+                    .ok_or_else(|| NotAnId(s.to_owned()))
             }
         }
     };

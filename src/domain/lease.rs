@@ -28,15 +28,22 @@ pub struct LeasePolicy {
     max: u64,
 }
 
+/// Lease settings that cannot make a policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseBoundsError {
+    #[error("the minimum lease must be at least 1 second")]
+    ZeroMinimum,
+    #[error("lease settings must satisfy min <= default <= max (got {min}, {default}, {max})")]
+    OutOfOrder { min: u64, default: u64, max: u64 },
+}
+
 impl LeasePolicy {
-    pub fn new(min: u64, default: u64, max: u64) -> Result<Self, String> {
+    pub fn new(min: u64, default: u64, max: u64) -> Result<Self, LeaseBoundsError> {
         if min == 0 {
-            return Err("the minimum lease must be at least 1 second".into());
+            return Err(LeaseBoundsError::ZeroMinimum);
         }
         if !(min <= default && default <= max) {
-            return Err(format!(
-                "lease settings must satisfy min <= default <= max (got {min}, {default}, {max})"
-            ));
+            return Err(LeaseBoundsError::OutOfOrder { min, default, max });
         }
         Ok(Self { min, default, max })
     }

@@ -20,3 +20,4 @@ pub mod signature;
 pub mod state;
 pub mod topic_pattern;
 pub mod url;
+pub mod vocabulary;

@@ -24,14 +24,23 @@ impl RateLimit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateSetting(pub Option<RateLimit>);
 
+/// A rate-limit setting that does not read as one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RateError {
+    #[error("{0:?} is not a rate limit: use COUNT/UNIT[,BURST] (20/s,100) or off")]
+    Unreadable(String),
+    #[error("{0:?}: a rate limit allows at least 1 request (or say off)")]
+    Zero(String),
+}
+
 impl FromStr for RateSetting {
-    type Err = String;
+    type Err = RateError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         if s.eq_ignore_ascii_case("off") {
             return Ok(Self(None));
         }
-        let bad = || format!("{s:?} is not a rate limit: use COUNT/UNIT[,BURST] (20/s,100) or off");
+        let bad = || RateError::Unreadable(s.to_owned());
         let (rate, burst) = match s.split_once(',') {
             Some((rate, burst)) => (rate.trim(), Some(burst.trim())),
             None => (s, None),
@@ -49,9 +58,7 @@ impl FromStr for RateSetting {
             None => count,
         };
         if count == 0 || burst == 0 {
-            return Err(format!(
-                "{s:?}: a rate limit allows at least 1 request (or say off)"
-            ));
+            return Err(RateError::Zero(s.to_owned()));
         }
         Ok(Self(Some(RateLimit { count, per, burst })))
     }

@@ -19,7 +19,7 @@ impl RetrySchedule {
 }
 
 impl FromStr for RetrySchedule {
-    type Err = String;
+    type Err = DurationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         if s.is_empty() {
@@ -32,20 +32,29 @@ impl FromStr for RetrySchedule {
     }
 }
 
+/// A duration setting or parameter that does not read as one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?} is not a duration like 250ms, 30s, 5m, 2h or 1d")]
+    NotADuration(String),
+    #[error("{0:?} has an unknown unit (use ms, s, m, h or d)")]
+    UnknownUnit(String),
+}
+
 /// `250ms`, `30s`, `5m`, `2h`, `1d`; a bare number means seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 250ms, 30s, 5m, 2h or 1d"))?;
+        .map_err(|_| DurationError::NotADuration(s.to_owned()))?;
     let ms = match unit {
         "ms" => n,
         "" | "s" => n * 1000,
         "m" => n * 60_000,
         "h" => n * 3_600_000,
         "d" => n * 86_400_000,
-        _ => return Err(format!("{s:?} has an unknown unit (use ms, s, m, h or d)")),
+        _ => return Err(DurationError::UnknownUnit(s.to_owned())),
     };
     Ok(Duration::from_millis(ms))
 }

@@ -51,15 +51,16 @@ impl fmt::Display for SignatureAlgorithm {
 }
 
 impl FromStr for SignatureAlgorithm {
-    type Err = String;
+    type Err = super::vocabulary::NotOneOf;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "sha1" => Ok(Self::Sha1),
             "sha256" => Ok(Self::Sha256),
             "sha384" => Ok(Self::Sha384),
             "sha512" => Ok(Self::Sha512),
-            other => Err(format!(
-                "unknown signature algorithm {other:?} (expected sha1, sha256, sha384 or sha512)"
+            other => Err(super::vocabulary::NotOneOf::new(
+                other,
+                &["sha1", "sha256", "sha384", "sha512"],
             )),
         }
     }

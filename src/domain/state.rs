@@ -47,14 +47,11 @@ macro_rules! text_enum {
         }
 
         impl FromStr for $name {
-            type Err = String;
+            type Err = super::vocabulary::NotOneOf;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    other => Err(format!(
-                        "{other:?} is not one of {}",
-                        [$($text),+].join(", ")
-                    )),
+                    other => Err(super::vocabulary::NotOneOf::new(other, &[$($text),+])),
                 }
             }
         }
@@ -153,11 +150,13 @@ impl Audience {
 }
 
 impl FromStr for Audience {
-    type Err = String;
+    type Err = super::vocabulary::NotOneOf;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "whole" => Ok(Self::Whole),
-            mode => mode.parse().map(Self::Mode),
+            mode => mode.parse().map(Self::Mode).map_err(|_| {
+                super::vocabulary::NotOneOf::new(mode, &["whole", "diff", "single", "full"])
+            }),
         }
     }
 }

@@ -46,52 +46,86 @@ enum Segment {
 /// The label put in place of a leading `*` so that the URL parser accepts the host.
 const WILDCARD_LABEL: &str = "herald-wildcard-label";
 
+/// A topic pattern that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("topic pattern {pattern:?}: {why}")]
+pub struct PatternError {
+    pub pattern: String,
+    pub why: PatternFault,
+}
+
+/// What is wrong with a topic pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternFault {
+    #[error("must start with http:// or https://")]
+    Scheme,
+    #[error("must not contain user information")]
+    UserInfo,
+    #[error("a host may only start with \"*.\" (whole labels)")]
+    HostGlob,
+    #[error("must not contain a query or fragment")]
+    QueryOrFragment,
+    #[error("{0}")]
+    Url(url::ParseError),
+    #[error("has no host")]
+    NoHost,
+    #[error("has an unusable host")]
+    UnusableHost,
+    #[error("has no port")]
+    NoPort,
+    #[error("\"**\" must be a whole path segment")]
+    DoubleStar,
+}
+
 impl TopicPattern {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("topic pattern {raw:?}: {why}");
+    pub fn parse(raw: &str) -> Result<Self, PatternError> {
+        let bad = |why: PatternFault| PatternError {
+            pattern: raw.to_owned(),
+            why,
+        };
         let (scheme, rest) = raw
             .split_once("://")
-            .ok_or_else(|| bad("must start with http:// or https://"))?;
+            .ok_or_else(|| bad(PatternFault::Scheme))?;
         if scheme != "http" && scheme != "https" {
-            return Err(bad("must start with http:// or https://"));
+            return Err(bad(PatternFault::Scheme));
         }
         let subdomains = rest.starts_with("*.");
         let authority_end = rest.find('/').unwrap_or(rest.len());
         if rest[..authority_end].contains('@') {
-            return Err(bad("must not contain user information"));
+            return Err(bad(PatternFault::UserInfo));
         }
         let host_part = if subdomains { &rest[2..] } else { rest };
         if host_part[..host_part.find('/').unwrap_or(host_part.len())].contains('*') {
-            return Err(bad("a host may only start with \"*.\" (whole labels)"));
+            return Err(bad(PatternFault::HostGlob));
         }
         if raw.contains('?') || raw.contains('#') {
-            return Err(bad("must not contain a query or fragment"));
+            return Err(bad(PatternFault::QueryOrFragment));
         }
         let parseable = if subdomains {
             format!("{scheme}://{WILDCARD_LABEL}.{host_part}")
         } else {
             raw.to_owned()
         };
-        let url = url::Url::parse(&parseable).map_err(|e| bad(&e.to_string()))?;
-        let host = url.host_str().ok_or_else(|| bad("has no host"))?;
+        let url = url::Url::parse(&parseable).map_err(|e| bad(PatternFault::Url(e)))?;
+        let host = url.host_str().ok_or_else(|| bad(PatternFault::NoHost))?;
         let host = if subdomains {
             let suffix = host
                 .strip_prefix(WILDCARD_LABEL)
                 .and_then(|h| h.strip_prefix('.'))
-                .ok_or_else(|| bad("has an unusable host"))?;
+                .ok_or_else(|| bad(PatternFault::UnusableHost))?;
             HostPattern::Subdomains(suffix.to_owned())
         } else {
             HostPattern::Exact(host.to_owned())
         };
         let port = url
             .port_or_known_default()
-            .ok_or_else(|| bad("has no port"))?;
+            .ok_or_else(|| bad(PatternFault::NoPort))?;
         let mut segments = Vec::new();
         for segment in url.path().split('/').filter(|s| !s.is_empty()) {
             if segment == "**" {
                 segments.push(Segment::AnyDepth);
             } else if segment.contains("**") {
-                return Err(bad("\"**\" must be a whole path segment"));
+                return Err(bad(PatternFault::DoubleStar));
             } else {
                 segments.push(Segment::Glob(segment.to_owned()));
             }
@@ -320,7 +354,7 @@ mod tests {
             "https:// bad host/",
         ] {
             let err = TopicPattern::parse(bad).unwrap_err();
-            assert!(err.contains(bad), "{err}");
+            assert!(err.to_string().contains(bad), "{err}");
         }
     }
 }

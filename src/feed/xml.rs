@@ -58,11 +58,31 @@ pub(super) fn parse(body: &[u8], declared_feed: bool) -> Analysis {
             Analysis::Invalid("the document is not Atom, RSS 2.0 or RSS 1.0".into())
         }
         Ok(None) => Analysis::NotFeed,
-        Err(reason) => Analysis::Invalid(reason),
+        Err(reason) => Analysis::Invalid(reason.to_string()),
     }
 }
 
-fn scan(body: &[u8]) -> Result<Option<Feed>, String> {
+/// Why a document that looked like a feed could not be read as one (the reason is kept on the
+/// topic, and the body delivered whole).
+#[derive(Debug, thiserror::Error)]
+enum ScanError {
+    #[error("malformed XML at byte {at}: {error}")]
+    Malformed {
+        at: usize,
+        #[source]
+        error: quick_xml::Error,
+    },
+    #[error("more than {MAX_ENTRIES} entries")]
+    TooManyEntries,
+    #[error("nested deeper than {MAX_DEPTH} elements")]
+    TooDeep,
+    #[error("{0}")]
+    Encoding(#[from] quick_xml::encoding::EncodingError),
+    #[error("the document ends before its elements are closed")]
+    Unclosed,
+}
+
+fn scan(body: &[u8]) -> Result<Option<Feed>, ScanError> {
     let mut reader = Reader::from_reader(body);
     let config = reader.config_mut();
     config.check_end_names = true;
@@ -80,7 +100,7 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, String> {
         let before = reader.buffer_position() as usize;
         let event = reader
             .read_event()
-            .map_err(|e| format!("malformed XML at byte {before}: {e}"))?;
+            .map_err(|error| ScanError::Malformed { at: before, error })?;
         match event {
             event @ (Event::Start(_) | Event::Empty(_)) => {
                 let is_empty = matches!(event, Event::Empty(_));
@@ -109,7 +129,7 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, String> {
                     };
                 if is_entry {
                     if raw.len() >= super::MAX_ENTRIES {
-                        return Err(format!("more than {MAX_ENTRIES} entries"));
+                        return Err(ScanError::TooManyEntries);
                     }
                     let mut fields = Fields::default();
                     if feed_kind == FeedKind::Rss1 {
@@ -152,7 +172,7 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, String> {
                 if !is_empty {
                     depth += 1;
                     if depth > MAX_DEPTH {
-                        return Err(format!("nested deeper than {MAX_DEPTH} elements"));
+                        return Err(ScanError::TooDeep);
                     }
                 }
             }
@@ -183,7 +203,7 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, String> {
             }
             Event::Text(t) => {
                 if let Some((_, text)) = field.as_mut() {
-                    text.push_str(&t.decode().map_err(|e| e.to_string())?);
+                    text.push_str(&t.decode()?);
                 }
             }
             Event::CData(t) => {
@@ -198,7 +218,7 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, String> {
                     match r.resolve_char_ref() {
                         Ok(Some(c)) => text.push(c),
                         _ => {
-                            let name = r.decode().map_err(|e| e.to_string())?;
+                            let name = r.decode()?;
                             match name.as_ref() {
                                 "amp" => text.push('&'),
                                 "lt" => text.push('<'),
@@ -220,7 +240,7 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, String> {
         }
     }
     if depth != 0 || current.is_some() {
-        return Err("the document ends before its elements are closed".into());
+        return Err(ScanError::Unclosed);
     }
     let Some(kind) = kind else { return Ok(None) };
     Ok(Some(Feed {

@@ -67,7 +67,7 @@ fn limit(requested: Option<i64>, default: i64) -> Result<i64, ApiError> {
 }
 
 /// An optional query value in a closed vocabulary (a state), refused with the words allowed.
-fn parse_opt<T: std::str::FromStr<Err = String>>(
+fn parse_opt<T: std::str::FromStr<Err: std::fmt::Display>>(
     value: Option<&str>,
     name: &str,
 ) -> Result<Option<T>, ApiError> {

@@ -126,7 +126,7 @@ pub async fn events(req: HttpRequest, ctx: web::Data<Arc<AppState>>) -> HttpResp
         None => LiveEventId::new(0),
         Some(Ok(id)) => id,
         Some(Err(message)) => {
-            return failed(StatusCode::BAD_REQUEST, "bad_request", message);
+            return failed(StatusCode::BAD_REQUEST, "bad_request", message.to_string());
         }
     };
     let grant = match grant::authenticate(
@@ -367,7 +367,7 @@ async fn authenticate_ws(
     let after = match after.as_deref().map(parse_event_id) {
         None => LiveEventId::new(0),
         Some(Ok(id)) => id,
-        Some(Err(message)) => return Err(close_reason(CloseCode::Policy, &message)),
+        Some(Err(message)) => return Err(close_reason(CloseCode::Policy, &message.to_string())),
     };
     match grant::authenticate(&ctx.db, Some(&token), &topics, UnixMs::now()).await {
         Ok(Ok(grant)) => Ok((grant, after)),
@@ -473,7 +473,7 @@ async fn command(session: &mut Session, text: &str) -> Option<String> {
     match parsed {
         ClientMessage::Auth { .. } => Some(error_message("already authenticated")),
         ClientMessage::Ack { id } => match parse_event_id(&id) {
-            Err(m) => Some(error_message(&m)),
+            Err(m) => Some(error_message(&m.to_string())),
             Ok(upto) => match session.consume(upto).await {
                 Ok(_) => None,
                 Err(e) => {
@@ -485,7 +485,7 @@ async fn command(session: &mut Session, text: &str) -> Option<String> {
             },
         },
         ClientMessage::Resume { after } => match parse_event_id(&after) {
-            Err(m) => Some(error_message(&m)),
+            Err(m) => Some(error_message(&m.to_string())),
             Ok(after) => {
                 session.rewind(after);
                 None

@@ -127,14 +127,19 @@ fn json(value: &impl Serialize) -> String {
 }
 
 /// The position an event id names: `<update>-<position>`, or a bare position.
-pub fn parse_event_id(text: &str) -> Result<LiveEventId, String> {
+pub fn parse_event_id(text: &str) -> Result<LiveEventId, NotAnEventId> {
     let text = text.trim();
     let position = text.rsplit_once('-').map_or(text, |(_, p)| p);
     match position.parse::<i64>() {
         Ok(n) if n >= 0 => Ok(LiveEventId::new(n)),
-        _ => Err(format!("{text:?} is not an event id of this hub")),
+        _ => Err(NotAnEventId(text.to_owned())),
     }
 }
+
+/// A `Last-Event-ID` (or acknowledged id) this hub did not hand out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an event id of this hub")]
+pub struct NotAnEventId(String);
 
 #[cfg(test)]
 mod tests {

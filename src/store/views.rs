@@ -16,7 +16,7 @@ fn as_flag<S: Serializer>(flag: &bool, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// Decodes a stored text column of a view row, reporting the row when it does not decode.
-fn decode<T: std::str::FromStr<Err = String>>(
+fn decode<T: std::str::FromStr<Err: std::fmt::Display>>(
     table: &'static str,
     id: i64,
     column: &str,
