@@ -1,0 +1,356 @@
+//! Configuration: `HERALD_*` environment variables (and an optional `.env`), each also a flag of
+//! `herald serve`, parsed once into [`Settings`] made of domain types. `.env.example` lists every
+//! setting with its default.
+
+mod args;
+
+use std::{net::SocketAddr, str::FromStr, time::Duration};
+
+pub use self::args::{DatabaseArgs, DatabaseUrl, Redacted, Role, ServeArgs};
+use crate::domain::{
+    access::{BearerToken, HubMode, TopicAllowList},
+    address::AddressPolicy,
+    delivery_mode::DeliveryMode,
+    lease::{LeaseBoundsError, LeasePolicy},
+    rate::RateSetting,
+    retry::RetryPolicy,
+    signature::SignatureAlgorithm,
+    url::{HubUrl, UrlError},
+};
+
+/// Validated settings, shared by the web side and the workers, grouped by the part of the hub
+/// that needs them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: DatabaseUrl,
+    pub listen: SocketAddr,
+    /// `None`: derived from the address actually bound.
+    pub public_url: Option<HubUrl>,
+    pub role: Role,
+    /// Which addresses callbacks and topics may resolve to.
+    pub address_policy: AddressPolicy,
+    pub access: AccessSettings,
+    pub lease: LeaseSettings,
+    pub sweep: SweepSettings,
+    pub verification: VerificationSettings,
+    pub fetch: FetchSettings,
+    pub delivery: DeliverySettings,
+    pub queue: QueueSettings,
+    pub live: LiveSettings,
+}
+
+/// Live subscribers over SSE and WebSocket (`live`).
+#[derive(Debug, Clone)]
+pub struct LiveSettings {
+    pub backlog_max: usize,
+    pub backlog_ttl: Duration,
+    pub token_max_ttl: Duration,
+    pub heartbeat: Duration,
+    pub poll: Duration,
+}
+
+/// Who may use the hub, and how much they may send.
+#[derive(Debug, Clone)]
+pub struct AccessSettings {
+    pub mode: HubMode,
+    pub topic_allow: TopicAllowList,
+    pub producer_token: Option<BearerToken>,
+    pub max_request_bytes: usize,
+    /// Headers and body of one request together.
+    pub client_timeout: Duration,
+    pub max_connections: usize,
+    pub max_sync_verifications: usize,
+    /// Requests per client IP address (hub URL and APIs).
+    pub rate_limit: RateSetting,
+    /// New subscription requests per callback host.
+    pub subscribe_rate_limit: RateSetting,
+    /// Exempt from rate limits (besides loopback).
+    pub trusted_clients: AddressRanges,
+    /// What `/metrics` asks for, if anything.
+    pub metrics_token: Option<BearerToken>,
+    /// What the admin API asks for; none: that API is off.
+    pub admin_token: Option<BearerToken>,
+    /// Reverse proxies whose X-Forwarded-For is believed.
+    pub trusted_proxies: AddressRanges,
+}
+
+/// Comma-separated IP addresses and CIDR ranges (`HERALD_TRUSTED_CLIENTS`,
+/// `HERALD_TRUSTED_PROXIES`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressRanges(Vec<ipnet::IpNet>);
+
+/// An entry of an address list that is neither an address nor a range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IP address or CIDR range")]
+pub struct NotAnAddress(String);
+
+impl FromStr for AddressRanges {
+    type Err = NotAnAddress;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| NotAnAddress(p.to_owned()))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+impl AddressRanges {
+    /// Inside one of the ranges (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = crate::domain::address::canonical(ip);
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// Leases granted, enforced and renewed (`upkeep::leases`).
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    pub policy: LeasePolicy,
+    pub renew_before: Duration,
+    pub auto_renew: bool,
+}
+
+/// The periodic sweep (`upkeep::sweep`): leases, backlog caps, retention.
+#[derive(Debug, Clone)]
+pub struct SweepSettings {
+    pub interval: Duration,
+    /// How long finished rows are kept.
+    pub retention: Duration,
+    /// How long failed deliveries are kept.
+    pub failed_retention: Duration,
+}
+
+/// Verification of intent (`verification`).
+#[derive(Debug, Clone)]
+pub struct VerificationSettings {
+    pub timeout: Duration,
+}
+
+/// Topic fetches (`distribution`).
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    pub timeout: Duration,
+    pub max_bytes: usize,
+    /// Concurrent fetches from one topic host.
+    pub max_per_host: usize,
+}
+
+/// Content distribution (`delivery`, and the documents `distribution` plans).
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub retry: RetryPolicy,
+    pub signature_algorithm: SignatureAlgorithm,
+    pub legacy_signature_algorithm: SignatureAlgorithm,
+    /// How feeds are delivered to subscriptions that did not choose.
+    pub feed_default: DeliveryMode,
+    pub timeout: Duration,
+    /// Deliveries per hubout job.
+    pub batch: usize,
+    /// Concurrent POSTs per hubout job.
+    pub concurrency: usize,
+    /// The most deliveries that may wait for one subscription.
+    pub max_pending: usize,
+    /// Concurrent requests (deliveries and verifications) to one callback host.
+    pub max_per_host: usize,
+    /// How long an unreachable callback host is paused before a probe.
+    pub breaker_cooldown: Duration,
+}
+
+/// The queue workers and the reconciler (`queue`, `upkeep::reconcile`).
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub poll: Duration,
+    pub reconcile_interval: Duration,
+}
+
+/// Settings that cannot run a hub, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("HERALD_PUBLIC_URL {error}: {url:?}")]
+    PublicUrl {
+        url: String,
+        #[source]
+        error: UrlError,
+    },
+    #[error("HERALD_MODE=closed needs HERALD_TOPIC_ALLOW (the producer's topic URL prefixes)")]
+    ClosedWithoutTopics,
+    #[error(transparent)]
+    Lease(#[from] LeaseBoundsError),
+    #[error("{0} must be at least 1")]
+    NotPositive(&'static str),
+    /// A flag or variable that does not parse (clap's own message).
+    #[error(transparent)]
+    Args(#[from] clap::Error),
+}
+
+impl TryFrom<ServeArgs> for Settings {
+    type Error = ConfigError;
+
+    fn try_from(a: ServeArgs) -> Result<Self, Self::Error> {
+        let public_url = a
+            .public_url
+            .as_deref()
+            .map(|u| {
+                HubUrl::parse(u).map_err(|error| ConfigError::PublicUrl {
+                    url: u.to_owned(),
+                    error,
+                })
+            })
+            .transpose()?;
+        if a.mode == HubMode::Closed && a.topic_allow.is_empty() {
+            return Err(ConfigError::ClosedWithoutTopics);
+        }
+        let lease = LeasePolicy::new(
+            a.lease_min_seconds,
+            a.lease_default_seconds,
+            a.lease_max_seconds,
+        )?;
+        let positive = |name: &'static str, v: usize| {
+            if v == 0 {
+                Err(ConfigError::NotPositive(name))
+            } else {
+                Ok(v)
+            }
+        };
+        Ok(Self {
+            database_url: a.database.database_url,
+            listen: a.listen,
+            public_url,
+            role: a.role,
+            address_policy: a.allow_private_addresses,
+            access: AccessSettings {
+                mode: a.mode,
+                topic_allow: a.topic_allow,
+                producer_token: a
+                    .producer_token
+                    .as_ref()
+                    .and_then(|t| BearerToken::new(t.expose())),
+                max_request_bytes: positive("HERALD_MAX_REQUEST_BYTES", a.max_request_bytes)?,
+                client_timeout: a.client_timeout,
+                max_connections: positive("HERALD_MAX_CONNECTIONS", a.max_connections)?,
+                max_sync_verifications: positive(
+                    "HERALD_MAX_SYNC_VERIFICATIONS",
+                    a.max_sync_verifications,
+                )?,
+                rate_limit: a.rate_limit,
+                subscribe_rate_limit: a.subscribe_rate_limit,
+                trusted_clients: a.trusted_clients,
+                metrics_token: a
+                    .metrics_token
+                    .as_ref()
+                    .and_then(|t| BearerToken::new(t.expose())),
+                admin_token: a
+                    .admin_token
+                    .as_ref()
+                    .and_then(|t| BearerToken::new(t.expose())),
+                trusted_proxies: a.trusted_proxies,
+            },
+            lease: LeaseSettings {
+                policy: lease,
+                renew_before: a.renew_before,
+                auto_renew: a.auto_renew,
+            },
+            sweep: SweepSettings {
+                interval: a
+                    .sweep_interval
+                    .or(a.lease_sweep_interval)
+                    .unwrap_or(Duration::from_secs(30)),
+                retention: a.retention,
+                failed_retention: a.failed_retention,
+            },
+            verification: VerificationSettings {
+                timeout: a.verify_timeout,
+            },
+            fetch: FetchSettings {
+                timeout: a.fetch_timeout,
+                max_bytes: positive("HERALD_MAX_TOPIC_BYTES", a.max_topic_bytes)?,
+                max_per_host: positive("HERALD_MAX_FETCHES_PER_HOST", a.max_fetches_per_host)?,
+            },
+            live: LiveSettings {
+                backlog_max: positive("HERALD_LIVE_BACKLOG_MAX", a.live_backlog_max)?,
+                backlog_ttl: a.live_backlog_ttl,
+                token_max_ttl: a.live_token_max_ttl,
+                heartbeat: a.live_heartbeat.max(Duration::from_millis(100)),
+                poll: a.live_poll.max(Duration::from_millis(100)),
+            },
+            delivery: DeliverySettings {
+                retry: RetryPolicy::new(a.retry_schedule, a.max_retry_after),
+                signature_algorithm: a.signature_algorithm,
+                legacy_signature_algorithm: a.legacy_signature_algorithm,
+                feed_default: a.feed_delivery,
+                timeout: a.delivery_timeout,
+                batch: positive("HERALD_DELIVERY_BATCH", a.delivery_batch)?,
+                concurrency: positive("HERALD_DELIVERY_CONCURRENCY", a.delivery_concurrency)?,
+                max_pending: positive(
+                    "HERALD_MAX_PENDING_PER_SUBSCRIPTION",
+                    a.max_pending_per_subscription,
+                )?,
+                max_per_host: positive("HERALD_MAX_PER_HOST", a.max_per_host)?,
+                breaker_cooldown: a.breaker_cooldown,
+            },
+            queue: QueueSettings {
+                poll: a.queue_poll,
+                reconcile_interval: a.reconcile_interval,
+            },
+        })
+    }
+}
+
+impl Settings {
+    /// Settings as `herald serve` would build them with no flags and only `vars` set; used by
+    /// tests and by `check-config`.
+    pub fn from_vars<'a>(
+        vars: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> Result<Self, ConfigError> {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut args = vec!["herald".to_owned()];
+        for (name, value) in vars {
+            let flag = name
+                .trim_start_matches("HERALD_")
+                .to_ascii_lowercase()
+                .replace('_', "-");
+            args.push(format!("--{flag}={value}"));
+        }
+        let parsed = <Wrapper as clap::Parser>::try_parse_from(args)?;
+        Self::try_from(parsed.serve)
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn settings_never_print_passwords_or_tokens() {
+        let settings = Settings::from_vars([
+            (
+                "HERALD_DATABASE_URL",
+                "postgres://herald:hunter2@db.internal:5432/herald".to_owned(),
+            ),
+            ("HERALD_PRODUCER_TOKEN", "tok-123-secret".to_owned()),
+        ])
+        .expect("valid");
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("tok-123-secret"), "{printed}");
+        assert!(printed.contains("postgres://herald:***@db.internal:5432/herald"));
+        assert_eq!(
+            settings.database_url.expose(),
+            "postgres://herald:hunter2@db.internal:5432/herald"
+        );
+        assert_eq!(
+            crate::domain::url::redact_password("sqlite://herald.db"),
+            "sqlite://herald.db"
+        );
+    }
+}

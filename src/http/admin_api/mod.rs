@@ -1,0 +1,201 @@
+//! The operators' API under `/api/v1/admin` (JSON; `docs/api.md` describes it, and
+//! `/api/v1/openapi.json` is its OpenAPI document).
+//!
+//! What the `herald` subcommands do, over HTTP: list, show, expire and delete subscriptions
+//! with the same filters, list and show topics, list deliveries and replay failed ones, see
+//! callback hosts' breakers and the hub's status. Every call needs
+//! `Authorization: Bearer $HERALD_ADMIN_TOKEN` (compared in constant time; separate from the
+//! producer token); without a configured token the API is off. Changes that pick rows by a
+//! filter take `dry_run` and never treat an empty selection as "everything". Errors are the
+//! producer API's: `{"error": "<code>", "message": "<readable>"}`.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+pub(super) mod deliveries;
+pub(super) mod subscriptions;
+
+use self::{deliveries::*, subscriptions::*};
+use super::api_error::{Api, ApiError, ErrorBody, authorize, path_id, query};
+use crate::{
+    domain::ids::UnixMs,
+    http::AppState,
+    queue,
+    store::{callback_hosts, processes, views},
+};
+
+/// At most this many rows in one list answer.
+pub(super) const MAX_LIMIT: i64 = 10_000;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1/admin")
+            .route("/status", web::get().to(status))
+            .route("/subscriptions", web::get().to(list_subscriptions))
+            .route(
+                "/subscriptions/expire",
+                web::post().to(expire_subscriptions),
+            )
+            .route(
+                "/subscriptions/delete",
+                web::post().to(delete_subscriptions),
+            )
+            .route("/subscriptions/{id}", web::get().to(show_subscription))
+            .route("/subscriptions/{id}", web::delete().to(delete_subscription))
+            .route("/topics", web::get().to(list_topics))
+            .route("/topics/{id}", web::get().to(show_topic))
+            .route("/deliveries", web::get().to(list_deliveries))
+            .route("/deliveries/replay", web::post().to(replay_deliveries))
+            .route("/hosts", web::get().to(list_hosts))
+            .default_service(web::to(|| async {
+                ApiError::NotFound("no such admin API endpoint".into()).error_response()
+            })),
+    );
+}
+
+pub(super) fn limit(requested: Option<i64>, default: i64) -> Result<i64, ApiError> {
+    match requested.unwrap_or(default) {
+        n if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        n => Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}, not {n}"
+        ))),
+    }
+}
+
+/// An optional query value in a closed vocabulary (a state), refused with the words allowed.
+pub(super) fn parse_opt<T: std::str::FromStr<Err: std::fmt::Display>>(
+    value: Option<&str>,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    value
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))
+}
+
+/// How the hub stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    pub version: &'static str,
+    /// Herald processes sharing this database that are alive.
+    pub processes: usize,
+    /// Work waiting or running, per queue: subscription requests pending verification
+    /// (`hubverify`), jobs (`hubdistrib`, `hubout`).
+    pub queues: BTreeMap<&'static str, i64>,
+    /// Deliveries waiting or being sent.
+    pub pending_deliveries: i64,
+    /// Subscriptions per state.
+    pub subscriptions: BTreeMap<&'static str, i64>,
+    /// Callback hosts whose breaker is open (deliveries to them wait).
+    pub open_breakers: Vec<callback_hosts::HostView>,
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/status", tag = "admin",
+    security(("admin_token" = [])),
+    responses((status = 200, body = Status), (status = "4XX", body = ErrorBody)))]
+async fn status(req: HttpRequest, ctx: web::Data<Arc<AppState>>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &ctx, Api::Admin)?;
+    let sample = views::sample_status(&ctx.db).await?;
+    let stale_before = UnixMs::now().before(crate::upkeep::liveness::STALE_AFTER);
+    let alive = processes::alive(&ctx.db, stale_before).await?;
+    let queues = queue::tables::depths(&ctx.db)
+        .await?
+        .into_iter()
+        .map(|(q, n)| (q.name(), n))
+        .collect();
+    Ok(HttpResponse::Ok().json(Status {
+        version: env!("CARGO_PKG_VERSION"),
+        processes: alive.len(),
+        queues,
+        pending_deliveries: sample.pending_deliveries,
+        subscriptions: sample
+            .subscriptions
+            .into_iter()
+            .map(|(s, n)| (s.as_str(), n))
+            .collect(),
+        open_breakers: callback_hosts::list(&ctx.db, false).await?,
+    }))
+}
+
+/// What a change did (or, with `dry_run`, would do).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Changed<T: ToSchema> {
+    pub dry_run: bool,
+    pub count: usize,
+    pub ids: Vec<T>,
+}
+
+/// Which topics to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TopicQuery {
+    /// Only this topic URL.
+    url: Option<String>,
+    /// At most this many rows (default 1000, at most 10000).
+    limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/topics", tag = "admin",
+    security(("admin_token" = [])), params(TopicQuery),
+    responses((status = 200, body = Vec<views::TopicView>), (status = "4XX", body = ErrorBody)))]
+async fn list_topics(
+    req: HttpRequest,
+    q: Result<web::Query<TopicQuery>, actix_web::Error>,
+    ctx: web::Data<Arc<AppState>>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &ctx, Api::Admin)?;
+    let q = query(q)?;
+    let rows = views::topics(
+        &ctx.db,
+        q.url.as_deref(),
+        UnixMs::now(),
+        limit(q.limit, 1000)?,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/topics/{id}", tag = "admin",
+    security(("admin_token" = [])), params(("id" = i64, Path, description = "Topic id")),
+    responses((status = 200, body = views::TopicView), (status = "4XX", body = ErrorBody)))]
+async fn show_topic(
+    req: HttpRequest,
+    id: web::Path<String>,
+    ctx: web::Data<Arc<AppState>>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &ctx, Api::Admin)?;
+    let id: crate::domain::ids::TopicId = path_id(&id, "topic")?;
+    let key = id.to_string();
+    match views::topics(&ctx.db, Some(&key), UnixMs::now(), 1)
+        .await?
+        .pop()
+    {
+        Some(t) => Ok(HttpResponse::Ok().json(t)),
+        None => Err(ApiError::NotFound(format!("no topic {id}"))),
+    }
+}
+
+/// Which callback hosts to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HostQuery {
+    /// Every host that ever had a breaker, not only those open now.
+    #[serde(default)]
+    all: bool,
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/hosts", tag = "admin",
+    security(("admin_token" = [])), params(HostQuery),
+    responses((status = 200, body = Vec<callback_hosts::HostView>), (status = "4XX", body = ErrorBody)))]
+async fn list_hosts(
+    req: HttpRequest,
+    q: Result<web::Query<HostQuery>, actix_web::Error>,
+    ctx: web::Data<Arc<AppState>>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &ctx, Api::Admin)?;
+    let q = query(q)?;
+    Ok(HttpResponse::Ok().json(callback_hosts::list(&ctx.db, q.all).await?))
+}
