@@ -15,7 +15,7 @@ pub async fn get(ctx: web::Data<Arc<AppState>>) -> HttpResponse {
             .json(serde_json::json!({"status": "ok", "database": ctx.db.engine()})),
         Err(error) => {
             // The cause is for the operator's log, not for whoever asks.
-            tracing::warn!(%error, "health check: the database does not answer");
+            tracing::warn!(error = %crate::telemetry::Chain(&error), "health check: the database does not answer");
             HttpResponse::ServiceUnavailable().json(
                 serde_json::json!({"status": "unavailable", "error": "the database does not answer"}),
             )

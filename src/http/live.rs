@@ -253,7 +253,7 @@ impl SseStream {
                     Some(update.sse_frame())
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "live stream ended: the backlog could not be read");
+                    tracing::warn!(error = %crate::telemetry::Chain(&error), "live stream ended: the backlog could not be read");
                     self.end("error", "the hub could not read the backlog; reconnect")
                 }
             },
@@ -376,7 +376,7 @@ async fn authenticate_ws(
             &format!("{}: {refusal}", refusal.code()),
         )),
         Err(e) => {
-            tracing::error!(error = %e, "live token check failed");
+            tracing::error!(error = %crate::telemetry::Chain(&e), "live token check failed");
             Err(close_reason(CloseCode::Error, "internal error"))
         }
     }
@@ -397,7 +397,7 @@ async fn serve_websocket(
     let (mut session, mut ready) = match open(&ctx, grant, after, false).await {
         Ok(opened) => opened,
         Err(e) => {
-            tracing::error!(error = %e, "live session could not start");
+            tracing::error!(error = %crate::telemetry::Chain(&e), "live session could not start");
             let _ = ws
                 .close(close_reason(CloseCode::Error, "internal error"))
                 .await;
@@ -420,7 +420,7 @@ async fn serve_websocket(
                     if ws.text(update.ws_json()).await.is_err() { return }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "live stream ended: the backlog could not be read");
+                    tracing::warn!(error = %crate::telemetry::Chain(&e), "live stream ended: the backlog could not be read");
                     break close_reason(CloseCode::Error, "the hub could not read the backlog; reconnect");
                 }
             },
@@ -477,7 +477,7 @@ async fn command(session: &mut Session, text: &str) -> Option<String> {
             Ok(upto) => match session.consume(upto).await {
                 Ok(_) => None,
                 Err(e) => {
-                    tracing::warn!(error = %e, "acknowledgement not recorded");
+                    tracing::warn!(error = %crate::telemetry::Chain(&e), "acknowledgement not recorded");
                     Some(error_message(
                         "the acknowledgement was not recorded; send it again",
                     ))

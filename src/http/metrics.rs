@@ -33,7 +33,7 @@ pub async fn get(req: HttpRequest, ctx: web::Data<Arc<AppState>>) -> HttpRespons
             .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
             .body(text),
         Err(error) => {
-            tracing::warn!(%error, "metrics could not be gathered");
+            tracing::warn!(error = %crate::telemetry::Chain(&error), "metrics could not be gathered");
             HttpResponse::ServiceUnavailable()
                 .content_type("text/plain; charset=utf-8")
                 .body("the metrics could not be gathered; see the hub's log\n")

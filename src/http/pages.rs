@@ -153,7 +153,7 @@ fn problem(status: actix_web::http::StatusCode, title: &str, message: &str) -> H
 }
 
 fn unavailable(error: StoreError) -> HttpResponse {
-    tracing::error!(%error, "diagnostics page failed");
+    tracing::error!(error = %crate::telemetry::Chain(&error), "diagnostics page failed");
     problem(
         actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
         "Temporarily unavailable",

@@ -103,7 +103,7 @@ macro_rules! worker {
 pub fn start(flows: Flows) -> Workers {
     let mut monitor = Monitor::new()
         .should_restart(|worker, error| {
-            tracing::warn!(worker = %worker.name(), %error, "queue worker stopped; restarting");
+            tracing::warn!(worker = %worker.name(), error = %crate::telemetry::Chain(error), "queue worker stopped; restarting");
             true
         })
         .shutdown_timeout(Duration::from_secs(10));

@@ -312,7 +312,9 @@ pub async fn claim_renewals(
             let id = row.id;
             match SubscriptionRequest::try_from(row) {
                 Ok(request) => renewals.push((id, request)),
-                Err(error) => tracing::error!(%error, "subscription cannot be renewed"),
+                Err(error) => {
+                    tracing::error!(error = %crate::telemetry::Chain(&error), "subscription cannot be renewed")
+                }
             }
         }
     }
