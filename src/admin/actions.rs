@@ -14,38 +14,74 @@ use crate::{
     store::{Db, StoreError, deliveries, subscriptions, views},
 };
 
-/// Which active subscriptions to expire: the listed ids plus every one matching the filters.
+/// Which active subscriptions to expire: the listed ids plus every one matching the filters,
+/// or — said explicitly — all of them.
 #[derive(Debug, Clone, Default)]
 pub struct ExpirySelection {
     pub ids: Vec<SubscriptionId>,
     /// Exactly this topic URL.
     pub topic: Option<String>,
-    /// Callbacks containing this text.
+    /// Callbacks containing this text (matched as the characters it has: no wildcards).
     pub callback: Option<String>,
     /// Leases that ended before this instant.
     pub expired_before: Option<UnixMs>,
+    /// Every active subscription.
+    pub all: bool,
+}
+
+/// Why a selection was refused: it named nothing, or it would choose everything without saying
+/// so. An operator's mistake never widens to "every subscription".
+#[derive(Debug, thiserror::Error)]
+pub enum SelectionError {
+    #[error("say which subscriptions: ids, a topic, a callback or a time (or all of them)")]
+    Nothing,
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    /// The filters chose every active subscription of the hub (how many), and `all` was not
+    /// said.
+    #[error("the filters choose every active subscription ({0}); say all to expire them all")]
+    Everything(usize),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl ExpirySelection {
-    /// Whether it names anything at all (an empty selection is refused, never "everything").
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-            && self.topic.is_none()
-            && self.callback.is_none()
-            && self.expired_before.is_none()
+    fn has_filters(&self) -> bool {
+        self.topic.is_some() || self.callback.is_some() || self.expired_before.is_some()
+    }
+
+    /// Refuses a selection that names nothing, or names it with empty text.
+    fn check(&self) -> Result<(), SelectionError> {
+        for (name, text) in [("topic", &self.topic), ("callback", &self.callback)] {
+            if text.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                return Err(SelectionError::Empty(name));
+            }
+        }
+        if !self.all && self.ids.is_empty() && !self.has_filters() {
+            return Err(SelectionError::Nothing);
+        }
+        Ok(())
     }
 }
 
-/// The active subscriptions a selection names, by id, each once.
+/// The active subscriptions a selection names, by id, each once. Refused: a selection that
+/// names nothing, empty text, and filters that choose every active subscription (more than
+/// one) when `all` was not said.
 pub async fn select_for_expiry(
     db: &Db,
     selection: &ExpirySelection,
-) -> Result<Vec<views::SubscriptionView>, StoreError> {
+) -> Result<Vec<views::SubscriptionView>, SelectionError> {
+    selection.check()?;
+    let every_active = views::SubscriptionFilter {
+        state: Some(SubscriptionState::Active),
+        limit: i64::MAX,
+        ..Default::default()
+    };
+    if selection.all {
+        return Ok(views::subscriptions(db, &every_active).await?);
+    }
     let mut chosen = Vec::new();
-    if selection.topic.is_some()
-        || selection.callback.is_some()
-        || selection.expired_before.is_some()
-    {
+    if selection.has_filters() {
         let filter = views::SubscriptionFilter {
             topic: selection.topic.clone(),
             callback: selection.callback.clone(),
@@ -67,6 +103,12 @@ pub async fn select_for_expiry(
     }
     chosen.sort_by_key(|s| s.id);
     chosen.dedup_by_key(|s| s.id);
+    if selection.has_filters() && chosen.len() > 1 {
+        let active = views::subscriptions(db, &every_active).await?.len();
+        if chosen.len() >= active {
+            return Err(SelectionError::Everything(active));
+        }
+    }
     Ok(chosen)
 }
 

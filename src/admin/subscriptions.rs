@@ -84,6 +84,9 @@ pub struct ExpireArgs {
     /// All active subscriptions whose lease ended before this time (2026-11-01, RFC 3339, now).
     #[arg(long, value_parser = parse_time)]
     expired_before: Option<UnixMs>,
+    /// Every active subscription (filters that would choose them all are refused without it).
+    #[arg(long)]
+    all: bool,
     /// Show what would be expired; change nothing.
     /// Show what would change; change nothing.
     #[arg(long)]
@@ -209,11 +212,18 @@ async fn expire(db: &Db, a: ExpireArgs) -> anyhow::Result<()> {
         topic: a.topic.clone(),
         callback: a.callback.clone(),
         expired_before: a.expired_before,
+        all: a.all,
     };
-    if selection.is_empty() {
-        anyhow::bail!("say which subscriptions: ids, --topic, --callback or --expired-before");
-    }
-    let chosen = actions::select_for_expiry(db, &selection).await?;
+    let chosen = match actions::select_for_expiry(db, &selection).await {
+        Ok(chosen) => chosen,
+        Err(actions::SelectionError::Nothing) => anyhow::bail!(
+            "say which subscriptions: ids, --topic, --callback or --expired-before (or --all)"
+        ),
+        Err(actions::SelectionError::Everything(n)) => anyhow::bail!(
+            "the filters choose every active subscription ({n}); to expire them all say --all"
+        ),
+        Err(e) => return Err(e.into()),
+    };
     let ids: Vec<SubscriptionId> = chosen.iter().map(|s| s.id).collect();
 
     if a.dry_run || ids.is_empty() {

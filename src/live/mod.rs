@@ -1,20 +1,27 @@
 //! Live subscribers: browsers and apps that follow topics over Server-Sent Events or a WebSocket
 //! (docs/live.md).
 //!
-//! A distribution puts each document in the backlog of every live follower of its topic
-//! (`store::live`), in the transaction that records its webhook deliveries, and says so: on
-//! PostgreSQL with `NOTIFY herald_live` (delivered to every process at commit), and in this
-//! process through [`Live::wake`]. Each process that holds connections runs one dispatcher
-//! ([`Live::start`]): woken for a topic, it reads that topic's new events once, assembles each
-//! document once, and hands them to the connections of their subscribers; every
-//! `HERALD_LIVE_POLL` it also looks without being woken, in case a notification was lost. A connection first reads
-//! its own backlog, then takes what the dispatcher hands it ([`session::Session`]); one that
-//! falls behind is cut off from the dispatcher and reads the database again, so a slow
-//! connection costs memory for a bounded queue and no more.
+//! **In:** the documents of a fan-out (`crate::distribution` puts each one in the backlog of
+//! every live follower of its topic, in the transaction that records its webhook deliveries,
+//! and wakes this flow: [`Live::wake`] in this process, `NOTIFY herald_live` for the others);
+//! connections opened with a token the producer issued (`http::live`, [`grant`]).
 //!
-//! - [`grant`]: tokens and the check a connection passes;
-//! - [`message`]: the JSON and event ids sent;
-//! - [`session`]: one connection's stream of updates.
+//! **Stored:** each follower's backlog (`store::live`), bounded per follower and kept for
+//! `HERALD_LIVE_BACKLOG_TTL`; what a connection has seen.
+//!
+//! **Out:** updates on each open connection, in order within each topic ([`session`],
+//! [`message`]).
+//!
+//! **Retried:** nothing is sent twice by the hub; a connection that drops resumes from its last
+//! event id and reads the backlog again.
+//!
+//! Each process that holds connections runs one dispatcher ([`Live::start`]): woken for a
+//! topic, it reads that topic's new events once, assembles each document once, and hands them
+//! to the connections of their subscribers; every `HERALD_LIVE_POLL` it also looks without
+//! being woken, in case a notification was lost. A connection first reads its own backlog,
+//! then takes what the dispatcher hands it ([`session::Session`]); one that falls behind is cut
+//! off from the dispatcher and reads the database again, so a slow connection costs memory for
+//! a bounded queue and no more.
 
 pub mod grant;
 pub mod message;

@@ -124,6 +124,19 @@ impl TryFrom<SubscriptionRow> for SubscriptionView {
     }
 }
 
+/// `text` as a `LIKE` pattern that matches exactly that text (with `ESCAPE '\'`): `%`, `_`
+/// and the escape itself stand for themselves, so no filter text is a wildcard.
+fn like_literal(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
+}
+
 pub async fn subscriptions(
     db: &Db,
     f: &SubscriptionFilter,
@@ -142,7 +155,7 @@ pub async fn subscriptions(
                    SELECT MAX(d.id) FROM deliveries d WHERE d.subscription_id = s.id)
                WHERE ($1 IS NULL OR s.id = $1)
                  AND ($2 IS NULL OR t.url = $2)
-                 AND ($3 IS NULL OR s.callback LIKE '%' || $3 || '%')
+                 AND ($3 IS NULL OR s.callback LIKE '%' || $3 || '%' ESCAPE '\\')
                  AND ($4 IS NULL OR s.state = $4)
                  AND ($5 IS NULL OR (s.state = 'active' AND s.expires_at < $5))
                  AND ($8 IS NULL OR s.callback = $8)
@@ -152,7 +165,8 @@ pub async fn subscriptions(
                ORDER BY s.id
                LIMIT $7";
     let rows = dispatch!(db, c => sqlx::query_as::<_, SubscriptionRow>(sql)
-        .bind(f.id).bind(&f.topic).bind(&f.callback).bind(f.state.map(SubscriptionState::as_str))
+        .bind(f.id).bind(&f.topic).bind(f.callback.as_deref().map(like_literal))
+        .bind(f.state.map(SubscriptionState::as_str))
         .bind(f.expiring_before).bind(i64::from(f.failing)).bind(f.limit).bind(&f.callback_exact)
         .fetch_all(c).await?);
     rows.into_iter().map(SubscriptionView::try_from).collect()

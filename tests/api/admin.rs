@@ -417,3 +417,77 @@ async fn the_openapi_document_is_served_and_kept_in_docs() {
 fn urlencoding(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_or_wildcard_selector_selects_nothing_and_everything_needs_all() {
+    let app = admin_app().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    let (topic, other) = (publisher.url("t"), publisher.url("other"));
+    app.subscribed(&topic, &sub.callback("a"), &[]).await;
+    app.subscribed(&topic, &sub.callback("b"), &[]).await;
+    app.subscribed(&other, &sub.callback("c"), &[]).await;
+    let expire = "/api/v1/admin/subscriptions/expire";
+
+    // An empty text selects nothing: it is refused, as naming nothing is.
+    for empty in [json!({"callback": ""}), json!({"topic": ""}), json!({})] {
+        let (status, body) = post(&app, expire, empty.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{empty} → {body}");
+        assert_eq!(body["error"], "bad_request");
+    }
+    // LIKE's wildcards are matched as the characters they are.
+    for wildcard in ["%", "_", "%%", "\\"] {
+        let (status, body) =
+            post(&app, expire, json!({"callback": wildcard, "dry_run": true})).await;
+        assert_eq!(
+            (status, body["count"].as_i64()),
+            (StatusCode::OK, Some(0)),
+            "{wildcard} → {body}"
+        );
+        let (status, listed) = get(
+            &app,
+            &format!(
+                "/api/v1/admin/subscriptions?callback={}",
+                urlencoding(wildcard)
+            ),
+        )
+        .await;
+        assert_eq!(
+            (status, listed.as_array().map(Vec::len)),
+            (StatusCode::OK, Some(0))
+        );
+    }
+    // A filter that happens to choose every active subscription is refused without `all`.
+    let (status, body) = post(
+        &app,
+        expire,
+        json!({"callback": "127.0.0.1", "dry_run": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"all\": true")),
+        "{body}"
+    );
+    // Everything, said so.
+    let (status, body) = post(&app, expire, json!({"all": true, "dry_run": true})).await;
+    assert_eq!(
+        (status, body["count"].as_i64()),
+        (StatusCode::OK, Some(3)),
+        "{body}"
+    );
+    let (status, body) = post(&app, expire, json!({"all": true})).await;
+    assert_eq!(
+        (status, body["count"].as_i64()),
+        (StatusCode::OK, Some(3)),
+        "{body}"
+    );
+    assert_eq!(
+        app.subscription_state(&other, &sub.callback("c"))
+            .await
+            .as_deref(),
+        Some("expired")
+    );
+}

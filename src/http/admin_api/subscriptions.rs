@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{limit, parse_opt};
 use crate::{
-    admin::actions,
+    admin::actions::{self, SelectionError},
     domain::{
         ids::{SubscriptionId, UnixMs},
         retry::parse_duration,
@@ -118,6 +118,10 @@ pub struct ExpireRequest {
     pub callback: Option<String>,
     /// Every active subscription whose lease ended before this instant (RFC 3339).
     pub expired_before: Option<String>,
+    /// Every active subscription. Needed to expire them all: filters that would choose every
+    /// active subscription are refused without it, and empty text is refused always.
+    #[serde(default)]
+    pub all: bool,
     /// Say what would change; change nothing.
     #[serde(default)]
     pub dry_run: bool,
@@ -170,13 +174,21 @@ pub(super) async fn expire_subscriptions(
         topic: body.topic,
         callback: body.callback,
         expired_before,
+        all: body.all,
     };
-    if selection.is_empty() {
-        return Err(ApiError::BadRequest(
-            "say which subscriptions: ids, topic, callback or expired_before".into(),
-        ));
-    }
-    let chosen = actions::select_for_expiry(&ctx.db, &selection).await?;
+    let chosen = actions::select_for_expiry(&ctx.db, &selection)
+        .await
+        .map_err(|e| match e {
+            SelectionError::Store(e) => ApiError::from(e),
+            SelectionError::Nothing => ApiError::BadRequest(
+                "say which subscriptions: ids, topic, callback or expired_before (or \"all\": true)"
+                    .into(),
+            ),
+            SelectionError::Everything(n) => ApiError::BadRequest(format!(
+                "the filters choose every active subscription ({n}); to expire them all say \"all\": true"
+            )),
+            refused => ApiError::BadRequest(refused.to_string()),
+        })?;
     let ids: Vec<SubscriptionId> = chosen.iter().map(|s| s.id).collect();
     if body.dry_run {
         return Ok(HttpResponse::Ok().json(Expired {
