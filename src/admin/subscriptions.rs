@@ -9,8 +9,8 @@ use super::{actions, confirm, opt, parse_time, print_json, print_table, progress
 use crate::{
     config::Settings,
     domain::{
+        duration::parse_duration,
         ids::{SubscriptionId, UnixMs},
-        retry::parse_duration,
         state::SubscriptionState,
     },
     outbound::Outbound,

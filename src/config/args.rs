@@ -10,8 +10,9 @@ use crate::domain::{
     access::{HubMode, TopicAllowList},
     address::AddressPolicy,
     delivery_mode::DeliveryMode,
+    duration::{parse_duration, parse_seconds},
     rate::RateSetting,
-    retry::{RetrySchedule, parse_duration},
+    retry::RetrySchedule,
     signature::SignatureAlgorithm,
 };
 
@@ -93,11 +94,14 @@ pub struct ServeArgs {
     /// Which addresses callbacks and topics may resolve to: false (public only), loopback, true.
     #[arg(long, env = "HERALD_ALLOW_PRIVATE_ADDRESSES", default_value = "false")]
     pub allow_private_addresses: AddressPolicy,
-    #[arg(long, env = "HERALD_LEASE_MIN_SECONDS", default_value_t = 60)]
+    /// The shortest lease granted: seconds, or a duration (`1m`).
+    #[arg(long, env = "HERALD_LEASE_MIN_SECONDS", default_value = "60", value_parser = parse_seconds)]
     pub lease_min_seconds: u64,
-    #[arg(long, env = "HERALD_LEASE_DEFAULT_SECONDS", default_value_t = 864_000)]
+    /// The lease granted when the subscriber asks for none: seconds, or a duration (`10d`).
+    #[arg(long, env = "HERALD_LEASE_DEFAULT_SECONDS", default_value = "864000", value_parser = parse_seconds)]
     pub lease_default_seconds: u64,
-    #[arg(long, env = "HERALD_LEASE_MAX_SECONDS", default_value_t = 2_592_000)]
+    /// The longest lease granted: seconds, or a duration (`30d`).
+    #[arg(long, env = "HERALD_LEASE_MAX_SECONDS", default_value = "2592000", value_parser = parse_seconds)]
     pub lease_max_seconds: u64,
     /// How often the periodic sweep runs: lapsed leases expired, renewals requested, backlogs
     /// capped, old rows pruned [default: 30s].

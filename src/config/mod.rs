@@ -331,6 +331,30 @@ mod redaction_tests {
     use super::*;
 
     #[test]
+    fn every_duration_setting_takes_one_form_and_refuses_overflow() {
+        let too_long =
+            Settings::from_vars([("HERALD_RETRY_SCHEDULE", "10s,213503982335d".to_owned())]);
+        let error = too_long.expect_err("an overflowing retry delay is refused");
+        assert!(error.to_string().contains("longer than"), "{error}");
+        let error = Settings::from_vars([("HERALD_RETENTION", "213503982335d".to_owned())])
+            .expect_err("refused");
+        assert!(error.to_string().contains("longer than"), "{error}");
+        let settings = Settings::from_vars([
+            ("HERALD_LEASE_DEFAULT_SECONDS", "10d".to_owned()),
+            ("HERALD_LEASE_MAX_SECONDS", "30d".to_owned()),
+            ("HERALD_RETENTION", "1h30m".to_owned()),
+            ("HERALD_RETRY_SCHEDULE", "30s,5m,1h30m".to_owned()),
+        ])
+        .expect("valid");
+        assert_eq!(settings.lease.policy.grant(None), 864_000);
+        assert_eq!(settings.lease.policy.max(), 2_592_000);
+        assert_eq!(settings.sweep.retention, Duration::from_secs(5400));
+        let settings = Settings::from_vars([("HERALD_LEASE_MIN_SECONDS", "120".to_owned())])
+            .expect("bare numbers stay seconds");
+        assert_eq!(settings.lease.policy.grant(Some(1)), 120);
+    }
+
+    #[test]
     fn settings_never_print_passwords_or_tokens() {
         let settings = Settings::from_vars([
             (

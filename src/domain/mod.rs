@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod challenge;
 pub mod content;
 pub mod delivery_mode;
+pub mod duration;
 pub mod hub_request;
 pub mod ids;
 pub mod lease;

@@ -8,6 +8,8 @@
 
 use std::{str::FromStr, time::Duration};
 
+use super::duration::{DurationError, parse_duration};
+
 /// The delays between attempts: `1m,5m,30m,2h,6h,12h` means up to seven attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetrySchedule(Vec<Duration>);
@@ -30,33 +32,6 @@ impl FromStr for RetrySchedule {
             .collect::<Result<Vec<_>, _>>()
             .map(Self)
     }
-}
-
-/// A duration setting or parameter that does not read as one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
-    #[error("{0:?} is not a duration like 250ms, 30s, 5m, 2h or 1d")]
-    NotADuration(String),
-    #[error("{0:?} has an unknown unit (use ms, s, m, h or d)")]
-    UnknownUnit(String),
-}
-
-/// `250ms`, `30s`, `5m`, `2h`, `1d`; a bare number means seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| DurationError::NotADuration(s.to_owned()))?;
-    let ms = match unit {
-        "ms" => n,
-        "" | "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        _ => return Err(DurationError::UnknownUnit(s.to_owned())),
-    };
-    Ok(Duration::from_millis(ms))
 }
 
 /// What the subscriber's callback did with one POST.

@@ -8,6 +8,7 @@ use herald::{
     domain::{
         access::TopicAllowList,
         address::AddressPolicy,
+        duration::{DurationError, MAX_DURATION, parse_duration},
         hub_request::{HubRequest, parse_form},
         link::{delivery_link_header, links_with_rel},
         url::HubUrl,
@@ -25,6 +26,28 @@ fn url_like() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    #[test]
+    fn the_duration_parser_never_panics_nor_takes_more_than_its_maximum(text in "[ -~]{0,40}") {
+        if let Ok(d) = parse_duration(&text) {
+            prop_assert!(d <= MAX_DURATION, "{text:?} read as {d:?}");
+        }
+    }
+
+    #[test]
+    fn a_duration_reads_as_what_it_says_or_is_refused_as_too_long(
+        n in any::<u64>(),
+        unit in prop_oneof![Just(("ms", 1u128)), Just(("s", 1_000)), Just(("m", 60_000)),
+            Just(("h", 3_600_000)), Just(("d", 86_400_000))],
+    ) {
+        let text = format!("{n}{}", unit.0);
+        let ms = u128::from(n) * unit.1;
+        match parse_duration(&text) {
+            Ok(d) => prop_assert_eq!(d.as_millis(), ms),
+            Err(DurationError::TooLong(_)) => prop_assert!(ms > MAX_DURATION.as_millis(), "{text}"),
+            Err(other) => prop_assert!(false, "{text}: {other}"),
+        }
+    }
+
     #[test]
     fn the_hub_form_parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
         if let Ok(pairs) = parse_form(&body) {

@@ -10,8 +10,8 @@ use super::{limit, parse_opt};
 use crate::{
     admin::actions::{self, SelectionError},
     domain::{
+        duration::parse_duration,
         ids::{SubscriptionId, UnixMs},
-        retry::parse_duration,
         state::SubscriptionState,
     },
     http::{
