@@ -42,6 +42,12 @@ pub enum HubError {
     TooLarge(usize),
     #[error("the request body must be application/x-www-form-urlencoded, not {0}")]
     NotAForm(String),
+    #[error(
+        "XML-RPC pings (weblogUpdates.ping) are not supported: POST hub.mode=publish&hub.url=<topic> as a form"
+    )]
+    XmlRpc,
+    #[error("subscribe and unsubscribe with POST (application/x-www-form-urlencoded)")]
+    SubscribeWithGet,
     #[error("the request body could not be read: {0}")]
     Body(#[source] actix_web::error::PayloadError),
     #[error("the hub is temporarily unavailable; please retry")]
@@ -83,7 +89,8 @@ impl ResponseError for HubError {
             Self::Forbidden => StatusCode::FORBIDDEN,
             // The Google reference hub's answer to a failed synchronous verification.
             Self::SyncVerification(_) => StatusCode::CONFLICT,
-            Self::NotAForm(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotAForm(_) | Self::XmlRpc => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::SubscribeWithGet => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable(_) | Self::NotStored(_) | Self::Busy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -93,8 +100,16 @@ impl ResponseError for HubError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let Self::Unavailable(_) | Self::NotStored(_) = self {
-            tracing::error!(error = %Chain(self), "hub request failed");
+        match self {
+            Self::Unavailable(_) | Self::NotStored(_) => {
+                tracing::error!(error = %Chain(self), "hub request failed");
+            }
+            // Limits answer floods: logging each refusal would be a flood of its own.
+            Self::RateLimited(_) | Self::CallbackHostLimited(_) | Self::Busy => {}
+            // So that an operator sees publishers and subscribers whose requests never work.
+            refused => {
+                tracing::info!(status = refused.status_code().as_u16(), reason = %refused, "hub request refused")
+            }
         }
         let mut response = HttpResponse::build(self.status_code());
         response.content_type("text/plain; charset=utf-8");
@@ -104,6 +119,9 @@ impl ResponseError for HubError {
             }
             Self::Busy => {
                 response.insert_header((header::RETRY_AFTER, "5"));
+            }
+            Self::SubscribeWithGet => {
+                response.insert_header((header::ALLOW, "POST"));
             }
             Self::RateLimited(seconds) | Self::CallbackHostLimited(seconds) => {
                 response.insert_header((header::RETRY_AFTER, seconds.to_string()));
@@ -155,34 +173,62 @@ pub async fn post(
                     "Accepted: verification of intent will follow.\nDetails: {details}\n"
                 )))
         }
-        HubRequest::Publish { topics } => {
-            if ctx.access.mode == HubMode::Closed {
-                let authorization = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok());
-                let allowed = ctx
-                    .access
-                    .producer_token
-                    .as_ref()
-                    .is_some_and(|t| t.authorizes(authorization));
-                if !allowed {
-                    return Err(HubError::Forbidden);
-                }
-            }
-            ctx.distribution.accept_ping(&topics).await?;
-            Ok(HttpResponse::NoContent().finish())
-        }
+        HubRequest::Publish { topics } => publish(&req, &ctx, &topics).await,
     }
 }
 
-/// `GET /` and `GET /hub`: the landing page for a browser (`Accept: text/html`), else a short
-/// plain-text description.
-pub async fn describe(req: HttpRequest, ctx: web::Data<Arc<AppState>>) -> HttpResponse {
-    if super::pages::wants_html(&req) {
-        return super::pages::landing(ctx).await;
+/// A publish ping (WebSub §6), sent as a POST or as a GET: the pinged topics with subscribers
+/// are fetched. A closed hub takes pings only with the producer token.
+async fn publish(
+    req: &HttpRequest,
+    ctx: &AppState,
+    topics: &[crate::domain::url::HubUrl],
+) -> Result<HttpResponse, HubError> {
+    if ctx.access.mode == HubMode::Closed {
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let allowed = ctx
+            .access
+            .producer_token
+            .as_ref()
+            .is_some_and(|t| t.authorizes(authorization));
+        if !allowed {
+            return Err(HubError::Forbidden);
+        }
     }
-    text(
+    ctx.distribution.accept_ping(topics).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /` and `GET /hub`: a publish ping when the query says `hub.mode=publish` (publishers
+/// such as ikiwiki's pinger ping with GET; a ping only causes a fetch, under the same limits as
+/// any ping), a refusal for any other `hub.mode`; otherwise the landing page for a browser
+/// (`Accept: text/html`), else a short plain-text description.
+pub async fn describe(
+    req: HttpRequest,
+    ctx: web::Data<Arc<AppState>>,
+) -> Result<HttpResponse, HubError> {
+    let query = req.query_string();
+    if query.split('&').any(|pair| pair.starts_with("hub.mode=")) {
+        let pairs = parse_form(query.as_bytes())?;
+        let mode = pairs
+            .iter()
+            .find(|(k, _)| k == "hub.mode")
+            .map(|(_, v)| v.as_str());
+        if matches!(mode, Some("subscribe" | "unsubscribe")) {
+            return Err(HubError::SubscribeWithGet);
+        }
+        return match HubRequest::try_from(pairs.as_slice())? {
+            HubRequest::Publish { topics } => publish(&req, &ctx, &topics).await,
+            HubRequest::Subscription(_) => Err(HubError::SubscribeWithGet),
+        };
+    }
+    if super::pages::wants_html(&req) {
+        return Ok(super::pages::landing(ctx).await);
+    }
+    Ok(text(
         StatusCode::OK,
         &format!(
             "Herald WebSub hub at {}\n\nPOST application/x-www-form-urlencoded with \
@@ -191,7 +237,7 @@ pub async fn describe(req: HttpRequest, ctx: web::Data<Arc<AppState>>) -> HttpRe
              How a topic is doing: GET /topic-details?hub.url=…\n",
             ctx.public_url
         ),
-    )
+    ))
 }
 
 fn text(status: StatusCode, body: &str) -> HttpResponse {
@@ -210,6 +256,9 @@ fn check_content_type(req: &HttpRequest) -> Result<(), HubError> {
     let essence = value.split(';').next().unwrap_or_default().trim();
     if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         Ok(())
+    } else if essence.eq_ignore_ascii_case("text/xml") {
+        // What weblogs send to ping services: an XML-RPC weblogUpdates.ping call.
+        Err(HubError::XmlRpc)
     } else {
         Err(HubError::NotAForm(value.chars().take(100).collect()))
     }

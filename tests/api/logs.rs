@@ -111,6 +111,35 @@ async fn a_request_id_follows_the_jobs_its_request_caused_in_json_logs() {
         },
     )
     .await;
+    // A ping the hub cannot take is refused with its reason, and the refusal is logged at info
+    // (an operator sees publishers whose pings never work).
+    let xml_rpc = client
+        .post(format!("http://127.0.0.1:{port}/hub"))
+        .header("content-type", "text/xml")
+        .header("x-request-id", "xmlrpc-req-9")
+        .body("<?xml version=\"1.0\"?><methodCall><methodName>weblogUpdates.ping</methodName></methodCall>")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(xml_rpc.status().as_u16(), 415);
+    eventually_within(
+        Duration::from_secs(20),
+        "the refusal's log line",
+        || async {
+            json_lines(&log)
+                .iter()
+                .any(|l| {
+                    in_span_with_request_id(l, "http", "xmlrpc-req-9")
+                        && l["level"] == "INFO"
+                        && l["fields"]["message"] == "hub request refused"
+                        && l["fields"]["reason"]
+                            .as_str()
+                            .is_some_and(|r| r.contains("weblogUpdates.ping"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
     // The HTTP span has it too, and every line is JSON with a level and a time.
     let lines = json_lines(&log);
     assert!(

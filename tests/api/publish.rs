@@ -62,6 +62,69 @@ async fn a_ping_without_subscribers_is_accepted_and_fetches_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_publish_ping_sent_as_get_is_a_ping() {
+    // ikiwiki's pinger (and others) ping with GET /hub?hub.mode=publish&hub.url=…
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("t", Some("text/plain"), "first");
+    let topic = publisher.url("t");
+    app.subscribed(&topic, &sub.callback("a"), &[]).await;
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("hub.mode", "publish")
+        .append_pair("hub.url", &topic)
+        .finish();
+    for path in ["/hub", "/"] {
+        let response = app
+            .client
+            .get(format!("http://127.0.0.1:{}{path}?{query}", app.port))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "{path}");
+    }
+    let delivered = sub.wait_deliveries("a", 1).await;
+    assert_eq!(delivered[0].body, b"first");
+    // A bad GET ping is refused with its reason, as the same POST is.
+    let response = app
+        .client
+        .get(format!(
+            "http://127.0.0.1:{}/hub?hub.mode=publish&hub.url=gopher://x/",
+            app.port
+        ))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("http or https")
+    );
+    // Subscriptions still need a POST: a GET that asks for one is told so.
+    let response = app
+        .client
+        .get(format!(
+            "http://127.0.0.1:{}/hub?hub.mode=subscribe&hub.topic={}",
+            app.port,
+            url::form_urlencoded::byte_serialize(topic.as_bytes()).collect::<String>()
+        ))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_pings_are_refused_with_a_reason() {
     let app = TestApp::spawn().await;
     for (pairs, expected) in [
