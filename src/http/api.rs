@@ -25,15 +25,20 @@ use crate::{
     store::{distributions, views},
 };
 
-use super::api_error::{Api, ApiError, ErrorBody, authorize, rfc3339};
+use super::{
+    api_error::{Api, ApiError, ErrorBody, authorize, rfc3339},
+    endpoint,
+};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
-            .route("/publish", web::post().to(publish))
-            .route("/topics", web::get().to(topic))
-            .route("/topics/subscriptions", web::get().to(topic_subscriptions))
-            .route("/distributions/{id}", web::get().to(distribution))
+            .service(endpoint("/publish", "POST").route(web::post().to(publish)))
+            .service(endpoint("/topics", "GET").route(web::get().to(topic)))
+            .service(
+                endpoint("/topics/subscriptions", "GET").route(web::get().to(topic_subscriptions)),
+            )
+            .service(endpoint("/distributions/{id}", "GET").route(web::get().to(distribution)))
             .default_service(web::to(|| async {
                 ApiError::NotFound("no such API endpoint".into()).error_response()
             })),

@@ -69,13 +69,16 @@ pub enum ApiError {
     Internal(#[source] InternalCause),
     #[error("too many requests from your address; retry in {0} s")]
     RateLimited(u64),
+    /// The endpoint takes only the methods listed.
+    #[error("this endpoint answers {0}")]
+    MethodNotAllowed(&'static str),
 }
 
 /// The body of every error answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// A stable code: `disabled`, `unauthorized`, `forbidden`, `bad_request`, `not_found`,
-    /// `too_large`, `busy`, `internal`, `rate_limited`.
+    /// `too_large`, `busy`, `internal`, `rate_limited`, `method_not_allowed`.
     pub error: &'static str,
     /// What went wrong, for people.
     pub message: String,
@@ -93,6 +96,7 @@ impl ApiError {
             Self::Busy(_) => "busy",
             Self::Internal(_) => "internal",
             Self::RateLimited(_) => "rate_limited",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
         }
     }
 }
@@ -133,6 +137,7 @@ impl ResponseError for ApiError {
             Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -149,6 +154,9 @@ impl ResponseError for ApiError {
         }
         if let Self::RateLimited(seconds) = self {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if let Self::MethodNotAllowed(allow) = self {
+            response.insert_header((header::ALLOW, *allow));
         }
         response.json(ErrorBody {
             error: self.code(),

@@ -39,12 +39,12 @@ const MAX_CLIENT_FRAME: usize = 64 * 1024;
 const SSE_RETRY_MS: u64 = 2000;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/live/events", web::get().to(events))
-        .route("/live/ws", web::get().to(websocket))
-        .route("/live/demo", web::get().to(super::live_demo::page))
-        .route(
-            "/static/live-demo.js",
-            web::get().to(super::live_demo::script),
+    cfg.service(super::page("/live/events", "GET").route(web::get().to(events)))
+        .service(super::page("/live/ws", "GET").route(web::get().to(websocket)))
+        .service(super::page("/live/demo", "GET").route(web::get().to(super::live_demo::page)))
+        .service(
+            super::page("/static/live-demo.js", "GET")
+                .route(web::get().to(super::live_demo::script)),
         );
 }
 

@@ -24,9 +24,14 @@ const MAX_TOPICS: usize = 100;
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/live/tokens", web::post().to(issue))
-        .route("/api/v1/live/tokens", web::delete().to(revoke_subscriber))
-        .route("/api/v1/live/tokens/{id}", web::delete().to(revoke_token));
+    cfg.service(
+        super::endpoint("/api/v1/live/tokens", "POST, DELETE")
+            .route(web::post().to(issue))
+            .route(web::delete().to(revoke_subscriber)),
+    )
+    .service(
+        super::endpoint("/api/v1/live/tokens/{id}", "DELETE").route(web::delete().to(revoke_token)),
+    );
 }
 
 /// A grant to issue.

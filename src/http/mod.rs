@@ -19,7 +19,7 @@ pub mod request_id;
 mod server;
 mod state;
 
-use actix_web::web;
+use actix_web::{HttpResponse, Resource, ResponseError, http::header, web};
 
 pub use self::{
     server::{Server, serve},
@@ -27,21 +27,43 @@ pub use self::{
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/hub", web::post().to(hub::post))
-        .route("/hub", web::get().to(hub::describe))
-        .route("/", web::get().to(hub::describe))
-        .route(
-            "/subscription-details",
-            web::get().to(pages::subscription_details),
-        )
-        .route("/topic-details", web::get().to(pages::topic_details))
-        .route("/static/herald.css", web::get().to(pages::stylesheet))
-        .route("/", web::post().to(hub::post))
-        .route("/health", web::get().to(health::get))
-        .route("/metrics", web::get().to(metrics::get))
-        .route("/api/v1/openapi.json", web::get().to(openapi::get))
-        .configure(live::routes)
-        .configure(live_api::routes)
-        .configure(admin_api::routes)
-        .configure(api::routes);
+    cfg.service(
+        page("/hub", "GET, POST")
+            .route(web::post().to(hub::post))
+            .route(web::get().to(hub::describe)),
+    )
+    .service(
+        page("/", "GET, POST")
+            .route(web::get().to(hub::describe))
+            .route(web::post().to(hub::post)),
+    )
+    .service(page("/subscription-details", "GET").route(web::get().to(pages::subscription_details)))
+    .service(page("/topic-details", "GET").route(web::get().to(pages::topic_details)))
+    .service(page("/static/herald.css", "GET").route(web::get().to(pages::stylesheet)))
+    .service(page("/health", "GET").route(web::get().to(health::get)))
+    .service(page("/metrics", "GET").route(web::get().to(metrics::get)))
+    .service(endpoint("/api/v1/openapi.json", "GET").route(web::get().to(openapi::get)))
+    .configure(live::routes)
+    .configure(live_api::routes)
+    .configure(admin_api::routes)
+    .configure(api::routes);
+}
+
+/// The resource at `path` of a page (or the hub URL) whose routes take the methods `allow`
+/// lists: any other method is answered `405 Method Not Allowed` with `Allow`, in plain text.
+fn page(path: &str, allow: &'static str) -> Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, allow))
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("this URL answers {allow}\n"))
+    }))
+}
+
+/// The resource at `path` of a JSON API endpoint whose routes take the methods `allow` lists:
+/// any other method is answered 405 with `Allow` and the APIs' JSON error.
+pub(crate) fn endpoint(path: &str, allow: &'static str) -> Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        api_error::ApiError::MethodNotAllowed(allow).error_response()
+    }))
 }

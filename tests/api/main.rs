@@ -15,6 +15,7 @@ mod leases;
 mod legacy;
 mod live;
 mod logs;
+mod methods;
 mod metrics;
 mod open_hub;
 mod pages;

@@ -20,6 +20,7 @@ pub(super) mod subscriptions;
 
 use self::{deliveries::*, subscriptions::*};
 use super::api_error::{Api, ApiError, ErrorBody, authorize, path_id, query};
+use super::endpoint;
 use crate::{
     domain::ids::UnixMs,
     http::AppState,
@@ -33,23 +34,28 @@ pub(super) const MAX_LIMIT: i64 = 10_000;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1/admin")
-            .route("/status", web::get().to(status))
-            .route("/subscriptions", web::get().to(list_subscriptions))
-            .route(
-                "/subscriptions/expire",
-                web::post().to(expire_subscriptions),
+            .service(endpoint("/status", "GET").route(web::get().to(status)))
+            .service(endpoint("/subscriptions", "GET").route(web::get().to(list_subscriptions)))
+            .service(
+                endpoint("/subscriptions/expire", "POST")
+                    .route(web::post().to(expire_subscriptions)),
             )
-            .route(
-                "/subscriptions/delete",
-                web::post().to(delete_subscriptions),
+            .service(
+                endpoint("/subscriptions/delete", "POST")
+                    .route(web::post().to(delete_subscriptions)),
             )
-            .route("/subscriptions/{id}", web::get().to(show_subscription))
-            .route("/subscriptions/{id}", web::delete().to(delete_subscription))
-            .route("/topics", web::get().to(list_topics))
-            .route("/topics/{id}", web::get().to(show_topic))
-            .route("/deliveries", web::get().to(list_deliveries))
-            .route("/deliveries/replay", web::post().to(replay_deliveries))
-            .route("/hosts", web::get().to(list_hosts))
+            .service(
+                endpoint("/subscriptions/{id}", "GET, DELETE")
+                    .route(web::get().to(show_subscription))
+                    .route(web::delete().to(delete_subscription)),
+            )
+            .service(endpoint("/topics", "GET").route(web::get().to(list_topics)))
+            .service(endpoint("/topics/{id}", "GET").route(web::get().to(show_topic)))
+            .service(endpoint("/deliveries", "GET").route(web::get().to(list_deliveries)))
+            .service(
+                endpoint("/deliveries/replay", "POST").route(web::post().to(replay_deliveries)),
+            )
+            .service(endpoint("/hosts", "GET").route(web::get().to(list_hosts)))
             .default_service(web::to(|| async {
                 ApiError::NotFound("no such admin API endpoint".into()).error_response()
             })),
