@@ -28,7 +28,7 @@ pub mod message;
 pub mod session;
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -68,8 +68,10 @@ pub struct Live {
     wake_rx: Mutex<Option<mpsc::UnboundedReceiver<TopicId>>>,
     next_connection: AtomicU64,
     closing: watch::Sender<bool>,
-    /// Tokens revoked lately, and a counter that moves when one is added (sessions watch it).
-    revoked: Mutex<HashSet<LiveTokenId>>,
+    /// Tokens revoked, with when this process heard of it, and a counter that moves when one is
+    /// added (sessions watch it). A revocation is kept for as long as the token could have
+    /// been valid (`HERALD_LIVE_TOKEN_MAX_TTL` after it was heard of), never less.
+    revoked: Mutex<HashMap<LiveTokenId, tokio::time::Instant>>,
     revocations: watch::Sender<u64>,
 }
 
@@ -147,12 +149,14 @@ impl Live {
         if tokens.is_empty() {
             return;
         }
+        let now = tokio::time::Instant::now();
         let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
-        // Kept only to reach the connections open now; a later connection is refused anyway.
-        if revoked.len() > 10_000 {
-            revoked.clear();
-        }
-        revoked.extend(tokens.iter().copied());
+        // A later connection is refused by the database anyway; these reach the connections
+        // open now, and one that passed its check just before the revocation committed. A
+        // token issued no longer than the longest lifetime ago is surely expired by then.
+        let lifetime = self.settings.token_max_ttl;
+        revoked.retain(|_, heard| now.duration_since(*heard) <= lifetime);
+        revoked.extend(tokens.iter().map(|t| (*t, now)));
         drop(revoked);
         self.revocations.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -164,7 +168,7 @@ impl Live {
             self.revoked
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .contains(&token)
+                .contains_key(&token)
         };
         loop {
             if is_revoked() {
@@ -258,14 +262,66 @@ pub async fn announce(tx: &mut Tx, topic: TopicId) -> Result<(), StoreError> {
 /// Prefix of the notification that tokens were revoked (`revoked:<id>,<id>`).
 const REVOKED: &str = "revoked:";
 
+/// The longest notification payload sent: PostgreSQL refuses one of 8,000 bytes or more, and
+/// would fail the whole revocation with it.
+const MAX_PAYLOAD: usize = 7_000;
+
 /// In a revocation's transaction: tells every process, at commit, to end the connections using
-/// `tokens`.
+/// `tokens` — in as many notifications as the ids need.
 pub async fn announce_revoked(tx: &mut Tx, tokens: &[LiveTokenId]) -> Result<(), StoreError> {
-    if tokens.is_empty() {
-        return Ok(());
+    for payload in revoked_payloads(tokens) {
+        notify::at_commit(tx, CHANNEL, &payload).await?;
     }
-    let ids: Vec<String> = tokens.iter().map(ToString::to_string).collect();
-    notify::at_commit(tx, CHANNEL, &format!("{REVOKED}{}", ids.join(","))).await
+    Ok(())
+}
+
+/// `revoked:<id>,<id>,…` payloads, each at most [`MAX_PAYLOAD`] bytes, naming every token once.
+fn revoked_payloads(tokens: &[LiveTokenId]) -> Vec<String> {
+    let mut payloads = Vec::new();
+    let mut current = String::from(REVOKED);
+    for token in tokens {
+        let id = token.to_string();
+        if current.len() > REVOKED.len() && current.len() + 1 + id.len() > MAX_PAYLOAD {
+            payloads.push(std::mem::replace(&mut current, String::from(REVOKED)));
+        }
+        if current.len() > REVOKED.len() {
+            current.push(',');
+        }
+        current.push_str(&id);
+    }
+    if current.len() > REVOKED.len() {
+        payloads.push(current);
+    }
+    payloads
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revocation_payloads_stay_under_postgresql_s_limit_and_name_every_token_once() {
+        let tokens: Vec<LiveTokenId> = (1..=5000)
+            .map(|n| LiveTokenId::new(n * 1_000_003))
+            .collect();
+        let payloads = revoked_payloads(&tokens);
+        assert!(payloads.len() > 1);
+        assert!(
+            payloads
+                .iter()
+                .all(|p| p.len() <= MAX_PAYLOAD && p.starts_with(REVOKED))
+        );
+        let named: Vec<LiveTokenId> = payloads
+            .iter()
+            .flat_map(|p| {
+                p[REVOKED.len()..]
+                    .split(',')
+                    .map(|i| i.parse().expect("an id"))
+            })
+            .collect();
+        assert_eq!(named, tokens);
+        assert!(revoked_payloads(&[]).is_empty());
+    }
 }
 
 /// Starts this process's dispatcher and, on PostgreSQL, its listener.

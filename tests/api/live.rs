@@ -659,3 +659,56 @@ async fn a_revocation_through_one_process_ends_connections_held_by_another() {
     );
     other.stop().await;
 }
+
+/// Revoking thousands of tokens at once revokes every one — none still opens a stream — and
+/// ends the connections that use them, in this process and (on PostgreSQL) in another: the
+/// revocation is never dropped for being large, nor forgotten for being old.
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_thousands_of_tokens_refuses_every_one_and_ends_their_connections() {
+    use futures::StreamExt;
+    let app = hub(&[("HERALD_LIVE_HEARTBEAT", "1h")]).await;
+    let other = match Backend::from_env() {
+        Backend::Postgres => Some(app.sibling(&[]).await),
+        Backend::Sqlite => None,
+    };
+    let tokens: Vec<String> = futures::stream::iter(0..5000)
+        .map(|_| token(&app, "mallory", &[TOPIC]))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    // Connections with the first and the last token issued, on this process and another.
+    let mut held = Vec::new();
+    for (holder, token) in [
+        (&app, &tokens[0]),
+        (other.as_ref().unwrap_or(&app), &tokens[4999]),
+    ] {
+        let mut sse = Sse::open(holder, token).await;
+        sse.expect("ready").await;
+        held.push(sse);
+    }
+    let (status, answer) = live::revoke(&app, "?subscriber=mallory").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["revoked"], 5000);
+    for mut sse in held {
+        let closed = sse.expect("closed").await;
+        assert_eq!(closed.data["error"], "token_revoked");
+    }
+    for token in tokens.iter().step_by(250) {
+        let refused = Sse::connect(
+            &app,
+            SseOptions {
+                token: Some(token),
+                token_in_query: false,
+                last_event_id: None,
+                topics: &[TOPIC],
+            },
+        )
+        .await
+        .err()
+        .expect("a revoked token is refused");
+        assert_eq!(refused.0, StatusCode::UNAUTHORIZED, "{}", refused.1);
+    }
+    if let Some(other) = other {
+        other.stop().await;
+    }
+}
