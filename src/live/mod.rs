@@ -295,35 +295,6 @@ fn revoked_payloads(tokens: &[LiveTokenId]) -> Vec<String> {
     payloads
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn revocation_payloads_stay_under_postgresql_s_limit_and_name_every_token_once() {
-        let tokens: Vec<LiveTokenId> = (1..=5000)
-            .map(|n| LiveTokenId::new(n * 1_000_003))
-            .collect();
-        let payloads = revoked_payloads(&tokens);
-        assert!(payloads.len() > 1);
-        assert!(
-            payloads
-                .iter()
-                .all(|p| p.len() <= MAX_PAYLOAD && p.starts_with(REVOKED))
-        );
-        let named: Vec<LiveTokenId> = payloads
-            .iter()
-            .flat_map(|p| {
-                p[REVOKED.len()..]
-                    .split(',')
-                    .map(|i| i.parse().expect("an id"))
-            })
-            .collect();
-        assert_eq!(named, tokens);
-        assert!(revoked_payloads(&[]).is_empty());
-    }
-}
-
 /// Starts this process's dispatcher and, on PostgreSQL, its listener.
 pub fn start(hub: Arc<Live>) -> Vec<tokio::task::JoinHandle<()>> {
     let Some(rx) = hub.wake_rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
@@ -458,4 +429,33 @@ async fn listen(hub: Arc<Live>, pool: sqlx::PgPool) {
         }
     };
     notify::listen(pool, CHANNEL, retry, on_payload, on_gap).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revocation_payloads_stay_under_postgresql_s_limit_and_name_every_token_once() {
+        let tokens: Vec<LiveTokenId> = (1..=5000)
+            .map(|n| LiveTokenId::new(n * 1_000_003))
+            .collect();
+        let payloads = revoked_payloads(&tokens);
+        assert!(payloads.len() > 1);
+        assert!(
+            payloads
+                .iter()
+                .all(|p| p.len() <= MAX_PAYLOAD && p.starts_with(REVOKED))
+        );
+        let named: Vec<LiveTokenId> = payloads
+            .iter()
+            .flat_map(|p| {
+                p[REVOKED.len()..]
+                    .split(',')
+                    .map(|i| i.parse().expect("an id"))
+            })
+            .collect();
+        assert_eq!(named, tokens);
+        assert!(revoked_payloads(&[]).is_empty());
+    }
 }
