@@ -44,7 +44,13 @@ pub struct Limits {
     breakers: Mutex<HashMap<String, Breaker>>,
     breaker_cooldown: Duration,
     sync_verifications: Arc<Semaphore>,
-    clients: Option<Buckets<IpAddr>>,
+    clients: Option<Buckets<Option<IpAddr>>>,
+    /// How many leading bits of an IPv6 client address name the client.
+    ipv6_prefix: u8,
+    /// New subscription requests per (client, callback host): one party's requests use up its
+    /// own allowance only.
+    subscriptions_per_client_host: Option<Buckets<(Option<IpAddr>, String)>>,
+    /// New subscription requests per callback host, every client together.
     subscriptions_per_host: Option<Buckets<String>>,
     trusted: AddressRanges,
 }
@@ -65,7 +71,9 @@ impl Limits {
             breaker_cooldown: delivery.breaker_cooldown,
             sync_verifications: Arc::new(Semaphore::new(access.max_sync_verifications)),
             clients: access.rate_limit.0.map(Buckets::new),
-            subscriptions_per_host: access.subscribe_rate_limit.0.map(Buckets::new),
+            ipv6_prefix: access.client_ipv6_prefix,
+            subscriptions_per_client_host: access.subscribe_rate_limit.0.map(Buckets::new),
+            subscriptions_per_host: access.subscribe_host_rate_limit.0.map(Buckets::new),
             trusted: access.trusted_clients.clone(),
         }
     }
@@ -118,14 +126,24 @@ impl Limits {
 
     /// Whether `client` may make one more request; `Err` says how long it should wait.
     /// Loopback and trusted clients are never limited.
+    /// A client not known (`None`: a proxy forwarded something that is no address) is limited
+    /// under one allowance shared by all such requests. IPv6 clients are limited per network
+    /// (`HERALD_CLIENT_IPV6_PREFIX`).
     pub fn admit_client(&self, client: Option<IpAddr>) -> Result<(), Duration> {
         match (client, &self.clients) {
-            (Some(ip), Some(buckets)) if !self.is_trusted(ip) => buckets.admit(&ip),
-            _ => Ok(()),
+            (Some(ip), _) if self.is_trusted(ip) => Ok(()),
+            (client, Some(buckets)) => buckets.admit(&self.client_key(client)),
+            (_, None) => Ok(()),
         }
     }
 
-    /// Whether `client` may send one more subscription request for `callback`'s host.
+    /// The key a client is limited under.
+    fn client_key(&self, client: Option<IpAddr>) -> Option<IpAddr> {
+        client.map(|ip| crate::domain::address::limit_key(ip, self.ipv6_prefix))
+    }
+
+    /// Whether `client` may send one more subscription request for `callback`'s host: within
+    /// its own allowance for that host, and within the host's allowance from every client.
     pub fn admit_subscription(
         &self,
         client: Option<IpAddr>,
@@ -134,10 +152,12 @@ impl Limits {
         if client.is_some_and(|ip| self.is_trusted(ip)) {
             return Ok(());
         }
+        let host = callback.as_url().host_str().unwrap_or_default().to_owned();
+        if let Some(buckets) = &self.subscriptions_per_client_host {
+            buckets.admit(&(self.client_key(client), host.clone()))?;
+        }
         match &self.subscriptions_per_host {
-            Some(buckets) => {
-                buckets.admit(&callback.as_url().host_str().unwrap_or_default().to_owned())
-            }
+            Some(buckets) => buckets.admit(&host),
             None => Ok(()),
         }
     }

@@ -221,9 +221,24 @@ pub struct ServeArgs {
     /// Loopback and HERALD_TRUSTED_CLIENTS are not limited.
     #[arg(long, env = "HERALD_RATE_LIMIT", default_value = "20/s,100")]
     pub rate_limit: RateSetting,
-    /// New subscription requests per callback host: COUNT/UNIT[,BURST] or off.
+    /// New subscription requests per client address and callback host together:
+    /// COUNT/UNIT[,BURST] or off. A stranger's requests for a host use up the stranger's own
+    /// allowance, never the host's own subscribers'.
     #[arg(long, env = "HERALD_SUBSCRIBE_RATE_LIMIT", default_value = "10/s,100")]
     pub subscribe_rate_limit: RateSetting,
+    /// New subscription requests per callback host from every address together (what the hub
+    /// may be made to send one host): COUNT/UNIT[,BURST] or off.
+    #[arg(
+        long,
+        env = "HERALD_SUBSCRIBE_HOST_RATE_LIMIT",
+        default_value = "100/s,1000"
+    )]
+    pub subscribe_host_rate_limit: RateSetting,
+    /// How many leading bits of an IPv6 client address the rate limits count as one client
+    /// (64: a subscriber's network; rotating addresses within it does not escape a limit).
+    #[arg(long, env = "HERALD_CLIENT_IPV6_PREFIX", default_value_t = 64,
+          value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub client_ipv6_prefix: u8,
     /// Comma-separated client addresses or CIDR ranges that no rate limit applies to (a
     /// producer, a load test); loopback never is.
     #[arg(long, env = "HERALD_TRUSTED_CLIENTS", default_value = "")]

@@ -63,7 +63,12 @@ pub struct AccessSettings {
     /// Requests per client IP address (hub URL and APIs).
     pub rate_limit: RateSetting,
     /// New subscription requests per callback host.
+    /// Per client address and callback host.
     pub subscribe_rate_limit: RateSetting,
+    /// How many leading bits of an IPv6 address name one client for the limits.
+    pub client_ipv6_prefix: u8,
+    /// Per callback host, every address together.
+    pub subscribe_host_rate_limit: RateSetting,
     /// Exempt from rate limits (besides loopback).
     pub trusted_clients: AddressRanges,
     /// What `/metrics` asks for, if anything.
@@ -240,6 +245,8 @@ impl TryFrom<ServeArgs> for Settings {
                 )?,
                 rate_limit: a.rate_limit,
                 subscribe_rate_limit: a.subscribe_rate_limit,
+                subscribe_host_rate_limit: a.subscribe_host_rate_limit,
+                client_ipv6_prefix: a.client_ipv6_prefix,
                 trusted_clients: a.trusted_clients,
                 metrics_token: a
                     .metrics_token

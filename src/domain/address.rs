@@ -1,5 +1,5 @@
-//! Which IP addresses the hub may contact (server-side request forgery defence; not in the
-//! spec, see websub-requirements §e.8).
+//! Which IP addresses the hub may contact (server-side request forgery defence; WebSub says
+//! nothing of it, but a hub that fetches and calls any URL it is given must).
 //!
 //! By default only public unicast addresses are allowed. `loopback` additionally allows the
 //! loopback range (a hub co-located with its publisher); `all` allows everything (tests, or a
@@ -98,6 +98,48 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || s[..6] == [0, 0, 0, 0, 0xffff, 0]) // ::ffff:0:a.b.c.d IPv4-translated
 }
 
+/// The client of a request that came through `peer`: `peer` itself unless `is_proxy` says it
+/// is a trusted reverse proxy. Then the `X-Forwarded-For` entries (`forwarded`, each header's
+/// comma-separated list, in order) are walked from the right — the hop nearest to the hub
+/// first — past trusted proxies, and the first other entry is the client. An entry that is not
+/// an address (nor `address:port`, `[v6]:port`) ends the walk with no client known (`None`):
+/// whatever lies left of it could have been written by anyone, including a spoofed loopback.
+/// When every entry is a trusted proxy, the client is `peer`.
+pub fn forwarded_client<'a>(
+    peer: IpAddr,
+    forwarded: impl DoubleEndedIterator<Item = &'a str>,
+    is_proxy: impl Fn(IpAddr) -> bool,
+) -> Option<IpAddr> {
+    if !is_proxy(peer) {
+        return Some(peer);
+    }
+    for entry in forwarded.rev() {
+        let entry = entry.trim();
+        let ip = entry
+            .parse::<IpAddr>()
+            .or_else(|_| entry.parse::<std::net::SocketAddr>().map(|s| s.ip()))
+            .ok()?;
+        if !is_proxy(ip) {
+            return Some(ip);
+        }
+    }
+    Some(peer)
+}
+
+/// The key a client is limited under: its address, with an IPv6 address cut to its first
+/// `ipv6_prefix` bits (a /64 is one subscriber's network: rotating within it must not escape a
+/// limit). An IPv4-mapped address counts as its IPv4 address.
+pub fn limit_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u32::from(ipv6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +208,62 @@ mod tests {
         assert_eq!("TRUE".parse(), Ok(AddressPolicy::AllowAll));
         assert_eq!("loopback".parse(), Ok(AddressPolicy::AllowLoopback));
         assert!("maybe".parse::<AddressPolicy>().is_err());
+    }
+
+    #[test]
+    fn the_forwarded_client_is_the_first_untrusted_entry_from_the_right() {
+        let proxy = |ip: IpAddr| ip.is_loopback() || ip == "10.0.0.5".parse::<IpAddr>().unwrap();
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let walk = |header: &str| forwarded_client(peer, header.split(','), proxy);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // A peer that is no proxy is the client, whatever it forwards.
+        assert_eq!(
+            forwarded_client(
+                "203.0.113.1".parse().unwrap(),
+                "127.0.0.1".split(','),
+                proxy
+            ),
+            ip("203.0.113.1")
+        );
+        assert_eq!(walk("198.51.100.7"), ip("198.51.100.7"));
+        assert_eq!(
+            walk("127.0.0.1, 198.51.100.7, 10.0.0.5"),
+            ip("198.51.100.7")
+        );
+        assert_eq!(walk("198.51.100.7:5555"), ip("198.51.100.7"));
+        assert_eq!(walk("[2001:db8::1]:443"), ip("2001:db8::1"));
+        // What the client wrote itself, left of an entry that is no address, is never taken.
+        assert_eq!(walk("127.0.0.1, not-an-address"), None);
+        assert_eq!(walk("127.0.0.1, unknown, 10.0.0.5"), None);
+        assert_eq!(walk("127.0.0.1,"), None);
+        // Only proxies: the peer.
+        assert_eq!(walk("10.0.0.5"), ip("127.0.0.1"));
+        assert_eq!(
+            forwarded_client(peer, std::iter::empty(), proxy),
+            ip("127.0.0.1")
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_per_network() {
+        let key = |s: &str, prefix| limit_key(s.parse().unwrap(), prefix);
+        assert_eq!(
+            key("2001:db8:1:2:aaaa::1", 64),
+            key("2001:db8:1:2:bbbb::9", 64)
+        );
+        assert_ne!(key("2001:db8:1:2::1", 64), key("2001:db8:1:3::1", 64));
+        assert_eq!(
+            key("2001:db8:1:2::1", 128),
+            "2001:db8:1:2::1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            key("::ffff:203.0.113.9", 64),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            key("203.0.113.9", 64),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(key("2001:db8::1", 0), "::".parse::<IpAddr>().unwrap());
     }
 }

@@ -49,30 +49,23 @@ pub fn retry_after(wait: Duration) -> u64 {
 }
 
 /// The address a request comes from: the peer, or — when the peer is a trusted reverse proxy —
-/// the last address in `X-Forwarded-For` that is not itself a trusted proxy (the ones before it
-/// could have been written by the client).
+/// the first entry of `X-Forwarded-For`, from the right, that is not itself a trusted proxy
+/// (`domain::address::forwarded_client`). `None`: not known (a forwarded entry that is no
+/// address); such requests share one allowance and are never exempt.
 pub fn client_address(
     ctx: &AppState,
     req: &actix_web::dev::RequestHead,
     peer: Option<std::net::IpAddr>,
 ) -> Option<std::net::IpAddr> {
     let proxies = &ctx.access.trusted_proxies;
-    let peer = peer?;
-    if !proxies.contains(peer) {
-        return Some(peer);
-    }
-    let forwarded: Vec<std::net::IpAddr> = req
+    let headers: Vec<&str> = req
         .headers()
         .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse().ok())
+        .map(|v| v.to_str().unwrap_or("(not text)"))
         .collect();
-    Some(
-        forwarded
-            .into_iter()
-            .rev()
-            .find(|a| !proxies.contains(*a))
-            .unwrap_or(peer),
+    crate::domain::address::forwarded_client(
+        peer?,
+        headers.iter().flat_map(|v| v.split(',')),
+        |ip| proxies.contains(ip),
     )
 }

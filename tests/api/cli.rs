@@ -121,6 +121,43 @@ async fn expire_respects_dry_run_confirmation_and_notifies() {
     let (a, b) = (sub.callback("a"), sub.callback("b"));
     app.subscribed("http://127.0.0.1:9/t", &a, &[]).await;
     app.subscribed("http://127.0.0.1:9/t", &b, &[]).await;
+    app.subscribed("http://127.0.0.1:9/u", &sub.callback("c"), &[])
+        .await;
+
+    // Filters that choose every active subscription need --all; empty text is refused.
+    let everything = herald(
+        &app,
+        &[
+            "subscriptions",
+            "expire",
+            "--callback",
+            "127.0.0.1",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert!(
+        !everything.ok && everything.stderr.contains("--all"),
+        "{}",
+        everything.stderr
+    );
+    let empty = herald(
+        &app,
+        &["subscriptions", "expire", "--callback", "", "--dry-run"],
+    )
+    .await;
+    assert!(
+        !empty.ok && empty.stderr.contains("empty"),
+        "{}",
+        empty.stderr
+    );
+    let all = herald(
+        &app,
+        &["subscriptions", "expire", "--all", "--dry-run", "--json"],
+    )
+    .await;
+    assert!(all.ok, "{}", all.stderr);
+    assert_eq!(all.json()["count"], 3);
 
     let dry = herald(
         &app,
@@ -201,10 +238,10 @@ async fn expire_respects_dry_run_confirmation_and_notifies() {
             .await
             .ok
     );
-    assert_eq!(app.count("SELECT COUNT(*) FROM subscriptions").await, 2);
+    assert_eq!(app.count("SELECT COUNT(*) FROM subscriptions").await, 3);
     let deleted = herald(&app, &["subscriptions", "delete", &id, "--yes", "--json"]).await;
     assert_eq!(deleted.json()["deleted"], 1);
-    assert_eq!(app.count("SELECT COUNT(*) FROM subscriptions").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM subscriptions").await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

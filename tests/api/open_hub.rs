@@ -282,6 +282,87 @@ async fn subscription_requests_per_callback_host_are_limited() {
     assert_eq!(status, StatusCode::ACCEPTED);
 }
 
+/// Behind a trusted proxy, `X-Forwarded-For` is walked from the right and stops at an entry
+/// that is no address: a client cannot slip a loopback entry past one and be exempt. IPv6
+/// clients are limited per /64, so rotating addresses within one network does not escape.
+#[tokio::test(flavor = "multi_thread")]
+async fn spoofed_forwarded_entries_and_rotating_ipv6_addresses_stay_limited() {
+    let app = TestApp::spawn_with(&[
+        ("HERALD_RATE_LIMIT", "1/h,2"),
+        ("HERALD_TRUSTED_PROXIES", "127.0.0.1"),
+    ])
+    .await;
+    let ping = [
+        ("hub.mode", "publish"),
+        ("hub.url", "http://127.0.0.1:9/spoof"),
+    ];
+    let statuses = |clients: &'static [&'static str]| {
+        let app = &app;
+        async move {
+            let mut out = Vec::new();
+            for client in clients {
+                out.push(post_as(app, Some(client), &ping).await.status().as_u16());
+            }
+            out
+        }
+    };
+    assert_eq!(
+        statuses(&["127.0.0.2, not-an-address"; 3]).await,
+        [204, 204, 429],
+        "a spoofed loopback left of a bad entry"
+    );
+    assert_eq!(
+        statuses(&["2001:db8:7:1::1", "2001:db8:7:1::2", "2001:db8:7:1:ffff::3"]).await,
+        [204, 204, 429],
+        "one /64"
+    );
+    assert_eq!(statuses(&["2001:db8:7:2::1"]).await, [204], "another /64");
+}
+
+/// The per-host allowance is kept per client: strangers sending subscription requests for a
+/// victim's callback host use up their own allowances, not the victim's; a host-wide cap still
+/// bounds what many addresses together can make the hub send one host.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stranger_cannot_use_up_a_callback_hosts_allowance() {
+    let app = TestApp::spawn_with(&[
+        ("HERALD_SUBSCRIBE_RATE_LIMIT", "1/h,2"),
+        ("HERALD_SUBSCRIBE_HOST_RATE_LIMIT", "1/h,6"),
+        ("HERALD_TRUSTED_PROXIES", "127.0.0.1"),
+    ])
+    .await;
+    let sub = Subscriber::spawn();
+    let app = &app;
+    let subscribe = |client: &'static str, n: usize| {
+        let cb = sub.callback(&format!("{client}-{n}"));
+        async move {
+            post_as(
+                app,
+                Some(client),
+                &[
+                    ("hub.mode", "subscribe"),
+                    ("hub.topic", "http://127.0.0.1:9/victim"),
+                    ("hub.callback", cb.as_str()),
+                ],
+            )
+            .await
+            .status()
+        }
+    };
+    for stranger in ["203.0.113.7", "203.0.113.8"] {
+        assert_eq!(subscribe(stranger, 1).await, StatusCode::ACCEPTED);
+        assert_eq!(subscribe(stranger, 2).await, StatusCode::ACCEPTED);
+        assert_eq!(subscribe(stranger, 3).await, StatusCode::TOO_MANY_REQUESTS);
+    }
+    // The host's own subscriber, from its own address, is not locked out.
+    assert_eq!(subscribe("198.51.100.20", 1).await, StatusCode::ACCEPTED);
+    // Six from every address together: the host-wide cap.
+    assert_eq!(subscribe("203.0.113.9", 1).await, StatusCode::ACCEPTED);
+    assert_eq!(
+        subscribe("203.0.113.9", 2).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_topics_of_one_host_take_only_their_share_of_fetches() {
     let app = TestApp::spawn_with(&[("HERALD_MAX_FETCHES_PER_HOST", "1")]).await;

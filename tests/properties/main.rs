@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use herald::{
     domain::{
         access::TopicAllowList,
-        address::AddressPolicy,
+        address::{AddressPolicy, forwarded_client, limit_key},
         duration::{DurationError, MAX_DURATION, parse_duration},
         hub_request::{HubRequest, parse_form},
         link::{delivery_link_header, links_with_rel},
@@ -25,7 +25,49 @@ fn url_like() -> impl Strategy<Value = String> {
     ]
 }
 
+/// An `X-Forwarded-For` entry: an address (some of them trusted proxies), with a port, or junk.
+fn forwarded_entry() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("127.0.0.1".to_owned()),
+        Just("10.0.0.5".to_owned()),
+        (1u8..=254, 1u8..=254).prop_map(|(a, b)| format!("203.0.{a}.{b}")),
+        (1u8..=254).prop_map(|a| format!("198.51.100.{a}:8080")),
+        Just("[2001:db8::7]:443".to_owned()),
+        "[ -~]{0,12}",
+    ]
+}
+
 proptest! {
+    #[test]
+    fn the_forwarded_client_is_never_left_of_an_untrusted_or_unreadable_entry(
+        entries in proptest::collection::vec(forwarded_entry(), 0..8),
+    ) {
+        let proxy = |ip: IpAddr| ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || ip == IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5));
+        let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let header = entries.join(",");
+        let parse = |e: &str| e.trim().parse::<IpAddr>().ok()
+            .or_else(|| e.trim().parse::<std::net::SocketAddr>().ok().map(|s| s.ip()));
+        let client = forwarded_client(peer, header.split(','), proxy);
+        // The entry the walk stops at, from the right: the first that is unreadable or no proxy.
+        let stop = header.split(',').rev().find(|e| parse(e).is_none_or(|ip| !proxy(ip)));
+        match stop {
+            None => prop_assert_eq!(client, Some(peer)),
+            Some(e) => prop_assert_eq!(client, parse(e)),
+        }
+    }
+
+    #[test]
+    fn ipv6_limit_keys_keep_exactly_the_prefix(bits in any::<u128>(), prefix in 1u8..=128) {
+        let key = limit_key(IpAddr::V6(Ipv6Addr::from(bits)), prefix);
+        let mask = u128::MAX << (128 - u32::from(prefix));
+        if let IpAddr::V6(v6) = key {
+            prop_assert_eq!(u128::from(v6), bits & mask);
+        } else {
+            // Only an IPv4-mapped address becomes IPv4.
+            prop_assert!(Ipv6Addr::from(bits).to_ipv4_mapped().is_some());
+        }
+    }
+
     #[test]
     fn the_duration_parser_never_panics_nor_takes_more_than_its_maximum(text in "[ -~]{0,40}") {
         if let Ok(d) = parse_duration(&text) {
