@@ -25,7 +25,7 @@ use crate::{
     config::{AccessSettings, AddressRanges, DeliverySettings, FetchSettings},
     domain::{
         breaker::{Admission, Breaker, Reached},
-        ids::UnixMs,
+        ids::{SubscriptionId, UnixMs},
         rate::RateLimit,
         url::HubUrl,
     },
@@ -52,6 +52,8 @@ pub struct Limits {
     subscriptions_per_client_host: Option<Buckets<(Option<IpAddr>, String)>>,
     /// New subscription requests per callback host, every client together.
     subscriptions_per_host: Option<Buckets<String>>,
+    /// Secrets tried on the details pages, per client and per subscription.
+    secret_tries: Option<(Buckets<Option<IpAddr>>, Buckets<SubscriptionId>)>,
     trusted: AddressRanges,
 }
 
@@ -74,6 +76,10 @@ impl Limits {
             ipv6_prefix: access.client_ipv6_prefix,
             subscriptions_per_client_host: access.subscribe_rate_limit.0.map(Buckets::new),
             subscriptions_per_host: access.subscribe_host_rate_limit.0.map(Buckets::new),
+            secret_tries: access
+                .secret_try_limit
+                .0
+                .map(|rate| (Buckets::new(rate), Buckets::new(rate))),
             trusted: access.trusted_clients.clone(),
         }
     }
@@ -140,6 +146,24 @@ impl Limits {
     /// The key a client is limited under.
     fn client_key(&self, client: Option<IpAddr>) -> Option<IpAddr> {
         client.map(|ip| crate::domain::address::limit_key(ip, self.ipv6_prefix))
+    }
+
+    /// Whether `client` may try one more secret on `subscription`'s details page: within its
+    /// own allowance and within the subscription's, so that neither one address nor many can
+    /// guess a secret by trying. Trusted clients are not limited.
+    pub fn admit_secret_try(
+        &self,
+        client: Option<IpAddr>,
+        subscription: SubscriptionId,
+    ) -> Result<(), Duration> {
+        match (client, &self.secret_tries) {
+            (Some(ip), _) if self.is_trusted(ip) => Ok(()),
+            (client, Some((per_client, per_subscription))) => {
+                per_client.admit(&self.client_key(client))?;
+                per_subscription.admit(&subscription)
+            }
+            (_, None) => Ok(()),
+        }
     }
 
     /// Whether `client` may send one more subscription request for `callback`'s host: within

@@ -239,6 +239,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_CLIENT_IPV6_PREFIX", default_value_t = 64,
           value_parser = clap::value_parser!(u8).range(1..=128))]
     pub client_ipv6_prefix: u8,
+    /// Secrets tried on a subscription's details page, per client address and per subscription:
+    /// COUNT/UNIT[,BURST] or off (a secret cannot be guessed by trying many).
+    #[arg(long, env = "HERALD_SECRET_TRY_LIMIT", default_value = "5/m,10")]
+    pub secret_try_limit: RateSetting,
     /// Comma-separated client addresses or CIDR ranges that no rate limit applies to (a
     /// producer, a load test); loopback never is.
     #[arg(long, env = "HERALD_TRUSTED_CLIENTS", default_value = "")]

@@ -67,6 +67,8 @@ pub struct AccessSettings {
     pub subscribe_rate_limit: RateSetting,
     /// How many leading bits of an IPv6 address name one client for the limits.
     pub client_ipv6_prefix: u8,
+    /// Secrets tried on the details pages, per client and per subscription.
+    pub secret_try_limit: RateSetting,
     /// Per callback host, every address together.
     pub subscribe_host_rate_limit: RateSetting,
     /// Exempt from rate limits (besides loopback).
@@ -247,6 +249,7 @@ impl TryFrom<ServeArgs> for Settings {
                 subscribe_rate_limit: a.subscribe_rate_limit,
                 subscribe_host_rate_limit: a.subscribe_host_rate_limit,
                 client_ipv6_prefix: a.client_ipv6_prefix,
+                secret_try_limit: a.secret_try_limit,
                 trusted_clients: a.trusted_clients,
                 metrics_token: a
                     .metrics_token

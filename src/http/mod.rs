@@ -37,7 +37,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(hub::describe))
             .route(web::post().to(hub::post)),
     )
-    .service(page("/subscription-details", "GET").route(web::get().to(pages::subscription_details)))
+    .service(
+        page("/subscription-details", "GET, POST")
+            .route(web::get().to(pages::subscription_details))
+            .route(web::post().to(pages::subscription_details_with_secret)),
+    )
     .service(page("/topic-details", "GET").route(web::get().to(pages::topic_details)))
     .service(page("/static/herald.css", "GET").route(web::get().to(pages::stylesheet)))
     .service(page("/health", "GET").route(web::get().to(health::get)))

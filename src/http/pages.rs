@@ -123,7 +123,7 @@ pub async fn landing(ctx: web::Data<Arc<AppState>>) -> HttpResponse {
             p { "Tell the hub a topic changed; it fetches the topic and delivers what is new to every subscriber." }
             pre { code { (publish) } }
             h2 { "Is my subscription working?" }
-            form method="get" action="/subscription-details" {
+            form method="post" action="/subscription-details" {
                 label { "Topic URL" input type="url" name="hub.topic" required; }
                 label { "Callback URL" input type="url" name="hub.callback" required; }
                 label { "Secret (if the subscription has one)" input type="password" name="hub.secret" autocomplete="off"; }
@@ -171,11 +171,37 @@ pub struct SubscriptionQuery {
     secret: Option<String>,
 }
 
-/// `GET /subscription-details?hub.topic=…&hub.callback=…[&hub.secret=…]`.
+/// `GET /subscription-details?hub.topic=…&hub.callback=…`: the state, and — for a subscription
+/// with a secret — a form that sends it. A secret in the URL is refused: URLs end up in access
+/// logs and browser histories.
 pub async fn subscription_details(
+    req: HttpRequest,
     query: web::Query<SubscriptionQuery>,
     ctx: web::Data<Arc<AppState>>,
 ) -> HttpResponse {
+    if query.secret.is_some() {
+        return problem(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "Not in the URL",
+            "A secret is never sent in a URL (URLs end up in logs): POST the form of this page, \
+             or POST hub.topic, hub.callback and hub.secret to /subscription-details.",
+        );
+    }
+    details(&req, &ctx, &query).await
+}
+
+/// `POST /subscription-details` with a form (`hub.topic`, `hub.callback`, `hub.secret`): the
+/// whole story for whoever knows the secret. Tries are limited per client and per subscription
+/// (`HERALD_SECRET_TRY_LIMIT`).
+pub async fn subscription_details_with_secret(
+    req: HttpRequest,
+    form: web::Form<SubscriptionQuery>,
+    ctx: web::Data<Arc<AppState>>,
+) -> HttpResponse {
+    details(&req, &ctx, &form).await
+}
+
+async fn details(req: &HttpRequest, ctx: &AppState, query: &SubscriptionQuery) -> HttpResponse {
     let bad = |m: &str| {
         problem(
             actix_web::http::StatusCode::BAD_REQUEST,
@@ -189,7 +215,10 @@ pub async fn subscription_details(
     let (Ok(topic), Ok(callback)) = (HubUrl::parse(topic), HubUrl::parse(callback)) else {
         return bad("hub.topic and hub.callback must be absolute http(s) URLs.");
     };
-    match subscription_page(&ctx, &topic, &callback, query.secret.as_deref()).await {
+    let client =
+        super::rate_limit::client_address(ctx, req.head(), req.peer_addr().map(|a| a.ip()));
+    let secret = query.secret.as_deref().filter(|s| !s.is_empty());
+    match subscription_page(ctx, &topic, &callback, secret, client).await {
         Ok(response) => response,
         Err(error) => unavailable(error),
     }
@@ -200,6 +229,7 @@ async fn subscription_page(
     topic: &HubUrl,
     callback: &HubUrl,
     secret: Option<&str>,
+    client: Option<std::net::IpAddr>,
 ) -> Result<HttpResponse, StoreError> {
     let db = &ctx.db;
     let filter = views::SubscriptionFilter {
@@ -235,7 +265,23 @@ async fn subscription_page(
     };
     let unlocked = !s.has_secret
         || match secret {
-            Some(presented) => views::secret_matches(db, s.id, presented).await?,
+            Some(presented) => {
+                if let Err(wait) = ctx.limits.admit_secret_try(client, s.id) {
+                    let seconds = super::rate_limit::retry_after(wait);
+                    let mut response = problem(
+                        actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                        "Too many tries",
+                        &format!(
+                            "Too many tries of this subscription's secret; try again in {seconds} s."
+                        ),
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+                    return Ok(response);
+                }
+                views::secret_matches(db, s.id, presented).await?
+            }
             None => false,
         };
     if !unlocked {
@@ -245,7 +291,7 @@ async fn subscription_page(
                 (heading)
                 p class="state" { "State: " (s.state.as_str()) }
                 p class="note" { "This subscription has a secret: give it (hub.secret) to see its lease, verifications and deliveries." }
-                form method="get" action="/subscription-details" {
+                form method="post" action="/subscription-details" {
                     input type="hidden" name="hub.topic" value=(topic.as_str());
                     input type="hidden" name="hub.callback" value=(callback.as_str());
                     label { "Secret" input type="password" name="hub.secret" autocomplete="off" required; }

@@ -12,7 +12,7 @@ async fn unsupported_methods_answer_405_with_allow() {
     for (path, allow, json) in [
         ("/hub", "GET, POST", false),
         ("/", "GET, POST", false),
-        ("/subscription-details", "GET", false),
+        ("/subscription-details", "GET, POST", false),
         ("/topic-details", "GET", false),
         ("/health", "GET", false),
         ("/metrics", "GET", false),

@@ -21,6 +21,28 @@ async fn get_html(
     (status, headers, response.text().await.expect("text"))
 }
 
+/// A form POSTed from a page, as a browser sends it, from `client` behind the trusted local
+/// proxy when given.
+async fn post_html(
+    app: &TestApp,
+    path: &str,
+    pairs: &[(&str, &str)],
+    client: Option<&str>,
+) -> (StatusCode, String) {
+    let mut request = app
+        .client
+        .post(format!("http://127.0.0.1:{}{path}", app.port))
+        .header("accept", "text/html,application/xhtml+xml")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(query(pairs));
+    if let Some(client) = client {
+        request = request.header("x-forwarded-for", client);
+    }
+    let response = request.send().await.expect("answer");
+    let status = response.status();
+    (status, response.text().await.expect("text"))
+}
+
 fn query(pairs: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
@@ -106,27 +128,123 @@ async fn a_subscriber_whose_callback_fails_finds_out_why_with_its_secret() {
     .await;
     let base = query(&[("hub.topic", &topic), ("hub.callback", &cb)]);
     // Without the secret, a stranger learns the state and nothing more.
-    for secret in [None, Some("guess")] {
-        let q = match secret {
-            Some(s) => format!("{base}&{}", query(&[("hub.secret", s)])),
-            None => base.clone(),
-        };
-        let (status, _, body) = get_html(&app, &format!("/subscription-details?{q}")).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(body.contains("State: active"), "{body}");
-        assert!(!body.contains("answered 500"), "{body}");
-    }
-    let q = format!(
-        "{base}&{}",
-        query(&[("hub.secret", "s3cret-of-the-subscriber")])
+    let (status, _, body) = get_html(&app, &format!("/subscription-details?{base}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("State: active"), "{body}");
+    assert!(!body.contains("answered 500"), "{body}");
+    // The secret travels in a POST body (the pages' forms send it so), never in a URL.
+    assert!(body.contains("method=\"post\""), "{body}");
+    let details = |secret: &'static str| {
+        let (topic, cb) = (topic.clone(), cb.clone());
+        let app = &app;
+        async move {
+            post_html(
+                app,
+                "/subscription-details",
+                &[
+                    ("hub.topic", &topic),
+                    ("hub.callback", &cb),
+                    ("hub.secret", secret),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let (status, body) = details("guess").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains("State: active") && !body.contains("answered 500"),
+        "{body}"
     );
-    let (_, _, body) = get_html(&app, &format!("/subscription-details?{q}")).await;
+    let (status, body) = details("s3cret-of-the-subscriber").await;
+    assert_eq!(status, StatusCode::OK);
     assert!(body.contains("callback answered 500"), "{body}");
     assert!(body.contains("Next retry"));
     assert!(body.contains("Recent deliveries"));
     assert!(
         !body.contains("s3cret-of-the-subscriber"),
         "the secret is never shown"
+    );
+}
+
+/// Guessing a subscription's secret on its details page is throttled per client and per
+/// subscription, and a secret put in a URL is refused (URLs end up in access logs).
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_guesses_are_throttled_and_secrets_stay_out_of_urls() {
+    let app = TestApp::spawn_with(&[
+        ("HERALD_SECRET_TRY_LIMIT", "1/h,3"),
+        ("HERALD_TRUSTED_PROXIES", "127.0.0.1"),
+    ])
+    .await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/guarded";
+    let cb = sub.callback("guarded");
+    app.subscribed(topic, &cb, &[("hub.secret", "the-real-secret")])
+        .await;
+    let guess = |client: &'static str, secret: &'static str| {
+        let cb = cb.clone();
+        let app = &app;
+        async move {
+            post_html(
+                app,
+                "/subscription-details",
+                &[
+                    ("hub.topic", topic),
+                    ("hub.callback", &cb),
+                    ("hub.secret", secret),
+                ],
+                Some(client),
+            )
+            .await
+            .0
+        }
+    };
+    for n in 0..3 {
+        assert_eq!(
+            guess("203.0.113.50", "wrong").await,
+            StatusCode::OK,
+            "try {n}"
+        );
+    }
+    let (status, body) = post_html(
+        &app,
+        "/subscription-details",
+        &[
+            ("hub.topic", topic),
+            ("hub.callback", &cb),
+            ("hub.secret", "wrong"),
+        ],
+        Some("203.0.113.50"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body.contains("Too many tries"), "{body}");
+    // Another address guessing the same subscription: its tries are used up as well.
+    assert_eq!(
+        guess("203.0.113.51", "wrong").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A URL carrying a secret is refused, with where to send it instead.
+    let (status, _, body) = get_html(
+        &app,
+        &format!(
+            "/subscription-details?{}",
+            query(&[
+                ("hub.topic", topic),
+                ("hub.callback", &cb),
+                ("hub.secret", "x")
+            ])
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("POST"), "{body}");
+    // The landing page's form sends the secret by POST.
+    let (_, _, landing) = get_html(&app, "/").await;
+    assert!(
+        landing.contains("<form method=\"post\" action=\"/subscription-details\">"),
+        "{landing}"
     );
 }
 
