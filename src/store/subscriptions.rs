@@ -4,7 +4,10 @@
 //! pair (`applied_request_id`), so verifications that finish out of order cannot undo a newer
 //! decision. Unsubscribed and ended rows are kept with their state for that reason.
 
-use super::{StoreError, StoredRequestParts, Tx, bind_all, dispatch_tx, in_list_chunks};
+use super::{
+    Db, StoreError, StoredRequestParts, Tx, bind_all, delete_older_in_batches, dispatch_tx,
+    in_list_chunks,
+};
 use crate::domain::{
     delivery_mode::DeliveryMode,
     hub_request::{Mode, SubscriptionRequest, VerifyMode},
@@ -339,6 +342,23 @@ pub async fn expire_ids(
         done.extend(changed);
     }
     Ok(done)
+}
+
+/// Deletes subscriptions that ended (unsubscribed, expired, ended) before `before` and that
+/// nothing refers to any more: no delivery of theirs is kept (a failed one stays replayable for
+/// its own retention), and no request of their pair waits for verification. In batches;
+/// returns how many went.
+pub async fn prune_ended(db: &Db, before: UnixMs) -> Result<u64, StoreError> {
+    let sql = "DELETE FROM subscriptions WHERE id IN (
+                   SELECT s.id FROM subscriptions s
+                   WHERE s.state <> 'active' AND s.ended_at < $1
+                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscription_id = s.id)
+                     AND NOT EXISTS (
+                         SELECT 1 FROM subscription_requests r JOIN topics t ON t.url = r.topic
+                         WHERE t.id = s.topic_id AND r.callback = s.callback
+                           AND r.state = 'pending')
+                   LIMIT $2)";
+    delete_older_in_batches(db, sql, before).await
 }
 
 /// Deletes subscriptions and their deliveries; returns how many subscriptions went.

@@ -25,7 +25,10 @@ use crate::{
     delivery,
     domain::ids::UnixMs,
     queue::tables,
-    store::{StoreError, bodies, contents, deliveries, distributions, live, maintenance, requests},
+    store::{
+        StoreError, bodies, contents, deliveries, distributions, live, maintenance, requests,
+        subscriptions,
+    },
     telemetry::Chain,
 };
 
@@ -48,6 +51,8 @@ pub struct Pruned {
     pub bodies: u64,
     pub distributions: u64,
     pub jobs: u64,
+    /// Subscriptions that ended (unsubscribed, expired, ended) longer than the retention ago.
+    pub subscriptions: u64,
     /// Live subscribers' updates older than `HERALD_LIVE_BACKLOG_TTL`.
     pub live_events: u64,
 }
@@ -134,6 +139,7 @@ async fn prune(upkeep: &Upkeep) -> Result<Pruned, StoreError> {
     let deliveries = deliveries::prune(db, before, failed_before).await?;
     let live_events = live::sweep(db, now.before(upkeep.live_backlog_ttl), before).await?;
     let requests = requests::prune(db, before).await?;
+    let subscriptions = subscriptions::prune_ended(db, before).await?;
     let contents = contents::prune(db, before).await?;
     let bodies = bodies::prune(db, before).await?;
     let distributions = distributions::prune(db, before).await?;
@@ -146,5 +152,6 @@ async fn prune(upkeep: &Upkeep) -> Result<Pruned, StoreError> {
         distributions,
         jobs,
         live_events,
+        subscriptions,
     })
 }

@@ -217,3 +217,50 @@ async fn the_sweep_vacuums_herald_tables_where_postgresql_autovacuum_is_off() {
         .await;
     }
 }
+
+/// Ended subscriptions (unsubscribed, expired, ended) are deleted once the retention window has
+/// passed since they ended and nothing refers to them any more: a stranger's subscribe /
+/// unsubscribe loop on an open hub cannot grow the database without bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn ended_subscriptions_are_pruned_after_the_retention_window() {
+    let app =
+        TestApp::spawn_with(&[("HERALD_RETENTION", "2s"), ("HERALD_SWEEP_INTERVAL", "1h")]).await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/churn";
+    for name in ["gone-1", "gone-2", "gone-3"] {
+        app.subscribed(topic, &sub.callback(name), &[]).await;
+        app.unsubscribe(topic, &sub.callback(name)).await;
+        assert_eq!(
+            app.settled_request(topic, &sub.callback(name)).await,
+            "verified"
+        );
+    }
+    app.subscribed(topic, &sub.callback("stays"), &[]).await;
+    let ended = "SELECT COUNT(*) FROM subscriptions WHERE state <> 'active'";
+    assert_eq!(app.count(ended).await, 3);
+    // Within the window they stay (the details page can still explain what happened).
+    assert_eq!(sweep(&app).await.pruned.subscriptions, 0);
+    assert_eq!(app.count(ended).await, 3);
+    let pruned = std::sync::atomic::AtomicU64::new(0);
+    eventually("the ended subscriptions to be pruned", || async {
+        let n = sweep(&app).await.pruned.subscriptions;
+        let total = pruned.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + n;
+        (total == 3).then_some(())
+    })
+    .await;
+    assert_eq!(app.count(ended).await, 0);
+    assert_eq!(
+        app.subscription_state(topic, &sub.callback("stays"))
+            .await
+            .as_deref(),
+        Some("active")
+    );
+    // And a subscription whose row went can come back.
+    app.subscribed(topic, &sub.callback("gone-1"), &[]).await;
+    assert_eq!(
+        app.subscription_state(topic, &sub.callback("gone-1"))
+            .await
+            .as_deref(),
+        Some("active")
+    );
+}
