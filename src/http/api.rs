@@ -96,8 +96,13 @@ async fn publish(
     let limit = ctx.max_topic_bytes;
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::BadRequest(format!("the body could not be read: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            if super::guard::is_timed_out(&e) {
+                ApiError::SlowBody
+            } else {
+                ApiError::BadRequest(format!("the body could not be read: {e}"))
+            }
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::TooLarge(limit));
         }

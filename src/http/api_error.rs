@@ -69,6 +69,9 @@ pub enum ApiError {
     Internal(#[source] InternalCause),
     #[error("too many requests from your address; retry in {0} s")]
     RateLimited(u64),
+    /// The body did not arrive within the client timeout.
+    #[error("the request body did not arrive in time")]
+    SlowBody,
     /// The endpoint takes only the methods listed.
     #[error("this endpoint answers {0}")]
     MethodNotAllowed(&'static str),
@@ -78,7 +81,7 @@ pub enum ApiError {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// A stable code: `disabled`, `unauthorized`, `forbidden`, `bad_request`, `not_found`,
-    /// `too_large`, `busy`, `internal`, `rate_limited`, `method_not_allowed`.
+    /// `too_large`, `busy`, `internal`, `rate_limited`, `method_not_allowed`, `timeout`.
     pub error: &'static str,
     /// What went wrong, for people.
     pub message: String,
@@ -97,6 +100,7 @@ impl ApiError {
             Self::Internal(_) => "internal",
             Self::RateLimited(_) => "rate_limited",
             Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::SlowBody => "timeout",
         }
     }
 }
@@ -138,6 +142,7 @@ impl ResponseError for ApiError {
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::SlowBody => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -186,7 +191,16 @@ pub fn json_body<T>(
     body: Result<actix_web::web::Json<T>, actix_web::Error>,
 ) -> Result<T, ApiError> {
     body.map(actix_web::web::Json::into_inner)
-        .map_err(|e| ApiError::BadRequest(format!("the JSON body is not valid: {e}")))
+        .map_err(
+            |e| match e.as_error::<actix_web::error::JsonPayloadError>() {
+                Some(actix_web::error::JsonPayloadError::Payload(p))
+                    if super::guard::is_timed_out(p) =>
+                {
+                    ApiError::SlowBody
+                }
+                _ => ApiError::BadRequest(format!("the JSON body is not valid: {e}")),
+            },
+        )
 }
 
 /// An id from the path, with its parse error as an API error.

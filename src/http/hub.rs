@@ -141,7 +141,12 @@ pub async fn post(
     let timeout = ctx.access.client_timeout;
     let body = tokio::time::timeout(
         timeout,
-        read_body(&req, payload, ctx.access.max_request_bytes),
+        read_body(
+            &req,
+            payload,
+            ctx.access.max_request_bytes,
+            timeout.as_secs(),
+        ),
     )
     .await
     .map_err(|_| HubError::SlowBody(timeout.as_secs()))??;
@@ -268,6 +273,7 @@ async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
+    timeout_secs: u64,
 ) -> Result<Vec<u8>, HubError> {
     let declared = req
         .headers()
@@ -279,7 +285,13 @@ async fn read_body(
     }
     let mut body = Vec::with_capacity(declared.unwrap_or(0));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(HubError::Body)?;
+        let chunk = chunk.map_err(|e| {
+            if super::guard::is_timed_out(&e) {
+                HubError::SlowBody(timeout_secs)
+            } else {
+                HubError::Body(e)
+            }
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(HubError::TooLarge(limit));
         }

@@ -6,6 +6,7 @@
 pub mod admin_api;
 pub mod api;
 pub mod api_error;
+pub mod guard;
 pub mod health;
 pub mod hub;
 pub mod live;
@@ -39,6 +40,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(
         page("/subscription-details", "GET, POST")
+            .app_data(web::FormConfig::default().error_handler(pages::form_refused))
             .route(web::get().to(pages::subscription_details))
             .route(web::post().to(pages::subscription_details_with_secret)),
     )

@@ -190,6 +190,27 @@ pub async fn subscription_details(
     details(&req, &ctx, &query).await
 }
 
+/// A page's form that could not be read: `408` when its body did not arrive in time, else
+/// `400`, each as a readable page.
+pub fn form_refused(
+    error: actix_web::error::UrlencodedError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
+    let response = match &error {
+        actix_web::error::UrlencodedError::Payload(p) if super::guard::is_timed_out(p) => problem(
+            actix_web::http::StatusCode::REQUEST_TIMEOUT,
+            "Too slow",
+            "The form did not arrive in time; please send it again.",
+        ),
+        _ => problem(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "Not a form",
+            "The form could not be read; send it as application/x-www-form-urlencoded.",
+        ),
+    };
+    actix_web::error::InternalError::from_response(error, response).into()
+}
+
 /// `POST /subscription-details` with a form (`hub.topic`, `hub.callback`, `hub.secret`): the
 /// whole story for whoever knows the secret. Tries are limited per client and per subscription
 /// (`HERALD_SECRET_TRY_LIMIT`).

@@ -43,6 +43,8 @@ pub fn serve(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            // Inside the rate limit: a limited client is refused before anything else.
+            .wrap(actix_web::middleware::from_fn(super::guard::guard_requests))
             .wrap(actix_web::middleware::from_fn(
                 super::rate_limit::limit_clients,
             ))

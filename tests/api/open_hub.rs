@@ -443,3 +443,62 @@ async fn verifications_beyond_a_callback_hosts_slots_rest_and_follow() {
         assert_eq!(sub.verifications(name).len(), 1, "{name}");
     }
 }
+
+/// Sends a request's headers and the first bytes of the body it announces, then stalls;
+/// returns the status line the hub answers with, whenever it does.
+async fn stalled_request(app: &TestApp, head: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    stream
+        .write_all(format!("{head}Content-Length: 100\r\n\r\n{{\"a").as_bytes())
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 512];
+    let read_status = async {
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut buffer).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buffer[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read_status)
+        .await
+        .expect("the hub answers within its timeout");
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Every body has the client timeout to arrive, on the APIs and the pages as on the hub URL;
+/// a request to an API without a valid token is refused before its body is read.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_times_bodies_and_apis_check_tokens_before_reading_them() {
+    let app = TestApp::spawn_with(&[
+        ("HERALD_CLIENT_TIMEOUT", "1s"),
+        ("HERALD_PRODUCER_TOKEN", "producer-tok"),
+        ("HERALD_ADMIN_TOKEN", "admin-tok"),
+    ])
+    .await;
+    let json = "Content-Type: application/json\r\n";
+    for (head, expected) in [
+        (format!("POST /api/v1/live/tokens HTTP/1.1\r\nHost: hub\r\n{json}Authorization: Bearer producer-tok\r\n"), "408"),
+        (format!("POST /api/v1/publish?topic=http://127.0.0.1:9/t HTTP/1.1\r\nHost: hub\r\nContent-Type: text/plain\r\nAuthorization: Bearer producer-tok\r\n"), "408"),
+        (format!("POST /api/v1/admin/subscriptions/expire HTTP/1.1\r\nHost: hub\r\n{json}Authorization: Bearer admin-tok\r\n"), "408"),
+        ("POST /subscription-details HTTP/1.1\r\nHost: hub\r\nContent-Type: application/x-www-form-urlencoded\r\n".to_owned(), "408"),
+        // No token, or another API's: refused at once, the body never waited for.
+        (format!("POST /api/v1/live/tokens HTTP/1.1\r\nHost: hub\r\n{json}"), "401"),
+        (format!("POST /api/v1/admin/subscriptions/expire HTTP/1.1\r\nHost: hub\r\n{json}Authorization: Bearer producer-tok\r\n"), "403"),
+    ] {
+        let status = stalled_request(&app, &head).await;
+        assert!(
+            status.starts_with(&format!("HTTP/1.1 {expected}")),
+            "{head:?} → {status}"
+        );
+    }
+}
