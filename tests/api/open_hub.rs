@@ -488,7 +488,7 @@ async fn every_route_times_bodies_and_apis_check_tokens_before_reading_them() {
     let json = "Content-Type: application/json\r\n";
     for (head, expected) in [
         (format!("POST /api/v1/live/tokens HTTP/1.1\r\nHost: hub\r\n{json}Authorization: Bearer producer-tok\r\n"), "408"),
-        (format!("POST /api/v1/publish?topic=http://127.0.0.1:9/t HTTP/1.1\r\nHost: hub\r\nContent-Type: text/plain\r\nAuthorization: Bearer producer-tok\r\n"), "408"),
+        ("POST /api/v1/publish?topic=http://127.0.0.1:9/t HTTP/1.1\r\nHost: hub\r\nContent-Type: text/plain\r\nAuthorization: Bearer producer-tok\r\n".to_owned(), "408"),
         (format!("POST /api/v1/admin/subscriptions/expire HTTP/1.1\r\nHost: hub\r\n{json}Authorization: Bearer admin-tok\r\n"), "408"),
         ("POST /subscription-details HTTP/1.1\r\nHost: hub\r\nContent-Type: application/x-www-form-urlencoded\r\n".to_owned(), "408"),
         // No token, or another API's: refused at once, the body never waited for.
