@@ -38,6 +38,9 @@ pub enum OutboundError {
     Transport(String),
     #[error("response larger than {0} bytes")]
     TooLarge(usize),
+    /// The server answered with a status that is not a success.
+    #[error("answered {0}")]
+    Status(u16),
 }
 
 impl From<reqwest::Error> for OutboundError {
@@ -48,12 +51,15 @@ impl From<reqwest::Error> for OutboundError {
         if e.is_timeout() {
             return Self::Timeout;
         }
-        // The resolver's refusal arrives wrapped; surface it as the policy error it is.
+        // The resolver's refusal, and a redirect's, arrive wrapped; surface them as the policy
+        // errors they are.
         let mut source: Option<&dyn std::error::Error> = Some(&e);
         while let Some(s) = source {
-            let text = s.to_string();
-            if let Some(reason) = text.strip_prefix("address not allowed: ") {
-                return Self::Forbidden(reason.to_owned());
+            if let Some(LookupError::NotAllowed(host)) = s.downcast_ref::<LookupError>() {
+                return Self::Forbidden(format!("{host} resolves only to non-public addresses"));
+            }
+            if let Some(Self::Forbidden(reason)) = s.downcast_ref::<Self>() {
+                return Self::Forbidden(reason.clone());
             }
             source = s.source();
         }
@@ -221,7 +227,7 @@ impl Outbound {
             if attempt.previous().len() > MAX_REDIRECTS {
                 attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
             } else if let Err(e) = check_literal(policy, attempt.url()) {
-                attempt.error(e.to_string())
+                attempt.error(e)
             } else {
                 attempt.follow()
             }
@@ -314,7 +320,7 @@ impl Outbound {
             return Ok(Fetched::NotModified);
         }
         if !status.is_success() {
-            return Err(OutboundError::Transport(format!("topic answered {status}")));
+            return Err(OutboundError::Status(status.as_u16()));
         }
         let headers = response.headers();
         let text = |name: header::HeaderName| {

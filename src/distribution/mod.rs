@@ -47,13 +47,27 @@ use crate::{
     limits::Limits,
     live::Live,
     metrics::Metrics,
-    outbound::{Fetched, Outbound},
+    outbound::{Fetched, Outbound, OutboundError},
     queue::{Job, JobError, Outbox, Queue, Wakers},
     store::{
         Db, StoreError,
         topics::{self, ClaimFor},
     },
 };
+
+/// What went wrong with a topic's fetch, in words that reveal nothing of the hub's network (no
+/// resolver or connection details): what the topic page and the APIs show.
+fn fetch_failure_class(error: &OutboundError) -> String {
+    match error {
+        OutboundError::Status(status) => format!("the topic answered {status}"),
+        OutboundError::Timeout => "the topic did not answer in time".into(),
+        OutboundError::Forbidden(_) => {
+            "the topic's address is not allowed: this hub fetches only from public addresses".into()
+        }
+        OutboundError::TooLarge(max) => format!("the topic is larger than {max} bytes"),
+        OutboundError::Transport(_) => "the connection to the topic failed".into(),
+    }
+}
 
 /// Delays before re-fetching a topic whose fetch failed; then the pings are given up.
 const FETCH_RETRY_DELAYS: [Duration; 3] = [
@@ -216,7 +230,7 @@ impl Distribution {
                 };
                 (changed.then_some(body), record, advertised_hubs)
             }
-            Err(e) => return self.fetch_failed(job, topic, &e.to_string()).await,
+            Err(e) => return self.fetch_failed(job, topic, &e).await,
         };
 
         let mut outbox = self.outbox().await?;
@@ -267,20 +281,26 @@ impl Distribution {
         Ok(())
     }
 
+    /// Records a failed fetch — the class of failure, which the public topic page shows; the
+    /// details (resolver and connection errors) go to the log only — and retries it later, or
+    /// gives the pings up.
     async fn fetch_failed(
         &self,
         job: &DistributeJob,
         topic: &topics::ClaimedTopic,
-        error: &str,
+        failure: &OutboundError,
     ) -> Result<(), JobError> {
         let now = UnixMs::now();
+        let error = fetch_failure_class(failure);
+        let error = error.as_str();
+        let detail = crate::telemetry::Chain(failure).to_string();
         if !topics::fetch_failed(&self.db, topic, error, now).await? {
             tracing::warn!(url = %topic.url, "fetch outlived its claim; another worker took the topic over");
             return Ok(());
         }
         match FETCH_RETRY_DELAYS.get(job.failures as usize) {
             Some(delay) => {
-                tracing::warn!(url = %topic.url, %error, retry_in = ?delay, "topic fetch failed");
+                tracing::warn!(url = %topic.url, %error, %detail, retry_in = ?delay, "topic fetch failed");
                 let retry = DistributeJob {
                     topic: topic.id,
                     failures: job.failures + 1,
@@ -296,7 +316,7 @@ impl Distribution {
                 outbox.commit().await?;
             }
             None => {
-                tracing::warn!(url = %topic.url, %error, "topic fetch failed again; pings given up");
+                tracing::warn!(url = %topic.url, %error, %detail, "topic fetch failed again; pings given up");
                 topics::abandon(&self.db, topic.id, topic.ping_seq).await?;
             }
         }

@@ -150,6 +150,29 @@ fn hex_value(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
+/// A URL as logs show it: without its query (`?…` stands for one), since callback URLs often
+/// carry the subscriber's own credentials there.
+#[derive(Debug, Clone, Copy)]
+pub struct Logged<'a>(&'a url::Url);
+
+impl fmt::Display for Logged<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = self.0;
+        f.write_str(&url[..url::Position::AfterPath])?;
+        if url.query().is_some() {
+            f.write_str("?…")?;
+        }
+        Ok(())
+    }
+}
+
+impl HubUrl {
+    /// This URL as logs show it: without its query.
+    pub fn logged(&self) -> Logged<'_> {
+        Logged(self.as_url())
+    }
+}
+
 /// `url` (a database URL, say) with its password, if any, replaced by `***`: for every message
 /// and printout that shows it.
 pub fn redact_password(url: &str) -> String {
@@ -237,5 +260,13 @@ mod tests {
             dangling.with_appended_query(&[("a", "1")]),
             "http://sub.example/cb?a=1"
         );
+    }
+
+    #[test]
+    fn logs_show_urls_without_their_queries() {
+        let url = HubUrl::parse("https://sub.example:8443/cb/7?token=s3cr3t&x=1").unwrap();
+        assert_eq!(url.logged().to_string(), "https://sub.example:8443/cb/7?…");
+        let plain = HubUrl::parse("https://sub.example/cb").unwrap();
+        assert_eq!(plain.logged().to_string(), "https://sub.example/cb");
     }
 }

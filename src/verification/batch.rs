@@ -126,13 +126,13 @@ impl Verification {
             let reason = d.reason.as_deref().unwrap_or_default();
             match (d.state, d.applied) {
                 (RequestState::Verified, Some((lease, _))) => {
-                    tracing::info!(request = %stored.id, %topic, %callback, mode, lease, "verified");
+                    tracing::info!(request = %stored.id, %topic, callback = %callback.logged(), mode, lease, "verified");
                 }
                 (RequestState::Denied, _) => {
-                    tracing::info!(request = %stored.id, %topic, %callback, %reason, "subscription denied");
+                    tracing::info!(request = %stored.id, %topic, callback = %callback.logged(), %reason, "subscription denied");
                 }
                 _ => {
-                    tracing::info!(request = %stored.id, %topic, %callback, mode, %reason, "verification failed");
+                    tracing::info!(request = %stored.id, %topic, callback = %callback.logged(), mode, %reason, "verification failed");
                 }
             }
             self.metrics.verification(mode, d.state.as_str());

@@ -74,7 +74,7 @@ impl Verification {
             Err(error) => {
                 // The class of failure is what the subscriber (a 409 for hub.verify=sync) and
                 // the stored reason say; resolver and connection details stay in the log.
-                tracing::info!(%callback, error = %crate::telemetry::Chain(&error), "verification request failed");
+                tracing::info!(callback = %callback.logged(), error = %crate::telemetry::Chain(&error), "verification request failed");
                 failure_class(&error).into()
             }
         };
@@ -115,7 +115,7 @@ impl Verification {
             ("hub.reason", reason),
         ]);
         if let Err(e) = self.outbound.get_verification(&url).await {
-            tracing::info!(%callback, error = %crate::telemetry::Chain(&e), "denial notice not delivered");
+            tracing::info!(callback = %callback.logged(), error = %crate::telemetry::Chain(&e), "denial notice not delivered");
         }
     }
 }
@@ -128,5 +128,6 @@ fn failure_class(error: &OutboundError) -> &'static str {
         OutboundError::Forbidden(_) => "the callback's address is not one this hub may contact",
         OutboundError::TooLarge(_) => "the callback's answer was too large to be a challenge",
         OutboundError::Transport(_) => "the connection to the callback failed",
+        OutboundError::Status(_) => "the callback did not answer with the challenge",
     }
 }

@@ -161,7 +161,7 @@ impl Verification {
             .intake
             .store(request.clone(), crate::telemetry::current_request_id())
             .await?;
-        tracing::info!(request = %id, mode = request.mode.as_str(), topic = %request.topic, callback = %request.callback, "subscription request accepted");
+        tracing::info!(request = %id, mode = request.mode.as_str(), topic = %request.topic, callback = %request.callback.logged(), "subscription request accepted");
         Ok(id)
     }
 

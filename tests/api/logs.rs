@@ -64,10 +64,14 @@ async fn a_request_id_follows_the_jobs_its_request_caused_in_json_logs() {
                 .map(|r| r.status().as_u16())
         }
     };
+    // The callback carries its subscriber's own credential in its query: never logged.
     let subscribe = vec![
         ("hub.mode", "subscribe".to_owned()),
         ("hub.topic", topic.clone()),
-        ("hub.callback", sub.callback("a")),
+        (
+            "hub.callback",
+            format!("{}?token=leaky-callback-credential", sub.callback("a")),
+        ),
     ];
     let status = eventually_within(Duration::from_secs(30), "the hub to listen", || {
         post(subscribe.clone(), "subscribe-req-42")
@@ -151,6 +155,12 @@ async fn a_request_id_follows_the_jobs_its_request_caused_in_json_logs() {
         lines
             .iter()
             .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    assert!(
+        !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("leaky-callback-credential"),
+        "a callback's query is never logged"
     );
     let _ = std::fs::remove_file(&log);
 }

@@ -310,3 +310,50 @@ async fn a_distribution_that_outlived_its_claim_is_rolled_back() {
     assert_eq!(app.count("SELECT COUNT(*) FROM deliveries").await, 1);
     assert_eq!(sub.deliveries("s").len(), 1);
 }
+
+/// A failed fetch is shown by its class — on the topic page and in the stored error — never
+/// with the resolver's or the connection's own words (they describe the hub's network).
+#[tokio::test(flavor = "multi_thread")]
+async fn fetch_failures_are_shown_by_class_without_network_details() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    let refused = "http://127.0.0.1:9/nothing-listens";
+    app.subscribed(refused, &sub.callback("r"), &[]).await;
+    publisher.set_status("error", 503);
+    let erring = publisher.url("error");
+    app.subscribed(&erring, &sub.callback("e"), &[]).await;
+    app.publish(refused).await;
+    app.publish(&erring).await;
+    assert_eq!(
+        app.wait_fetch_error(refused).await,
+        "the connection to the topic failed"
+    );
+    assert_eq!(
+        app.wait_fetch_error(&erring).await,
+        "the topic answered 503"
+    );
+    let page = app
+        .client
+        .get(format!(
+            "http://127.0.0.1:{}/topic-details?{}",
+            app.port,
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("hub.url", refused)
+                .finish()
+        ))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("answer")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        page.contains("the connection to the topic failed"),
+        "{page}"
+    );
+    for detail in ["refused", "error sending request", "tcp", "os error"] {
+        assert!(!page.to_lowercase().contains(detail), "{detail}: {page}");
+    }
+}
