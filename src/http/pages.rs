@@ -438,20 +438,36 @@ pub async fn topic_details(
                 @if recent.is_empty() {
                     p class="note" { "None yet." }
                 } @else {
-                    table {
-                        tr { th { "When" } th { "Source" } th { "Documents" } th { "Delivered" } th { "Waiting" } th { "Failed" } th { "Gone" } th { "Cancelled" } }
-                        @for o in &recent {
-                            tr {
-                                td { (time(o.created_at)) }
-                                td { (o.source.as_str()) }
-                                td { (o.documents) }
-                                td { (o.delivered) }
-                                td { (o.pending) }
-                                td { (o.failed) }
-                                td { (o.gone) }
-                                td { (o.cancelled) }
+                    // Delivery counts tell how many subscribers a topic has: on a closed hub,
+                    // only its publisher sees them.
+                    @if show_count {
+                        table {
+                            tr { th { "When" } th { "Source" } th { "Documents" } th { "Delivered" } th { "Waiting" } th { "Failed" } th { "Gone" } th { "Cancelled" } }
+                            @for o in &recent {
+                                tr {
+                                    td { (time(o.created_at)) }
+                                    td { (o.source.as_str()) }
+                                    td { (o.documents) }
+                                    td { (o.delivered) }
+                                    td { (o.pending) }
+                                    td { (o.failed) }
+                                    td { (o.gone) }
+                                    td { (o.cancelled) }
+                                }
                             }
                         }
+                    } @else {
+                        table {
+                            tr { th { "When" } th { "Source" } th { "Documents" } }
+                            @for o in &recent {
+                                tr {
+                                    td { (time(o.created_at)) }
+                                    td { (o.source.as_str()) }
+                                    td { (o.documents) }
+                                }
+                            }
+                        }
+                        p class="note" { "Delivery counts are shown to the publisher." }
                     }
                 }
                 p { a href="/" { "Back to the hub" } }

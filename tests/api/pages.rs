@@ -268,3 +268,63 @@ async fn pages_escape_what_strangers_wrote() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("Give both hub.topic and hub.callback"));
 }
+
+/// On a closed hub, how many subscribers a topic has — and so its distributions' delivery
+/// counts — is the publisher's to see: a stranger's topic page shows neither.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_hub_shows_subscriber_and_delivery_counts_only_to_its_publisher() {
+    let publisher = Publisher::spawn();
+    let prefix = publisher.url("");
+    let app = TestApp::spawn_with(&[
+        ("HERALD_MODE", "closed"),
+        ("HERALD_TOPIC_ALLOW", &format!("{prefix}**")),
+        ("HERALD_PRODUCER_TOKEN", "producer-tok"),
+    ])
+    .await;
+    let sub = Subscriber::spawn();
+    publisher.set("t", Some("text/plain"), "news");
+    let topic = publisher.url("t");
+    app.subscribed(&topic, &sub.callback("a"), &[]).await;
+    app.subscribed(&topic, &sub.callback("b"), &[]).await;
+    let pinged = app
+        .client
+        .post(app.hub_url())
+        .bearer_auth("producer-tok")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(query(&[("hub.mode", "publish"), ("hub.url", topic.as_str())]))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(pinged.status(), StatusCode::NO_CONTENT);
+    app.wait_delivered(2).await;
+    let page = |token: Option<&'static str>| {
+        let topic = topic.clone();
+        let app = &app;
+        async move {
+            let mut request = app
+                .client
+                .get(format!(
+                    "http://127.0.0.1:{}/topic-details?{}",
+                    app.port,
+                    query(&[("hub.url", &topic)])
+                ))
+                .header("accept", "text/html");
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            request
+                .send()
+                .await
+                .expect("answer")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    let stranger = page(None).await;
+    assert!(stranger.contains("Recent distributions"), "{stranger}");
+    assert!(!stranger.contains("Delivered"), "{stranger}");
+    assert!(stranger.contains("shown to the publisher"), "{stranger}");
+    let producer = page(Some("producer-tok")).await;
+    assert!(producer.contains("Delivered"), "{producer}");
+}
