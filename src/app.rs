@@ -16,6 +16,8 @@ pub struct Application {
     runtime: Runtime,
     server: Option<Server>,
     port: Option<u16>,
+    /// `/metrics` and `/health` on a listener of their own (`HERALD_METRICS_LISTEN`).
+    metrics: Option<(Server, u16)>,
 }
 
 impl Application {
@@ -38,7 +40,22 @@ impl Application {
             (None, Some(l)) => HubUrl::parse(&format!("http://{}/hub", l.local_addr()?))?,
             (None, None) => HubUrl::parse(&format!("http://{}/hub", settings.listen))?,
         };
+        let metrics_listener = settings
+            .metrics_listen
+            .map(|addr| {
+                TcpListener::bind(addr).map_err(|e| {
+                    anyhow::anyhow!("cannot listen on {addr} (HERALD_METRICS_LISTEN): {e}")
+                })
+            })
+            .transpose()?;
         let runtime = Runtime::start(&settings, public_url).await?;
+        let metrics = match metrics_listener {
+            Some(listener) => {
+                let port = listener.local_addr()?.port();
+                Some((http::serve_metrics(listener, &runtime, &settings)?, port))
+            }
+            None => None,
+        };
         let server = match listener {
             Some(listener) => Some(http::serve(listener, &runtime, &settings)?),
             None => None,
@@ -53,12 +70,18 @@ impl Application {
             runtime,
             server,
             port,
+            metrics,
         })
     }
 
     /// The bound HTTP port (`None` for a worker-only process).
     pub fn port(&self) -> Option<u16> {
         self.port
+    }
+
+    /// The port of the metrics listener, when it has one of its own.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(_, port)| *port)
     }
 
     /// The upkeep's handle: its passes can be run at once (the tests do).
@@ -73,6 +96,9 @@ impl Application {
         self.runtime.live.close_all();
         if let Some(server) = self.server {
             server.stop().await;
+        }
+        if let Some((metrics, _)) = self.metrics {
+            metrics.stop().await;
         }
         self.runtime.stop().await;
     }

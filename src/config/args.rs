@@ -88,6 +88,10 @@ pub struct ServeArgs {
     /// Address the hub listens on.
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Serve /metrics (and /health) on this address of their own, in any role, and no longer on
+    /// the hub's listener [default: /metrics on the hub's listener].
+    #[arg(long, env = "HERALD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The hub URL as subscribers and publishers see it [default: http://<listen>/hub].
     #[arg(long, env = "HERALD_PUBLIC_URL")]
     pub public_url: Option<String>,

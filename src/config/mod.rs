@@ -24,6 +24,8 @@ use crate::domain::{
 pub struct Settings {
     pub database_url: DatabaseUrl,
     pub listen: SocketAddr,
+    /// Where /metrics is served on a listener of its own (`None`: on `listen`).
+    pub metrics_listen: Option<SocketAddr>,
     /// `None`: derived from the address actually bound.
     pub public_url: Option<HubUrl>,
     pub role: Role,
@@ -228,6 +230,7 @@ impl TryFrom<ServeArgs> for Settings {
         Ok(Self {
             database_url: a.database.database_url,
             listen: a.listen,
+            metrics_listen: a.metrics_listen,
             public_url,
             role: a.role,
             address_policy: a.allow_private_addresses,

@@ -23,11 +23,16 @@ mod state;
 use actix_web::{HttpResponse, Resource, ResponseError, http::header, web};
 
 pub use self::{
-    server::{Server, serve},
+    server::{Server, serve, serve_metrics},
     state::AppState,
 };
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// Every route of the hub's listener; `/metrics` among them unless it has a listener of its own
+/// (`metrics_routes`).
+pub fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
+    if with_metrics {
+        cfg.service(page("/metrics", "GET").route(web::get().to(metrics::get)));
+    }
     cfg.service(
         page("/hub", "GET, POST")
             .route(web::post().to(hub::post))
@@ -47,12 +52,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(page("/topic-details", "GET").route(web::get().to(pages::topic_details)))
     .service(page("/static/herald.css", "GET").route(web::get().to(pages::stylesheet)))
     .service(page("/health", "GET").route(web::get().to(health::get)))
-    .service(page("/metrics", "GET").route(web::get().to(metrics::get)))
     .service(endpoint("/api/v1/openapi.json", "GET").route(web::get().to(openapi::get)))
     .configure(live::routes)
     .configure(live_api::routes)
     .configure(admin_api::routes)
     .configure(api::routes);
+}
+
+/// The routes of the metrics listener (`HERALD_METRICS_LISTEN`): `/metrics` and `/health`.
+pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(page("/metrics", "GET").route(web::get().to(metrics::get)))
+        .service(page("/health", "GET").route(web::get().to(health::get)));
 }
 
 /// The resource at `path` of a page (or the hub URL) whose routes take the methods `allow`

@@ -1,5 +1,7 @@
-//! The HTTP server: every route ([`super::routes`]) behind the request id, the request counter
-//! and the per-client rate limit, on a listener the caller bound.
+//! The HTTP servers: the hub's listener with every route ([`super::routes`]) behind the request
+//! id, the request counter, the per-client rate limit and the request guard; and, when
+//! `HERALD_METRICS_LISTEN` says so, a listener of its own for `/metrics` and `/health`, in any
+//! role (a worker process serves nothing else).
 
 use std::{net::TcpListener, sync::Arc};
 
@@ -21,13 +23,9 @@ impl Server {
     }
 }
 
-/// Serves the hub on `listener`, with the handles of `runtime`.
-pub fn serve(
-    listener: TcpListener,
-    runtime: &Runtime,
-    settings: &Settings,
-) -> std::io::Result<Server> {
-    let state = web::Data::new(Arc::new(AppState {
+/// What the handlers share, from the runtime's handles.
+fn state(runtime: &Runtime, settings: &Settings) -> web::Data<Arc<AppState>> {
+    web::Data::new(Arc::new(AppState {
         db: runtime.db.clone(),
         access: settings.access.clone(),
         public_url: runtime.public_url.clone(),
@@ -39,7 +37,17 @@ pub fn serve(
         verification: runtime.verification.clone(),
         distribution: runtime.distribution.clone(),
         live: runtime.live.clone(),
-    }));
+    }))
+}
+
+/// Serves the hub on `listener`, with the handles of `runtime`.
+pub fn serve(
+    listener: TcpListener,
+    runtime: &Runtime,
+    settings: &Settings,
+) -> std::io::Result<Server> {
+    let state = state(runtime, settings);
+    let with_metrics = settings.metrics_listen.is_none();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -54,16 +62,40 @@ pub fn serve(
             ))
             // Outermost: every answer carries its request id.
             .wrap(actix_web::middleware::from_fn(super::request_id::assign))
-            .configure(super::routes)
+            .configure(|cfg| super::routes(cfg, with_metrics))
     })
     .listen(listener)?
     .disable_signals()
     .shutdown_timeout(10)
-    // Headers must arrive within the client timeout (the body is timed by the handlers that
-    // read it); a flood of idle connections is capped.
+    // Headers must arrive within the client timeout (the body is timed by the guard); a flood
+    // of idle connections is capped.
     .client_request_timeout(settings.access.client_timeout)
     .max_connections(settings.access.max_connections)
     .keep_alive(std::time::Duration::from_secs(75))
+    .run();
+    Ok(Server {
+        handle: server.handle(),
+        join: tokio::spawn(server),
+    })
+}
+
+/// Serves `/metrics` and `/health` on `listener` (`HERALD_METRICS_LISTEN`).
+pub fn serve_metrics(
+    listener: TcpListener,
+    runtime: &Runtime,
+    settings: &Settings,
+) -> std::io::Result<Server> {
+    let state = state(runtime, settings);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(super::metrics_routes)
+    })
+    .listen(listener)?
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .client_request_timeout(settings.access.client_timeout)
     .run();
     Ok(Server {
         handle: server.handle(),

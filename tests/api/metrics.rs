@@ -117,3 +117,48 @@ async fn every_answer_carries_a_request_id() {
         .to_owned();
     assert_eq!(id.len(), 32, "{id}");
 }
+
+/// With `HERALD_METRICS_LISTEN`, the metrics (and a health check) are served on their own
+/// listener and no longer on the public one: a public hub need not expose them.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_can_be_served_on_their_own_listener_only() {
+    let app = TestApp::spawn_with(&[("HERALD_METRICS_LISTEN", "127.0.0.1:0")]).await;
+    let metrics_port = app
+        .app
+        .as_ref()
+        .expect("running")
+        .metrics_port()
+        .expect("a metrics listener");
+    assert_ne!(metrics_port, app.port);
+    let public = app
+        .client
+        .get(format!("http://127.0.0.1:{}/metrics", app.port))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    let own = app
+        .client
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(own.status(), StatusCode::OK);
+    let text = own.text().await.expect("text");
+    assert!(text.contains("herald_queue_depth"), "{text}");
+    let health = app
+        .client
+        .get(format!("http://127.0.0.1:{metrics_port}/health"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(health.status(), StatusCode::OK);
+    // Nothing else is served there.
+    let hub = app
+        .client
+        .get(format!("http://127.0.0.1:{metrics_port}/hub"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(hub.status(), StatusCode::NOT_FOUND);
+}

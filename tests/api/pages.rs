@@ -291,7 +291,10 @@ async fn a_closed_hub_shows_subscriber_and_delivery_counts_only_to_its_publisher
         .post(app.hub_url())
         .bearer_auth("producer-tok")
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(query(&[("hub.mode", "publish"), ("hub.url", topic.as_str())]))
+        .body(query(&[
+            ("hub.mode", "publish"),
+            ("hub.url", topic.as_str()),
+        ]))
         .send()
         .await
         .expect("answer");
