@@ -143,6 +143,15 @@ impl Limits {
         }
     }
 
+    /// The key a client counts under for per-client caps (its address, an IPv6 client's
+    /// network; `Some(None)`: not known), or `None` when it is trusted and not limited.
+    pub fn limited_key(&self, client: Option<IpAddr>) -> Option<Option<IpAddr>> {
+        match client {
+            Some(ip) if self.is_trusted(ip) => None,
+            client => Some(self.client_key(client)),
+        }
+    }
+
     /// The key a client is limited under.
     fn client_key(&self, client: Option<IpAddr>) -> Option<IpAddr> {
         client.map(|ip| crate::domain::address::limit_key(ip, self.ipv6_prefix))

@@ -60,6 +60,12 @@ pub struct Metrics {
     live_connections: Gauge,
     live_sent: Family<TransportLabel, Counter>,
     live_backlog: Gauge,
+    live_refused: Family<ReasonLabel, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -145,8 +151,15 @@ impl Default for Metrics {
             "Updates waiting in live subscribers' backlogs (sampled when scraped)",
             live_backlog.clone(),
         );
+        let live_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "live_connections_refused",
+            "Live connections refused by a cap, by the cap (token, client, total)",
+            live_refused.clone(),
+        );
         Self {
             registry,
+            live_refused,
             live_connections,
             live_sent,
             live_backlog,
@@ -202,6 +215,13 @@ impl Metrics {
     pub fn delivered_after(&self, accepted: UnixMs, now: UnixMs) {
         self.publish_to_delivery
             .observe(accepted.until(now).as_secs_f64());
+    }
+
+    /// A live connection refused by the cap `reason` (`token`, `client`, `total`).
+    pub fn live_refused(&self, reason: &'static str) {
+        self.live_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// An update sent to a live connection over `transport` (`sse`, `websocket`).

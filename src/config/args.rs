@@ -280,6 +280,15 @@ pub struct ServeArgs {
     /// (a fallback: distributions notify at once, through PostgreSQL's NOTIFY across processes).
     #[arg(long, env = "HERALD_LIVE_POLL", default_value = "5s", value_parser = parse_duration)]
     pub live_poll: Duration,
+    /// The most live connections (SSE and WebSocket) one process holds.
+    #[arg(long, env = "HERALD_LIVE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub live_max_connections: usize,
+    /// The most live connections open with one token at once.
+    #[arg(long, env = "HERALD_LIVE_MAX_PER_TOKEN", default_value_t = 4)]
+    pub live_max_per_token: usize,
+    /// The most live connections from one client address (an IPv6 network) at once.
+    #[arg(long, env = "HERALD_LIVE_MAX_PER_CLIENT", default_value_t = 32)]
+    pub live_max_per_client: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -49,6 +49,12 @@ pub struct LiveSettings {
     pub token_max_ttl: Duration,
     pub heartbeat: Duration,
     pub poll: Duration,
+    /// The most connections one process holds, in all.
+    pub max_connections: usize,
+    /// The most connections open with one token.
+    pub max_per_token: usize,
+    /// The most connections from one client address (an IPv6 network).
+    pub max_per_client: usize,
 }
 
 /// Who may use the hub, and how much they may send.
@@ -291,6 +297,9 @@ impl TryFrom<ServeArgs> for Settings {
                 token_max_ttl: a.live_token_max_ttl,
                 heartbeat: a.live_heartbeat.max(Duration::from_millis(100)),
                 poll: a.live_poll.max(Duration::from_millis(100)),
+                max_connections: positive("HERALD_LIVE_MAX_CONNECTIONS", a.live_max_connections)?,
+                max_per_token: positive("HERALD_LIVE_MAX_PER_TOKEN", a.live_max_per_token)?,
+                max_per_client: positive("HERALD_LIVE_MAX_PER_CLIENT", a.live_max_per_client)?,
             },
             delivery: DeliverySettings {
                 retry: RetryPolicy::new(a.retry_schedule, a.max_retry_after),

@@ -23,6 +23,7 @@
 //! off from the dispatcher and reads the database again, so a slow connection costs memory for
 //! a bounded queue and no more.
 
+pub mod caps;
 pub mod grant;
 pub mod message;
 pub mod session;
@@ -73,6 +74,8 @@ pub struct Live {
     /// been valid (`HERALD_LIVE_TOKEN_MAX_TTL` after it was heard of), never less.
     revoked: Mutex<HashMap<LiveTokenId, tokio::time::Instant>>,
     revocations: watch::Sender<u64>,
+    /// Open connections, for the caps ([`caps`]).
+    counts: Mutex<caps::Counts>,
 }
 
 #[derive(Debug)]
@@ -102,6 +105,7 @@ impl Live {
             closing: watch::channel(false).0,
             revoked: Mutex::default(),
             revocations: watch::channel(0).0,
+            counts: Mutex::default(),
         }
     }
 }

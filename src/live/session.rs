@@ -19,6 +19,8 @@ const BACKLOG_PAGE: i64 = 200;
 
 pub struct Session {
     hub: Arc<Live>,
+    /// Its place under the connection caps, freed when the session ends.
+    _permit: super::caps::Permit,
     pub grant: Grant,
     topics: Vec<TopicId>,
     registration: Registration,
@@ -38,10 +40,12 @@ impl Session {
         hub: &Arc<Live>,
         grant: Grant,
         after: LiveEventId,
+        permit: super::caps::Permit,
     ) -> Result<Self, StoreError> {
         let topics = grant.topic_ids();
         let registration = register(hub, grant.subscriber_id, &topics).await?;
         Ok(Self {
+            _permit: permit,
             hub: hub.clone(),
             sent: topics.iter().map(|t| (*t, after)).collect(),
             topics,

@@ -712,3 +712,103 @@ async fn revoking_thousands_of_tokens_refuses_every_one_and_ends_their_connectio
         other.stop().await;
     }
 }
+
+/// Live connections are capped per token and in all (and per client address: the local client
+/// here is trusted, as for the rate limits); a refused one is told
+/// which cap it hit (429 for SSE, close code 1013 for a WebSocket) and counted. A closed
+/// connection gives its place back.
+#[tokio::test(flavor = "multi_thread")]
+async fn live_connections_are_capped_per_token_per_client_and_in_all() {
+    let app = hub(&[
+        ("HERALD_LIVE_MAX_PER_TOKEN", "2"),
+        ("HERALD_LIVE_MAX_CONNECTIONS", "3"),
+        ("HERALD_LIVE_HEARTBEAT", "200ms"),
+    ])
+    .await;
+    let alice = token(&app, "alice", &[TOPIC]).await;
+    let bob = token(&app, "bob", &[TOPIC]).await;
+    let open = |token: String| {
+        let app = &app;
+        async move {
+            let mut sse = Sse::open(app, &token).await;
+            sse.expect("ready").await;
+            sse
+        }
+    };
+    let refused = |token: String| {
+        let app = &app;
+        async move {
+            Sse::connect(
+                app,
+                SseOptions {
+                    token: Some(&token),
+                    token_in_query: false,
+                    last_event_id: None,
+                    topics: &[TOPIC],
+                },
+            )
+            .await
+            .err()
+            .expect("refused")
+        }
+    };
+    let first = open(alice.clone()).await;
+    let _second = open(alice.clone()).await;
+    let (status, body) = refused(alice.clone()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"], "too_many_connections");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("token")),
+        "{body}"
+    );
+    let mut ws = Ws::connect(&app).await;
+    ws.send(json!({"type": "auth", "token": alice})).await;
+    let closed = ws.next().await.expect_err("closed");
+    assert_eq!(closed.code, 1013);
+    assert!(
+        closed.reason.starts_with("too_many_connections"),
+        "{}",
+        closed.reason
+    );
+    // Three in all.
+    let _third = open(bob.clone()).await;
+    let (status, body) = refused(bob.clone()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("try again")),
+        "{body}"
+    );
+    // A closed connection gives its place back (the hub notices at its next heartbeat).
+    drop(first);
+    eventually("the closed connection's place to come back", || async {
+        Sse::connect(
+            &app,
+            SseOptions {
+                token: Some(&bob),
+                token_in_query: false,
+                last_event_id: None,
+                topics: &[TOPIC],
+            },
+        )
+        .await
+        .ok()
+    })
+    .await;
+    let metrics = app
+        .client
+        .get(format!("http://127.0.0.1:{}/metrics", app.port))
+        .send()
+        .await
+        .expect("answer")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("herald_live_connections_refused_total{reason=\"token\"} 2"),
+        "{metrics}"
+    );
+}
