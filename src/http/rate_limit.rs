@@ -22,7 +22,7 @@ pub async fn limit_clients(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     let path = req.path();
     let api = path.starts_with("/api/");
-    if (api || path == "/hub" || path == "/")
+    if (api || path == "/hub" || path == "/" || path.starts_with("/live/"))
         && let Some(ctx) = req.app_data::<web::Data<Arc<AppState>>>()
         && let Err(wait) = ctx.limits.admit_client(client_address(
             ctx,

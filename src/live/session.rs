@@ -14,6 +14,10 @@ use crate::{
     store::{StoreError, contents::BodyCache, live},
 };
 
+/// One connection's cache of document bodies holds about this much at most (a process may hold
+/// thousands of connections; the dispatcher's shared cache serves what is new).
+const SESSION_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Backlog events read per page.
 const BACKLOG_PAGE: i64 = 200;
 
@@ -55,7 +59,7 @@ impl Session {
             pending: VecDeque::new(),
             newest_sent: after,
             seen_recorded: after,
-            cache: BodyCache::default(),
+            cache: BodyCache::with_limit(SESSION_CACHE_BYTES),
         })
     }
 

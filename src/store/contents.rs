@@ -73,16 +73,34 @@ struct Row {
 
 /// Bodies already loaded by the caller, by id: bodies never change, so a job that sends many
 /// documents made of one body (an ordered stream of single-entry feeds) reads it once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BodyCache {
     bodies: HashMap<BodyId, Bytes>,
     bytes: usize,
+    /// Holding more than this, the cache is emptied before it takes more.
+    limit: usize,
 }
 
-/// A cache holding more than this is emptied before it takes more.
+/// A job's cache holding more than this is emptied before it takes more.
 const BODY_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
+impl Default for BodyCache {
+    fn default() -> Self {
+        Self::with_limit(BODY_CACHE_BYTES)
+    }
+}
+
 impl BodyCache {
+    /// A cache emptied whenever it holds more than `limit` bytes and takes more (one live
+    /// connection's cache is kept small: a process holds thousands).
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            bodies: HashMap::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
     fn missing(&self, ids: &[BodyId]) -> Vec<BodyId> {
         ids.iter()
             .copied()
@@ -91,7 +109,7 @@ impl BodyCache {
     }
 
     fn extend(&mut self, loaded: HashMap<BodyId, Bytes>) {
-        if self.bytes > BODY_CACHE_BYTES {
+        if self.bytes > self.limit {
             self.bodies.clear();
             self.bytes = 0;
         }
@@ -197,6 +215,23 @@ fn decode_ranges(text: &str) -> Option<Vec<Range<usize>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_cache_is_emptied_past_its_limit() {
+        let mut cache = BodyCache::with_limit(10);
+        let body = |id: i64, n: usize| (BodyId::new(id), Bytes::from(vec![b'x'; n]));
+        cache.extend(HashMap::from([body(1, 8)]));
+        cache.extend(HashMap::from([body(2, 8)]));
+        assert_eq!((cache.bodies.len(), cache.bytes), (2, 16));
+        // Over its limit: emptied before it takes the next.
+        cache.extend(HashMap::from([body(3, 4)]));
+        assert_eq!((cache.bodies.len(), cache.bytes), (1, 4));
+        assert_eq!(
+            cache.missing(&[BodyId::new(1), BodyId::new(3)]),
+            [BodyId::new(1)]
+        );
+        assert_eq!(BodyCache::default().limit, BODY_CACHE_BYTES);
+    }
 
     #[test]
     fn ranges_round_trip_and_refuse_garbage() {

@@ -502,3 +502,29 @@ async fn every_route_times_bodies_and_apis_check_tokens_before_reading_them() {
         );
     }
 }
+
+/// Live connections count against the per-client rate limit like any other request: a client
+/// cannot open (or retry) them without bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn live_connection_attempts_count_against_the_client_rate_limit() {
+    let app = TestApp::spawn_with(&[
+        ("HERALD_RATE_LIMIT", "1/h,2"),
+        ("HERALD_TRUSTED_PROXIES", "127.0.0.1"),
+    ])
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = app
+            .client
+            .get(format!(
+                "http://127.0.0.1:{}/live/events?topic=http://127.0.0.1:9/t",
+                app.port
+            ))
+            .header("x-forwarded-for", "198.51.100.1, 203.0.113.77")
+            .send()
+            .await
+            .expect("answer");
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 429]);
+}
