@@ -50,8 +50,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[into_params(parameter_in = Query)]
 pub struct TopicQuery {
     /// The topic URL.
+    #[param(min_length = 1)]
     topic: Option<String>,
     /// Another name for `topic`.
+    #[param(min_length = 1)]
     url: Option<String>,
 }
 
@@ -259,7 +261,7 @@ pub struct DistributionOutcome {
 
 /// `GET /api/v1/distributions/{id}`: how the deliveries of one distribution stand.
 #[utoipa::path(get, path = "/api/v1/distributions/{id}", tag = "producer",
-    security(("producer_token" = [])), params(("id" = i64, Path, description = "Distribution id")),
+    security(("producer_token" = [])), params(("id" = i64, Path, description = "Distribution id", minimum = 1)),
     responses((status = 200, body = DistributionOutcome), (status = "4XX", body = ErrorBody)))]
 async fn distribution(
     req: HttpRequest,

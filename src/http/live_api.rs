@@ -150,7 +150,7 @@ pub struct Revoked {
 }
 
 #[utoipa::path(delete, path = "/api/v1/live/tokens/{id}", tag = "live",
-    security(("producer_token" = [])), params(("id" = i64, Path, description = "Token id")),
+    security(("producer_token" = [])), params(("id" = i64, Path, description = "Token id", minimum = 1)),
     responses((status = 200, body = Revoked), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn revoke_token(
     req: HttpRequest,

@@ -28,9 +28,10 @@ pub struct DeliveryQuery {
     #[param(value_type = Option<DeliveryState>)]
     state: Option<String>,
     /// Only deliveries of this subscription.
-    #[param(value_type = Option<i64>)]
+    #[param(value_type = Option<i64>, minimum = 1)]
     subscription: Option<SubscriptionId>,
     /// At most this many rows (default 100, at most 10000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
 }
 
@@ -45,6 +46,9 @@ pub(super) async fn list_deliveries(
     authorize(&req, &ctx, Api::Admin)?;
     let q = query(q)?;
     let state: Option<DeliveryState> = parse_opt(q.state.as_deref(), "state")?;
+    if q.subscription.is_some_and(|id| id.get() < 1) {
+        return Err(ApiError::BadRequest("subscription is a positive id".into()));
+    }
     let rows = views::deliveries(&ctx.db, q.subscription, state, limit(q.limit, 100)?).await?;
     Ok(HttpResponse::Ok().json(rows))
 }

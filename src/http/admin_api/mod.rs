@@ -71,6 +71,14 @@ pub(super) fn limit(requested: Option<i64>, default: i64) -> Result<i64, ApiErro
     }
 }
 
+/// An optional text filter, refused when empty (an empty filter would match everything).
+pub(super) fn non_empty(value: Option<String>, name: &str) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.is_empty() => Err(ApiError::BadRequest(format!("{name} must not be empty"))),
+        v => Ok(v),
+    }
+}
+
 /// An optional query value in a closed vocabulary (a state), refused with the words allowed.
 pub(super) fn parse_opt<T: std::str::FromStr<Err: std::fmt::Display>>(
     value: Option<&str>,
@@ -139,8 +147,10 @@ pub struct Changed<T: ToSchema> {
 #[into_params(parameter_in = Query)]
 pub struct TopicQuery {
     /// Only this topic URL.
+    #[param(min_length = 1)]
     url: Option<String>,
     /// At most this many rows (default 1000, at most 10000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
 }
 
@@ -154,9 +164,10 @@ async fn list_topics(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &ctx, Api::Admin)?;
     let q = query(q)?;
+    let url = non_empty(q.url, "url")?;
     let rows = views::topics(
         &ctx.db,
-        q.url.as_deref(),
+        url.as_deref(),
         UnixMs::now(),
         limit(q.limit, 1000)?,
     )
@@ -165,7 +176,7 @@ async fn list_topics(
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/topics/{id}", tag = "admin",
-    security(("admin_token" = [])), params(("id" = i64, Path, description = "Topic id")),
+    security(("admin_token" = [])), params(("id" = i64, Path, description = "Topic id", minimum = 1)),
     responses((status = 200, body = views::TopicView), (status = "4XX", body = ErrorBody)))]
 async fn show_topic(
     req: HttpRequest,

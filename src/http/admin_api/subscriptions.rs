@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{limit, parse_opt};
+use super::{limit, non_empty, parse_opt};
 use crate::{
     admin::actions::{self, SelectionError},
     domain::{
@@ -26,8 +26,10 @@ use crate::{
 #[into_params(parameter_in = Query)]
 pub struct SubscriptionQuery {
     /// Only this topic URL.
+    #[param(min_length = 1)]
     topic: Option<String>,
     /// Only callbacks containing this text.
+    #[param(min_length = 1)]
     callback: Option<String>,
     /// Only this state.
     #[param(value_type = Option<SubscriptionState>)]
@@ -38,6 +40,7 @@ pub struct SubscriptionQuery {
     #[serde(default)]
     failing: bool,
     /// At most this many rows (default 1000, at most 10000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
 }
 
@@ -60,8 +63,8 @@ pub(super) async fn list_subscriptions(
         .map_err(|e| ApiError::BadRequest(format!("expiring_within: {e}")))?
         .map(|d| UnixMs::now().after(d));
     let filter = views::SubscriptionFilter {
-        topic: q.topic,
-        callback: q.callback,
+        topic: non_empty(q.topic, "topic")?,
+        callback: non_empty(q.callback, "callback")?,
         state,
         expiring_before,
         failing: q.failing,
@@ -80,7 +83,7 @@ pub struct SubscriptionDetail {
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/subscriptions/{id}", tag = "admin",
-    security(("admin_token" = [])), params(("id" = i64, Path, description = "Subscription id")),
+    security(("admin_token" = [])), params(("id" = i64, Path, description = "Subscription id", minimum = 1)),
     responses((status = 200, body = SubscriptionDetail), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn show_subscription(
     req: HttpRequest,
@@ -257,7 +260,7 @@ pub(super) async fn delete_subscriptions(
 }
 
 #[utoipa::path(delete, path = "/api/v1/admin/subscriptions/{id}", tag = "admin",
-    security(("admin_token" = [])), params(("id" = i64, Path, description = "Subscription id")),
+    security(("admin_token" = [])), params(("id" = i64, Path, description = "Subscription id", minimum = 1)),
     responses((status = 200, body = Deleted), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn delete_subscription(
     req: HttpRequest,
