@@ -171,6 +171,8 @@ impl ResponseError for ApiError {
 }
 
 /// Checks the request's `Authorization: Bearer` against the API's token (in constant time).
+/// `http::guard` applies it to every request under `/api/v1` before routing (the handlers do
+/// not check again); the pages use it to recognise the producer.
 pub fn authorize(req: &HttpRequest, ctx: &AppState, api: Api) -> Result<(), ApiError> {
     let Some(token) = api.token(ctx) else {
         return Err(ApiError::Disabled(api));

@@ -43,7 +43,7 @@ pub async fn guard_requests(
         let response = refused.error_response();
         return Ok(req.into_response(response).map_into_right_body());
     }
-    if !req.headers().contains_key(header::UPGRADE) {
+    if declares_body(&req) {
         let payload = req.take_payload();
         req.set_payload(with_deadline(payload, ctx.access.client_timeout));
     }
@@ -52,7 +52,21 @@ pub async fn guard_requests(
         .map(ServiceResponse::map_into_left_body)
 }
 
-/// Which API's token a path needs (`None`: none, or the handler decides).
+/// Whether the request announces a body to time (`Content-Length` above zero, or a chunked
+/// one); a WebSocket upgrade's "body" is the socket, never timed.
+fn declares_body(req: &ServiceRequest) -> bool {
+    let headers = req.headers();
+    if headers.contains_key(header::UPGRADE) {
+        return false;
+    }
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}
+
+/// Which API's token a path needs (`None`: none). This is the APIs' only token check.
 fn api_of(path: &str) -> Option<Api> {
     if path.starts_with("/api/v1/admin/") || path == "/api/v1/admin" {
         Some(Api::Admin)

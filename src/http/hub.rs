@@ -138,18 +138,9 @@ pub async fn post(
     ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, HubError> {
     check_content_type(&req)?;
-    let timeout = ctx.access.client_timeout;
-    let body = tokio::time::timeout(
-        timeout,
-        read_body(
-            &req,
-            payload,
-            ctx.access.max_request_bytes,
-            timeout.as_secs(),
-        ),
-    )
-    .await
-    .map_err(|_| HubError::SlowBody(timeout.as_secs()))??;
+    // The body's deadline is `http::guard`'s: a body late past it ends in `SlowBody`.
+    let timeout_secs = ctx.access.client_timeout.as_secs();
+    let body = read_body(&req, payload, ctx.access.max_request_bytes, timeout_secs).await?;
     let pairs = parse_form(&body)?;
     match HubRequest::try_from(pairs.as_slice())? {
         HubRequest::Subscription(request) => {

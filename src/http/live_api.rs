@@ -4,11 +4,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::api_error::{Api, ApiError, ErrorBody, authorize, json_body, path_id, query, rfc3339};
+use super::api_error::{ApiError, ErrorBody, json_body, path_id, query, rfc3339};
 use crate::{
     domain::{delivery_mode::DeliveryMode, ids::LiveTokenId, ids::UnixMs, url::HubUrl},
     http::AppState,
@@ -69,11 +69,9 @@ pub struct IssuedToken {
     security(("producer_token" = [])), request_body = TokenRequest,
     responses((status = 201, body = IssuedToken), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn issue(
-    req: HttpRequest,
     body: Result<web::Json<TokenRequest>, actix_web::Error>,
     ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &ctx, Api::Producer)?;
     let body = json_body(body)?;
     let subscriber = body.subscriber.trim();
     if subscriber.is_empty() || subscriber.len() > MAX_SUBSCRIBER_LEN {
@@ -153,11 +151,9 @@ pub struct Revoked {
     security(("producer_token" = [])), params(("id" = i64, Path, description = "Token id", minimum = 1)),
     responses((status = 200, body = Revoked), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn revoke_token(
-    req: HttpRequest,
     id: web::Path<String>,
     ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &ctx, Api::Producer)?;
     let id: LiveTokenId = path_id(&id, "token")?;
     let revoked = revoke(&ctx, live::Revoke::Token(id)).await?;
     if revoked == 0 {
@@ -180,11 +176,9 @@ pub struct SubscriberQuery {
     security(("producer_token" = [])), params(SubscriberQuery),
     responses((status = 200, body = Revoked), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn revoke_subscriber(
-    req: HttpRequest,
     q: Result<web::Query<SubscriberQuery>, actix_web::Error>,
     ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &ctx, Api::Producer)?;
     let q = query(q)?;
     let Some(subscriber) = q
         .subscriber

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -15,7 +15,7 @@ use crate::{
     },
     http::{
         AppState,
-        api_error::{Api, ApiError, ErrorBody, authorize, json_body, query},
+        api_error::{ApiError, ErrorBody, json_body, query},
     },
     store::{deliveries, views},
 };
@@ -39,11 +39,9 @@ pub struct DeliveryQuery {
     security(("admin_token" = [])), params(DeliveryQuery),
     responses((status = 200, body = Vec<views::DeliveryView>), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn list_deliveries(
-    req: HttpRequest,
     q: Result<web::Query<DeliveryQuery>, actix_web::Error>,
     ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &ctx, Api::Admin)?;
     let q = query(q)?;
     let state: Option<DeliveryState> = parse_opt(q.state.as_deref(), "state")?;
     if q.subscription.is_some_and(|id| id.get() < 1) {
@@ -72,11 +70,9 @@ pub struct ReplayRequest {
     security(("admin_token" = [])), request_body = ReplayRequest,
     responses((status = 200, body = Changed<i64>), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn replay_deliveries(
-    req: HttpRequest,
     body: Result<web::Json<ReplayRequest>, actix_web::Error>,
     ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &ctx, Api::Admin)?;
     let body = json_body(body)?;
     let ids = match (body.ids.is_empty(), body.all_failed) {
         (true, false) => {

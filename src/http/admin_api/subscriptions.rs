@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -16,7 +16,7 @@ use crate::{
     },
     http::{
         AppState,
-        api_error::{Api, ApiError, ErrorBody, authorize, json_body, path_id, query},
+        api_error::{ApiError, ErrorBody, json_body, path_id, query},
     },
     store::views,
 };
@@ -48,11 +48,9 @@ pub struct SubscriptionQuery {
     security(("admin_token" = [])), params(SubscriptionQuery),
     responses((status = 200, body = Vec<views::SubscriptionView>), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn list_subscriptions(
-    req: HttpRequest,
     q: Result<web::Query<SubscriptionQuery>, actix_web::Error>,
     ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &ctx, Api::Admin)?;
     let q = query(q)?;
     let state: Option<SubscriptionState> = parse_opt(q.state.as_deref(), "state")?;
     let expiring_before = q
@@ -86,11 +84,9 @@ pub struct SubscriptionDetail {
     security(("admin_token" = [])), params(("id" = i64, Path, description = "Subscription id", minimum = 1)),
     responses((status = 200, body = SubscriptionDetail), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn show_subscription(
-    req: HttpRequest,
     id: web::Path<String>,
     ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &ctx, Api::Admin)?;
     let id: SubscriptionId = path_id(&id, "subscription")?;
     let filter = views::SubscriptionFilter {
         id: Some(id),
@@ -155,11 +151,9 @@ pub struct NoticeFailed {
     security(("admin_token" = [])), request_body = ExpireRequest,
     responses((status = 200, body = Expired), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn expire_subscriptions(
-    req: HttpRequest,
     body: Result<web::Json<ExpireRequest>, actix_web::Error>,
     ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &ctx, Api::Admin)?;
     let body = json_body(body)?;
     let expired_before = body
         .expired_before
@@ -247,11 +241,9 @@ pub struct Deleted {
     security(("admin_token" = [])), request_body = DeleteRequest,
     responses((status = 200, body = Deleted), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn delete_subscriptions(
-    req: HttpRequest,
     body: Result<web::Json<DeleteRequest>, actix_web::Error>,
     ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &ctx, Api::Admin)?;
     let body = json_body(body)?;
     if body.ids.is_empty() {
         return Err(ApiError::BadRequest("say which subscriptions: ids".into()));
@@ -263,11 +255,9 @@ pub(super) async fn delete_subscriptions(
     security(("admin_token" = [])), params(("id" = i64, Path, description = "Subscription id", minimum = 1)),
     responses((status = 200, body = Deleted), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn delete_subscription(
-    req: HttpRequest,
     id: web::Path<String>,
     ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &ctx, Api::Admin)?;
     let id: SubscriptionId = path_id(&id, "subscription")?;
     delete(&ctx, &[id], false).await
 }
