@@ -66,6 +66,8 @@ pub struct Update {
     pub topic_id: TopicId,
     /// Its number among the subscriber's events of this topic, from 1, without gaps.
     pub seq: i64,
+    /// Its number among all the subscriber's events, in commit order ([`super::session`]).
+    pub ordinal: i64,
     pub doc: Arc<Document>,
 }
 
@@ -159,6 +161,7 @@ mod tests {
             position: LiveEventId::new(42),
             topic_id: TopicId::new(3),
             seq: 7,
+            ordinal: 9,
             doc: Arc::new(Document::from_content(&content)),
         }
     }

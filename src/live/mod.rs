@@ -9,7 +9,7 @@
 //! **Stored:** each follower's backlog (`store::live`), bounded per follower and kept for
 //! `HERALD_LIVE_BACKLOG_TTL`; what a connection has seen.
 //!
-//! **Out:** updates on each open connection, in order within each topic ([`session`],
+//! **Out:** updates on each open connection, in the order they committed ([`session`],
 //! [`message`]).
 //!
 //! **Retried:** nothing is sent twice by the hub; a connection that drops resumes from its last
@@ -405,6 +405,7 @@ pub async fn updates_of(
                 position: r.id,
                 topic_id: r.topic_id,
                 seq: r.seq,
+                ordinal: r.ordinal,
                 doc,
             })
         })

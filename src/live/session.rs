@@ -1,12 +1,16 @@
 //! One live connection's stream of updates, the same for SSE and WebSocket: first the backlog
-//! after the point it resumes from, read page by page, then what the dispatcher hands it. Each
-//! update is sent once per connection, in order within each topic (positions are compared per
-//! topic: events of different topics may commit out of order on PostgreSQL).
+//! after the point it resumes from, read page by page, then what the dispatcher hands it.
+//!
+//! Updates go out in the order of their ids, which for one subscriber is the order their
+//! transactions committed (`store::live::fan_out`). So every event up to the id a client last
+//! received was sent to it, and a resume from that id consumes exactly what it was sent, even
+//! while several topics publish at once. The dispatcher hands out each topic on its own, so
+//! events of two topics may arrive in either order: each event carries its ordinal among the
+//! subscriber's events, and one that does not follow the last sent directly (a late event of
+//! another topic, or of a topic this connection does not follow) is not sent as it is: the
+//! connection reads the database from what it sent, where every earlier event has committed.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use std::{collections::VecDeque, sync::Arc};
 
 use super::{Live, Registration, grant::Grant, message::Update, register, updates_of};
 use crate::{
@@ -28,12 +32,18 @@ pub struct Session {
     pub grant: Grant,
     topics: Vec<TopicId>,
     registration: Registration,
-    /// Per topic: the newest position sent.
-    sent: HashMap<TopicId, LiveEventId>,
-    /// Where reading the backlog goes on from; `None`: read to its end.
+    /// Where reading the database goes on from; `None`: it was read to its end.
     cursor: Option<LiveEventId>,
-    pending: VecDeque<Update>,
+    /// While reading: the subscriber's newest ordinal when the reading began.
+    reading_from: Option<i64>,
+    /// Read from the database, sent as they come.
+    backlog: VecDeque<Update>,
+    /// Handed out by the dispatcher, sent when they follow what was sent.
+    handed: VecDeque<Update>,
+    /// The position of the newest update sent (or of the point resumed from).
     newest_sent: LiveEventId,
+    /// Every event of the subscriber numbered up to this was sent, or is not for this connection.
+    ordinal_sent: i64,
     seen_recorded: LiveEventId,
     cache: BodyCache,
 }
@@ -51,13 +61,15 @@ impl Session {
         Ok(Self {
             _permit: permit,
             hub: hub.clone(),
-            sent: topics.iter().map(|t| (*t, after)).collect(),
             topics,
             grant,
             registration,
             cursor: Some(after),
-            pending: VecDeque::new(),
+            reading_from: None,
+            backlog: VecDeque::new(),
+            handed: VecDeque::new(),
             newest_sent: after,
+            ordinal_sent: 0,
             seen_recorded: after,
             cache: BodyCache::with_limit(SESSION_CACHE_BYTES),
         })
@@ -66,11 +78,9 @@ impl Session {
     /// The next update to send. Cancel-safe: nothing is lost when the future is dropped.
     pub async fn next(&mut self) -> Result<Update, StoreError> {
         loop {
-            if let Some(update) = self.pending.pop_front() {
-                let sent = self.sent.entry(update.topic_id).or_insert(update.position);
-                if update.position > *sent {
-                    *sent = update.position;
-                    self.newest_sent = self.newest_sent.max(update.position);
+            if let Some(update) = self.backlog.pop_front() {
+                if update.position > self.newest_sent {
+                    self.newest_sent = update.position;
                     return Ok(update);
                 }
                 continue;
@@ -78,32 +88,48 @@ impl Session {
             if let Some(cursor) = self.cursor {
                 // Boxed: the database futures are large, and a connection's resting future
                 // (waiting on `rx`) should not carry their size for its whole life.
-                let (rows, updates) = Box::pin(self.read_backlog(cursor)).await?;
-                self.cursor = match rows.last() {
-                    Some(last) if rows.len() as i64 == BACKLOG_PAGE => Some(last.id),
-                    _ => None,
-                };
-                self.pending.extend(updates);
+                Box::pin(self.read(cursor)).await?;
+                continue;
+            }
+            if let Some(update) = self.handed.pop_front() {
+                if update.position <= self.newest_sent || update.ordinal <= self.ordinal_sent {
+                    continue;
+                }
+                if update.ordinal == self.ordinal_sent + 1 {
+                    self.newest_sent = update.position;
+                    self.ordinal_sent = update.ordinal;
+                    return Ok(update);
+                }
+                // Something came between: the database has it, in order.
+                self.handed.clear();
+                self.cursor = Some(self.newest_sent);
                 continue;
             }
             match self.registration.rx.recv().await {
-                Some(update) => self.pending.push_back(update),
+                Some(update) => self.handed.push_back(update),
                 None => {
                     // Fallen behind and cut off: join again and read what was missed.
                     self.registration =
                         Box::pin(register(&self.hub, self.grant.subscriber_id, &self.topics))
                             .await?;
-                    let oldest_sent = self.sent.values().min().copied();
-                    self.cursor = Some(oldest_sent.unwrap_or(LiveEventId::new(0)));
+                    self.handed.clear();
+                    self.cursor = Some(self.newest_sent);
                 }
             }
         }
     }
 
-    async fn read_backlog(
-        &mut self,
-        cursor: LiveEventId,
-    ) -> Result<(Vec<live::EventRow>, Vec<Update>), StoreError> {
+    /// Reads a page of the database after `cursor`; at its end, everything numbered up to the
+    /// newest ordinal when the reading began (or read since) is known.
+    async fn read(&mut self, cursor: LiveEventId) -> Result<(), StoreError> {
+        let floor = match self.reading_from {
+            Some(floor) => floor,
+            None => {
+                let floor = live::last_ordinal(&self.hub.db, self.grant.subscriber_id).await?;
+                self.reading_from = Some(floor);
+                floor
+            }
+        };
         let rows = live::backlog(
             &self.hub.db,
             self.grant.subscriber_id,
@@ -113,15 +139,25 @@ impl Session {
         )
         .await?;
         let updates = updates_of(&self.hub.db, &rows, &mut self.cache).await?;
-        Ok((rows, updates))
+        let newest_read = rows.iter().map(|r| r.ordinal).max().unwrap_or(0);
+        self.ordinal_sent = self.ordinal_sent.max(floor).max(newest_read);
+        self.cursor = match rows.last() {
+            Some(last) if rows.len() as i64 == BACKLOG_PAGE => Some(last.id),
+            _ => {
+                self.reading_from = None;
+                None
+            }
+        };
+        self.backlog.extend(updates);
+        Ok(())
     }
 
     /// Goes back: what came after `after` is sent again (a WebSocket `resume`).
     pub fn rewind(&mut self, after: LiveEventId) {
-        for sent in self.sent.values_mut() {
-            *sent = after;
-        }
-        self.pending.clear();
+        self.newest_sent = after;
+        self.backlog.clear();
+        self.handed.clear();
+        self.reading_from = None;
         self.cursor = Some(after);
     }
 

@@ -191,6 +191,12 @@ pub async fn is_followed(tx: &mut Tx, topic_id: TopicId, now: UnixMs) -> Result<
 
 /// Puts one document in the backlog of every live follower of its topic it is for, numbered
 /// per follower, and counts it in their backlogs; returns how many got it.
+///
+/// The followers' rows are taken first (on PostgreSQL locked in id order, so two fan-outs never
+/// wait on each other in a circle): a fan-out that shares a follower with one not committed yet
+/// waits for it, so each subscriber's events get their ordinals, and their ids, in commit
+/// order. That order is what lets a connection send a subscriber's events by id without
+/// skipping one that commits late ([`crate::live::session`]).
 pub async fn fan_out(
     tx: &mut Tx,
     content_id: ContentId,
@@ -199,20 +205,47 @@ pub async fn fan_out(
     seq_offset: i64,
     now: UnixMs,
 ) -> Result<usize, StoreError> {
-    let insert = "INSERT INTO live_events (subscriber_id, topic_id, content_id, seq, created_at)
-                  SELECT f.subscriber_id, f.topic_id, $1, f.seq + $4, $3 FROM live_follows f
+    const FOLLOWERS: &str = "SELECT f.subscriber_id FROM live_follows f
+                             WHERE f.topic_id = $1 AND f.expires_at > $2
+                               AND ($3 = 'whole' OR f.mode = $3)";
+    let lock =
+        format!("SELECT id FROM live_subscribers WHERE id IN ({FOLLOWERS}) ORDER BY id FOR UPDATE");
+    let count = format!(
+        "UPDATE live_subscribers SET backlog = backlog + 1, last_ordinal = last_ordinal + 1
+         WHERE id IN ({FOLLOWERS})"
+    );
+    let insert = "INSERT INTO live_events
+                      (subscriber_id, topic_id, content_id, seq, ordinal, created_at)
+                  SELECT f.subscriber_id, f.topic_id, $1, f.seq + $4, s.last_ordinal, $3
+                  FROM live_follows f JOIN live_subscribers s ON s.id = f.subscriber_id
                   WHERE f.topic_id = $2 AND f.expires_at > $3 AND ($5 = 'whole' OR f.mode = $5)";
-    let count = "UPDATE live_subscribers SET backlog = backlog + 1 WHERE id IN (
-                     SELECT f.subscriber_id FROM live_follows f
-                     WHERE f.topic_id = $1 AND f.expires_at > $2 AND ($3 = 'whole' OR f.mode = $3))";
+    if let Tx::Pg(t) = tx {
+        // SQLite has one writer at a time: its order is the commit order already.
+        sqlx::query(sqlx::AssertSqlSafe(lock))
+            .bind(topic_id)
+            .bind(now)
+            .bind(audience.as_str())
+            .execute(&mut **t)
+            .await?;
+    }
+    let counted = dispatch_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(count))
+        .bind(topic_id).bind(now).bind(audience.as_str()).execute(c).await?.rows_affected());
+    if counted == 0 {
+        return Ok(0);
+    }
     let added = dispatch_tx!(tx, c => sqlx::query(insert)
         .bind(content_id).bind(topic_id).bind(now).bind(seq_offset).bind(audience.as_str())
         .execute(c).await?.rows_affected());
-    if added > 0 {
-        dispatch_tx!(tx, c => sqlx::query(count).bind(topic_id).bind(now).bind(audience.as_str())
-            .execute(c).await?.rows_affected());
-    }
     Ok(added as usize)
+}
+
+/// The number of a subscriber's newest event (every event numbered up to it has committed).
+pub async fn last_ordinal(db: &Db, subscriber: LiveSubscriberId) -> Result<i64, StoreError> {
+    let sql = "SELECT last_ordinal FROM live_subscribers WHERE id = $1";
+    Ok(
+        dispatch!(db, c => sqlx::query_scalar(sql).bind(subscriber).fetch_optional(c).await?)
+            .unwrap_or(0),
+    )
 }
 
 /// Advances the live followers' sequence counters of a topic, as `subscriptions::advance_sequences`
@@ -286,6 +319,8 @@ pub struct EventRow {
     pub topic_id: TopicId,
     pub content_id: ContentId,
     pub seq: i64,
+    /// Its number among all the subscriber's events, in commit order.
+    pub ordinal: i64,
 }
 
 /// Up to `limit` events of a subscriber after `after`, for the given topics, oldest first.
@@ -296,7 +331,7 @@ pub async fn backlog(
     after: LiveEventId,
     limit: i64,
 ) -> Result<Vec<EventRow>, StoreError> {
-    let sql = "SELECT id, subscriber_id, topic_id, content_id, seq FROM live_events
+    let sql = "SELECT id, subscriber_id, topic_id, content_id, seq, ordinal FROM live_events
                WHERE subscriber_id = $1 AND id > $2 AND topic_id IN ({list})
                ORDER BY id LIMIT $3";
     let mut rows: Vec<EventRow> = Vec::new();
@@ -336,7 +371,7 @@ pub async fn new_events(
     after: LiveEventId,
     limit: i64,
 ) -> Result<Vec<EventRow>, StoreError> {
-    let sql = "SELECT id, subscriber_id, topic_id, content_id, seq FROM live_events
+    let sql = "SELECT id, subscriber_id, topic_id, content_id, seq, ordinal FROM live_events
                WHERE topic_id = $1 AND id > $2 ORDER BY id LIMIT $3";
     Ok(
         dispatch!(db, c => sqlx::query_as(sql).bind(topic).bind(after).bind(limit)

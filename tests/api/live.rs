@@ -812,3 +812,104 @@ async fn live_connections_are_capped_per_token_per_client_and_in_all() {
         "{metrics}"
     );
 }
+
+/// One subscriber follows two topics while updates are pushed to both at once, and reconnects
+/// with `Last-Event-ID` every few updates: every update arrives exactly once, in order within
+/// its topic (a resume consumes what that connection was sent, never an event of the other
+/// topic that committed later). Looped: the race it guards against is timing-dependent.
+#[tokio::test(flavor = "multi_thread")]
+async fn resuming_while_two_topics_publish_at_once_loses_and_repeats_nothing() {
+    // Dropped connections are noticed when next written to: the caps would count them.
+    let app = std::sync::Arc::new(
+        hub(&[
+            ("HERALD_LIVE_MAX_PER_TOKEN", "10000"),
+            ("HERALD_LIVE_MAX_PER_CLIENT", "10000"),
+        ])
+        .await,
+    );
+    const PER_TOPIC: usize = 60;
+    const EVERY: usize = 3;
+    for round in 0..20 {
+        let topics: Vec<String> = ["a", "b"]
+            .iter()
+            .map(|t| format!("http://127.0.0.1:9/live/resume/{round}/{t}"))
+            .collect();
+        let name = format!("resumer-{round}");
+        let t = token(&app, &name, &[&topics[0], &topics[1]]).await;
+        let publishers: Vec<_> = topics
+            .iter()
+            .enumerate()
+            .map(|(i, topic)| {
+                let (app, topic) = (app.clone(), topic.clone());
+                tokio::spawn(async move {
+                    for n in 1..=PER_TOPIC {
+                        push(&app, &topic, "text/plain", &format!("{i}:{n}")).await;
+                    }
+                })
+            })
+            .collect();
+        let mut got: Vec<String> = Vec::new();
+        let mut last: Option<String> = None;
+        let read =
+            |sse_events: Vec<live::Event>, got: &mut Vec<String>, last: &mut Option<String>| {
+                for e in sse_events {
+                    got.push(body(&e.data).to_owned());
+                    *last = e.id.clone();
+                }
+            };
+        let resume = |last: Option<String>| {
+            let app = app.clone();
+            let t = t.clone();
+            async move {
+                let mut sse = Sse::connect(
+                    &app,
+                    SseOptions {
+                        token: Some(&t),
+                        last_event_id: last.as_deref(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("accepted");
+                let ready = sse.expect("ready").await;
+                (
+                    sse,
+                    ready.data["backlog"].as_u64().expect("backlog") as usize,
+                )
+            }
+        };
+        // Reconnects while publishing goes on, up to 40 short of the end (a loss shows below).
+        while got.len() + 40 < 2 * PER_TOPIC {
+            let (mut sse, _) = resume(last.clone()).await;
+            read(sse.updates(EVERY).await, &mut got, &mut last);
+        }
+        for p in publishers {
+            p.await.expect("published");
+        }
+        eventually("every update to reach the subscriber's backlog", || async {
+            let total = app
+                .texts(
+                    "SELECT CAST(SUM(f.seq) AS TEXT) FROM live_follows f
+                     JOIN live_subscribers s ON s.id = f.subscriber_id WHERE s.name = $1",
+                    &[&name],
+                )
+                .await;
+            (total.first().map(String::as_str) == Some(&(2 * PER_TOPIC).to_string())).then_some(())
+        })
+        .await;
+        let (mut sse, waiting) = resume(last.clone()).await;
+        read(sse.updates(waiting).await, &mut got, &mut last);
+        for i in 0..2 {
+            let of_topic: Vec<&str> = got
+                .iter()
+                .map(String::as_str)
+                .filter(|b| b.starts_with(&format!("{i}:")))
+                .collect();
+            let expected: Vec<String> = (1..=PER_TOPIC).map(|n| format!("{i}:{n}")).collect();
+            assert_eq!(
+                of_topic, expected,
+                "round {round}, topic {i}: lost, repeated or reordered"
+            );
+        }
+    }
+}
