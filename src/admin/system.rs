@@ -50,24 +50,31 @@ pub async fn check_config(json: bool) -> anyhow::Result<()> {
         "public_url": public_url,
         "mode": if settings.access.mode == HubMode::Closed { "closed" } else { "open" },
         "producer_api": settings.access.producer_token.is_some(),
-        "address_policy": format!("{:?}", settings.address_policy),
+        "address_policy": settings.address_policy.to_string(),
         "signature_algorithm": settings.delivery.signature_algorithm.name(),
         "legacy_signature_algorithm": settings.delivery.legacy_signature_algorithm.name(),
         "feed_delivery": settings.delivery.feed_default.as_str(),
         "retry_schedule": settings.delivery.retry.schedule_text(),
         "role": format!("{:?}", settings.role).to_lowercase(),
+        "warnings": settings.warnings(),
     });
     if json {
         return print_json(&report);
     }
     println!("configuration is valid");
     if let Some(map) = report.as_object() {
-        for (k, v) in map.iter().filter(|(k, _)| *k != "valid") {
+        for (k, v) in map
+            .iter()
+            .filter(|(k, _)| !["valid", "warnings"].contains(&k.as_str()))
+        {
             println!(
                 "  {k:<27} {}",
                 v.as_str().map_or_else(|| v.to_string(), str::to_owned)
             );
         }
+    }
+    for warning in settings.warnings() {
+        println!("warning: {warning}");
     }
     Ok(())
 }

@@ -95,7 +95,8 @@ pub struct ServeArgs {
     /// The hub URL as subscribers and publishers see it [default: http://<listen>/hub].
     #[arg(long, env = "HERALD_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Which addresses callbacks and topics may resolve to: false (public only), loopback, true.
+    /// Which addresses callbacks and topics may resolve to: false (public only),
+    /// loopback:PORT,PORT (and loopback on those ports), loopback (on every port), true.
     #[arg(long, env = "HERALD_ALLOW_PRIVATE_ADDRESSES", default_value = "false")]
     pub allow_private_addresses: AddressPolicy,
     /// The shortest lease granted: seconds, or a duration (`1m`).

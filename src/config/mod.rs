@@ -325,6 +325,22 @@ impl TryFrom<ServeArgs> for Settings {
 }
 
 impl Settings {
+    /// What is valid but risky in these settings, one sentence each (logged at start and
+    /// shown by `check-config`).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.address_policy
+            == AddressPolicy::AllowLoopback(crate::domain::address::LoopbackPorts::Any)
+        {
+            warnings.push(
+                "HERALD_ALLOW_PRIVATE_ADDRESSES=loopback opens every local port to callbacks and \
+                 topics; name the ports, for example loopback:8000,9000"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
+
     /// Settings as `herald serve` would build them with no flags and only `vars` set; used by
     /// tests and by `check-config`.
     pub fn from_vars<'a>(

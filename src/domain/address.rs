@@ -1,8 +1,10 @@
 //! Which IP addresses the hub may contact (server-side request forgery defence; WebSub says
 //! nothing of it, but a hub that fetches and calls any URL it is given must).
 //!
-//! By default only public unicast addresses are allowed. `loopback` additionally allows the
-//! loopback range (a hub co-located with its publisher); `all` allows everything (tests, or a
+//! By default only public unicast addresses are allowed. `loopback:8000,9000` additionally
+//! allows the loopback range on the ports named (a hub co-located with its publisher or its
+//! subscribers); a bare `loopback` allows every loopback port, which opens every local service
+//! to anyone who can subscribe (the hub warns at start). `true` allows everything (tests, or a
 //! hub inside a trusted private network).
 //!
 //! IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are judged as the IPv4 address they carry.
@@ -13,39 +15,118 @@
 //! topic needs them. So are deprecated site-local `fec0::/10` and the other non-public ranges.
 
 use std::{
+    fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     str::FromStr,
+    sync::Arc,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which addresses the hub may contact (`HERALD_ALLOW_PRIVATE_ADDRESSES`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddressPolicy {
     PublicOnly,
-    AllowLoopback,
+    /// Public addresses, and loopback on these ports.
+    AllowLoopback(LoopbackPorts),
     AllowAll,
 }
 
-impl AddressPolicy {
-    pub fn permits(self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
+/// The loopback ports a [`AddressPolicy::AllowLoopback`] opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoopbackPorts {
+    Any,
+    /// Sorted, without repeats, never empty.
+    Only(Arc<[u16]>),
+}
+
+impl LoopbackPorts {
+    pub fn includes(&self, port: u16) -> bool {
         match self {
-            Self::AllowAll => true,
-            Self::AllowLoopback => ip.is_loopback() || is_public(ip),
-            Self::PublicOnly => is_public(ip),
+            Self::Any => true,
+            Self::Only(ports) => ports.binary_search(&port).is_ok(),
         }
     }
 }
 
+impl AddressPolicy {
+    /// Whether `ip` may be contacted on `port`.
+    pub fn permits(&self, ip: IpAddr, port: u16) -> bool {
+        self.on_port(port).permits_any_port(ip)
+    }
+
+    /// Whether `ip` may be contacted on some port (loopback: on one the policy names).
+    pub fn permits_any_port(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match self {
+            Self::AllowAll => true,
+            Self::AllowLoopback(_) => ip.is_loopback() || is_public(ip),
+            Self::PublicOnly => is_public(ip),
+        }
+    }
+
+    /// The policy for a connection to `port`: loopback is open there only if named.
+    pub fn on_port(&self, port: u16) -> Self {
+        match self {
+            Self::AllowLoopback(ports) if !ports.includes(port) => Self::PublicOnly,
+            Self::AllowLoopback(_) => Self::AllowLoopback(LoopbackPorts::Any),
+            other => other.clone(),
+        }
+    }
+
+    /// Whether the policy opens loopback on only some ports (connections then need to know
+    /// their port before they resolve a name).
+    pub fn depends_on_port(&self) -> bool {
+        matches!(self, Self::AllowLoopback(LoopbackPorts::Only(_)))
+    }
+}
+
+impl fmt::Display for AddressPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PublicOnly => f.write_str("false"),
+            Self::AllowAll => f.write_str("true"),
+            Self::AllowLoopback(LoopbackPorts::Any) => f.write_str("loopback"),
+            Self::AllowLoopback(LoopbackPorts::Only(ports)) => {
+                let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+                write!(f, "loopback:{}", list.join(","))
+            }
+        }
+    }
+}
+
+/// An `HERALD_ALLOW_PRIVATE_ADDRESSES` value that is not a policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAPolicy {
+    #[error(transparent)]
+    Word(#[from] super::vocabulary::NotOneOf),
+    #[error("{0:?} is not a port (1-65535) in loopback:PORT,PORT")]
+    Port(String),
+}
+
 impl FromStr for AddressPolicy {
-    type Err = super::vocabulary::NotOneOf;
+    type Err = NotAPolicy;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
+        let lower = s.trim().to_ascii_lowercase();
+        if let Some(list) = lower.strip_prefix("loopback:") {
+            let mut ports = list
+                .split(',')
+                .map(|p| match p.trim().parse::<u16>() {
+                    Ok(port) if port > 0 => Ok(port),
+                    _ => Err(NotAPolicy::Port(p.trim().to_owned())),
+                })
+                .collect::<Result<Vec<u16>, _>>()?;
+            ports.sort_unstable();
+            ports.dedup();
+            return Ok(Self::AllowLoopback(LoopbackPorts::Only(ports.into())));
+        }
+        match lower.as_str() {
             "false" | "no" | "0" | "none" => Ok(Self::PublicOnly),
-            "loopback" => Ok(Self::AllowLoopback),
+            "loopback" => Ok(Self::AllowLoopback(LoopbackPorts::Any)),
             "true" | "yes" | "1" | "all" => Ok(Self::AllowAll),
             other => Err(super::vocabulary::NotOneOf::new(
                 other,
-                &["false", "loopback", "true"],
-            )),
+                &["false", "loopback:PORT,PORT", "loopback", "true"],
+            )
+            .into()),
         }
     }
 }
@@ -185,29 +266,56 @@ mod tests {
             "64:ff9b::a00:1",
         ];
         for s in refused {
-            assert!(!AddressPolicy::PublicOnly.permits(ip(s)), "{s}");
+            assert!(!AddressPolicy::PublicOnly.permits(ip(s), 80), "{s}");
         }
         for s in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "172.32.0.1"] {
-            assert!(AddressPolicy::PublicOnly.permits(ip(s)), "{s}");
+            assert!(AddressPolicy::PublicOnly.permits(ip(s), 80), "{s}");
         }
     }
 
     #[test]
-    fn loopback_mode_allows_only_loopback_in_addition() {
-        let p = AddressPolicy::AllowLoopback;
-        assert!(p.permits(ip("127.0.0.1")));
-        assert!(p.permits(ip("::1")));
-        assert!(!p.permits(ip("10.0.0.1")));
-        assert!(!p.permits(ip("169.254.169.254")));
-        assert!(AddressPolicy::AllowAll.permits(ip("10.0.0.1")));
+    fn loopback_mode_allows_only_loopback_in_addition_and_only_on_the_ports_named() {
+        let any: AddressPolicy = "loopback".parse().unwrap();
+        assert!(any.permits(ip("127.0.0.1"), 22));
+        assert!(any.permits(ip("::1"), 8080));
+        assert!(!any.permits(ip("10.0.0.1"), 80));
+        assert!(!any.permits(ip("169.254.169.254"), 80));
+        let some: AddressPolicy = "loopback:9000, 8000,8000".parse().unwrap();
+        assert_eq!(some.to_string(), "loopback:8000,9000");
+        assert!(some.permits(ip("127.0.0.1"), 8000));
+        assert!(some.permits(ip("::ffff:127.0.0.1"), 9000));
+        assert!(!some.permits(ip("127.0.0.1"), 5432));
+        assert!(!some.permits(ip("::1"), 22));
+        assert!(
+            some.permits(ip("93.184.216.34"), 5432),
+            "public addresses on any port"
+        );
+        assert!(some.depends_on_port() && !any.depends_on_port());
+        assert_eq!(some.on_port(5432), AddressPolicy::PublicOnly);
+        assert!(AddressPolicy::AllowAll.permits(ip("10.0.0.1"), 1));
     }
 
     #[test]
     fn parses_settings() {
         assert_eq!("false".parse(), Ok(AddressPolicy::PublicOnly));
         assert_eq!("TRUE".parse(), Ok(AddressPolicy::AllowAll));
-        assert_eq!("loopback".parse(), Ok(AddressPolicy::AllowLoopback));
-        assert!("maybe".parse::<AddressPolicy>().is_err());
+        assert_eq!(
+            "loopback".parse(),
+            Ok(AddressPolicy::AllowLoopback(LoopbackPorts::Any))
+        );
+        for bad in [
+            "maybe",
+            "loopback:",
+            "loopback:0",
+            "loopback:70000",
+            "loopback:80,x",
+        ] {
+            let error = bad.parse::<AddressPolicy>().expect_err(bad).to_string();
+            assert!(error.contains("loopback:PORT"), "{bad}: {error}");
+        }
+        for policy in ["false", "true", "loopback", "loopback:1,65535"] {
+            assert_eq!(policy.parse::<AddressPolicy>().unwrap().to_string(), policy);
+        }
     }
 
     #[test]

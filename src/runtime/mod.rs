@@ -59,6 +59,9 @@ impl Runtime {
     /// the HTTP server bound).
     pub async fn start(settings: &Settings, public_url: HubUrl) -> anyhow::Result<Self> {
         install_crypto_provider();
+        for warning in settings.warnings() {
+            tracing::warn!("{warning}");
+        }
         let db = Db::connect(settings.database_url.expose()).await?;
         migrate(&db).await?;
 

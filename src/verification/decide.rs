@@ -7,7 +7,7 @@ use crate::{
         access::HubMode, challenge, hub_request::Mode, ids::UnixMs, state::RequestState,
         url::HubUrl,
     },
-    outbound::{DNS_TIMEOUT, OutboundError},
+    outbound::OutboundError,
     store::requests::StoredRequest,
 };
 
@@ -97,11 +97,9 @@ impl Verification {
         }
         let host = url.host_str()?;
         let port = url.port_or_known_default().unwrap_or(80);
-        let addrs = crate::outbound::lookup(host, port, DNS_TIMEOUT)
-            .await
-            .ok()?;
+        let addrs = self.outbound.lookup(host, port).await.ok()?;
         let policy = self.outbound.policy();
-        (!addrs.is_empty() && addrs.iter().all(|a| !policy.permits(a.ip()))).then(|| {
+        (!addrs.is_empty() && addrs.iter().all(|a| !policy.permits(a.ip(), port))).then(|| {
             format!("topic host {host} resolves only to addresses this hub may not fetch from")
         })
     }

@@ -528,3 +528,70 @@ async fn live_connection_attempts_count_against_the_client_rate_limit() {
     }
     assert_eq!(statuses, [401, 401, 429]);
 }
+
+/// `loopback:PORTS` opens loopback on the ports named and on no other: a callback on another
+/// local port, by address or by name, and a topic that redirects there, are refused without
+/// that port being contacted; the ports named work.
+#[tokio::test(flavor = "multi_thread")]
+async fn loopback_is_open_only_on_the_ports_named() {
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    // A local service on a port the policy does not name.
+    let other = Subscriber::spawn();
+    let port = |u: &str| url::Url::parse(u).expect("url").port().expect("port");
+    let policy = format!(
+        "loopback:{},{}",
+        port(&sub.callback("x")),
+        port(&publisher.url("x"))
+    );
+    let app = TestApp::spawn_with(&[("HERALD_ALLOW_PRIVATE_ADDRESSES", &policy)]).await;
+    publisher.set("feed", Some("text/plain"), "hello");
+    let topic = publisher.url("feed");
+    let named = sub.callback("named");
+    assert_eq!(
+        app.subscribe(&topic, &named, &[]).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(app.settled_request(&topic, &named).await, "verified");
+
+    // An address is judged at once; a name when it is resolved, before connecting.
+    let (status, text) = app
+        .post_form(&[
+            ("hub.mode", "subscribe"),
+            ("hub.topic", &topic),
+            ("hub.callback", &other.callback("address")),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("loopback ports"), "{text}");
+    let by_name = other.callback("name").replace("127.0.0.1", "localhost");
+    assert_eq!(
+        app.subscribe(&topic, &by_name, &[]).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(app.settled_request(&topic, &by_name).await, "failed");
+    let reason = app
+        .scalar_text(
+            "SELECT reason FROM subscription_requests WHERE callback = $1",
+            &[&by_name],
+        )
+        .await
+        .unwrap_or_default();
+    assert!(reason.contains("not one this hub may contact"), "{reason}");
+
+    let moved = publisher.url("moved");
+    publisher.set_redirect(
+        "moved",
+        &other.callback("feed").replace("127.0.0.1", "localhost"),
+    );
+    let cb = sub.callback("moved");
+    assert_eq!(app.subscribe(&moved, &cb, &[]).await, StatusCode::ACCEPTED);
+    assert_eq!(app.settled_request(&moved, &cb).await, "verified");
+    assert_eq!(app.publish(&moved).await, StatusCode::NO_CONTENT);
+    let error = app.wait_fetch_error(&moved).await;
+    assert!(error.contains("not allowed"), "{error}");
+    assert_eq!(publisher.fetches("moved"), 1);
+    for name in ["address", "name", "feed"] {
+        assert!(other.requests(name).is_empty(), "{name} was contacted");
+    }
+}

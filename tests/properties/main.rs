@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use herald::{
     domain::{
         access::TopicAllowList,
-        address::{AddressPolicy, forwarded_client, limit_key},
+        address::{AddressPolicy, LoopbackPorts, forwarded_client, limit_key},
         duration::{DurationError, MAX_DURATION, parse_duration},
         hub_request::{HubRequest, parse_form},
         link::{delivery_link_header, links_with_rel},
@@ -147,21 +147,38 @@ proptest! {
     }
 
     #[test]
-    fn ipv6_forms_carrying_ipv4_are_judged_no_looser_than_ipv4(octets in any::<[u8; 4]>()) {
+    fn address_policies_parse_or_refuse_and_read_back_the_same(raw in "(loopback:)?[0-9, ]{0,20}|[a-z:]{0,12}") {
+        if let Ok(policy) = raw.parse::<AddressPolicy>() {
+            prop_assert_eq!(policy.to_string().parse::<AddressPolicy>().ok(), Some(policy));
+        }
+    }
+
+    #[test]
+    fn a_listed_loopback_port_opens_loopback_only_there(ports in proptest::collection::vec(1u16.., 1..5), port in 1u16..) {
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let policy: AddressPolicy = format!("loopback:{}", list.join(",")).parse().unwrap();
+        let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        prop_assert_eq!(policy.permits(local, port), ports.contains(&port));
+        prop_assert!(!policy.permits(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), port));
+    }
+
+    #[test]
+    fn ipv6_forms_carrying_ipv4_are_judged_no_looser_than_ipv4(octets in any::<[u8; 4]>(), port in any::<u16>()) {
         let v4 = Ipv4Addr::from(octets);
-        for policy in [AddressPolicy::PublicOnly, AddressPolicy::AllowLoopback] {
+        let loopback = AddressPolicy::AllowLoopback(LoopbackPorts::Any);
+        for policy in [AddressPolicy::PublicOnly, loopback.clone(), "loopback:8000".parse().unwrap()] {
             let mapped = IpAddr::V6(v4.to_ipv6_mapped());
-            prop_assert_eq!(policy.permits(mapped), policy.permits(IpAddr::V4(v4)));
+            prop_assert_eq!(policy.permits(mapped, port), policy.permits(IpAddr::V4(v4), port));
             // IPv4-compatible, 6to4 and NAT64 forms are refused whatever they carry.
             let [a, b, c, d] = octets;
             let compatible = IpAddr::V6(v4.to_ipv6_compatible());
             let six_to_four = IpAddr::V6(Ipv6Addr::new(0x2002, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]), 0, 0, 0, 0, 1));
             let nat64 = IpAddr::V6(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d])));
-            if !(octets == [0, 0, 0, 1] && policy == AddressPolicy::AllowLoopback) {
-                prop_assert!(!policy.permits(compatible), "{compatible}");
+            if !(octets == [0, 0, 0, 1] && policy != AddressPolicy::PublicOnly) {
+                prop_assert!(!policy.permits_any_port(compatible), "{compatible}");
             }
-            prop_assert!(!policy.permits(six_to_four), "{six_to_four}");
-            prop_assert!(!policy.permits(nat64), "{nat64}");
+            prop_assert!(!policy.permits_any_port(six_to_four), "{six_to_four}");
+            prop_assert!(!policy.permits_any_port(nat64), "{nat64}");
         }
     }
 

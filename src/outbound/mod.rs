@@ -2,27 +2,34 @@
 //!
 //! Verification and delivery never follow redirects (WebSub §5.3.1, §7: a 3xx is a failure).
 //! Topic fetches follow up to [`MAX_REDIRECTS`], each hop checked against the same policy.
-//! Host names are resolved by [`PolicyResolver`], which drops addresses the policy forbids, so the
-//! address checked is the address connected to (no DNS-rebinding gap); IP literals, which skip
-//! the resolver, are checked before each request.
+//! Host names are resolved asynchronously ([`dns`]) and the addresses the policy forbids are
+//! dropped before connecting, so the address checked is the address connected to (no
+//! DNS-rebinding gap); IP literals, which skip the resolver, are checked before each request.
+//! When the policy opens loopback on some ports only (`loopback:8000`), a request to a listed
+//! port goes through clients whose resolver keeps loopback, any other through clients whose
+//! resolver does not; each redirect hop of a fetch picks again.
+
+pub mod dns;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use reqwest::{
     Client, StatusCode,
-    dns::{Addrs, Name, Resolve, Resolving},
     header::{self, HeaderMap, HeaderValue},
     redirect,
 };
 
+pub use self::dns::{DNS_TIMEOUT, Dns, LookupError};
+
 use crate::{
     config::Settings,
-    domain::{address::AddressPolicy, url::HubUrl},
+    domain::{
+        address::{AddressPolicy, LoopbackPorts},
+        url::HubUrl,
+    },
 };
 
 pub const MAX_REDIRECTS: usize = 5;
-/// How long a host name may take to resolve.
-pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// A verification answer longer than this cannot be a challenge echo.
 const MAX_VERIFY_BODY: usize = 1024;
 /// Delivery responses are read (to keep the connection reusable) up to this size, then dropped.
@@ -78,70 +85,6 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-/// Resolves `host`, giving up after `timeout` (a resolver that never answers must not hold a
-/// fetch, a verification or a delivery).
-pub async fn lookup(
-    host: &str,
-    port: u16,
-    timeout: Duration,
-) -> Result<Vec<SocketAddr>, LookupError> {
-    bounded(host, timeout, tokio::net::lookup_host((host, port))).await
-}
-
-/// A resolution of `host` that gives up after `timeout`.
-async fn bounded<I: Iterator<Item = SocketAddr>>(
-    host: &str,
-    timeout: Duration,
-    resolving: impl std::future::Future<Output = std::io::Result<I>>,
-) -> Result<Vec<SocketAddr>, LookupError> {
-    match tokio::time::timeout(timeout, resolving).await {
-        Ok(Ok(addrs)) => Ok(addrs.collect()),
-        Ok(Err(error)) => Err(LookupError::Failed {
-            host: host.to_owned(),
-            error,
-        }),
-        Err(_) => Err(LookupError::TimedOut(host.to_owned())),
-    }
-}
-
-/// Why a host name did not resolve.
-#[derive(Debug, thiserror::Error)]
-pub enum LookupError {
-    #[error("resolving {host} failed")]
-    Failed {
-        host: String,
-        #[source]
-        error: std::io::Error,
-    },
-    #[error("resolving {0} timed out")]
-    TimedOut(String),
-    #[error("address not allowed: {0} resolves only to non-public addresses")]
-    NotAllowed(String),
-}
-
-/// Resolves host names and keeps only the addresses the policy permits.
-#[derive(Debug, Clone, Copy)]
-struct PolicyResolver(AddressPolicy);
-
-impl Resolve for PolicyResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.0;
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let all = lookup(&host, 0, DNS_TIMEOUT).await?;
-            let allowed: Vec<SocketAddr> = all
-                .iter()
-                .copied()
-                .filter(|a| policy.permits(a.ip()))
-                .collect();
-            if allowed.is_empty() && !all.is_empty() {
-                return Err(LookupError::NotAllowed(host).into());
-            }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
-        })
-    }
-}
-
 /// A fetched topic.
 #[derive(Debug)]
 pub enum Fetched {
@@ -184,7 +127,7 @@ pub struct ClientSettings {
 impl From<&Settings> for ClientSettings {
     fn from(settings: &Settings) -> Self {
         Self {
-            policy: settings.address_policy,
+            policy: settings.address_policy.clone(),
             public_url: settings.public_url.clone(),
             verify_timeout: settings.verification.timeout,
             deliver_timeout: settings.delivery.timeout,
@@ -194,18 +137,55 @@ impl From<&Settings> for ClientSettings {
     }
 }
 
+/// One HTTP client per kind of request, all resolving through one policy.
 #[derive(Debug, Clone)]
-pub struct Outbound {
+struct Clients {
     verify: Client,
     deliver: Client,
     fetch: Client,
+}
+
+impl Clients {
+    fn new(
+        settings: &ClientSettings,
+        user_agent: &str,
+        resolver: dns::PolicyResolver,
+    ) -> Result<Self, reqwest::Error> {
+        let base = |timeout: Duration| {
+            Client::builder()
+                .user_agent(user_agent)
+                .dns_resolver(resolver.clone())
+                .no_proxy()
+                .tcp_nodelay(true)
+                .connect_timeout(timeout.min(Duration::from_secs(10)))
+                .timeout(timeout)
+                // Verification and delivery never follow one (§5.3.1, §7); fetches follow them
+                // one hop at a time (`fetch_topic`), each checked.
+                .redirect(redirect::Policy::none())
+        };
+        Ok(Self {
+            verify: base(settings.verify_timeout).build()?,
+            deliver: base(settings.deliver_timeout).build()?,
+            fetch: base(settings.fetch_timeout).build()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// For every request, or, when loopback is open on some ports only, for the other ports.
+    clients: Clients,
+    /// When loopback is open on some ports only: for those ports.
+    listed_ports: Option<Clients>,
+    dns: Dns,
     policy: AddressPolicy,
+    fetch_timeout: Duration,
     max_topic_bytes: usize,
 }
 
 impl Outbound {
     pub fn new(settings: &ClientSettings) -> Result<Self, reqwest::Error> {
-        let policy = settings.policy;
+        let policy = settings.policy.clone();
         let user_agent = format!(
             "Herald/{} (WebSub hub; +{})",
             env!("CARGO_PKG_VERSION"),
@@ -214,53 +194,63 @@ impl Outbound {
                 .as_ref()
                 .map_or("unconfigured", |u| u.as_str())
         );
-        let base = |timeout: Duration| {
-            Client::builder()
-                .user_agent(user_agent.clone())
-                .dns_resolver(PolicyResolver(policy))
-                .no_proxy()
-                .tcp_nodelay(true)
-                .connect_timeout(timeout.min(Duration::from_secs(10)))
-                .timeout(timeout)
-        };
-        let follow_checked = redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() > MAX_REDIRECTS {
-                attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
-            } else if let Err(e) = check_literal(policy, attempt.url()) {
-                attempt.error(e)
-            } else {
-                attempt.follow()
-            }
-        });
-        Ok(Self {
-            verify: base(settings.verify_timeout)
-                .redirect(redirect::Policy::none())
-                .build()?,
-            deliver: base(settings.deliver_timeout)
-                .redirect(redirect::Policy::none())
-                .build()?,
-            fetch: base(settings.fetch_timeout)
-                .redirect(follow_checked)
-                .build()?,
+        let dns = Dns::from_system();
+        let resolver = |policy: AddressPolicy| dns::PolicyResolver {
+            dns: dns.clone(),
             policy,
+        };
+        let (clients, listed_ports) = if policy.depends_on_port() {
+            let local = AddressPolicy::AllowLoopback(LoopbackPorts::Any);
+            (
+                Clients::new(settings, &user_agent, resolver(AddressPolicy::PublicOnly))?,
+                Some(Clients::new(settings, &user_agent, resolver(local))?),
+            )
+        } else {
+            (
+                Clients::new(settings, &user_agent, resolver(policy.clone()))?,
+                None,
+            )
+        };
+        Ok(Self {
+            clients,
+            listed_ports,
+            dns,
+            policy,
+            fetch_timeout: settings.fetch_timeout,
             max_topic_bytes: settings.max_topic_bytes,
         })
     }
 
-    pub fn policy(&self) -> AddressPolicy {
-        self.policy
+    pub fn policy(&self) -> &AddressPolicy {
+        &self.policy
+    }
+
+    /// Resolves `host` with the hub's resolver (every address, permitted or not).
+    pub async fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, LookupError> {
+        self.dns.lookup(host, port, DNS_TIMEOUT).await
     }
 
     /// Whether `url` may be contacted at all, as far as can be told without DNS.
     pub fn check(&self, url: &url::Url) -> Result<(), OutboundError> {
-        check_literal(self.policy, url)
+        check_literal(&self.policy, url)
+    }
+
+    /// The clients for `url`: by its port, when the policy opens loopback on some ports only.
+    fn clients_for(&self, url: &url::Url) -> &Clients {
+        match &self.listed_ports {
+            Some(listed) => match self.policy.on_port(port_of(url)) {
+                AddressPolicy::AllowLoopback(_) => listed,
+                _ => &self.clients,
+            },
+            None => &self.clients,
+        }
     }
 
     /// A verification (or denial) GET: the status and up to [`MAX_VERIFY_BODY`] bytes of body.
     pub async fn get_verification(&self, url: &str) -> Result<(u16, Vec<u8>), OutboundError> {
         let url = parse(url)?;
         self.check(&url)?;
-        let mut response = self.verify.get(url).send().await?;
+        let mut response = self.clients_for(&url).verify.get(url).send().await?;
         let status = response.status().as_u16();
         let body = read_capped(&mut response, MAX_VERIFY_BODY, false).await?;
         Ok((status, body))
@@ -276,6 +266,7 @@ impl Outbound {
         let url = parse(url)?;
         self.check(&url)?;
         let mut response = self
+            .clients_for(&url)
             .deliver
             .post(url)
             .headers(headers)
@@ -298,23 +289,44 @@ impl Outbound {
         })
     }
 
-    /// GETs a topic with conditional headers, following a few checked redirects.
+    /// GETs a topic with conditional headers, following a few redirects, each hop checked
+    /// against the policy (and its port) like the first; all of them within the fetch timeout.
     pub async fn fetch_topic(
         &self,
         url: &str,
         etag: Option<&str>,
         last_modified: Option<&str>,
     ) -> Result<Fetched, OutboundError> {
-        let url = parse(url)?;
-        self.check(&url)?;
-        let mut request = self.fetch.get(url).header(header::ACCEPT, "*/*");
-        if let Some(etag) = etag {
-            request = request.header(header::IF_NONE_MATCH, etag);
-        }
-        if let Some(lm) = last_modified {
-            request = request.header(header::IF_MODIFIED_SINCE, lm);
-        }
-        let mut response = request.send().await?;
+        let mut url = parse(url)?;
+        let deadline = tokio::time::Instant::now() + self.fetch_timeout;
+        let mut hops = 0;
+        let mut response = loop {
+            self.check(&url)?;
+            let mut request = self
+                .clients_for(&url)
+                .fetch
+                .get(url.clone())
+                .header(header::ACCEPT, "*/*");
+            if let Some(etag) = etag {
+                request = request.header(header::IF_NONE_MATCH, etag);
+            }
+            if let Some(lm) = last_modified {
+                request = request.header(header::IF_MODIFIED_SINCE, lm);
+            }
+            let response = tokio::time::timeout_at(deadline, request.send())
+                .await
+                .map_err(|_| OutboundError::Timeout)??;
+            let Some(next) = redirect_target(&url, &response)? else {
+                break response;
+            };
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(OutboundError::Transport(format!(
+                    "more than {MAX_REDIRECTS} redirects"
+                )));
+            }
+            url = next;
+        };
         let status = response.status();
         if status == StatusCode::NOT_MODIFIED {
             return Ok(Fetched::NotModified);
@@ -353,19 +365,64 @@ fn parse(url: &str) -> Result<url::Url, OutboundError> {
     url::Url::parse(url).map_err(|e| OutboundError::Transport(format!("invalid URL: {e}")))
 }
 
-fn check_literal(policy: AddressPolicy, url: &url::Url) -> Result<(), OutboundError> {
+/// The port a URL connects to.
+fn port_of(url: &url::Url) -> u16 {
+    url.port_or_known_default().unwrap_or(80)
+}
+
+fn check_literal(policy: &AddressPolicy, url: &url::Url) -> Result<(), OutboundError> {
     let ip = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.into(),
         Some(url::Host::Ipv6(ip)) => ip.into(),
         _ => return Ok(()),
     };
-    if policy.permits(ip) {
+    let port = port_of(url);
+    if policy.permits(ip, port) {
         Ok(())
+    } else if policy.permits_any_port(ip) {
+        Err(OutboundError::Forbidden(format!(
+            "port {port} of {ip} is not among the loopback ports this hub may contact"
+        )))
     } else {
         Err(OutboundError::Forbidden(format!(
             "{ip} is not a public address"
         )))
     }
+}
+
+/// Where a redirect answer sends the fetch next (`None`: it is no redirect).
+fn redirect_target(
+    from: &url::Url,
+    response: &reqwest::Response,
+) -> Result<Option<url::Url>, OutboundError> {
+    let followed = [
+        StatusCode::MOVED_PERMANENTLY,
+        StatusCode::FOUND,
+        StatusCode::SEE_OTHER,
+        StatusCode::TEMPORARY_REDIRECT,
+        StatusCode::PERMANENT_REDIRECT,
+    ];
+    if !followed.contains(&response.status()) {
+        return Ok(None);
+    }
+    let status = response.status().as_u16();
+    let Some(location) = response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(OutboundError::Status(status));
+    };
+    let next = from
+        .join(location)
+        .map_err(|e| OutboundError::Transport(format!("redirect to an invalid URL: {e}")))?;
+    if !matches!(next.scheme(), "http" | "https") {
+        return Err(OutboundError::Transport(format!(
+            "redirect to a {} URL",
+            next.scheme()
+        )));
+    }
+    Ok(Some(next))
 }
 
 /// Reads at most `cap` bytes of body. Past the cap: an error when `strict`, else truncation.
@@ -411,36 +468,10 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn lookups_give_up_after_their_timeout() {
-        // A resolver that never answers (a real lookup of a bad name may fail before a zero
-        // timeout is even looked at).
-        let never = std::future::pending::<std::io::Result<std::vec::IntoIter<SocketAddr>>>();
-        let error = bounded("example.invalid", Duration::from_millis(10), never)
-            .await
-            .expect_err("no answer in time");
-        let error = crate::telemetry::Chain(&error).to_string();
-        assert!(error.contains("timed out"), "{error}");
-        let failing = std::future::ready(Err::<std::vec::IntoIter<SocketAddr>, _>(
-            std::io::Error::other("no such name"),
-        ));
-        let error = bounded("example.invalid", DNS_TIMEOUT, failing)
-            .await
-            .expect_err("failed");
-        let error = crate::telemetry::Chain(&error).to_string();
-        assert!(error.contains("failed: no such name"), "{error}");
-        assert!(
-            !lookup("127.0.0.1", 80, DNS_TIMEOUT)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-    }
-
-    #[tokio::test]
     async fn errors_never_carry_the_url_a_challenge_travels_in() {
         install_crypto_provider();
         let settings = ClientSettings {
-            policy: AddressPolicy::AllowLoopback,
+            policy: AddressPolicy::AllowLoopback(LoopbackPorts::Any),
             public_url: None,
             verify_timeout: Duration::from_secs(10),
             deliver_timeout: Duration::from_secs(10),
@@ -478,11 +509,18 @@ mod tests {
     #[test]
     fn literal_addresses_are_checked() {
         let url = |s| url::Url::parse(s).unwrap();
-        assert!(check_literal(AddressPolicy::PublicOnly, &url("http://127.0.0.1/")).is_err());
-        assert!(check_literal(AddressPolicy::PublicOnly, &url("http://[::1]:8080/")).is_err());
-        assert!(check_literal(AddressPolicy::PublicOnly, &url("http://169.254.169.254/")).is_err());
-        assert!(check_literal(AddressPolicy::PublicOnly, &url("http://93.184.216.34/")).is_ok());
-        assert!(check_literal(AddressPolicy::AllowLoopback, &url("http://127.0.0.1/")).is_ok());
-        assert!(check_literal(AddressPolicy::PublicOnly, &url("http://example.com/")).is_ok());
+        let public = AddressPolicy::PublicOnly;
+        assert!(check_literal(&public, &url("http://127.0.0.1/")).is_err());
+        assert!(check_literal(&public, &url("http://[::1]:8080/")).is_err());
+        assert!(check_literal(&public, &url("http://169.254.169.254/")).is_err());
+        assert!(check_literal(&public, &url("http://93.184.216.34/")).is_ok());
+        assert!(check_literal(&public, &url("http://example.com/")).is_ok());
+        let any = AddressPolicy::AllowLoopback(LoopbackPorts::Any);
+        assert!(check_literal(&any, &url("http://127.0.0.1/")).is_ok());
+        let some: AddressPolicy = "loopback:8000,443".parse().unwrap();
+        assert!(check_literal(&some, &url("http://127.0.0.1:8000/")).is_ok());
+        assert!(check_literal(&some, &url("https://[::1]/")).is_ok());
+        let refused = check_literal(&some, &url("http://127.0.0.1/")).unwrap_err();
+        assert!(refused.to_string().contains("port 80"), "{refused}");
     }
 }
