@@ -6,6 +6,12 @@
 //! that answered 410, the retries' jobs, and the jobs of the deliveries that waited for the
 //! finished ones. A POST holds its slot until its result is written, so what a crash can
 //! repeat — POSTs sent and not yet recorded — is never more than the concurrency.
+//!
+//! When the database is away (a restart, a full disk), results that could not be written are
+//! kept and written again when it returns ([`RECORD_PATIENCE`]); meanwhile their slots stay
+//! taken, so sending stops once the concurrency is used up, and nothing is sent that could not
+//! be recorded. Only if the recording is given up does the claim lapse and the deliveries go
+//! out again.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -33,6 +39,13 @@ use crate::{
 /// The jobs of successors this job goes on to send itself are still pushed (so a crash cannot
 /// strand them), due this much later: by then they are sent, and the jobs find nothing to do.
 const STREAM_FALLBACK: Duration = Duration::from_secs(5);
+
+/// How long results that could not be written are kept and tried again while the database is
+/// away: POSTs recorded within it are not sent a second time.
+const RECORD_PATIENCE: Duration = Duration::from_secs(600);
+
+/// The first and the longest pause between tries of a recording.
+const RECORD_PAUSES: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// A claimed batch, ready to be sent.
 pub(super) struct Pipeline {
@@ -73,19 +86,25 @@ impl Pipeline {
         let concurrency = delivery.settings.concurrency;
         let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
         let (results, mut finished) = tokio::sync::mpsc::channel(concurrency);
+        let recorder = results.clone();
         let send = futures::stream::iter(rows)
-            .map(|row| {
+            .map(move |row| {
                 let content = contents.get(&row.content_id).cloned();
                 let slots = slots.clone();
+                let recorder = recorder.clone();
                 async move {
                     let slot = slots.acquire_owned().await;
+                    if recorder.is_closed() {
+                        // Recording gave up: what is sent now could not be recorded.
+                        return None;
+                    }
                     let recorded = match content {
                         Some(content) => delivery.attempt(&row, content, jitter).await,
                         None => Recorded::Cancelled {
                             reason: "content row missing".into(),
                         },
                     };
-                    (row, recorded, slot)
+                    Some((row, recorded, slot))
                 }
             })
             .buffer_unordered(concurrency)
@@ -93,7 +112,9 @@ impl Pipeline {
                 let results = results.clone();
                 async move {
                     // The recorder only goes away on an error, which this batch then returns.
-                    let _ = results.send(result).await;
+                    if let Some(result) = result {
+                        let _ = results.send(result).await;
+                    }
                 }
             });
         // Owns the receiver: should recording fail, the senders see it closed and stop waiting.
@@ -105,7 +126,9 @@ impl Pipeline {
                     .map(|(row, r, slot)| ((row, r), slot))
                     .unzip();
                 let streaming = stream && !detached.load(Ordering::SeqCst);
-                let waiting = delivery.record_group(token, &outcomes, streaming).await?;
+                let waiting = delivery
+                    .record_patiently(token, &outcomes, streaming)
+                    .await?;
                 recorded.fetch_add(outcomes.len(), Ordering::SeqCst);
                 // The group's slots go back only now that its results are written.
                 drop(slots);
@@ -121,6 +144,41 @@ impl Pipeline {
 }
 
 impl Delivery {
+    /// Records a group's results, trying again while the database is away (for up to
+    /// [`RECORD_PATIENCE`]); any other error is returned at once.
+    async fn record_patiently(
+        &self,
+        token: UnixMs,
+        results: &[(ClaimedDelivery, Recorded)],
+        stream: bool,
+    ) -> Result<Vec<DeliveryId>, JobError> {
+        let started = tokio::time::Instant::now();
+        let mut pause = RECORD_PAUSES.0;
+        let mut told = false;
+        loop {
+            match self.record_group(token, results, stream).await {
+                Err(JobError::Store(error))
+                    if error.is_unavailable() && started.elapsed() < RECORD_PATIENCE =>
+                {
+                    if !told {
+                        tracing::warn!(results = results.len(), error = %crate::telemetry::Chain(&error), "delivery results could not be written; they are kept and written when the database answers again");
+                        told = true;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RECORD_PAUSES.1);
+                }
+                Ok(waiting) if told => {
+                    tracing::info!(
+                        results = results.len(),
+                        "delivery results kept during the outage are written"
+                    );
+                    return Ok(waiting);
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Records the results of one group of POSTs in one transaction. Returns the deliveries
     /// that waited for the finished ones when `stream` says this job sends them itself (their
     /// jobs are pushed anyway, due a little later).

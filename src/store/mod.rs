@@ -59,7 +59,56 @@ pub enum StoreError {
     },
 }
 
+/// SQLite primary result codes of a database that cannot be used now: BUSY, LOCKED, READONLY,
+/// IOERR, FULL, CANTOPEN.
+const SQLITE_UNAVAILABLE: [i32; 6] = [5, 6, 8, 10, 13, 14];
+
+/// PostgreSQL SQLSTATE classes and codes of a server that is away or cannot write now:
+/// connection exceptions, insufficient resources (disk full, out of memory, too many
+/// connections), operator intervention (shutting down, crash recovery), system errors.
+const PG_UNAVAILABLE: [&str; 4] = ["08", "53", "57P", "58"];
+
 impl StoreError {
+    /// Whether the database is away or cannot write now (connection lost or refused, server
+    /// shutting down, disk full, file read-only or gone, locked past the busy timeout), as
+    /// opposed to refusing this statement: the same work may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        let Self::Sqlx(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                match self.engine() {
+                    Some("sqlite") => code
+                        .parse::<i32>()
+                        .is_ok_and(|c| SQLITE_UNAVAILABLE.contains(&(c & 0xff))),
+                    _ => PG_UNAVAILABLE.iter().any(|class| code.starts_with(class)),
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// Which engine a database error came from, when it is one.
+    fn engine(&self) -> Option<&'static str> {
+        match self {
+            Self::Sqlx(sqlx::Error::Database(db))
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
+            {
+                Some("sqlite")
+            }
+            Self::Sqlx(sqlx::Error::Database(_)) => Some("postgres"),
+            _ => None,
+        }
+    }
+
     pub(crate) fn corrupt(table: &'static str, id: i64, what: impl fmt::Display) -> Self {
         Self::Corrupt {
             table,

@@ -69,7 +69,11 @@ impl TestApp {
 
     /// As [`TestApp::spawn`], with settings overridden by `HERALD_*` names.
     pub async fn spawn_with(overrides: &[(&'static str, &str)]) -> Self {
-        let database_url = fresh_database().await;
+        Self::spawn_on(fresh_database().await, overrides).await
+    }
+
+    /// As [`TestApp::spawn_with`], on the database at `database_url`.
+    pub async fn spawn_on(database_url: String, overrides: &[(&'static str, &str)]) -> Self {
         let mut vars: Vec<(&'static str, String)> = vec![
             ("HERALD_ALLOW_PRIVATE_ADDRESSES", "true".into()),
             ("HERALD_RETRY_SCHEDULE", "100ms,200ms,300ms".into()),

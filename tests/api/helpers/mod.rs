@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod live;
+pub mod pg_cluster;
 pub mod process;
 pub mod publisher;
 pub mod sink;
