@@ -14,7 +14,13 @@ pub fn init() {
         EnvFilter::new("info,sqlx=warn,apalis=warn,apalis_core=warn,actix_server=warn")
     });
     let json = std::env::var("HERALD_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A log that cannot be written (a full disk, a closed pipe) is given up line by line: the
+    // library's own report of it would go to the same standard error with `eprintln!`, which
+    // panics when it fails, dropping the request or stopping the worker that logged.
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let _ = if json {
         builder.json().try_init()
     } else {

@@ -59,6 +59,25 @@ pub enum StoreError {
     },
 }
 
+/// Whether a pooled SQLite connection may be handed out. When the disk fills (or a write
+/// fails otherwise), SQLite may roll a transaction back by itself; the driver's own ROLLBACK
+/// then fails and it goes on counting a transaction that is gone, refusing every later one on
+/// that connection ("non-zero transaction depth") — with one connection, the hub's every write
+/// for ever. Such a connection is closed and a new one opened. The common case costs one
+/// atomic read; a rollback still queued on the connection is let through first.
+async fn still_usable(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    conn.ping().await?;
+    let usable = !conn.is_in_transaction();
+    if !usable {
+        tracing::warn!("a database connection left in a transaction that SQLite ended is replaced");
+    }
+    Ok(usable)
+}
+
 /// SQLite primary result codes of a database that cannot be used now: BUSY, LOCKED, READONLY,
 /// IOERR, FULL, CANTOPEN.
 const SQLITE_UNAVAILABLE: [i32; 6] = [5, 6, 8, 10, 13, 14];
@@ -216,6 +235,7 @@ impl Db {
             // for itself.
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
+                .before_acquire(|conn, _| Box::pin(still_usable(conn)))
                 .connect_with(options)
                 .await?;
             Ok(Self::Sqlite(pool))

@@ -23,5 +23,6 @@ mod producer;
 mod publish;
 mod recovery;
 mod retention;
+mod storage_faults;
 mod subscribe;
 mod verify;
