@@ -698,9 +698,8 @@ async fn revoking_thousands_of_tokens_refuses_every_one_and_ends_their_connectio
             &app,
             SseOptions {
                 token: Some(token),
-                token_in_query: false,
-                last_event_id: None,
                 topics: &[TOPIC],
+                ..Default::default()
             },
         )
         .await
@@ -742,9 +741,8 @@ async fn live_connections_are_capped_per_token_per_client_and_in_all() {
                 app,
                 SseOptions {
                     token: Some(&token),
-                    token_in_query: false,
-                    last_event_id: None,
                     topics: &[TOPIC],
+                    ..Default::default()
                 },
             )
             .await
@@ -789,9 +787,8 @@ async fn live_connections_are_capped_per_token_per_client_and_in_all() {
             &app,
             SseOptions {
                 token: Some(&bob),
-                token_in_query: false,
-                last_event_id: None,
                 topics: &[TOPIC],
+                ..Default::default()
             },
         )
         .await
@@ -811,6 +808,58 @@ async fn live_connections_are_capped_per_token_per_client_and_in_all() {
         metrics.contains("herald_live_connections_refused_total{reason=\"token\"} 2"),
         "{metrics}"
     );
+}
+
+/// Behind a trusted proxy, one client address holds at most `HERALD_LIVE_MAX_PER_CLIENT`
+/// connections whatever tokens it uses, while another address is not held back by it.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_address_holds_at_most_its_cap_of_live_connections() {
+    let app = hub(&[
+        ("HERALD_LIVE_MAX_PER_CLIENT", "2"),
+        ("HERALD_TRUSTED_PROXIES", "127.0.0.1"),
+    ])
+    .await;
+    let tokens = [
+        token(&app, "ann", &[TOPIC]).await,
+        token(&app, "ben", &[TOPIC]).await,
+        token(&app, "cal", &[TOPIC]).await,
+    ];
+    let connect = |token: &str, client: &'static str| {
+        let app = &app;
+        let token = token.to_owned();
+        async move {
+            Sse::connect(
+                app,
+                SseOptions {
+                    token: Some(&token),
+                    forwarded_for: Some(client),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+    };
+    let mut held = Vec::new();
+    for t in &tokens[..2] {
+        let mut sse = connect(t, "198.51.100.7").await.expect("under the cap");
+        sse.expect("ready").await;
+        held.push(sse);
+    }
+    let (status, body) = connect(&tokens[2], "198.51.100.7")
+        .await
+        .err()
+        .expect("a third from the same address is refused");
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("HERALD_LIVE_MAX_PER_CLIENT")),
+        "{body}"
+    );
+    let mut other = connect(&tokens[2], "198.51.100.8")
+        .await
+        .expect("another address has its own allowance");
+    other.expect("ready").await;
 }
 
 /// One subscriber follows two topics while updates are pushed to both at once, and reconnects

@@ -102,6 +102,8 @@ pub struct SseOptions<'a> {
     pub token_in_query: bool,
     pub last_event_id: Option<&'a str>,
     pub topics: &'a [&'a str],
+    /// Sent as `X-Forwarded-For` (the hub trusts loopback as a proxy only when told to).
+    pub forwarded_for: Option<&'a str>,
 }
 
 impl Sse {
@@ -121,6 +123,9 @@ impl Sse {
         }
         if let Some(id) = o.last_event_id {
             req = req.header("last-event-id", id);
+        }
+        if let Some(client) = o.forwarded_for {
+            req = req.header("x-forwarded-for", client);
         }
         let response = req.send().await.expect("the hub answers");
         if response.status() != StatusCode::OK {
