@@ -33,6 +33,7 @@ use super::{
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
+            .app_data(crate::http::api_error::query_config())
             .service(endpoint("/publish", "POST").route(web::post().to(publish)))
             .service(endpoint("/topics", "GET").route(web::get().to(topic)))
             .service(
@@ -108,6 +109,11 @@ async fn publish(
             return Err(ApiError::TooLarge(limit));
         }
         body.extend_from_slice(&chunk);
+    }
+    if body.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the body is empty: send the topic's new content".into(),
+        ));
     }
     let content_type = req
         .headers()

@@ -211,6 +211,39 @@ pub fn path_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ApiErro
         .map_err(|_| ApiError::BadRequest(format!("a {what} id is a number, not {raw:?}")))
 }
 
+/// Ids in a JSON body: whole numbers from 1, also when written with a fraction of zero (`7.0`, which
+/// JSON Schema counts as an integer, and so does the OpenAPI document).
+pub fn whole_ids<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::{Deserialize, de::Error};
+    let numbers = Vec::<serde_json::Number>::deserialize(deserializer)?;
+    numbers
+        .into_iter()
+        .map(|n| {
+            let whole = n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            });
+            let whole = whole
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| D::Error::custom(format!("{n} is not an id (ids are 1 or more)")))?;
+            serde_json::from_value(serde_json::Value::from(whole)).map_err(D::Error::custom)
+        })
+        .collect()
+}
+
+/// How the APIs' query strings are read: a string that does not parse (a parameter given
+/// twice, a number that is none) is a JSON `bad_request`, as every API error is.
+pub fn query_config() -> actix_web::web::QueryConfig {
+    actix_web::web::QueryConfig::default().error_handler(|e, _| {
+        ApiError::BadRequest(format!("the query string is not valid: {e}")).into()
+    })
+}
+
 /// A query string, with its parse errors as API errors.
 pub fn query<T>(q: Result<actix_web::web::Query<T>, actix_web::Error>) -> Result<T, ApiError> {
     q.map(actix_web::web::Query::into_inner)

@@ -64,9 +64,96 @@ impl Modify for BearerTokens {
 
 /// The document as served and as kept in `docs/openapi.json`.
 pub fn document() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"internal\", \"message\": \"{e}\"}}"))
+    let mut doc = match serde_json::to_value(ApiDoc::openapi()) {
+        Ok(doc) => doc,
+        Err(e) => return format!("{{\"error\": \"internal\", \"message\": \"{e}\"}}"),
+    };
+    say_which(&mut doc);
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// A topic URL as the APIs take it: absolute, http or https.
+const URL_PATTERN: &str =
+    "^https?://[a-z][a-z0-9-]*(\\.[a-z][a-z0-9-]*)*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~/-]*)?$";
+
+/// A duration as the APIs take it (`30s`, `2h`, `7d`, `1h30m`).
+const DURATION_PATTERN: &str = "^[0-9]{1,9}$|^([0-9]{1,4}(ms|s|m|h|d)){1,3}$";
+
+/// The rules the derived schemas cannot say, added to the document: parameters that are URLs
+/// or durations, and the "say which" bodies (ids, or a filter, or an explicit `all`), so that
+/// every request the document calls valid is one the server takes.
+fn say_which(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, item) in paths.iter_mut() {
+            let admin = path.starts_with("/api/v1/admin");
+            let ops = item
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|i| i.values_mut());
+            for op in ops {
+                if let Some(content) = op
+                    .get_mut("requestBody")
+                    .and_then(|b| b.get_mut("content"))
+                    .and_then(|c| c.get_mut("*/*"))
+                {
+                    // Any bytes, of any type: the topic's own content.
+                    content["schema"] = json!({});
+                }
+                let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) else {
+                    continue;
+                };
+                if !admin && params.iter().any(|p| p["name"] == "topic") {
+                    // `url` is still taken as another name for `topic` (docs/api.md), but the
+                    // document names one, which a request must give.
+                    params.retain(|p| p["name"] != "url");
+                }
+                for param in params.iter_mut() {
+                    match param["name"].as_str() {
+                        Some("topic") if !admin => {
+                            param["required"] = json!(true);
+                            param["schema"]["pattern"] = json!(URL_PATTERN);
+                        }
+                        Some("expiring_within") => {
+                            param["schema"]["pattern"] = json!(DURATION_PATTERN);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let schemas = &mut doc["components"]["schemas"];
+    let non_empty =
+        |list: &str| json!({ "required": [list], "properties": { list: { "minItems": 1 } } });
+    let text = |field: &str| json!({ "required": [field], "properties": { field: { "type": "string", "minLength": 1 } } });
+    for name in ["DeleteRequest", "ReplayRequest", "ExpireRequest"] {
+        if schemas.get(name).is_some() {
+            schemas[name]["properties"]["ids"]["items"]["minimum"] = json!(1);
+        }
+    }
+    if schemas.get("DeleteRequest").is_some() {
+        schemas["DeleteRequest"]["properties"]["ids"]["minItems"] = json!(1);
+    }
+    if schemas.get("ReplayRequest").is_some() {
+        schemas["ReplayRequest"]["oneOf"] = json!([
+            { "required": ["ids"], "properties": { "ids": { "minItems": 1 }, "all_failed": { "const": false } } },
+            { "required": ["all_failed"], "properties": { "all_failed": { "const": true }, "ids": { "maxItems": 0 } } },
+        ]);
+    }
+    if schemas.get("ExpireRequest").is_some() {
+        schemas["ExpireRequest"]["properties"]["expired_before"]["format"] = json!("date-time");
+        for field in ["callback", "topic"] {
+            schemas["ExpireRequest"]["properties"][field]["minLength"] = json!(1);
+        }
+        schemas["ExpireRequest"]["anyOf"] = json!([
+            non_empty("ids"),
+            text("callback"),
+            text("topic"),
+            { "required": ["expired_before"], "properties": { "expired_before": { "type": "string", "format": "date-time" } } },
+            { "required": ["all"], "properties": { "all": { "const": true } } },
+        ]);
+    }
 }
 
 pub async fn get() -> HttpResponse {

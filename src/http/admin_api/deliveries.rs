@@ -55,7 +55,7 @@ pub(super) async fn list_deliveries(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::api_error::whole_ids")]
     #[schema(value_type = Vec<i64>)]
     pub ids: Vec<DeliveryId>,
     /// Every failed delivery (not together with `ids`).

@@ -34,6 +34,7 @@ pub(super) const MAX_LIMIT: i64 = 10_000;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1/admin")
+            .app_data(crate::http::api_error::query_config())
             .service(endpoint("/status", "GET").route(web::get().to(status)))
             .service(endpoint("/subscriptions", "GET").route(web::get().to(list_subscriptions)))
             .service(

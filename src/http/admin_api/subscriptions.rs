@@ -108,7 +108,7 @@ pub(super) async fn show_subscription(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpireRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::api_error::whole_ids")]
     #[schema(value_type = Vec<i64>)]
     pub ids: Vec<SubscriptionId>,
     /// Every active subscription of this topic URL.
@@ -223,6 +223,7 @@ pub(super) async fn expire_subscriptions(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteRequest {
+    #[serde(deserialize_with = "crate::http::api_error::whole_ids")]
     #[schema(value_type = Vec<i64>)]
     pub ids: Vec<SubscriptionId>,
     /// Say what would change; change nothing.
