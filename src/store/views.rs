@@ -126,7 +126,7 @@ impl TryFrom<SubscriptionRow> for SubscriptionView {
 
 /// `text` as a `LIKE` pattern that matches exactly that text (with `ESCAPE '\'`): `%`, `_`
 /// and the escape itself stand for themselves, so no filter text is a wildcard.
-fn like_literal(text: &str) -> String {
+pub fn like_literal(text: &str) -> String {
     let mut pattern = String::with_capacity(text.len());
     for c in text.chars() {
         if matches!(c, '%' | '_' | '\\') {

@@ -254,3 +254,29 @@ fn json_feed(titles: &[String]) -> (&'static str, String) {
         serde_json::to_string_pretty(&doc).expect("json"),
     )
 }
+
+/// An admin filter's text, as the `LIKE` pattern the store builds, matches exactly the values
+/// that contain it: `%`, `_` and `\` stand for themselves (SQLite; lower-case text, as SQLite's
+/// `LIKE` ignores ASCII case).
+#[test]
+fn a_contains_filter_matches_exactly_the_values_containing_its_text() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let pool = rt
+        .block_on(sqlx::SqlitePool::connect("sqlite::memory:"))
+        .expect("an in-memory database");
+    proptest!(|(needle in "[ab%_\\\\]{1,4}", hay in "[ab%_\\\\]{0,10}")| {
+        let pattern = herald::store::views::like_literal(&needle);
+        let matched: bool = rt
+            .block_on(
+                sqlx::query_scalar("SELECT $1 LIKE '%' || $2 || '%' ESCAPE '\\'")
+                    .bind(&hay)
+                    .bind(&pattern)
+                    .fetch_one(&pool),
+            )
+            .expect("a LIKE");
+        prop_assert_eq!(matched, hay.contains(&needle), "{:?} in {:?}", needle, hay);
+    });
+}
