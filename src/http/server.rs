@@ -37,6 +37,7 @@ fn state(runtime: &Runtime, settings: &Settings) -> web::Data<Arc<AppState>> {
         verification: runtime.verification.clone(),
         distribution: runtime.distribution.clone(),
         live: runtime.live.clone(),
+        database_file: runtime.upkeep.database_file.clone(),
     }))
 }
 

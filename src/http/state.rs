@@ -28,4 +28,6 @@ pub struct AppState {
     pub verification: Arc<Verification>,
     pub distribution: Arc<Distribution>,
     pub live: Arc<Live>,
+    /// The SQLite file, which `/health` checks is still the one opened.
+    pub database_file: Option<crate::store::file::DatabaseFile>,
 }

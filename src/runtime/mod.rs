@@ -21,6 +21,7 @@ use crate::{
     metrics::Metrics,
     outbound::{Outbound, install_crypto_provider},
     queue::Wakers,
+    store::file::DatabaseFile,
     store::{Db, StoreError},
     telemetry::Chain,
     upkeep::{Upkeep, liveness},
@@ -127,6 +128,7 @@ impl Runtime {
             delivery_batch: settings.delivery.batch,
             max_pending: settings.delivery.max_pending,
             live_backlog_ttl: settings.live.backlog_ttl,
+            database_file: DatabaseFile::of(settings.database_url.expose()),
         });
 
         // Before any claim is taken: claims name this process.

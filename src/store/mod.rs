@@ -11,6 +11,7 @@ pub mod callback_hosts;
 pub mod contents;
 pub mod deliveries;
 pub mod distributions;
+pub mod file;
 pub mod live;
 pub mod maintenance;
 pub mod notify;
@@ -45,6 +46,14 @@ pub enum StoreError {
     /// A database URL Herald does not support.
     #[error("unsupported database URL {0:?}: use sqlite://FILE or postgres://…")]
     UnsupportedUrl(String),
+    /// The SQLite file (or its directory) cannot be opened for writing: a read-only file
+    /// system, missing permissions, a missing directory.
+    #[error("the database file {path} cannot be opened for writing")]
+    FileUnusable {
+        path: String,
+        #[source]
+        reason: std::io::Error,
+    },
     /// The claim this process held on a row lapsed and another worker took it over: what this
     /// process did is not recorded (the transaction rolls back), the other's result counts.
     #[error("claim on {0} lost to another worker")]
@@ -57,6 +66,36 @@ pub enum StoreError {
         id: i64,
         what: String,
     },
+}
+
+/// SQLite's "unable to open database file" says neither which file nor why: when the file
+/// cannot be opened for writing, the operating system's reason is given instead, with the path.
+fn explain_open_failure(url: &str, error: sqlx::Error) -> StoreError {
+    let Some(file) = file::DatabaseFile::path_of(url) else {
+        return error.into();
+    };
+    let probe = if file.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .map(drop)
+    } else {
+        let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+        let probe = dir.map_or_else(
+            || std::path::PathBuf::from(".herald-probe"),
+            |d| d.join(".herald-probe"),
+        );
+        std::fs::File::create(&probe).map(|_| {
+            let _ = std::fs::remove_file(&probe);
+        })
+    };
+    match probe {
+        Err(reason) => StoreError::FileUnusable {
+            path: file.display().to_string(),
+            reason,
+        },
+        Ok(()) => error.into(),
+    }
 }
 
 /// Whether a pooled SQLite connection may be handed out. When the disk fills (or a write
@@ -237,7 +276,8 @@ impl Db {
                 .max_connections(1)
                 .before_acquire(|conn, _| Box::pin(still_usable(conn)))
                 .connect_with(options)
-                .await?;
+                .await
+                .map_err(|e| explain_open_failure(url, e))?;
             Ok(Self::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             // Every statement is planned for its parameters and the tables as they are now: a

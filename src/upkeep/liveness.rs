@@ -50,7 +50,18 @@ pub async fn register(upkeep: &Upkeep) -> Result<(), StoreError> {
 /// Beats, and takes back the work of dead processes, until aborted.
 pub fn spawn(upkeep: Arc<Upkeep>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut told = None;
         loop {
+            let problem = upkeep.database_file.as_ref().and_then(|f| f.problem());
+            if problem != told {
+                match (&problem, &upkeep.database_file) {
+                    (Some(problem), Some(file)) => {
+                        tracing::error!(file = %file.path().display(), "{problem}");
+                    }
+                    _ => tracing::info!("the database file is back"),
+                }
+                told = problem;
+            }
             if let Err(error) = beat(&upkeep).await {
                 tracing::warn!(error = %Chain(&error), "heartbeat failed");
             }

@@ -51,6 +51,8 @@ pub struct Upkeep {
     pub max_pending: usize,
     /// How long live subscribers' updates are kept.
     pub live_backlog_ttl: Duration,
+    /// The SQLite file, watched for being deleted or replaced under the hub.
+    pub database_file: Option<crate::store::file::DatabaseFile>,
 }
 
 impl Upkeep {

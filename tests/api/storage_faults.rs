@@ -156,3 +156,82 @@ async fn a_full_disk_refuses_clearly_loses_nothing_accepted_and_recovers() {
         .expect("integrity check");
     assert_eq!(check, "ok");
 }
+
+async fn health(client: &reqwest::Client, port: u16) -> (StatusCode, serde_json::Value) {
+    let response = client
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .expect("the hub answers");
+    let status = response.status();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// The database file deleted under the running hub (SQLite would go on writing to the deleted
+/// file, lost at the next start): `/health` says so with 503, and is well again when the file
+/// is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_file_deleted_under_the_hub_is_reported() {
+    if Backend::from_env() != Backend::Sqlite {
+        return;
+    }
+    let app = crate::helpers::TestApp::spawn().await;
+    let path = PathBuf::from(
+        app.database_url
+            .strip_prefix("sqlite://")
+            .expect("a SQLite URL"),
+    );
+    assert_eq!(health(&app.client, app.port).await.0, StatusCode::OK);
+    let aside = path.with_extension("aside");
+    std::fs::rename(&path, &aside).expect("moved away");
+    let (status, body) = health(&app.client, app.port).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("deleted while the hub ran")),
+        "{body}"
+    );
+    std::fs::rename(&aside, &path).expect("put back");
+    assert_eq!(health(&app.client, app.port).await.0, StatusCode::OK);
+}
+
+/// The database on a read-only file system at start: `herald serve` stops at once and says
+/// which file and why (SQLite alone says "unable to open database file").
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_on_a_read_only_disk_is_refused_with_the_reason() {
+    if Backend::from_env() != Backend::Sqlite {
+        return;
+    }
+    let disk = match SmallDisk::mount("16m") {
+        Ok(disk) => disk,
+        Err(reason) => {
+            eprintln!("skipped: no tmpfs can be mounted here ({reason})");
+            return;
+        }
+    };
+    let file = disk.0.join("herald.db");
+    let database_url = format!("sqlite://{}", file.display());
+    let herald = |command: &str| {
+        Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg(command)
+            .env("HERALD_DATABASE_URL", &database_url)
+            .env("HERALD_LISTEN", "127.0.0.1:0")
+            .output()
+            .expect("herald runs")
+    };
+    assert!(herald("migrate").status.success());
+    let status = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&disk.0)
+        .status()
+        .expect("mount");
+    assert!(status.success(), "remount read-only");
+    let out = herald("serve");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&file.display().to_string()) && said.contains("Read-only file system"),
+        "{said}"
+    );
+}
