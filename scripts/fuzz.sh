@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
-for target in hub_form feed urls settings; do
+for target in hub_form feed urls settings addresses; do
   echo "== fuzzing $target for ${seconds}s =="
   RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$seconds"
 done

@@ -61,6 +61,8 @@ impl Application {
             None => None,
         };
         tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            role = ?settings.role,
             hub = %runtime.public_url,
             database = runtime.db.engine(),
             port,

@@ -77,7 +77,7 @@ pub enum Command {
 
 async fn database(args: &DatabaseArgs) -> anyhow::Result<Db> {
     install_crypto_provider();
-    let db = Db::connect(args.database_url.expose()).await?;
+    let db = Db::connect_existing(args.database_url.expose()).await?;
     // Operator commands never change the schema (a hub of another version may own it); they
     // only need it to exist.
     if !db.has_schema().await {

@@ -1,5 +1,6 @@
 //! Logging: human-readable by default, JSON with `HERALD_LOG_FORMAT=json`; filtered by
-//! `RUST_LOG` (default `info`, with the database and queue libraries at `warn`).
+//! `RUST_LOG` (default `info`, with the database and queue libraries at `warn`). Colours only
+//! when standard error is a terminal (and `NO_COLOR` is unset).
 //!
 //! The id of the HTTP request being served (`http::request_id`) is kept for the task that
 //! serves it, so the jobs that request causes (a subscription's verification, a ping's
@@ -17,9 +18,13 @@ pub fn init() {
     // A log that cannot be written (a full disk, a closed pipe) is given up line by line: the
     // library's own report of it would go to the same standard error with `eprintln!`, which
     // panics when it fails, dropping the request or stopping the worker that logged.
+    // Colour only for a person at a terminal: a file, a pipe or journald gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .log_internal_errors(false);
     let _ = if json {
         builder.json().try_init()

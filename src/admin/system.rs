@@ -36,9 +36,19 @@ pub async fn publish(db: &Db, topics: &[String], json: bool) -> anyhow::Result<(
 pub async fn check_config(json: bool) -> anyhow::Result<()> {
     let settings = Settings::from_vars(std::iter::empty())
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let db = Db::connect(settings.database_url.expose()).await?;
-    let database = db.engine();
-    db.close().await;
+    let url = settings.database_url.expose();
+    // A SQLite file not created yet is fine: `herald serve` creates it. Nothing is created here.
+    let database = match crate::store::file::DatabaseFile::path_of(url) {
+        Some(path) if !path.exists() => {
+            format!("sqlite, created at first start: {}", path.display())
+        }
+        _ => {
+            let db = Db::connect_existing(url).await?;
+            let engine = db.engine().to_owned();
+            db.close().await;
+            engine
+        }
+    };
     let public_url = settings.public_url.as_ref().map_or_else(
         || format!("http://{}/hub", settings.listen),
         |u| u.to_string(),

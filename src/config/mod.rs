@@ -338,6 +338,13 @@ impl Settings {
                     .to_owned(),
             );
         }
+        if self.public_url.is_none() && self.listen.ip().is_unspecified() {
+            warnings.push(format!(
+                "HERALD_LISTEN is {} and HERALD_PUBLIC_URL is unset: deliveries would name \
+                 http://{}/hub as the hub, which no subscriber can reach; set HERALD_PUBLIC_URL",
+                self.listen, self.listen
+            ));
+        }
         warnings
     }
 

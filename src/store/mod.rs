@@ -46,6 +46,11 @@ pub enum StoreError {
     /// A database URL Herald does not support.
     #[error("unsupported database URL {0:?}: use sqlite://FILE or postgres://…")]
     UnsupportedUrl(String),
+    /// An operator command named a SQLite file that does not exist.
+    #[error(
+        "there is no database at {0}: set HERALD_DATABASE_URL (or --database-url) to the hub's database, or run `herald migrate` to create one there"
+    )]
+    NoDatabase(String),
     /// The SQLite file (or its directory) cannot be opened for writing: a read-only file
     /// system, missing permissions, a missing directory.
     #[error("the database file {path} cannot be opened for writing")]
@@ -256,6 +261,17 @@ macro_rules! dispatch_tx {
 pub(crate) use {dispatch, dispatch_tx};
 
 impl Db {
+    /// Connects to a database that must exist already (operator commands: a command run in
+    /// the wrong directory must not create an empty hub there).
+    pub async fn connect_existing(url: &str) -> Result<Self, StoreError> {
+        if let Some(path) = file::DatabaseFile::path_of(url)
+            && !path.exists()
+        {
+            return Err(StoreError::NoDatabase(path.display().to_string()));
+        }
+        Self::connect(url).await
+    }
+
     /// Connects; a SQLite file is created when missing, in WAL mode with a busy timeout.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("sqlite:") {

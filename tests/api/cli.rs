@@ -331,21 +331,68 @@ async fn check_config_and_help() {
         let out = herald(&app, &args).await;
         assert!(out.ok && out.stdout.contains("Usage:"), "{args:?}");
     }
+    // Operator commands never create a database: run where there is none, they say so and
+    // leave nothing behind.
+    let missing =
+        std::env::temp_dir().join(format!("herald_test_{}_missing.db", std::process::id()));
+    let run_on = |url: String, args: &'static [&'static str]| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(args)
+            .env("HERALD_DATABASE_URL", url)
+            .output()
+            .await
+            .expect("runs")
+    };
+    let out = run_on(
+        format!("sqlite://{}", missing.display()),
+        &["topics", "list"],
+    )
+    .await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("there is no database at"), "{said}");
+    assert!(!missing.exists(), "the CLI created no database file");
+    // check-config does not create one either: serve will.
+    let out = run_on(format!("sqlite://{}", missing.display()), &["check-config"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created at first start"));
+    assert!(!missing.exists(), "check-config created no database file");
     // Operator commands never migrate: an empty database gets a hint, not a schema.
     let empty = std::env::temp_dir().join(format!("herald_test_{}_empty.db", std::process::id()));
     let url = format!("sqlite://{}", empty.display());
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["subscriptions", "list"])
-        .env("HERALD_DATABASE_URL", &url)
-        .output()
+    herald::store::Db::connect(&url)
         .await
-        .expect("runs");
+        .expect("an empty database")
+        .close()
+        .await;
+    let out = run_on(url.clone(), &["subscriptions", "list"]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("herald migrate"));
     let db = herald::store::Db::connect(&url).await.expect("connect");
     assert!(!db.has_schema().await, "the CLI created no tables");
     db.close().await;
     let _ = std::fs::remove_file(&empty);
+
+    // Listening on every address without a public URL is valid, and warned about.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["check-config", "--json"])
+        .env("HERALD_DATABASE_URL", &app.database_url)
+        .env("HERALD_LISTEN", "0.0.0.0:8080")
+        .env_remove("HERALD_PUBLIC_URL")
+        .output()
+        .await
+        .expect("runs");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(
+        report["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains("HERALD_PUBLIC_URL")))),
+        "{report}"
+    );
 
     // The hub keeps serving while the CLI works on its database.
     assert_eq!(

@@ -164,3 +164,39 @@ async fn a_request_id_follows_the_jobs_its_request_caused_in_json_logs() {
     );
     let _ = std::fs::remove_file(&log);
 }
+
+/// A text log written to a file (as under a supervisor) has no colour escapes, and its
+/// start-up line says which version runs, in which role, as which hub.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_text_log_in_a_file_is_plain_and_names_the_version() {
+    let app = TestApp::spawn().await;
+    let database_url = app.database_url.clone();
+    let vars = app.vars.clone();
+    app.stop().await;
+    let log = std::env::temp_dir().join(format!(
+        "herald-log-{}.txt",
+        herald::domain::challenge::random_hex(6)
+    ));
+    let (_, port) = loopback_listener();
+    let _hub = HubProcess::start_logging(&database_url, port, &vars, Some(&log));
+    let line = eventually_within(Duration::from_secs(20), "the start-up line", || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains("Herald is running"))
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(
+        line.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+            || line.contains(&format!("version={}", env!("CARGO_PKG_VERSION"))),
+        "{line}"
+    );
+    assert!(line.contains("role="), "{line}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour escapes in a file: {text}"
+    );
+    let _ = std::fs::remove_file(&log);
+}
