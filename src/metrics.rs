@@ -64,6 +64,11 @@ pub struct Metrics {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -157,6 +162,36 @@ impl Default for Metrics {
             "Live connections refused by a cap, by the cap (token, client, total)",
             live_refused.clone(),
         );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1: the version of Herald this process runs",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        // Every series of a closed label set exists from the start, at 0: an alert comparing
+        // a rate against one that has not happened yet would otherwise find no series.
+        for outcome in ["changed", "unchanged", "not_modified", "failed"] {
+            let _ = fetches.get_or_create(&OutcomeLabel { outcome });
+        }
+        for outcome in ["delivered", "retry", "failed", "gone", "cancelled"] {
+            let _ = deliveries.get_or_create(&OutcomeLabel { outcome });
+        }
+        for mode in ["subscribe", "unsubscribe"] {
+            for outcome in ["verified", "failed", "denied"] {
+                let _ = verifications.get_or_create(&VerificationLabels { mode, outcome });
+            }
+        }
+        for transport in ["sse", "websocket"] {
+            let _ = live_sent.get_or_create(&TransportLabel { transport });
+        }
+        for reason in ["token", "client", "total"] {
+            let _ = live_refused.get_or_create(&ReasonLabel { reason });
+        }
         Self {
             registry,
             live_refused,

@@ -162,3 +162,33 @@ async fn metrics_can_be_served_on_their_own_listener_only() {
         .expect("answer");
     assert_eq!(hub.status(), StatusCode::NOT_FOUND);
 }
+
+/// A fresh hub exposes which version it runs, and every counter series of a closed label set
+/// at 0 before anything happened (an alert on a rate needs the series to exist).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fresh_hub_exposes_its_version_and_every_counter_at_zero() {
+    let app = TestApp::spawn().await;
+    let text = app
+        .client
+        .get(format!("http://127.0.0.1:{}/metrics", app.port))
+        .send()
+        .await
+        .expect("answer")
+        .text()
+        .await
+        .expect("text");
+    let version = format!(
+        "herald_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&text, &version), Some(1.0), "{text}");
+    for series in [
+        "herald_deliveries_total{outcome=\"failed\"}",
+        "herald_deliveries_total{outcome=\"delivered\"}",
+        "herald_fetches_total{outcome=\"failed\"}",
+        "herald_verifications_total{mode=\"subscribe\",outcome=\"failed\"}",
+        "herald_live_connections_refused_total{reason=\"total\"}",
+    ] {
+        assert_eq!(sample(&text, series), Some(0.0), "{series}: {text}");
+    }
+}
