@@ -34,3 +34,10 @@ HERALD_TEST_DATABASE=sqlite cargo test --locked --lib --bins --tests
 
 echo "== the integration suite on PostgreSQL =="
 HERALD_TEST_DATABASE=postgres cargo test --locked --test api
+
+echo "== the Debian package: install, check as the service user, purge =="
+if [ "$(id -u)" = 0 ] && command -v dpkg-deb >/dev/null 2>&1; then
+  bash scripts/package-test.sh "${CARGO_TARGET_DIR:-target}/debug/herald"
+else
+  echo "skipped: installing the package needs root and dpkg (scripts/package-test.sh)"
+fi
