@@ -42,19 +42,31 @@ pub async fn get(req: HttpRequest, ctx: web::Data<Arc<AppState>>) -> HttpRespons
 }
 
 /// Counts each answered request under its route pattern (`/api/v1/distributions/{id}`, never
-/// the concrete path) and status.
+/// the concrete path) and status, and writes its access-log line (target `herald::access`, at
+/// info: method, route, status, milliseconds; the request id is on the enclosing `http` span).
+/// The path's query string is never logged: callback URLs and live tokens travel in it.
 pub async fn count_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = std::time::Instant::now();
     let ctx = req.app_data::<web::Data<Arc<AppState>>>().cloned();
     let response = next.call(req).await?;
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = response.status().as_u16();
     if let Some(ctx) = ctx {
-        let route = response
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_owned());
-        ctx.metrics.http_request(&route, response.status().as_u16());
+        ctx.metrics.http_request(&route, status);
     }
+    tracing::info!(
+        target: "herald::access",
+        method = %response.request().method(),
+        %route,
+        status,
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
     Ok(response)
 }

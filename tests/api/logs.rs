@@ -151,6 +151,18 @@ async fn a_request_id_follows_the_jobs_its_request_caused_in_json_logs() {
             .iter()
             .any(|l| in_span_with_request_id(l, "http", "subscribe-req-42"))
     );
+    // Its access-log line: method, route, status and time, under the same request id.
+    assert!(
+        lines.iter().any(|l| {
+            l["target"] == "herald::access"
+                && in_span_with_request_id(l, "http", "subscribe-req-42")
+                && l["fields"]["method"] == "POST"
+                && l["fields"]["route"] == "/hub"
+                && l["fields"]["status"] == 202
+                && l["fields"]["ms"].is_number()
+        }),
+        "an access-log line for the subscribe"
+    );
     assert!(
         lines
             .iter()
