@@ -65,8 +65,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check the configuration (environment, .env, flags of serve) and the database.
+    /// Check the configuration (environment, .env and the flags of serve, which it takes too)
+    /// and the database, without starting anything or creating the database.
     CheckConfig {
+        #[command(flatten)]
+        serve: Box<ServeArgs>,
+        /// The report, or the error, as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -108,9 +112,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish { db, topics, json } => {
             admin::system::publish(&database(&db).await?, &topics, json).await
         }
-        Command::CheckConfig { json } => {
+        Command::CheckConfig { serve, json } => {
             install_crypto_provider();
-            admin::system::check_config(json).await
+            admin::system::check_config(Settings::try_from(*serve), json).await
         }
         Command::Openapi => {
             println!("{}", crate::http::openapi::document());

@@ -33,9 +33,47 @@ pub async fn publish(db: &Db, topics: &[String], json: bool) -> anyhow::Result<(
 }
 
 /// Parses the configuration the way `herald serve` would and checks the database.
-pub async fn check_config(json: bool) -> anyhow::Result<()> {
-    let settings = Settings::from_vars(std::iter::empty())
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+/// With `--json`, a failure is JSON too (`{"valid": false, "error": …}`) on standard output.
+pub async fn check_config(
+    settings: Result<Settings, crate::config::ConfigError>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let checked = match settings {
+        Ok(settings) => report(&settings).await.map(|r| (r, settings)),
+        Err(e) => Err(anyhow::anyhow!("invalid configuration: {e}")),
+    };
+    let (report, settings) = match checked {
+        Ok(checked) => checked,
+        Err(error) if json => {
+            let error = crate::telemetry::Chain(error.as_ref()).to_string();
+            print_json(&json!({ "valid": false, "error": error }))?;
+            anyhow::bail!("{error}");
+        }
+        Err(error) => return Err(error),
+    };
+    if json {
+        return print_json(&report);
+    }
+    println!("configuration is valid");
+    if let Some(map) = report.as_object() {
+        for (k, v) in map
+            .iter()
+            .filter(|(k, _)| !["valid", "warnings"].contains(&k.as_str()))
+        {
+            println!(
+                "  {k:<27} {}",
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+            );
+        }
+    }
+    for warning in settings.warnings() {
+        println!("warning: {warning}");
+    }
+    Ok(())
+}
+
+/// What `check-config` reports of valid settings, after looking at the database.
+async fn report(settings: &Settings) -> anyhow::Result<serde_json::Value> {
     let url = settings.database_url.expose();
     // A SQLite file not created yet is fine: `herald serve` creates it. Nothing is created here.
     let database = match crate::store::file::DatabaseFile::path_of(url) {
@@ -68,23 +106,5 @@ pub async fn check_config(json: bool) -> anyhow::Result<()> {
         "role": format!("{:?}", settings.role).to_lowercase(),
         "warnings": settings.warnings(),
     });
-    if json {
-        return print_json(&report);
-    }
-    println!("configuration is valid");
-    if let Some(map) = report.as_object() {
-        for (k, v) in map
-            .iter()
-            .filter(|(k, _)| !["valid", "warnings"].contains(&k.as_str()))
-        {
-            println!(
-                "  {k:<27} {}",
-                v.as_str().map_or_else(|| v.to_string(), str::to_owned)
-            );
-        }
-    }
-    for warning in settings.warnings() {
-        println!("warning: {warning}");
-    }
-    Ok(())
+    Ok(report)
 }

@@ -320,6 +320,29 @@ async fn check_config_and_help() {
         .expect("runs");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("minimum lease"));
+    // With --json a failure is JSON too, and the flags of serve are taken.
+    let bad_json = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["check-config", "--json", "--lease-min-seconds", "0"])
+        .env("HERALD_DATABASE_URL", &app.database_url)
+        .output()
+        .await
+        .expect("runs");
+    assert!(!bad_json.status.success());
+    let failure: Value = serde_json::from_slice(&bad_json.stdout).expect("JSON on a failure");
+    assert_eq!(failure["valid"], false);
+    assert!(
+        failure["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("minimum lease")),
+        "{failure}"
+    );
+    let flagged = herald(
+        &app,
+        &["check-config", "--json", "--listen", "127.0.0.1:9999"],
+    )
+    .await;
+    assert!(flagged.ok, "{}", flagged.stderr);
+    assert_eq!(flagged.json()["listen"], "127.0.0.1:9999");
     for args in [
         vec!["--help"],
         vec!["subscriptions", "--help"],
