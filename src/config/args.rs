@@ -166,10 +166,13 @@ pub struct ServeArgs {
     /// Largest topic body the hub fetches and distributes (bytes).
     #[arg(long, env = "HERALD_MAX_TOPIC_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_topic_bytes: usize,
+    /// How long a subscriber's callback may take to answer a verification GET.
     #[arg(long, env = "HERALD_VERIFY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub verify_timeout: Duration,
+    /// How long a topic fetch may take, redirects included.
     #[arg(long, env = "HERALD_FETCH_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub fetch_timeout: Duration,
+    /// How long a subscriber's callback may take to answer a delivery POST.
     #[arg(long, env = "HERALD_DELIVERY_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub delivery_timeout: Duration,
     /// Deliveries carried by one hubout job.

@@ -376,6 +376,22 @@ mod redaction_tests {
     use super::*;
 
     #[test]
+    fn every_flag_of_serve_says_what_it_is() {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let command = <Wrapper as clap::CommandFactory>::command();
+        let silent: Vec<String> = command
+            .get_arguments()
+            .filter(|a| !a.is_hide_set() && a.get_help().is_none() && a.get_long().is_some())
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(silent.is_empty(), "flags without help: {silent:?}");
+    }
+
+    #[test]
     fn every_duration_setting_takes_one_form_and_refuses_overflow() {
         let too_long =
             Settings::from_vars([("HERALD_RETRY_SCHEDULE", "10s,213503982335d".to_owned())]);

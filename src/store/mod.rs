@@ -306,6 +306,15 @@ impl Db {
                 ("plan_cache_mode", "force_custom_plan"),
                 ("random_page_cost", "1.1"),
             ]);
+            // One connection first, on its own: a server that refuses or is not there is
+            // reported at once with its reason, not as the pool's timeout 15 s later.
+            {
+                use sqlx::Connection;
+                sqlx::PgConnection::connect_with(&options)
+                    .await?
+                    .close()
+                    .await?;
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(15))

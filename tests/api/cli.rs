@@ -480,3 +480,23 @@ async fn an_unreachable_callback_host_is_paused_without_using_up_attempts_and_sh
     assert_eq!(hosts[0]["state"], "open");
     assert!(hosts[0]["retry_at"].as_i64().is_some());
 }
+
+/// A PostgreSQL server that is not there is reported at once with the reason, not as the
+/// connection pool's timeout 15 s later.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_postgresql_connection_is_said_at_once() {
+    let (_, closed) = crate::helpers::loopback_listener();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("migrate")
+        .env(
+            "HERALD_DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{closed}/herald"),
+        )
+        .output()
+        .await
+        .expect("runs");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    // Not "pool timed out while waiting for an open connection".
+    assert!(said.contains("Connection refused"), "{said}");
+}
