@@ -266,6 +266,10 @@ pub struct ServeArgs {
     /// What this process runs: all (HTTP and queue workers), web, or worker.
     #[arg(long, env = "HERALD_ROLE", default_value = "all")]
     pub role: Role,
+    /// Whether serve migrates the schema at start (true), or refuses to start on a schema
+    /// older than this version (false: migrations are run by `herald migrate` alone).
+    #[arg(long, env = "HERALD_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
     /// The most updates kept for one live subscriber (SSE / WebSocket) until it consumes them;
     /// beyond it the oldest are dropped, and the subscriber is told how many.
     #[arg(long, env = "HERALD_LIVE_BACKLOG_MAX", default_value_t = 1000)]

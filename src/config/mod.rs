@@ -29,6 +29,8 @@ pub struct Settings {
     /// `None`: derived from the address actually bound.
     pub public_url: Option<HubUrl>,
     pub role: Role,
+    /// Whether `serve` migrates the schema at start (`HERALD_MIGRATE`).
+    pub migrate: bool,
     /// Which addresses callbacks and topics may resolve to.
     pub address_policy: AddressPolicy,
     pub access: AccessSettings,
@@ -239,6 +241,7 @@ impl TryFrom<ServeArgs> for Settings {
             metrics_listen: a.metrics_listen,
             public_url,
             role: a.role,
+            migrate: a.migrate,
             address_policy: a.allow_private_addresses,
             access: AccessSettings {
                 mode: a.mode,

@@ -64,7 +64,16 @@ impl Runtime {
             tracing::warn!("{warning}");
         }
         let db = Db::connect(settings.database_url.expose()).await?;
-        migrate(&db).await?;
+        if settings.migrate {
+            migrate(&db).await?;
+        } else {
+            let pending = db.pending_migrations().await?;
+            if !pending.is_empty() {
+                anyhow::bail!(
+                    "the database schema is older than this version of Herald (migrations {pending:?} are not applied) and HERALD_MIGRATE=false: run `herald migrate`, then start again"
+                );
+            }
+        }
 
         // The parts every flow may share.
         let outbound = Outbound::new(&settings.into())?;

@@ -347,6 +347,26 @@ impl Db {
         Ok(())
     }
 
+    /// The migrations of this version not applied to the database yet (all of them on an
+    /// empty one), by version number.
+    pub async fn pending_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        let known: Vec<i64> = match self {
+            Db::Sqlite(_) => sqlx::migrate!("./migrations/sqlite")
+                .iter()
+                .map(|m| m.version)
+                .collect(),
+            Db::Pg(_) => sqlx::migrate!("./migrations/postgres")
+                .iter()
+                .map(|m| m.version)
+                .collect(),
+        };
+        let sql = "SELECT version FROM _herald_migrations WHERE success";
+        let applied: Vec<i64> =
+            dispatch!(self, pool => sqlx::query_scalar(sql).fetch_all(pool).await)
+                .unwrap_or_default();
+        Ok(known.into_iter().filter(|v| !applied.contains(v)).collect())
+    }
+
     /// Whether Herald's tables exist (some migration has run).
     pub async fn has_schema(&self) -> bool {
         let probe: Result<i64, sqlx::Error> = dispatch!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM subscriptions").fetch_one(pool).await);

@@ -500,3 +500,50 @@ async fn a_refused_postgresql_connection_is_said_at_once() {
     // Not "pool timed out while waiting for an open connection".
     assert!(said.contains("Connection refused"), "{said}");
 }
+
+/// `HERALD_MIGRATE=false`: serve never changes the schema; on one older than its version it
+/// refuses to start and says to run `herald migrate`, after which it starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_can_be_told_to_leave_migrations_to_herald_migrate() {
+    let file = std::env::temp_dir().join(format!(
+        "herald_test_{}_held.db",
+        herald::domain::challenge::random_hex(6)
+    ));
+    let url = format!("sqlite://{}", file.display());
+    let (_, port) = crate::helpers::loopback_listener();
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("serve")
+        .env("HERALD_DATABASE_URL", &url)
+        .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HERALD_MIGRATE", "false")
+        .output()
+        .await
+        .expect("runs");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("herald migrate"), "{said}");
+    let migrated = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("migrate")
+        .env("HERALD_DATABASE_URL", &url)
+        .output()
+        .await
+        .expect("runs");
+    assert!(migrated.status.success());
+    let _hub = crate::helpers::process::HubProcess::start(
+        &url,
+        port,
+        &[("HERALD_MIGRATE", "false".to_owned())],
+    );
+    herald::outbound::install_crypto_provider();
+    let client = reqwest::Client::new();
+    crate::helpers::eventually("the hub to start on the migrated schema", || async {
+        let health = client
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .ok()?;
+        (health.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    let _ = std::fs::remove_file(&file);
+}
