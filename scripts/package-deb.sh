@@ -25,6 +25,13 @@ for d in operations deployment api live architecture; do
   [ -f "docs/$d.md" ] && install -m 0644 "docs/$d.md" "$doc/$d.md"
 done
 [ -f CHANGELOG.md ] && install -m 0644 CHANGELOG.md "$doc/CHANGELOG.md"
+# Shell completions and the manual page, from the binary itself.
+mkdir -p "$stage/usr/share/bash-completion/completions" "$stage/usr/share/zsh/vendor-completions" \
+  "$stage/usr/share/fish/vendor_completions.d" "$stage/usr/share/man/man1"
+"$binary" completions bash > "$stage/usr/share/bash-completion/completions/herald"
+"$binary" completions zsh > "$stage/usr/share/zsh/vendor-completions/_herald"
+"$binary" completions fish > "$stage/usr/share/fish/vendor_completions.d/herald.fish"
+"$binary" man | gzip -9n > "$stage/usr/share/man/man1/herald.1.gz"
 mkdir -p "$stage/DEBIAN"
 install -m 0755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm "$stage/DEBIAN/"
 echo /etc/herald/herald.env > "$stage/DEBIAN/conffiles"

@@ -77,6 +77,13 @@ pub enum Command {
     /// Print the OpenAPI document of the producer and admin APIs (as served at
     /// /api/v1/openapi.json and kept in docs/openapi.json).
     Openapi,
+    /// Print a shell completion script (the Debian package installs them).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, in roff (`herald man | man -l -`).
+    Man,
 }
 
 async fn database(args: &DatabaseArgs) -> anyhow::Result<Db> {
@@ -118,6 +125,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Openapi => {
             println!("{}", crate::http::openapi::document());
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "herald", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
             Ok(())
         }
         Command::Migrate(args) => {

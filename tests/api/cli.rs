@@ -547,3 +547,34 @@ async fn serve_can_be_told_to_leave_migrations_to_herald_migrate() {
     .await;
     let _ = std::fs::remove_file(&file);
 }
+
+/// Shell completions and the manual page come from the binary itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn completions_and_the_manual_page_are_printed() {
+    let run = |args: &'static [&'static str]| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(args)
+            .output()
+            .await
+            .expect("runs")
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(match shell {
+            "bash" => &["completions", "bash"],
+            "zsh" => &["completions", "zsh"],
+            _ => &["completions", "fish"],
+        })
+        .await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("subscriptions"),
+            "{shell}: {text}"
+        );
+    }
+    let man = run(&["man"]).await;
+    let text = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        man.status.success() && text.contains(".TH herald 1"),
+        "{text}"
+    );
+}
