@@ -206,6 +206,16 @@ pub struct ServeArgs {
     /// deliveries, status); unset: that API is off. Keep it apart from the producer token.
     #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Redacted>,
+    /// A file holding the metrics token, instead of HERALD_METRICS_TOKEN (a variable or flag
+    /// shows in the process's environment and in `ps`); its trailing newline is ignored.
+    #[arg(long, env = "HERALD_METRICS_TOKEN_FILE", conflicts_with = "metrics_token")]
+    pub metrics_token_file: Option<std::path::PathBuf>,
+    /// A file holding the producer API's token, instead of HERALD_PRODUCER_TOKEN.
+    #[arg(long, env = "HERALD_PRODUCER_TOKEN_FILE", conflicts_with = "producer_token")]
+    pub producer_token_file: Option<std::path::PathBuf>,
+    /// A file holding the admin API's token, instead of HERALD_ADMIN_TOKEN.
+    #[arg(long, env = "HERALD_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// At most this many POSTs and verification GETs to one callback host (host and port) at
     /// once in this process; more wait their turn without using up an attempt.
     #[arg(long, env = "HERALD_MAX_PER_HOST", default_value_t = 64)]

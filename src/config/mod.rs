@@ -201,9 +201,37 @@ pub enum ConfigError {
     Lease(#[from] LeaseBoundsError),
     #[error("{0} must be at least 1")]
     NotPositive(&'static str),
+    /// A `*_FILE` setting whose file cannot be read.
+    #[error("{setting}: cannot read {path}")]
+    SecretFile {
+        setting: &'static str,
+        path: String,
+        #[source]
+        error: std::io::Error,
+    },
     /// A flag or variable that does not parse (clap's own message).
     #[error(transparent)]
     Args(#[from] clap::Error),
+}
+
+/// A bearer token given as a value, or read from a file (its trailing newline dropped).
+fn token(
+    value: Option<&Redacted>,
+    file: Option<&std::path::Path>,
+    setting: &'static str,
+) -> Result<Option<BearerToken>, ConfigError> {
+    match (value, file) {
+        (Some(value), _) => Ok(BearerToken::new(value.expose())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|error| ConfigError::SecretFile {
+                setting,
+                path: path.display().to_string(),
+                error,
+            })?;
+            Ok(BearerToken::new(text.trim_end_matches(['\n', '\r'])))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 impl TryFrom<ServeArgs> for Settings {
@@ -246,10 +274,11 @@ impl TryFrom<ServeArgs> for Settings {
             access: AccessSettings {
                 mode: a.mode,
                 topic_allow: a.topic_allow,
-                producer_token: a
-                    .producer_token
-                    .as_ref()
-                    .and_then(|t| BearerToken::new(t.expose())),
+                producer_token: token(
+                    a.producer_token.as_ref(),
+                    a.producer_token_file.as_deref(),
+                    "HERALD_PRODUCER_TOKEN_FILE",
+                )?,
                 max_request_bytes: positive("HERALD_MAX_REQUEST_BYTES", a.max_request_bytes)?,
                 client_timeout: a.client_timeout,
                 max_connections: positive("HERALD_MAX_CONNECTIONS", a.max_connections)?,
@@ -263,14 +292,16 @@ impl TryFrom<ServeArgs> for Settings {
                 client_ipv6_prefix: a.client_ipv6_prefix,
                 secret_try_limit: a.secret_try_limit,
                 trusted_clients: a.trusted_clients,
-                metrics_token: a
-                    .metrics_token
-                    .as_ref()
-                    .and_then(|t| BearerToken::new(t.expose())),
-                admin_token: a
-                    .admin_token
-                    .as_ref()
-                    .and_then(|t| BearerToken::new(t.expose())),
+                metrics_token: token(
+                    a.metrics_token.as_ref(),
+                    a.metrics_token_file.as_deref(),
+                    "HERALD_METRICS_TOKEN_FILE",
+                )?,
+                admin_token: token(
+                    a.admin_token.as_ref(),
+                    a.admin_token_file.as_deref(),
+                    "HERALD_ADMIN_TOKEN_FILE",
+                )?,
                 trusted_proxies: a.trusted_proxies,
             },
             lease: LeaseSettings {
@@ -377,6 +408,27 @@ impl Settings {
 #[cfg(test)]
 mod redaction_tests {
     use super::*;
+
+    #[test]
+    fn tokens_can_be_read_from_files_but_not_given_twice() {
+        let path = std::env::temp_dir().join(format!("herald-token-{}", std::process::id()));
+        std::fs::write(&path, "from-a-file\n").unwrap();
+        let file = path.display().to_string();
+        let settings = Settings::from_vars([("HERALD_PRODUCER_TOKEN_FILE", file.clone())])
+            .expect("valid settings");
+        let token = settings.access.producer_token.expect("a token");
+        assert!(token.authorizes(Some("Bearer from-a-file")));
+        assert!(!token.authorizes(Some("Bearer from-a-fil")));
+        let both = Settings::from_vars([
+            ("HERALD_ADMIN_TOKEN_FILE", file.clone()),
+            ("HERALD_ADMIN_TOKEN", "given".to_owned()),
+        ]);
+        assert!(both.is_err(), "a token and its file together are refused");
+        std::fs::remove_file(&path).unwrap();
+        let missing = Settings::from_vars([("HERALD_METRICS_TOKEN_FILE", file)])
+            .expect_err("an unreadable file is refused");
+        assert!(missing.to_string().contains("HERALD_METRICS_TOKEN_FILE"), "{missing}");
+    }
 
     #[test]
     fn every_flag_of_serve_says_what_it_is() {
