@@ -1,5 +1,5 @@
 # Herald in a container: built from this repository, run as an unprivileged user, state in a
-# volume. docs/deployment.md says how to run it (set HERALD_PUBLIC_URL).
+# volume. docs/deploy.md says how to run it (set HERALD_PUBLIC_URL).
 #   docker build -t herald .
 #   docker run -p 8080:8080 -v herald-state:/var/lib/herald \
 #     -e HERALD_PUBLIC_URL=https://hub.example.org/hub herald

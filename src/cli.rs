@@ -77,6 +77,14 @@ pub enum Command {
     /// Print the OpenAPI document of the producer and admin APIs (as served at
     /// /api/v1/openapi.json and kept in docs/openapi.json).
     Openapi,
+    /// Copy a SQLite database consistently while the hub runs (`VACUUM INTO`); never
+    /// overwrites a file. PostgreSQL: use pg_dump (docs/deploy.md).
+    Backup {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// Where the copy goes: a new file.
+        path: std::path::PathBuf,
+    },
     /// Print a shell completion script (the Debian package installs them).
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -127,6 +135,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::http::openapi::document());
             Ok(())
         }
+        Command::Backup { db, path } => admin::system::backup(&database(&db).await?, &path).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "herald", &mut std::io::stdout());

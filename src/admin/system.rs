@@ -108,3 +108,30 @@ async fn report(settings: &Settings) -> anyhow::Result<serde_json::Value> {
     });
     Ok(report)
 }
+
+/// `herald backup PATH`: a consistent copy of a SQLite database, taken while the hub runs
+/// (SQLite's `VACUUM INTO`: one read transaction, a compact file, the WAL's newest writes
+/// included — unlike a copy of the file). Never overwrites a file.
+pub async fn backup(db: &Db, path: &std::path::Path) -> anyhow::Result<()> {
+    let Db::Sqlite(pool) = db else {
+        anyhow::bail!(
+            "herald backup copies SQLite databases; back PostgreSQL up with pg_dump (docs/deploy.md, \"Backups\")"
+        );
+    };
+    if path.exists() {
+        anyhow::bail!(
+            "{} exists: a backup never overwrites a file",
+            path.display()
+        );
+    }
+    let target = path
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("{} is not a UTF-8 path", path.display()))?;
+    sqlx::query("VACUUM INTO $1")
+        .bind(target)
+        .execute(pool)
+        .await?;
+    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    println!("backed up to {} ({bytes} bytes)", path.display());
+    Ok(())
+}

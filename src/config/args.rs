@@ -208,10 +208,18 @@ pub struct ServeArgs {
     pub admin_token: Option<Redacted>,
     /// A file holding the metrics token, instead of HERALD_METRICS_TOKEN (a variable or flag
     /// shows in the process's environment and in `ps`); its trailing newline is ignored.
-    #[arg(long, env = "HERALD_METRICS_TOKEN_FILE", conflicts_with = "metrics_token")]
+    #[arg(
+        long,
+        env = "HERALD_METRICS_TOKEN_FILE",
+        conflicts_with = "metrics_token"
+    )]
     pub metrics_token_file: Option<std::path::PathBuf>,
     /// A file holding the producer API's token, instead of HERALD_PRODUCER_TOKEN.
-    #[arg(long, env = "HERALD_PRODUCER_TOKEN_FILE", conflicts_with = "producer_token")]
+    #[arg(
+        long,
+        env = "HERALD_PRODUCER_TOKEN_FILE",
+        conflicts_with = "producer_token"
+    )]
     pub producer_token_file: Option<std::path::PathBuf>,
     /// A file holding the admin API's token, instead of HERALD_ADMIN_TOKEN.
     #[arg(long, env = "HERALD_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]

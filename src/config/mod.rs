@@ -427,7 +427,10 @@ mod redaction_tests {
         std::fs::remove_file(&path).unwrap();
         let missing = Settings::from_vars([("HERALD_METRICS_TOKEN_FILE", file)])
             .expect_err("an unreadable file is refused");
-        assert!(missing.to_string().contains("HERALD_METRICS_TOKEN_FILE"), "{missing}");
+        assert!(
+            missing.to_string().contains("HERALD_METRICS_TOKEN_FILE"),
+            "{missing}"
+        );
     }
 
     #[test]

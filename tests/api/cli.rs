@@ -578,3 +578,41 @@ async fn completions_and_the_manual_page_are_printed() {
         "{text}"
     );
 }
+
+/// `herald backup` copies a SQLite database while the hub runs; a hub started on the copy has
+/// what the original had; a second backup to the same file is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_taken_while_the_hub_runs_restores_to_a_working_hub() {
+    if crate::helpers::app::Backend::from_env() != crate::helpers::app::Backend::Sqlite {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/backed-up";
+    app.subscribed(topic, &sub.callback("kept"), &[]).await;
+    let copy = std::env::temp_dir().join(format!(
+        "herald_test_{}_backup.db",
+        herald::domain::challenge::random_hex(6)
+    ));
+    let path = copy.display().to_string();
+    let out = herald(&app, &["backup", &path]).await;
+    assert!(out.ok, "{}", out.stderr);
+    let again = herald(&app, &["backup", &path]).await;
+    assert!(
+        !again.ok && again.stderr.contains("never overwrites"),
+        "{}",
+        again.stderr
+    );
+    app.stop().await;
+
+    let restored = TestApp::spawn_on(format!("sqlite://{path}"), &[]).await;
+    assert_eq!(
+        restored
+            .subscription_state(topic, &sub.callback("kept"))
+            .await
+            .as_deref(),
+        Some("active")
+    );
+    restored.stop().await;
+    let _ = std::fs::remove_file(&copy);
+}
