@@ -74,6 +74,9 @@ pub async fn check_config(
 
 /// What `check-config` reports of valid settings, after looking at the database.
 async fn report(settings: &Settings) -> anyhow::Result<serde_json::Value> {
+    if let Some(reason) = settings.unreachable_hub_url() {
+        anyhow::bail!("invalid configuration: {reason}");
+    }
     let url = settings.database_url.expose();
     // A SQLite file not created yet is fine: `herald serve` creates it. Nothing is created here.
     let database = match crate::store::file::DatabaseFile::path_of(url) {

@@ -372,14 +372,37 @@ impl Settings {
                     .to_owned(),
             );
         }
-        if self.public_url.is_none() && self.listen.ip().is_unspecified() {
-            warnings.push(format!(
-                "HERALD_LISTEN is {} and HERALD_PUBLIC_URL is unset: deliveries would name \
-                 http://{}/hub as the hub, which no subscriber can reach; set HERALD_PUBLIC_URL",
-                self.listen, self.listen
-            ));
-        }
+        warnings.extend(self.unreachable_hub_url());
         warnings
+    }
+
+    /// Why the hub URL deliveries name cannot be reached by subscribers, if it cannot: the
+    /// listen address `0.0.0.0` (or `::`) standing in for a missing `HERALD_PUBLIC_URL`, or a
+    /// loopback URL while the hub listens beyond loopback. `check-config` fails on it; `serve`
+    /// warns (a hub for local tests may mean it).
+    pub fn unreachable_hub_url(&self) -> Option<String> {
+        let Some(public) = &self.public_url else {
+            return self.listen.ip().is_unspecified().then(|| {
+                format!(
+                    "HERALD_LISTEN is {} and HERALD_PUBLIC_URL is unset: deliveries would name \
+                     http://{}/hub as the hub, which no subscriber can reach; set HERALD_PUBLIC_URL",
+                    self.listen, self.listen
+                )
+            });
+        };
+        let loopback = match public.as_url().host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            None => false,
+        };
+        (loopback && !self.listen.ip().is_loopback()).then(|| {
+            format!(
+                "HERALD_PUBLIC_URL is {public}, a loopback address, while the hub listens on {}: \
+                 subscribers elsewhere cannot reach it; set HERALD_PUBLIC_URL to the address they use",
+                self.listen
+            )
+        })
     }
 
     /// Settings as `herald serve` would build them with no flags and only `vars` set; used by

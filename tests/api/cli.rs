@@ -400,22 +400,32 @@ async fn check_config_and_help() {
     db.close().await;
     let _ = std::fs::remove_file(&empty);
 
-    // Listening on every address without a public URL is valid, and warned about.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["check-config", "--json"])
-        .env("HERALD_DATABASE_URL", &app.database_url)
-        .env("HERALD_LISTEN", "0.0.0.0:8080")
-        .env_remove("HERALD_PUBLIC_URL")
-        .output()
-        .await
-        .expect("runs");
-    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert!(
-        report["warnings"].as_array().is_some_and(|w| w
-            .iter()
-            .any(|w| w.as_str().is_some_and(|w| w.contains("HERALD_PUBLIC_URL")))),
-        "{report}"
-    );
+    // A hub URL no subscriber can reach fails the check: the listen address 0.0.0.0 standing
+    // in for a public URL, or a loopback public URL on a listener beyond loopback.
+    for (listen, public) in [
+        ("0.0.0.0:8080", None),
+        ("0.0.0.0:8080", Some("http://127.0.0.1:8080/hub")),
+    ] {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        command
+            .args(["check-config", "--json"])
+            .env("HERALD_DATABASE_URL", &app.database_url)
+            .env("HERALD_LISTEN", listen)
+            .env_remove("HERALD_PUBLIC_URL");
+        if let Some(public) = public {
+            command.env("HERALD_PUBLIC_URL", public);
+        }
+        let out = command.output().await.expect("runs");
+        assert!(!out.status.success(), "{listen} {public:?}");
+        let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(report["valid"], false);
+        assert!(
+            report["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("HERALD_PUBLIC_URL")),
+            "{report}"
+        );
+    }
 
     // The hub keeps serving while the CLI works on its database.
     assert_eq!(
