@@ -43,7 +43,8 @@ pub async fn get(req: HttpRequest, ctx: web::Data<Arc<AppState>>) -> HttpRespons
 
 /// Counts each answered request under its route pattern (`/api/v1/distributions/{id}`, never
 /// the concrete path) and status, and writes its access-log line (target `herald::access`, at
-/// info: method, route, status, milliseconds; the request id is on the enclosing `http` span).
+/// info: method, route, status, milliseconds, the client's address as the rate limits see it;
+/// the request id is on the enclosing `http` span).
 /// The path's query string is never logged: callback URLs and live tokens travel in it.
 pub async fn count_requests(
     req: ServiceRequest,
@@ -51,6 +52,9 @@ pub async fn count_requests(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = std::time::Instant::now();
     let ctx = req.app_data::<web::Data<Arc<AppState>>>().cloned();
+    let client = ctx.as_ref().and_then(|ctx| {
+        crate::http::rate_limit::client_address(ctx, req.head(), req.peer_addr().map(|a| a.ip()))
+    });
     let response = next.call(req).await?;
     let route = response
         .request()
@@ -64,6 +68,7 @@ pub async fn count_requests(
         target: "herald::access",
         method = %response.request().method(),
         %route,
+        client = client.map(|c| c.to_string()).as_deref().unwrap_or("unknown"),
         status,
         ms = started.elapsed().as_secs_f64() * 1000.0,
         "request"

@@ -160,6 +160,7 @@ async fn a_request_id_follows_the_jobs_its_request_caused_in_json_logs() {
                 && l["fields"]["route"] == "/hub"
                 && l["fields"]["status"] == 202
                 && l["fields"]["ms"].is_number()
+                && l["fields"]["client"] == "127.0.0.1"
         }),
         "an access-log line for the subscribe"
     );
