@@ -6,8 +6,12 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    Answer, Publisher, Subscriber, TestApp, app::Backend, eventually, eventually_within,
-    loopback_listener, pg_cluster::PgCluster, process::HubProcess, sink::Sink,
+    Answer, Publisher, Subscriber, TestApp,
+    app::Backend,
+    eventually, eventually_within, loopback_listener,
+    pg_cluster::PgCluster,
+    process::{HubProcess, post_hub},
+    sink::Sink,
 };
 
 const SUBSCRIBERS: usize = 2000;
@@ -24,17 +28,7 @@ fn process_vars(app: &TestApp) -> Vec<(&'static str, String)> {
 }
 
 async fn ping(client: &reqwest::Client, port: u16, topic: &str) -> Option<StatusCode> {
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([("hub.mode", "publish"), ("hub.url", topic)])
-        .finish();
-    let response = client
-        .post(format!("http://127.0.0.1:{port}/hub"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .ok()?;
-    Some(response.status())
+    post_hub(client, port, &[("hub.mode", "publish"), ("hub.url", topic)]).await
 }
 
 /// `SUBSCRIBERS` subscriptions of one topic, all on `sink`: one verified through the hub, the
@@ -274,21 +268,12 @@ async fn a_database_crash_mid_fan_out_repeats_only_what_was_in_flight() {
     eventually(
         "a subscribe to be refused with 503 while the database is away",
         || async {
-            let body = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs([
-                    ("hub.mode", "subscribe"),
-                    ("hub.topic", topic.as_str()),
-                    ("hub.callback", "http://127.0.0.1:9/during"),
-                ])
-                .finish();
-            let status = client
-                .post(format!("http://127.0.0.1:{port}/hub"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body)
-                .send()
-                .await
-                .ok()?
-                .status();
+            let pairs = [
+                ("hub.mode", "subscribe"),
+                ("hub.topic", topic.as_str()),
+                ("hub.callback", "http://127.0.0.1:9/during"),
+            ];
+            let status = post_hub(&client, port, &pairs).await?;
             (status == StatusCode::SERVICE_UNAVAILABLE).then_some(())
         },
     )

@@ -6,7 +6,10 @@ use std::{io::Write, path::PathBuf, process::Command};
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    Subscriber, app::Backend, eventually, loopback_listener, process::HubProcess,
+    Subscriber,
+    app::Backend,
+    eventually, loopback_listener,
+    process::{HubProcess, post_hub},
 };
 
 /// A small tmpfs of the test's own, unmounted when dropped.
@@ -50,21 +53,12 @@ impl Drop for SmallDisk {
 }
 
 async fn subscribe(client: &reqwest::Client, port: u16, callback: &str) -> Option<StatusCode> {
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([
-            ("hub.mode", "subscribe"),
-            ("hub.topic", "http://127.0.0.1:9/full-disk"),
-            ("hub.callback", callback),
-        ])
-        .finish();
-    let response = client
-        .post(format!("http://127.0.0.1:{port}/hub"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .ok()?;
-    Some(response.status())
+    let pairs = [
+        ("hub.mode", "subscribe"),
+        ("hub.topic", "http://127.0.0.1:9/full-disk"),
+        ("hub.callback", callback),
+    ];
+    post_hub(client, port, &pairs).await
 }
 
 /// The disk under the database and the log fills up: every request gets an answer (503 for

@@ -62,3 +62,23 @@ impl Drop for HubProcess {
         let _ = self.child.wait();
     }
 }
+
+/// POSTs a form to the hub URL of the process on `port`; its status, or `None` when the
+/// connection failed (not listening yet, or dropped).
+pub async fn post_hub(
+    client: &reqwest::Client,
+    port: u16,
+    pairs: &[(&str, &str)],
+) -> Option<reqwest::StatusCode> {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    let response = client
+        .post(format!("http://127.0.0.1:{port}/hub"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    Some(response.status())
+}
