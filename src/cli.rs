@@ -96,13 +96,13 @@ pub enum Command {
 
 async fn database(args: &DatabaseArgs) -> anyhow::Result<Db> {
     install_crypto_provider();
-    let db = Db::connect_existing(args.database_url.expose()).await?;
+    let url = args.url()?;
+    let db = Db::connect_existing(url.expose()).await?;
     // Operator commands never change the schema (a hub of another version may own it); they
     // only need it to exist.
     if !db.has_schema().await {
         anyhow::bail!(
-            "{} has no Herald schema yet: run `herald migrate` (or start `herald serve`) first",
-            args.database_url
+            "{url} has no Herald schema yet: run `herald migrate` (or start `herald serve`) first"
         );
     }
     Ok(db)
@@ -148,7 +148,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate(args) => {
             install_crypto_provider();
-            let db = Db::connect(args.database_url.expose()).await?;
+            let db = Db::connect(args.url()?.expose()).await?;
             runtime::migrate(&db).await?;
             println!("{} schema is up to date", db.engine());
             Ok(())

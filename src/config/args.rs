@@ -26,6 +26,34 @@ pub struct DatabaseArgs {
         hide_env_values = true
     )]
     pub database_url: DatabaseUrl,
+    /// A file holding the database URL, instead of HERALD_DATABASE_URL (a password in a
+    /// variable shows in the process's environment); its trailing newline is ignored.
+    #[arg(long, env = "HERALD_DATABASE_URL_FILE")]
+    pub database_url_file: Option<std::path::PathBuf>,
+}
+
+impl DatabaseArgs {
+    /// The database URL: read from `HERALD_DATABASE_URL_FILE` when given, else
+    /// `HERALD_DATABASE_URL` (or its default).
+    pub fn url(&self) -> Result<DatabaseUrl, DatabaseUrlFileError> {
+        let Some(path) = &self.database_url_file else {
+            return Ok(self.database_url.clone());
+        };
+        let text = std::fs::read_to_string(path).map_err(|error| DatabaseUrlFileError {
+            path: path.display().to_string(),
+            error,
+        })?;
+        Ok(DatabaseUrl(text.trim_end_matches(['\n', '\r']).to_owned()))
+    }
+}
+
+/// `HERALD_DATABASE_URL_FILE` names a file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("HERALD_DATABASE_URL_FILE: cannot read {path}")]
+pub struct DatabaseUrlFileError {
+    path: String,
+    #[source]
+    error: std::io::Error,
 }
 
 /// A database URL. It may carry a password, so it prints (`Display`, `Debug`) with the

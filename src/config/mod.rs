@@ -201,6 +201,8 @@ pub enum ConfigError {
     Lease(#[from] LeaseBoundsError),
     #[error("{0} must be at least 1")]
     NotPositive(&'static str),
+    #[error(transparent)]
+    DatabaseUrlFile(#[from] args::DatabaseUrlFileError),
     /// A `*_FILE` setting whose file cannot be read.
     #[error("{setting}: cannot read {path}")]
     SecretFile {
@@ -264,7 +266,7 @@ impl TryFrom<ServeArgs> for Settings {
             }
         };
         Ok(Self {
-            database_url: a.database.database_url,
+            database_url: a.database.url()?,
             listen: a.listen,
             metrics_listen: a.metrics_listen,
             public_url,
@@ -431,6 +433,28 @@ impl Settings {
 #[cfg(test)]
 mod redaction_tests {
     use super::*;
+
+    #[test]
+    fn the_database_url_can_be_read_from_a_file() {
+        let path = std::env::temp_dir().join(format!("herald-db-url-{}", std::process::id()));
+        std::fs::write(&path, "postgres://herald:s3cret@db.example/herald\n").unwrap();
+        let settings =
+            Settings::from_vars([("HERALD_DATABASE_URL_FILE", path.display().to_string())])
+                .expect("valid settings");
+        assert_eq!(
+            settings.database_url.expose(),
+            "postgres://herald:s3cret@db.example/herald"
+        );
+        assert!(!format!("{:?}", settings.database_url).contains("s3cret"));
+        std::fs::remove_file(&path).unwrap();
+        let missing =
+            Settings::from_vars([("HERALD_DATABASE_URL_FILE", path.display().to_string())])
+                .expect_err("an unreadable file is refused");
+        assert!(
+            missing.to_string().contains("HERALD_DATABASE_URL_FILE"),
+            "{missing}"
+        );
+    }
 
     #[test]
     fn tokens_can_be_read_from_files_but_not_given_twice() {

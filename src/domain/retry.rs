@@ -72,17 +72,18 @@ impl RetryPolicy {
         }
     }
 
-    /// The schedule as configured, e.g. `1m,5m,30m` (milliseconds where needed).
+    /// The schedule as configured, e.g. `1m,5m,30m`.
     pub fn schedule_text(&self) -> String {
+        // As an operator writes it (`1m,5m,2h`, `1h30m`), not re-spelled in seconds.
         self.schedule
             .delays()
             .iter()
             .map(|d| {
-                if d.subsec_millis() == 0 {
-                    format!("{}s", d.as_secs())
-                } else {
-                    format!("{}ms", d.as_millis())
-                }
+                humantime::format_duration(*d)
+                    .to_string()
+                    .replace(' ', "")
+                    .replace("days", "d")
+                    .replace("day", "d")
             })
             .collect::<Vec<_>>()
             .join(",")
@@ -127,6 +128,15 @@ mod tests {
 
     fn policy() -> RetryPolicy {
         RetryPolicy::new("1m,5m,30m".parse().unwrap(), Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn a_schedule_reads_back_as_an_operator_writes_it() {
+        let written = "1m,5m,30m,2h,6h,12h,1h30m,250ms,1d";
+        let policy = RetryPolicy::new(written.parse().unwrap(), Duration::from_secs(3600));
+        assert_eq!(policy.schedule_text(), written);
+        let again: RetrySchedule = policy.schedule_text().parse().unwrap();
+        assert_eq!(again.delays(), policy.schedule.delays());
     }
 
     #[test]

@@ -163,8 +163,9 @@ async fn metrics_can_be_served_on_their_own_listener_only() {
     assert_eq!(hub.status(), StatusCode::NOT_FOUND);
 }
 
-/// A fresh hub exposes which version it runs, and every counter series of a closed label set
-/// at 0 before anything happened (an alert on a rate needs the series to exist).
+/// A fresh hub exposes which version it runs, its process's CPU, memory and file descriptors,
+/// and every counter series of a closed label set at 0 before anything happened (an alert on a
+/// rate needs the series to exist).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fresh_hub_exposes_its_version_and_every_counter_at_zero() {
     let app = TestApp::spawn().await;
@@ -191,4 +192,16 @@ async fn a_fresh_hub_exposes_its_version_and_every_counter_at_zero() {
     ] {
         assert_eq!(sample(&text, series), Some(0.0), "{series}: {text}");
     }
+    // The process's own figures, from /proc.
+    for series in [
+        "herald_process_resident_memory_bytes",
+        "herald_process_open_fds",
+        "herald_process_max_fds",
+    ] {
+        assert!(
+            sample(&text, series).is_some_and(|v| v > 0.0),
+            "{series}: {text}"
+        );
+    }
+    assert!(sample(&text, "herald_process_cpu_seconds_total").is_some());
 }

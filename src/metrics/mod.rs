@@ -7,6 +7,8 @@
 //! With several processes each exposes its own counters; the sampled gauges are the shared
 //! database's.
 
+mod process;
+
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -61,6 +63,7 @@ pub struct Metrics {
     live_sent: Family<TransportLabel, Counter>,
     live_backlog: Gauge,
     live_refused: Family<ReasonLabel, Counter>,
+    process: process::Process,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -192,7 +195,9 @@ impl Default for Metrics {
         for reason in ["token", "client", "total"] {
             let _ = live_refused.get_or_create(&ReasonLabel { reason });
         }
+        let process = process::Process::register(&mut registry);
         Self {
+            process,
             registry,
             live_refused,
             live_connections,
@@ -289,6 +294,7 @@ impl Metrics {
                 .set(n);
         }
         self.paused_hosts.set(sample.open_breakers);
+        self.process.sample();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .map_err(RenderError::Encode)?;
