@@ -186,3 +186,103 @@ async fn a_killed_hub_delivers_what_was_in_flight_after_it_starts_again() {
     child.kill().expect("stop");
     let _ = child.wait();
 }
+
+/// A database made by the previous schema (migrations up to 0014), with a topic and an active
+/// subscription in it, is upgraded when the hub starts: the subscriber gets the next update,
+/// and a live subscriber of the same topic too (migration 0015 numbers live events).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_of_the_previous_schema_with_data_is_upgraded_at_start() {
+    use crate::helpers::app::{Backend, fresh_database};
+    let backend = Backend::from_env();
+    let url = fresh_database().await;
+    // The previous version's migrations, as files, run by sqlx as that version ran them.
+    let source = match backend {
+        Backend::Sqlite => "migrations/sqlite",
+        Backend::Postgres => "migrations/postgres",
+    };
+    let previous = std::env::temp_dir().join(format!(
+        "herald-migrations-{}",
+        herald::domain::challenge::random_hex(6)
+    ));
+    std::fs::create_dir_all(&previous).expect("a folder");
+    for entry in std::fs::read_dir(source).expect("the migrations") {
+        let path = entry.expect("an entry").path();
+        let name = path
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        if name.as_str() < "0015" {
+            std::fs::copy(&path, previous.join(&name)).expect("copied");
+        }
+    }
+    let mut migrator = sqlx::migrate::Migrator::new(previous.as_path())
+        .await
+        .expect("the previous migrations");
+    migrator.dangerous_set_table_name("_herald_migrations");
+    let sub = Subscriber::spawn();
+    let callback = sub.callback("from-before");
+    let topic = "http://127.0.0.1:9/upgraded";
+    let db = herald::store::Db::connect(&url).await.expect("connect");
+    let rows = [
+        format!("INSERT INTO topics (url, created_at) VALUES ('{topic}', 0)"),
+        format!(
+            "INSERT INTO subscriptions (topic_id, callback, lease_seconds, state, verified_at,
+                 expires_at, applied_request_id, created_at, updated_at)
+             SELECT id, '{callback}', 864000, 'active', 0, 9999999999999, 0, 0, 0 FROM topics"
+        ),
+    ];
+    match &db {
+        herald::store::Db::Sqlite(pool) => {
+            migrator.run(pool).await.expect("the previous schema");
+            for sql in &rows {
+                sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                    .execute(pool)
+                    .await
+                    .expect("old data");
+            }
+        }
+        herald::store::Db::Pg(pool) => {
+            migrator.run(pool).await.expect("the previous schema");
+            for sql in &rows {
+                sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                    .execute(pool)
+                    .await
+                    .expect("old data");
+            }
+        }
+    }
+    db.close().await;
+    let _ = std::fs::remove_dir_all(&previous);
+    assert!(
+        !herald::store::Db::connect(&url)
+            .await
+            .expect("connect")
+            .pending_migrations()
+            .await
+            .expect("pending")
+            .is_empty(),
+        "the database is behind this version"
+    );
+
+    let app = TestApp::spawn_on(
+        url,
+        &[(
+            "HERALD_PRODUCER_TOKEN",
+            crate::helpers::live::PRODUCER_TOKEN,
+        )],
+    )
+    .await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM live_subscribers").await,
+        0,
+        "migrated"
+    );
+    let live = crate::helpers::live::token(&app, "after-upgrade", &[topic]).await;
+    let mut sse = crate::helpers::live::Sse::open(&app, &live).await;
+    crate::helpers::live::push(&app, topic, "text/plain", "after the upgrade").await;
+    let got = sub.wait_deliveries("from-before", 1).await;
+    assert_eq!(got[0].body, b"after the upgrade");
+    let update = sse.updates(1).await;
+    assert_eq!(update[0].data["body"], "after the upgrade");
+}

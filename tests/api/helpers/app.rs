@@ -26,7 +26,7 @@ fn admin_url() -> String {
 }
 
 /// A fresh, empty database URL for one test.
-async fn fresh_database() -> String {
+pub async fn fresh_database() -> String {
     let name = format!("herald_test_{}", herald::domain::challenge::random_hex(8));
     match Backend::from_env() {
         Backend::Sqlite => {
