@@ -1,5 +1,6 @@
-//! What the JSON APIs under `/api/v1` share: their bearer-token check and their errors,
-//! `{"error": "<code>", "message": "<readable>"}` with the fitting status.
+//! What the JSON APIs under `/api/v1` share: their bearer-token check and their errors, RFC 9457
+//! problem details (`application/problem+json`: `type`, `title`, `status`, `detail`) with the
+//! stable `error` code and the `message` of earlier versions as extension members.
 
 use actix_web::{
     HttpRequest, HttpResponse, ResponseError,
@@ -77,14 +78,47 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
 }
 
-/// The body of every error answer.
+/// The body of every error answer: RFC 9457 problem details.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// A stable code: `disabled`, `unauthorized`, `forbidden`, `bad_request`, `not_found`,
-    /// `too_large`, `busy`, `internal`, `rate_limited`, `method_not_allowed`, `timeout`.
-    pub error: &'static str,
+    /// Always `about:blank`: the status says which kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The status's name (`Bad Request`).
+    pub title: &'static str,
+    /// The HTTP status, repeated.
+    pub status: u16,
     /// What went wrong, for people.
+    pub detail: String,
+    /// A stable code: `disabled`, `unauthorized`, `forbidden`, `bad_request`, `not_found`,
+    /// `too_large`, `busy`, `internal`, `rate_limited`, `method_not_allowed`, `timeout`,
+    /// and on live connections `too_many_connections` and the token refusals.
+    pub error: &'static str,
+    /// The same as `detail` (the field of earlier versions).
     pub message: String,
+}
+
+/// The media type of error answers.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+impl ErrorBody {
+    pub fn new(status: StatusCode, error: &'static str, message: String) -> Self {
+        Self {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: message.clone(),
+            error,
+            message,
+        }
+    }
+
+    /// The answer, on a response already given its status and headers.
+    pub fn respond(self, mut response: actix_web::HttpResponseBuilder) -> HttpResponse {
+        response
+            .content_type(PROBLEM_JSON)
+            .body(serde_json::to_string(&self).unwrap_or_default())
+    }
 }
 
 impl ApiError {
@@ -163,10 +197,7 @@ impl ResponseError for ApiError {
         if let Self::MethodNotAllowed(allow) = self {
             response.insert_header((header::ALLOW, *allow));
         }
-        response.json(ErrorBody {
-            error: self.code(),
-            message: self.to_string(),
-        })
+        ErrorBody::new(self.status_code(), self.code(), self.to_string()).respond(response)
     }
 }
 

@@ -15,7 +15,7 @@ use super::{admin_api, api, api_error, live_api};
 #[openapi(
     info(
         title = "Herald producer and admin APIs",
-        description = "The producer API lets the site that owns the feeds push content and see how distributions fared (Authorization: Bearer HERALD_PRODUCER_TOKEN). The admin API lets the hub's operators inspect and change subscriptions, topics and deliveries (Authorization: Bearer HERALD_ADMIN_TOKEN). Errors are {\"error\": code, \"message\": text}. See docs/api.md."
+        description = "The producer API lets the site that owns the feeds push content and see how distributions fared (Authorization: Bearer HERALD_PRODUCER_TOKEN). The admin API lets the hub's operators inspect and change subscriptions, topics and deliveries (Authorization: Bearer HERALD_ADMIN_TOKEN). Errors are RFC 9457 problem details (application/problem+json) with a stable `error` code. See docs/api.md."
     ),
     paths(
         api::publish,
@@ -72,6 +72,25 @@ pub fn document() -> String {
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
+/// Error answers are `application/problem+json` (RFC 9457), not plain JSON.
+fn problem_details(op: &mut serde_json::Value) {
+    let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else {
+        return;
+    };
+    for response in responses.values_mut() {
+        let Some(content) = response.get_mut("content").and_then(|c| c.as_object_mut()) else {
+            continue;
+        };
+        let is_problem = content
+            .get("application/json")
+            .and_then(|j| j["schema"]["$ref"].as_str())
+            .is_some_and(|r| r.ends_with("/ErrorBody"));
+        if is_problem && let Some(body) = content.remove("application/json") {
+            content.insert(super::api_error::PROBLEM_JSON.to_owned(), body);
+        }
+    }
+}
+
 /// A topic URL as the APIs take it: absolute, http or https.
 const URL_PATTERN: &str =
     "^https?://[a-z][a-z0-9-]*(\\.[a-z][a-z0-9-]*)*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~/-]*)?$";
@@ -92,6 +111,7 @@ fn say_which(doc: &mut serde_json::Value) {
                 .into_iter()
                 .flat_map(|i| i.values_mut());
             for op in ops {
+                problem_details(op);
                 if let Some(content) = op
                     .get_mut("requestBody")
                     .and_then(|b| b.get_mut("content"))

@@ -111,6 +111,42 @@ async fn every_call_needs_the_token_and_errors_are_json() {
     assert_eq!(json["error"], "disabled");
 }
 
+/// Errors are RFC 9457 problem details, with the stable code as an extension member.
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_are_problem_details_with_the_stable_code() {
+    let app = TestApp::spawn_with(&[("HERALD_PRODUCER_TOKEN", TOKEN)]).await;
+    let response = app
+        .client
+        .get(format!(
+            "http://127.0.0.1:{}/api/v1/topics?topic=not-a-url",
+            app.port
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let problem: Value = response.json().await.expect("JSON");
+    assert_eq!(problem["type"], "about:blank");
+    assert_eq!(problem["title"], "Bad Request");
+    assert_eq!(problem["status"], 400);
+    assert_eq!(problem["error"], "bad_request");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("topic")),
+        "{problem}"
+    );
+    assert_eq!(problem["message"], problem["detail"]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_producer_pushes_content_and_sees_who_is_subscribed_and_how_it_went() {
     let app = TestApp::spawn_with(&[("HERALD_PRODUCER_TOKEN", TOKEN)]).await;

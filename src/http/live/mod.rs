@@ -55,17 +55,14 @@ fn refused(refusal: &Refusal) -> HttpResponse {
     if status == StatusCode::UNAUTHORIZED {
         response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
     }
-    response.json(ErrorBody {
-        error: refusal.code(),
-        message: refusal.to_string(),
-    })
+    ErrorBody::new(status, refusal.code(), refusal.to_string()).respond(response)
 }
 
 fn failed(status: StatusCode, error: &'static str, message: String) -> HttpResponse {
     if status.is_server_error() {
         tracing::error!(%message, "live connection failed");
     }
-    HttpResponse::build(status).json(ErrorBody { error, message })
+    ErrorBody::new(status, error, message).respond(HttpResponse::build(status))
 }
 
 fn internal(e: StoreError) -> HttpResponse {
