@@ -148,6 +148,23 @@ impl fmt::Display for ProcessId {
 #[sqlx(transparent)]
 pub struct UnixMs(i64);
 
+/// Serde helpers: an instant written as RFC 3339 text (`2026-12-07T16:00:00.000Z`), as the
+/// APIs and the CLI's JSON show times (`#[serde(serialize_with = "…")]`).
+pub mod rfc3339 {
+    use super::UnixMs;
+
+    pub fn serialize<S: serde::Serializer>(at: &UnixMs, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&at.to_rfc3339())
+    }
+
+    pub fn option<S: serde::Serializer>(at: &Option<UnixMs>, s: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => s.serialize_some(&at.to_rfc3339()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 impl UnixMs {
     /// The beginning of time, for "due at once".
     pub const EPOCH: UnixMs = UnixMs(0);

@@ -33,8 +33,14 @@ pub async fn record(
 pub struct HostView {
     pub host: String,
     pub state: String,
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub opened_at: Option<UnixMs>,
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub retry_at: Option<UnixMs>,
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: UnixMs,
 }
 

@@ -1,7 +1,7 @@
 //! Read-only views for operators and producers: subscriptions with their latest delivery,
 //! topics, failed deliveries. Secrets never leave this module; only whether one is set.
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use super::{Db, StoreError, dispatch};
 use crate::domain::{
@@ -9,11 +9,6 @@ use crate::domain::{
     ids::{DeliveryId, SubscriptionId, TopicId, UnixMs},
     state::{DeliveryState, SubscriptionState},
 };
-
-/// Flags keep the JSON shape they always had: 1 or 0.
-fn as_flag<S: Serializer>(flag: &bool, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_i64(i64::from(*flag))
-}
 
 /// Decodes a stored text column of a view row, reporting the row when it does not decode.
 fn decode<T: std::str::FromStr<Err: std::fmt::Display>>(
@@ -50,22 +45,28 @@ pub struct SubscriptionView {
     pub callback: String,
     pub state: SubscriptionState,
     pub state_reason: Option<String>,
-    /// 1 when the subscription has a secret (never shown), else 0.
-    #[serde(serialize_with = "as_flag")]
-    #[schema(value_type = u8)]
+    /// Whether the subscription has a secret (never shown).
     pub has_secret: bool,
     pub lease_seconds: i64,
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub verified_at: UnixMs,
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: UnixMs,
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub ended_at: Option<UnixMs>,
     pub delivery_mode: Option<DeliveryMode>,
     /// Made PuSH 0.3-style (the subscriber sent `hub.verify`).
-    #[serde(serialize_with = "as_flag")]
-    #[schema(value_type = u8)]
     pub legacy: bool,
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: UnixMs,
     pub last_delivery_state: Option<DeliveryState>,
     pub last_delivery_status: Option<i64>,
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_delivery_at: Option<UnixMs>,
     pub last_delivery_error: Option<String>,
 }
@@ -195,8 +196,14 @@ pub struct DeliveryView {
     pub attempts: i64,
     pub last_status: Option<i64>,
     pub last_error: Option<String>,
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub next_attempt_at: UnixMs,
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: UnixMs,
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: UnixMs,
 }
 
@@ -264,13 +271,19 @@ pub struct TopicView {
     pub content_type: Option<String>,
     pub feed_kind: Option<String>,
     pub feed_error: Option<String>,
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_pinged_at: Option<UnixMs>,
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_fetched_at: Option<UnixMs>,
     pub last_fetch_error: Option<String>,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub pending_pings: i64,
     pub active_subscriptions: i64,
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: UnixMs,
 }
 

@@ -196,8 +196,18 @@ async fn operators_list_show_expire_and_delete_subscriptions() {
         .expect("b's id");
     let (status, shown) = get(&app, &format!("/api/v1/admin/subscriptions/{id_b}")).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(shown["subscription"]["has_secret"], 1);
+    assert_eq!(shown["subscription"]["has_secret"], true);
+    assert_eq!(shown["subscription"]["legacy"], false);
     assert_eq!(shown["subscription"]["state"], "active");
+    // Times are RFC 3339, as in the producer API.
+    for field in ["verified_at", "expires_at", "created_at"] {
+        let at = shown["subscription"][field].as_str().unwrap_or_default();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(at).is_ok(),
+            "{field}: {}",
+            shown["subscription"]
+        );
+    }
     assert!(shown["recent_deliveries"].is_array());
     let (status, _) = get(&app, "/api/v1/admin/subscriptions/999999").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -362,11 +372,19 @@ async fn operators_see_failed_deliveries_replay_them_and_read_the_status() {
     );
     let by_url = get(
         &app,
-        &format!("/api/v1/admin/topics?url={}", urlencoding(&topic)),
+        &format!("/api/v1/admin/topics?topic={}", urlencoding(&topic)),
     )
     .await
     .1;
     assert_eq!(by_url.as_array().map(Vec::len), Some(1));
+    // The name of before still works.
+    let by_old_name = get(
+        &app,
+        &format!("/api/v1/admin/topics?url={}", urlencoding(&topic)),
+    )
+    .await
+    .1;
+    assert_eq!(by_old_name, by_url);
     let (status, _) = get(&app, "/api/v1/admin/topics/424242").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, hosts) = get(&app, "/api/v1/admin/hosts?all=true").await;

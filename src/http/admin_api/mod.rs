@@ -146,9 +146,10 @@ pub struct Changed<T: ToSchema> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TopicQuery {
-    /// Only this topic URL.
+    /// Only this topic URL (`url` is taken too, as before).
     #[param(min_length = 1)]
-    url: Option<String>,
+    #[serde(alias = "url")]
+    topic: Option<String>,
     /// At most this many rows (default 1000, at most 10000).
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
@@ -162,7 +163,7 @@ async fn list_topics(
     ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query(q)?;
-    let url = non_empty(q.url, "url")?;
+    let url = non_empty(q.topic, "topic")?;
     let rows = views::topics(
         &ctx.db,
         url.as_deref(),
