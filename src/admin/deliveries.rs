@@ -61,6 +61,7 @@ pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
                 db,
                 subscription,
                 failed.then_some(DeliveryState::Failed),
+                None,
                 limit,
             )
             .await?;

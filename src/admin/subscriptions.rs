@@ -166,7 +166,7 @@ async fn show(db: &Db, id: SubscriptionId, json: bool) -> anyhow::Result<()> {
     let Some(s) = views::subscriptions(db, &filter).await?.pop() else {
         anyhow::bail!("no subscription {id}");
     };
-    let recent = views::deliveries(db, Some(id), None, 10).await?;
+    let recent = views::deliveries(db, Some(id), None, None, 10).await?;
     if json {
         return print_json(&json!({"subscription": s, "recent_deliveries": recent}));
     }

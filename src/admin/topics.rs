@@ -31,7 +31,7 @@ pub enum Command {
 pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
     match command {
         Command::List { limit, json } => {
-            let rows = views::topics(db, None, UnixMs::now(), limit).await?;
+            let rows = views::topics(db, None, UnixMs::now(), None, limit).await?;
             if json {
                 return print_json(&rows);
             }
@@ -51,7 +51,7 @@ pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Show { topic, json } => {
-            let Some(t) = views::topics(db, Some(&topic), UnixMs::now(), 1)
+            let Some(t) = views::topics(db, Some(&topic), UnixMs::now(), None, 1)
                 .await?
                 .pop()
             else {

@@ -321,7 +321,7 @@ async fn subscription_page(
             },
         ));
     }
-    let deliveries = views::deliveries(db, Some(s.id), None, 20).await?;
+    let deliveries = views::deliveries(db, Some(s.id), None, None, 20).await?;
     let next_retry = deliveries
         .iter()
         .filter(|d| d.state == crate::domain::state::DeliveryState::Pending && d.attempts > 0)
@@ -400,7 +400,7 @@ pub async fn topic_details(
     let show_count = producer || ctx.access.mode == HubMode::Open;
     let result: Result<HttpResponse, StoreError> = async {
         let db = &ctx.db;
-        let Some(t) = views::topics(db, Some(topic.as_str()), UnixMs::now(), 1).await?.pop() else {
+        let Some(t) = views::topics(db, Some(topic.as_str()), UnixMs::now(), None, 1).await?.pop() else {
             return Ok(page(
                 "Topic",
                 html! {

@@ -35,6 +35,8 @@ pub struct SubscriptionFilter {
     pub expiring_before: Option<UnixMs>,
     /// Subscriptions with a failed delivery, or one waiting for a retry.
     pub failing: bool,
+    /// Only subscriptions older than this one (a page's cursor).
+    pub before: Option<SubscriptionId>,
     pub limit: i64,
 }
 
@@ -160,16 +162,17 @@ pub async fn subscriptions(
                  AND ($4 IS NULL OR s.state = $4)
                  AND ($5 IS NULL OR (s.state = 'active' AND s.expires_at < $5))
                  AND ($8 IS NULL OR s.callback = $8)
+                 AND ($9 IS NULL OR s.id < $9)
                  AND ($6 = 0 OR EXISTS (
                      SELECT 1 FROM deliveries d WHERE d.subscription_id = s.id
                        AND (d.state = 'failed' OR (d.state = 'pending' AND d.attempts > 0))))
-               ORDER BY s.id
+               ORDER BY s.id DESC
                LIMIT $7";
     let rows = dispatch!(db, c => sqlx::query_as::<_, SubscriptionRow>(sql)
         .bind(f.id).bind(&f.topic).bind(f.callback.as_deref().map(like_literal))
         .bind(f.state.map(SubscriptionState::as_str))
         .bind(f.expiring_before).bind(i64::from(f.failing)).bind(f.limit).bind(&f.callback_exact)
-        .fetch_all(c).await?);
+        .bind(f.before).fetch_all(c).await?);
     rows.into_iter().map(SubscriptionView::try_from).collect()
 }
 
@@ -244,11 +247,13 @@ impl TryFrom<DeliveryRow> for DeliveryView {
     }
 }
 
-/// Deliveries, newest first: of one subscription, or in one state.
+/// Deliveries, newest first: of one subscription, or in one state; older than `before` when
+/// given (a page's cursor).
 pub async fn deliveries(
     db: &Db,
     subscription: Option<SubscriptionId>,
     state: Option<DeliveryState>,
+    before: Option<DeliveryId>,
     limit: i64,
 ) -> Result<Vec<DeliveryView>, StoreError> {
     let sql =
@@ -258,9 +263,11 @@ pub async fn deliveries(
                JOIN subscriptions s ON s.id = d.subscription_id
                JOIN topics t ON t.id = s.topic_id
                WHERE ($1 IS NULL OR d.subscription_id = $1) AND ($2 IS NULL OR d.state = $2)
+                 AND ($4 IS NULL OR d.id < $4)
                ORDER BY d.id DESC LIMIT $3";
     let rows = dispatch!(db, c => sqlx::query_as::<_, DeliveryRow>(sql)
-        .bind(subscription).bind(state.map(DeliveryState::as_str)).bind(limit).fetch_all(c).await?);
+        .bind(subscription).bind(state.map(DeliveryState::as_str)).bind(limit).bind(before)
+        .fetch_all(c).await?);
     rows.into_iter().map(DeliveryView::try_from).collect()
 }
 
@@ -287,10 +294,12 @@ pub struct TopicView {
     pub created_at: UnixMs,
 }
 
+/// Topics, newest first (one, by id or URL); older than `before` when given (a page's cursor).
 pub async fn topics(
     db: &Db,
     id_or_url: Option<&str>,
     now: UnixMs,
+    before: Option<TopicId>,
     limit: i64,
 ) -> Result<Vec<TopicView>, StoreError> {
     let id: Option<TopicId> = id_or_url.and_then(|v| v.parse().ok());
@@ -303,9 +312,10 @@ pub async fn topics(
                       t.created_at
                FROM topics t
                WHERE ($1 IS NULL OR t.id = $1) AND ($2 IS NULL OR t.url = $2)
-               ORDER BY t.id LIMIT $4";
+                 AND ($5 IS NULL OR t.id < $5)
+               ORDER BY t.id DESC LIMIT $4";
     Ok(dispatch!(db, c => sqlx::query_as::<_, TopicView>(sql)
-        .bind(id).bind(url).bind(now).bind(limit).fetch_all(c).await?))
+        .bind(id).bind(url).bind(now).bind(limit).bind(before).fetch_all(c).await?))
 }
 
 /// Whether `presented` is the secret of subscription `id` (compared in constant time); false

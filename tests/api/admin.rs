@@ -168,7 +168,7 @@ async fn operators_list_show_expire_and_delete_subscriptions() {
 
     let (status, all) = get(&app, "/api/v1/admin/subscriptions").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(all.as_array().map(Vec::len), Some(3));
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(3));
     assert!(
         !all.to_string().contains("a-secret-value"),
         "secrets never shown"
@@ -179,17 +179,17 @@ async fn operators_list_show_expire_and_delete_subscriptions() {
     )
     .await
     .1;
-    assert_eq!(by_topic.as_array().map(Vec::len), Some(2));
+    assert_eq!(by_topic["items"].as_array().map(Vec::len), Some(2));
     let by_callback = get(&app, "/api/v1/admin/subscriptions?callback=/cb/c")
         .await
         .1;
-    assert_eq!(by_callback[0]["callback"], c.as_str());
+    assert_eq!(by_callback["items"][0]["callback"], c.as_str());
     let expiring = get(&app, "/api/v1/admin/subscriptions?expiring_within=1s")
         .await
         .1;
-    assert_eq!(expiring.as_array().map(Vec::len), Some(0));
+    assert_eq!(expiring["items"].as_array().map(Vec::len), Some(0));
 
-    let id_b = by_topic
+    let id_b = by_topic["items"]
         .as_array()
         .and_then(|rows| rows.iter().find(|r| r["callback"] == b.as_str()))
         .and_then(|r| r["id"].as_i64())
@@ -253,7 +253,7 @@ async fn operators_list_show_expire_and_delete_subscriptions() {
     let expired = get(&app, "/api/v1/admin/subscriptions?state=expired")
         .await
         .1;
-    assert_eq!(expired.as_array().map(Vec::len), Some(1));
+    assert_eq!(expired["items"].as_array().map(Vec::len), Some(1));
 
     // Deleting, one by id and a list with a dry run first.
     let (status, dry) = post(
@@ -297,11 +297,15 @@ async fn operators_see_failed_deliveries_replay_them_and_read_the_status() {
 
     let (status, failed) = get(&app, "/api/v1/admin/deliveries?state=failed").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(failed.as_array().map(Vec::len), Some(1), "{failed}");
-    assert_eq!(failed[0]["last_error"], "callback answered 500");
-    let id = failed[0]["id"].as_i64().expect("id");
+    assert_eq!(
+        failed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{failed}"
+    );
+    assert_eq!(failed["items"][0]["last_error"], "callback answered 500");
+    let id = failed["items"][0]["id"].as_i64().expect("id");
     let all = get(&app, "/api/v1/admin/deliveries").await.1;
-    assert_eq!(all.as_array().map(Vec::len), Some(2));
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(2));
 
     let (status, status_body) = get(&app, "/api/v1/admin/status").await;
     assert_eq!(status, StatusCode::OK);
@@ -362,9 +366,9 @@ async fn operators_see_failed_deliveries_replay_them_and_read_the_status() {
 
     // Topics: the list, one by id, and a JSON 404.
     let topics = get(&app, "/api/v1/admin/topics").await.1;
-    assert_eq!(topics[0]["url"], topic.as_str());
-    assert_eq!(topics[0]["active_subscriptions"], 2);
-    let topic_id = topics[0]["id"].as_i64().expect("id");
+    assert_eq!(topics["items"][0]["url"], topic.as_str());
+    assert_eq!(topics["items"][0]["active_subscriptions"], 2);
+    let topic_id = topics["items"][0]["id"].as_i64().expect("id");
     let (status, one) = get(&app, &format!("/api/v1/admin/topics/{topic_id}")).await;
     assert_eq!(
         (status, one["url"].as_str()),
@@ -376,7 +380,7 @@ async fn operators_see_failed_deliveries_replay_them_and_read_the_status() {
     )
     .await
     .1;
-    assert_eq!(by_url.as_array().map(Vec::len), Some(1));
+    assert_eq!(by_url["items"].as_array().map(Vec::len), Some(1));
     // The name of before still works.
     let by_old_name = get(
         &app,
@@ -389,7 +393,7 @@ async fn operators_see_failed_deliveries_replay_them_and_read_the_status() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, hosts) = get(&app, "/api/v1/admin/hosts?all=true").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(hosts.is_array());
+    assert!(hosts["items"].is_array() && hosts["next_cursor"].is_null());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -471,7 +475,7 @@ async fn an_empty_or_wildcard_selector_selects_nothing_and_everything_needs_all(
         )
         .await;
         assert_eq!(
-            (status, listed.as_array().map(Vec::len)),
+            (status, listed["items"].as_array().map(Vec::len)),
             (StatusCode::OK, Some(0))
         );
     }
@@ -508,4 +512,41 @@ async fn an_empty_or_wildcard_selector_selects_nothing_and_everything_needs_all(
             .as_deref(),
         Some("expired")
     );
+}
+
+/// Lists come newest first, a page at a time: `next_cursor` leads to the older rows, and the
+/// last page says there is no more.
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_are_newest_first_in_pages_followed_by_their_cursor() {
+    let app = TestApp::spawn_with(&[("HERALD_ADMIN_TOKEN", ADMIN)]).await;
+    let sub = Subscriber::spawn();
+    for name in ["p1", "p2", "p3"] {
+        app.subscribed("http://127.0.0.1:9/paged", &sub.callback(name), &[])
+            .await;
+    }
+    let (status, first) = get(&app, "/api/v1/admin/subscriptions?limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    let ids = |page: &Value| -> Vec<i64> {
+        page["items"]
+            .as_array()
+            .map(|rows| rows.iter().filter_map(|r| r["id"].as_i64()).collect())
+            .unwrap_or_default()
+    };
+    let newest = ids(&first);
+    assert_eq!(newest.len(), 2);
+    assert!(newest[0] > newest[1], "newest first: {newest:?}");
+    assert_eq!(first["items"][0]["callback"], sub.callback("p3").as_str());
+    let cursor = first["next_cursor"].as_str().expect("a cursor to more");
+    let (_, second) = get(
+        &app,
+        &format!("/api/v1/admin/subscriptions?limit=2&cursor={cursor}"),
+    )
+    .await;
+    let older = ids(&second);
+    assert_eq!(older.len(), 1);
+    assert!(older[0] < newest[1]);
+    assert_eq!(second["next_cursor"], Value::Null, "the last page");
+    let (status, refused) = get(&app, "/api/v1/admin/subscriptions?cursor=soon").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused["error"], "bad_request");
 }

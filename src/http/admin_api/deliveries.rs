@@ -33,11 +33,14 @@ pub struct DeliveryQuery {
     /// At most this many rows (default 100, at most 10000).
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
+    /// The `next_cursor` of the page before: rows older than it.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
+    cursor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/deliveries", tag = "admin",
     security(("admin_token" = [])), params(DeliveryQuery),
-    responses((status = 200, body = Vec<views::DeliveryView>), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = super::Page<views::DeliveryView>), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn list_deliveries(
     q: Result<web::Query<DeliveryQuery>, actix_web::Error>,
     ctx: web::Data<Arc<AppState>>,
@@ -47,8 +50,10 @@ pub(super) async fn list_deliveries(
     if q.subscription.is_some_and(|id| id.get() < 1) {
         return Err(ApiError::BadRequest("subscription is a positive id".into()));
     }
-    let rows = views::deliveries(&ctx.db, q.subscription, state, limit(q.limit, 100)?).await?;
-    Ok(HttpResponse::Ok().json(rows))
+    let limit = limit(q.limit, 100)?;
+    let before = super::cursor(q.cursor.as_deref())?;
+    let rows = views::deliveries(&ctx.db, q.subscription, state, before, limit).await?;
+    Ok(HttpResponse::Ok().json(super::Page::of(rows, limit, |d| d.id.get())))
 }
 
 /// Failed deliveries to send again with a fresh retry schedule: the ids, or every failed one.

@@ -72,6 +72,40 @@ pub(super) fn limit(requested: Option<i64>, default: i64) -> Result<i64, ApiErro
     }
 }
 
+/// One page of a list, newest first. `next_cursor`, when there may be more, is what to pass as
+/// `cursor` for the page after it (older rows).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T: ToSchema> Page<T> {
+    /// The page of `items` read with `limit`: full, so the next one starts below its last id.
+    pub(super) fn of(items: Vec<T>, limit: i64, id: impl Fn(&T) -> i64) -> Self {
+        let next_cursor = (items.len() as i64 >= limit)
+            .then(|| items.last().map(|last| id(last).to_string()))
+            .flatten();
+        Self { items, next_cursor }
+    }
+}
+
+/// A page's cursor from the query: the id the next rows are older than.
+pub(super) fn cursor<I: std::str::FromStr>(raw: Option<&str>) -> Result<Option<I>, ApiError> {
+    raw.map(|c| {
+        c.parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .and_then(|_| c.parse().ok())
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "cursor {c:?} is not one this API gave (a next_cursor)"
+                ))
+            })
+    })
+    .transpose()
+}
+
 /// An optional text filter, refused when empty (an empty filter would match everything).
 pub(super) fn non_empty(value: Option<String>, name: &str) -> Result<Option<String>, ApiError> {
     match value {
@@ -153,25 +187,24 @@ pub struct TopicQuery {
     /// At most this many rows (default 1000, at most 10000).
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
+    /// The `next_cursor` of the page before: rows older than it.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
+    cursor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/topics", tag = "admin",
     security(("admin_token" = [])), params(TopicQuery),
-    responses((status = 200, body = Vec<views::TopicView>), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = Page<views::TopicView>), (status = "4XX", body = ErrorBody)))]
 async fn list_topics(
     q: Result<web::Query<TopicQuery>, actix_web::Error>,
     ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query(q)?;
     let url = non_empty(q.topic, "topic")?;
-    let rows = views::topics(
-        &ctx.db,
-        url.as_deref(),
-        UnixMs::now(),
-        limit(q.limit, 1000)?,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(rows))
+    let limit = limit(q.limit, 1000)?;
+    let before = cursor(q.cursor.as_deref())?;
+    let rows = views::topics(&ctx.db, url.as_deref(), UnixMs::now(), before, limit).await?;
+    Ok(HttpResponse::Ok().json(Page::of(rows, limit, |t| t.id.get())))
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/topics/{id}", tag = "admin",
@@ -183,7 +216,7 @@ async fn show_topic(
 ) -> Result<HttpResponse, ApiError> {
     let id: crate::domain::ids::TopicId = path_id(&id, "topic")?;
     let key = id.to_string();
-    match views::topics(&ctx.db, Some(&key), UnixMs::now(), 1)
+    match views::topics(&ctx.db, Some(&key), UnixMs::now(), None, 1)
         .await?
         .pop()
     {
@@ -203,11 +236,16 @@ pub struct HostQuery {
 
 #[utoipa::path(get, path = "/api/v1/admin/hosts", tag = "admin",
     security(("admin_token" = [])), params(HostQuery),
-    responses((status = 200, body = Vec<callback_hosts::HostView>), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = Page<callback_hosts::HostView>), (status = "4XX", body = ErrorBody)))]
 async fn list_hosts(
     q: Result<web::Query<HostQuery>, actix_web::Error>,
     ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query(q)?;
-    Ok(HttpResponse::Ok().json(callback_hosts::list(&ctx.db, q.all).await?))
+    // Most recently changed first, at most 1,000: one page (there are never more hosts with a
+    // breaker than that worth reading).
+    Ok(HttpResponse::Ok().json(Page {
+        items: callback_hosts::list(&ctx.db, q.all).await?,
+        next_cursor: None,
+    }))
 }

@@ -42,11 +42,14 @@ pub struct SubscriptionQuery {
     /// At most this many rows (default 1000, at most 10000).
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
+    /// The `next_cursor` of the page before: rows older than it.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
+    cursor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/subscriptions", tag = "admin",
     security(("admin_token" = [])), params(SubscriptionQuery),
-    responses((status = 200, body = Vec<views::SubscriptionView>), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = super::Page<views::SubscriptionView>), (status = "4XX", body = ErrorBody)))]
 pub(super) async fn list_subscriptions(
     q: Result<web::Query<SubscriptionQuery>, actix_web::Error>,
     ctx: web::Data<Arc<AppState>>,
@@ -66,10 +69,12 @@ pub(super) async fn list_subscriptions(
         state,
         expiring_before,
         failing: q.failing,
+        before: super::cursor(q.cursor.as_deref())?,
         limit: limit(q.limit, 1000)?,
         ..Default::default()
     };
-    Ok(HttpResponse::Ok().json(views::subscriptions(&ctx.db, &filter).await?))
+    let rows = views::subscriptions(&ctx.db, &filter).await?;
+    Ok(HttpResponse::Ok().json(super::Page::of(rows, filter.limit, |s| s.id.get())))
 }
 
 /// One subscription and what happened to it lately.
@@ -96,7 +101,7 @@ pub(super) async fn show_subscription(
     let Some(subscription) = views::subscriptions(&ctx.db, &filter).await?.pop() else {
         return Err(ApiError::NotFound(format!("no subscription {id}")));
     };
-    let recent_deliveries = views::deliveries(&ctx.db, Some(id), None, 10).await?;
+    let recent_deliveries = views::deliveries(&ctx.db, Some(id), None, None, 10).await?;
     Ok(HttpResponse::Ok().json(SubscriptionDetail {
         subscription,
         recent_deliveries,
