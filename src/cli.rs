@@ -148,7 +148,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate(args) => {
             install_crypto_provider();
-            let db = Db::connect(args.url()?.expose()).await?;
+            let url = args.url()?;
+            crate::store::writable(url.expose())?;
+            let db = Db::connect(url.expose()).await?;
             runtime::migrate(&db).await?;
             println!("{} schema is up to date", db.engine());
             Ok(())

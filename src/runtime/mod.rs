@@ -63,6 +63,7 @@ impl Runtime {
         for warning in settings.warnings() {
             tracing::warn!("{warning}");
         }
+        crate::store::writable(settings.database_url.expose())?;
         let db = Db::connect(settings.database_url.expose()).await?;
         if settings.migrate {
             migrate(&db).await?;

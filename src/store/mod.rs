@@ -76,8 +76,19 @@ pub enum StoreError {
 /// SQLite's "unable to open database file" says neither which file nor why: when the file
 /// cannot be opened for writing, the operating system's reason is given instead, with the path.
 fn explain_open_failure(url: &str, error: sqlx::Error) -> StoreError {
+    match writable(url) {
+        Err(unusable) => unusable,
+        Ok(()) => error.into(),
+    }
+}
+
+/// Whether the SQLite file a URL names (or, when it does not exist yet, its directory) can be
+/// written: `Err` names the file and the operating system's reason. Anything but a SQLite file
+/// passes. `serve` and `migrate` ask before they connect: SQLite itself would open a read-only
+/// file and fail later, on the first write, with "attempt to write a readonly database".
+pub fn writable(url: &str) -> Result<(), StoreError> {
     let Some(file) = file::DatabaseFile::path_of(url) else {
-        return error.into();
+        return Ok(());
     };
     let probe = if file.exists() {
         std::fs::OpenOptions::new()
@@ -94,13 +105,10 @@ fn explain_open_failure(url: &str, error: sqlx::Error) -> StoreError {
             let _ = std::fs::remove_file(&probe);
         })
     };
-    match probe {
-        Err(reason) => StoreError::FileUnusable {
-            path: file.display().to_string(),
-            reason,
-        },
-        Ok(()) => error.into(),
-    }
+    probe.map_err(|reason| StoreError::FileUnusable {
+        path: file.display().to_string(),
+        reason,
+    })
 }
 
 /// Whether a pooled SQLite connection may be handed out. When the disk fills (or a write
