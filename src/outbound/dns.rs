@@ -224,8 +224,10 @@ mod tests {
             let error = result.expect("joined").expect_err("no answer");
             assert!(matches!(error, LookupError::TimedOut(_)), "{error}");
         }
+        // A blocking lookup per name would add about 300 threads (the blocking pool allows
+        // 512); other tests running in this process at the same time add a few.
         assert!(
-            peak < before + 8,
+            peak < before + 64,
             "threads: {before} before, {peak} at the peak"
         );
         drop(silent);
