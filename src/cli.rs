@@ -108,6 +108,45 @@ async fn database(args: &DatabaseArgs) -> anyhow::Result<Db> {
     Ok(db)
 }
 
+/// The exit status for an error (docs/operations.md, "The admin CLI"): 3 something named does
+/// not exist (a subscription, a topic, the database), 4 refused (invalid settings, a selection
+/// that would choose too much), 5 the database is unavailable, 1 anything else; clap exits 2 on
+/// a usage error before any of this runs.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if cause.downcast_ref::<admin::NotFound>().is_some() {
+            return 3;
+        }
+        if cause.downcast_ref::<admin::Refused>().is_some()
+            || cause.downcast_ref::<crate::config::ConfigError>().is_some()
+            || cause
+                .downcast_ref::<crate::admin::actions::SelectionError>()
+                .is_some()
+        {
+            return 4;
+        }
+        if let Some(store) = cause.downcast_ref::<crate::store::StoreError>() {
+            if matches!(store, crate::store::StoreError::NoDatabase(_)) {
+                return 3;
+            }
+            if store.is_unavailable()
+                || matches!(store, crate::store::StoreError::FileUnusable { .. })
+            {
+                return 5;
+            }
+        }
+        if cause.downcast_ref::<sqlx::Error>().is_some_and(|e| {
+            matches!(
+                e,
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+            )
+        }) {
+            return 5;
+        }
+    }
+    1
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {

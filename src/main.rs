@@ -1,3 +1,5 @@
+use std::io::Write;
+
 use clap::Parser;
 
 #[tokio::main]
@@ -9,8 +11,13 @@ async fn main() -> std::process::ExitCode {
     match herald::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("herald: {}", herald::telemetry::Chain(error.as_ref()));
-            std::process::ExitCode::FAILURE
+            // Written with `let _`: a closed standard error must not turn into a panic.
+            let _ = writeln!(
+                std::io::stderr(),
+                "herald: {}",
+                herald::telemetry::Chain(error.as_ref())
+            );
+            std::process::ExitCode::from(herald::cli::exit_code(&error))
         }
     }
 }

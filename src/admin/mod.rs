@@ -15,6 +15,17 @@ pub mod topics;
 
 use std::io::{IsTerminal, Write};
 
+/// A subscription, topic or delivery an operator named that does not exist (exit code 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
+/// What the operator asked for is refused: invalid settings, a selection that would choose too
+/// much (exit code 4).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
 use serde::Serialize;
 
 use crate::domain::ids::UnixMs;

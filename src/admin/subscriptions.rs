@@ -164,7 +164,7 @@ async fn show(db: &Db, id: SubscriptionId, json: bool) -> anyhow::Result<()> {
         ..Default::default()
     };
     let Some(s) = views::subscriptions(db, &filter).await?.pop() else {
-        anyhow::bail!("no subscription {id}");
+        return Err(super::NotFound(format!("no subscription {id}")).into());
     };
     let recent = views::deliveries(db, Some(id), None, None, 10).await?;
     if json {

@@ -40,14 +40,14 @@ pub async fn check_config(
 ) -> anyhow::Result<()> {
     let checked = match settings {
         Ok(settings) => report(&settings).await.map(|r| (r, settings)),
-        Err(e) => Err(anyhow::anyhow!("invalid configuration: {e}")),
+        Err(e) => Err(super::Refused(format!("invalid configuration: {e}")).into()),
     };
     let (report, settings) = match checked {
         Ok(checked) => checked,
         Err(error) if json => {
-            let error = crate::telemetry::Chain(error.as_ref()).to_string();
-            print_json(&json!({ "valid": false, "error": error }))?;
-            anyhow::bail!("{error}");
+            let said = crate::telemetry::Chain(error.as_ref()).to_string();
+            print_json(&json!({ "valid": false, "error": said }))?;
+            return Err(error);
         }
         Err(error) => return Err(error),
     };
@@ -75,7 +75,7 @@ pub async fn check_config(
 /// What `check-config` reports of valid settings, after looking at the database.
 async fn report(settings: &Settings) -> anyhow::Result<serde_json::Value> {
     if let Some(reason) = settings.unreachable_hub_url() {
-        anyhow::bail!("invalid configuration: {reason}");
+        return Err(super::Refused(format!("invalid configuration: {reason}")).into());
     }
     let url = settings.database_url.expose();
     // A SQLite file not created yet is fine: `herald serve` creates it. Nothing is created here.

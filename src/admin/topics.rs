@@ -55,7 +55,7 @@ pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
                 .await?
                 .pop()
             else {
-                anyhow::bail!("no topic {topic}");
+                return Err(super::NotFound(format!("no topic {topic}")).into());
             };
             if json {
                 return print_json(&t);

@@ -630,3 +630,71 @@ async fn a_backup_taken_while_the_hub_runs_restores_to_a_working_hub() {
     restored.stop().await;
     let _ = std::fs::remove_file(&copy);
 }
+
+/// Exit codes tell scripts what went wrong: 2 usage, 3 not found, 4 refused, 5 unavailable.
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_codes_say_what_kind_of_failure_it_was() {
+    let app = TestApp::spawn().await;
+    let (_, closed) = crate::helpers::loopback_listener();
+    let missing = std::env::temp_dir().join(format!(
+        "herald_test_{}_nowhere.db",
+        herald::domain::challenge::random_hex(6)
+    ));
+    // (arguments, environment, exit code)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, String)>, i32);
+    let cases: Vec<Case> = vec![
+        (vec!["no-such-command"], vec![], 2),
+        (
+            vec!["subscriptions", "show", "999999"],
+            vec![("HERALD_DATABASE_URL", app.database_url.clone())],
+            3,
+        ),
+        (
+            vec!["topics", "list"],
+            vec![(
+                "HERALD_DATABASE_URL",
+                format!("sqlite://{}", missing.display()),
+            )],
+            3,
+        ),
+        (
+            vec!["check-config"],
+            vec![
+                ("HERALD_DATABASE_URL", app.database_url.clone()),
+                ("HERALD_LEASE_MIN_SECONDS", "0".to_owned()),
+            ],
+            4,
+        ),
+        (
+            vec!["serve"],
+            vec![
+                ("HERALD_DATABASE_URL", app.database_url.clone()),
+                ("HERALD_LEASE_MIN_SECONDS", "0".to_owned()),
+            ],
+            4,
+        ),
+        (
+            vec!["migrate"],
+            vec![(
+                "HERALD_DATABASE_URL",
+                format!("postgres://postgres@127.0.0.1:{closed}/herald"),
+            )],
+            5,
+        ),
+    ];
+    for (args, vars, expected) in cases {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(&args)
+            .envs(vars)
+            .output()
+            .await
+            .expect("runs");
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(!missing.exists());
+}
