@@ -50,7 +50,12 @@ impl LoopbackPorts {
 impl AddressPolicy {
     /// Whether `ip` may be contacted on `port`.
     pub fn permits(&self, ip: IpAddr, port: u16) -> bool {
-        self.on_port(port).permits_any_port(ip)
+        match self {
+            Self::AllowLoopback(_) if !self.opens_loopback_on(port) => {
+                Self::PublicOnly.permits_any_port(ip)
+            }
+            _ => self.permits_any_port(ip),
+        }
     }
 
     /// Whether `ip` may be contacted on some port (loopback: on one the policy names).
@@ -63,12 +68,12 @@ impl AddressPolicy {
         }
     }
 
-    /// The policy for a connection to `port`: loopback is open there only if named.
-    pub fn on_port(&self, port: u16) -> Self {
+    /// Whether loopback may be contacted on `port` (`AllowAll` opens it everywhere).
+    pub fn opens_loopback_on(&self, port: u16) -> bool {
         match self {
-            Self::AllowLoopback(ports) if !ports.includes(port) => Self::PublicOnly,
-            Self::AllowLoopback(_) => Self::AllowLoopback(LoopbackPorts::Any),
-            other => other.clone(),
+            Self::AllowAll => true,
+            Self::AllowLoopback(ports) => ports.includes(port),
+            Self::PublicOnly => false,
         }
     }
 
@@ -291,7 +296,7 @@ mod tests {
             "public addresses on any port"
         );
         assert!(some.depends_on_port() && !any.depends_on_port());
-        assert_eq!(some.on_port(5432), AddressPolicy::PublicOnly);
+        assert!(!some.opens_loopback_on(5432) && some.opens_loopback_on(9000));
         assert!(AddressPolicy::AllowAll.permits(ip("10.0.0.1"), 1));
     }
 

@@ -238,11 +238,8 @@ impl Outbound {
     /// The clients for `url`: by its port, when the policy opens loopback on some ports only.
     fn clients_for(&self, url: &url::Url) -> &Clients {
         match &self.listed_ports {
-            Some(listed) => match self.policy.on_port(port_of(url)) {
-                AddressPolicy::AllowLoopback(_) => listed,
-                _ => &self.clients,
-            },
-            None => &self.clients,
+            Some(listed) if self.policy.opens_loopback_on(port_of(url)) => listed,
+            _ => &self.clients,
         }
     }
 
