@@ -233,24 +233,12 @@ async fn a_database_of_the_previous_schema_with_data_is_upgraded_at_start() {
         ),
     ];
     match &db {
-        herald::store::Db::Sqlite(pool) => {
-            migrator.run(pool).await.expect("the previous schema");
-            for sql in &rows {
-                sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                    .execute(pool)
-                    .await
-                    .expect("old data");
-            }
-        }
-        herald::store::Db::Pg(pool) => {
-            migrator.run(pool).await.expect("the previous schema");
-            for sql in &rows {
-                sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                    .execute(pool)
-                    .await
-                    .expect("old data");
-            }
-        }
+        herald::store::Db::Sqlite(pool) => migrator.run(pool).await,
+        herald::store::Db::Pg(pool) => migrator.run(pool).await,
+    }
+    .expect("the previous schema");
+    for sql in rows {
+        crate::helpers::app::exec_on(&db, sql).await;
     }
     db.close().await;
     let _ = std::fs::remove_dir_all(&previous);

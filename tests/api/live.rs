@@ -795,15 +795,7 @@ async fn live_connections_are_capped_per_token_per_client_and_in_all() {
         .ok()
     })
     .await;
-    let metrics = app
-        .client
-        .get(format!("http://127.0.0.1:{}/metrics", app.port))
-        .send()
-        .await
-        .expect("answer")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.get_text("/metrics").await;
     assert!(
         metrics.contains("herald_live_connections_refused_total{reason=\"token\"} 2"),
         "{metrics}"

@@ -169,15 +169,7 @@ async fn metrics_can_be_served_on_their_own_listener_only() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fresh_hub_exposes_its_version_and_every_counter_at_zero() {
     let app = TestApp::spawn().await;
-    let text = app
-        .client
-        .get(format!("http://127.0.0.1:{}/metrics", app.port))
-        .send()
-        .await
-        .expect("answer")
-        .text()
-        .await
-        .expect("text");
+    let text = app.get_text("/metrics").await;
     let version = format!(
         "herald_build_info{{version=\"{}\"}}",
         env!("CARGO_PKG_VERSION")

@@ -31,6 +31,25 @@ async fn ping(client: &reqwest::Client, port: u16, topic: &str) -> Option<Status
     post_hub(client, port, &[("hub.mode", "publish"), ("hub.url", topic)]).await
 }
 
+/// Once the hub process on `port` listens, pings `topic` and waits until a quarter of the
+/// subscribers got the update: the fan-out is under way.
+async fn start_fan_out(client: &reqwest::Client, port: u16, topic: &str, sink: &Sink) {
+    eventually("the hub to listen", || async {
+        ping(client, port, "http://127.0.0.1:9/nothing")
+            .await
+            .map(|_| ())
+    })
+    .await;
+    assert_eq!(
+        ping(client, port, topic).await,
+        Some(StatusCode::NO_CONTENT)
+    );
+    eventually("the fan-out to be under way", || async {
+        (sink.counts().0 >= SUBSCRIBERS / 4).then_some(())
+    })
+    .await;
+}
+
 /// `SUBSCRIBERS` subscriptions of one topic, all on `sink`: one verified through the hub, the
 /// others arranged in bulk. Returns the topic.
 async fn arrange_fan_out(app: &TestApp, sink: &Sink, publisher: &Publisher) -> String {
@@ -75,20 +94,7 @@ async fn a_hub_killed_mid_fan_out_loses_nothing_and_repeats_only_what_was_in_fli
         worker.push(("HERALD_ROLE", "worker".into()));
         HubProcess::start(&database_url, 0, &worker)
     });
-    eventually("the hub to listen", || async {
-        ping(&client, port, "http://127.0.0.1:9/nothing")
-            .await
-            .map(|_| ())
-    })
-    .await;
-    assert_eq!(
-        ping(&client, port, &topic).await,
-        Some(StatusCode::NO_CONTENT)
-    );
-    eventually("the fan-out to be under way", || async {
-        (sink.counts().0 >= SUBSCRIBERS / 4).then_some(())
-    })
-    .await;
+    start_fan_out(&client, port, &topic, &sink).await;
     first.kill();
     let killed = Instant::now();
     let at_kill = sink.counts().0;
@@ -247,20 +253,7 @@ async fn a_database_crash_mid_fan_out_repeats_only_what_was_in_flight() {
     let client = reqwest::Client::new();
     let (_, port) = loopback_listener();
     let _hub = HubProcess::start(&cluster.url(), port, &vars);
-    eventually("the hub to listen", || async {
-        ping(&client, port, "http://127.0.0.1:9/nothing")
-            .await
-            .map(|_| ())
-    })
-    .await;
-    assert_eq!(
-        ping(&client, port, &topic).await,
-        Some(StatusCode::NO_CONTENT)
-    );
-    eventually("the fan-out to be under way", || async {
-        (sink.counts().0 >= SUBSCRIBERS / 4).then_some(())
-    })
-    .await;
+    start_fan_out(&client, port, &topic, &sink).await;
     cluster.crash();
     let at_crash = sink.counts().0;
     assert!(at_crash < SUBSCRIBERS, "the crash came mid fan-out");

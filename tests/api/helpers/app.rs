@@ -145,6 +145,18 @@ impl TestApp {
         }
     }
 
+    /// The body of `GET <path>` on the hub's listener, as text (the metrics, a page).
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .send()
+            .await
+            .expect("the hub answers")
+            .text()
+            .await
+            .expect("text")
+    }
+
     pub fn hub_url(&self) -> String {
         format!("http://127.0.0.1:{}/hub", self.port)
     }
@@ -336,24 +348,29 @@ impl TestApp {
 
     /// A statement built by the test itself (bulk arrangement the API would take long to make).
     pub async fn exec_built(&self, sql: String) {
-        match &self.db {
-            Db::Sqlite(p) => {
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(p)
-                    .await
-                    .expect("statement");
-            }
-            Db::Pg(p) => {
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(p)
-                    .await
-                    .expect("statement");
-            }
-        }
+        exec_on(&self.db, sql).await
     }
 }
 
 /// Raw SQL for assertions and for breaking things on purpose.
+/// Runs a statement built at run time on `db`.
+pub async fn exec_on(db: &Db, sql: String) {
+    match db {
+        Db::Sqlite(p) => {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(p)
+                .await
+                .expect("statement");
+        }
+        Db::Pg(p) => {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(p)
+                .await
+                .expect("statement");
+        }
+    }
+}
+
 mod herald_sql {
     use herald::store::Db;
 
