@@ -1,10 +1,13 @@
 # Herald in a container: built from this repository, run as an unprivileged user, state in a
 # volume. docs/deploy.md says how to run it (set HERALD_PUBLIC_URL).
-#   docker build -t herald .
+#   docker build --build-arg HERALD_COMMIT=$(git rev-parse --short=12 HEAD) -t herald .
 #   docker run -p 8080:8080 -v herald-state:/var/lib/herald \
 #     -e HERALD_PUBLIC_URL=https://hub.example.org/hub herald
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# .git stays out of the context; the commit shown by `herald --version` comes from here.
+ARG HERALD_COMMIT=unknown
+ENV HERALD_COMMIT=$HERALD_COMMIT
 COPY . .
 RUN cargo build --release --locked && strip target/release/herald
 

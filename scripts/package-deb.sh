@@ -25,6 +25,7 @@ for d in operations deploy api live architecture; do
   [ -f "docs/$d.md" ] && install -m 0644 "docs/$d.md" "$doc/$d.md"
 done
 [ -f CHANGELOG.md ] && install -m 0644 CHANGELOG.md "$doc/CHANGELOG.md"
+install -m 0644 packaging/prometheus-alerts.yml "$doc/prometheus-alerts.yml"
 # Shell completions and the manual page, from the binary itself.
 mkdir -p "$stage/usr/share/bash-completion/completions" "$stage/usr/share/zsh/vendor-completions" \
   "$stage/usr/share/fish/vendor_completions.d" "$stage/usr/share/man/man1"

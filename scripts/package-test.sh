@@ -15,6 +15,7 @@ trap 'dpkg --purge herald >/dev/null 2>&1 || true' EXIT
 herald --version
 [ -s /usr/share/bash-completion/completions/herald ] && [ -s /usr/share/man/man1/herald.1.gz ] \
   || { echo "completions or manual page missing" >&2; exit 1; }
+[ -s /usr/share/doc/herald/prometheus-alerts.yml ] || { echo "alert rules missing" >&2; exit 1; }
 getent passwd herald >/dev/null || { echo "no herald user" >&2; exit 1; }
 [ "$(stat -c '%U:%G %a' /etc/herald/herald.env)" = "root:herald 640" ] \
   || { echo "herald.env should be root:herald 640" >&2; exit 1; }

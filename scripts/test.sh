@@ -29,6 +29,23 @@ if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null
   fi
 fi
 
+# The alert rules are evaluated by Prometheus's promtool (tests/api/alerts.rs): taken from
+# Debian's prometheus package without installing it (that would start a server).
+if [ -z "${HERALD_TEST_PROMTOOL:-}" ] && ! command -v promtool >/dev/null 2>&1; then
+  target="${CARGO_TARGET_DIR:-target}"
+  case "$target" in /*) ;; *) target="$(pwd)/$target" ;; esac
+  tools="$target/tools"
+  if [ ! -x "$tools/promtool" ]; then
+    echo "== fetching promtool from Debian's prometheus package =="
+    scratch="$(mktemp -d)"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq; fi
+    (cd "$scratch" && apt-get download -qq prometheus 2>/dev/null && dpkg-deb -x prometheus_*.deb x)
+    mkdir -p "$tools" && cp "$scratch/x/usr/bin/promtool" "$tools/promtool"
+    rm -rf "$scratch"
+  fi
+  export HERALD_TEST_PROMTOOL="$tools/promtool"
+fi
+
 echo "== unit tests and the integration suite on SQLite =="
 HERALD_TEST_DATABASE=sqlite cargo test --locked --lib --bins --tests
 

@@ -61,7 +61,8 @@ impl Application {
             None => None,
         };
         tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
+            version = crate::build_info::VERSION,
+            commit = crate::build_info::COMMIT,
             role = ?settings.role,
             hub = %runtime.public_url,
             database = runtime.db.engine(),

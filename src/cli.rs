@@ -12,7 +12,7 @@ use crate::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "herald", version, about = "A WebSub / PubSubHubbub hub")]
+#[command(name = "herald", version = crate::build_info::LONG_VERSION, about = "A WebSub / PubSubHubbub hub")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

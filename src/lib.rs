@@ -30,6 +30,7 @@
 // runtime that builds and runs them; the surfaces; the command line.
 pub mod admin;
 pub mod app;
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod delivery;

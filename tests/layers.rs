@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, fs, path::Path};
 
 /// The layers, lowest first; within a layer, a module may use the ones listed before it.
 const LAYERS: &[&[&str]] = &[
-    &["domain", "feed", "telemetry", "config"],
+    &["build_info", "domain", "feed", "telemetry", "config"],
     &["store"],
     &["queue", "outbound", "limits", "metrics"],
     &["live", "delivery", "distribution", "verification", "upkeep"],

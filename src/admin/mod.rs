@@ -30,25 +30,21 @@ use serde::Serialize;
 
 use crate::domain::ids::UnixMs;
 
-/// Prints `rows` under `headers`, columns padded to fit.
+/// Prints `rows` under `headers`, columns padded to fit. On a terminal the table fits its
+/// width (the widest cells wrap); into a pipe or file every row stays on one line for `grep`
+/// and `cut`.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+        .set_header(headers.iter().copied())
+        .add_rows(rows.iter().cloned());
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
     }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(headers.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
+    for line in table.lines() {
+        println!("{}", line.trim_end());
     }
     if rows.is_empty() {
         println!("(none)");

@@ -698,3 +698,56 @@ async fn exit_codes_say_what_kind_of_failure_it_was() {
     }
     assert!(!missing.exists());
 }
+
+/// On a terminal a table fits its width (long cells wrap); into a pipe each row stays on one
+/// line. The terminal is a real pseudo-terminal (util-linux `script`) set to 60 columns.
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_fit_the_terminal_and_stay_whole_in_a_pipe() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let topics: Vec<String> = (0..3)
+        .map(|i| format!("http://127.0.0.1:9/a/rather/long/path/to/a/feed/that/goes/on/{i}.xml"))
+        .collect();
+    for (i, t) in topics.iter().enumerate() {
+        app.subscribed(t, &sub.callback(&format!("wide{i}")), &[])
+            .await;
+    }
+    let piped = herald(&app, &["topics", "list"]).await;
+    assert!(piped.ok, "{}", piped.stderr);
+    for t in &topics {
+        assert_eq!(
+            piped
+                .stdout
+                .lines()
+                .filter(|l| l.ends_with(t.as_str()))
+                .count(),
+            1,
+            "{}",
+            piped.stdout
+        );
+    }
+
+    let command = format!("stty cols 60; {} topics list", env!("CARGO_BIN_EXE_herald"));
+    let out = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("HERALD_DATABASE_URL", &app.database_url)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("script (util-linux) runs");
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(out.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() > topics.len() + 1, "long URLs wrap: {text}");
+    for line in &lines {
+        assert!(
+            line.chars().count() <= 60,
+            "{line:?} is wider than 60: {text}"
+        );
+    }
+    // Every URL is still there, in pieces.
+    let joined: String = text.split_whitespace().collect();
+    for t in &topics {
+        assert!(joined.contains(t.as_str()), "{t} in {text}");
+    }
+}

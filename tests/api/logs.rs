@@ -206,6 +206,10 @@ async fn a_text_log_in_a_file_is_plain_and_names_the_version() {
         "{line}"
     );
     assert!(line.contains("role="), "{line}");
+    assert!(
+        line.contains(&format!("commit=\"{}\"", crate::helpers::git_commit())),
+        "{line}"
+    );
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         !text.contains('\u{1b}'),

@@ -171,8 +171,9 @@ async fn a_fresh_hub_exposes_its_version_and_every_counter_at_zero() {
     let app = TestApp::spawn().await;
     let text = app.get_text("/metrics").await;
     let version = format!(
-        "herald_build_info{{version=\"{}\"}}",
-        env!("CARGO_PKG_VERSION")
+        "herald_build_info{{version=\"{}\",commit=\"{}\"}}",
+        env!("CARGO_PKG_VERSION"),
+        crate::helpers::git_commit()
     );
     assert_eq!(sample(&text, &version), Some(1.0), "{text}");
     for series in [

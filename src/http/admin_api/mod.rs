@@ -129,6 +129,8 @@ pub(super) fn parse_opt<T: std::str::FromStr<Err: std::fmt::Display>>(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Status {
     pub version: &'static str,
+    /// The commit this process was built from ("unknown" without git at build time).
+    pub commit: &'static str,
     /// Herald processes sharing this database that are alive.
     pub processes: usize,
     /// Work waiting or running, per queue: subscription requests pending verification
@@ -155,7 +157,8 @@ async fn status(ctx: web::Data<Arc<AppState>>) -> Result<HttpResponse, ApiError>
         .map(|(q, n)| (q.name(), n))
         .collect();
     Ok(HttpResponse::Ok().json(Status {
-        version: env!("CARGO_PKG_VERSION"),
+        version: crate::build_info::VERSION,
+        commit: crate::build_info::COMMIT,
         processes: alive.len(),
         queues,
         pending_deliveries: sample.pending_deliveries,

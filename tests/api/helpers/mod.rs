@@ -69,6 +69,17 @@ macro_rules! spawn_double {
     }};
 }
 
+/// The commit checked out, as build.rs records it in the binary (the tests are built from it).
+pub fn git_commit() -> String {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "the tests run in a git checkout");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A loopback listener on a free port.
 pub fn loopback_listener() -> (std::net::TcpListener, u16) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
