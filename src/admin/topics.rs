@@ -77,6 +77,25 @@ pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
                     t.last_fetched_at.map_or_else(|| "-".into(), time),
                 ),
                 ("fetch error", opt(t.last_fetch_error.as_ref())),
+                (
+                    "failing since",
+                    t.failing_since.map_or_else(|| "-".into(), time),
+                ),
+                ("next poll", t.next_poll_at.map_or_else(|| "-".into(), time)),
+                (
+                    "poll interval",
+                    t.poll_interval_seconds.map_or_else(
+                        || "-".into(),
+                        |s| {
+                            humantime::format_duration(std::time::Duration::from_secs(
+                                u64::try_from(s).unwrap_or(0),
+                            ))
+                            .to_string()
+                        },
+                    ),
+                ),
+                ("poll reason", opt(t.poll_reason.as_ref())),
+                ("missed pings", t.missed_pings.to_string()),
             ];
             for (k, v) in fields {
                 println!("{k:<14} {v}");

@@ -11,6 +11,7 @@ use crate::domain::{
     address::AddressPolicy,
     delivery_mode::DeliveryMode,
     duration::{parse_duration, parse_seconds},
+    poll::PollingMode,
     rate::RateSetting,
     retry::RetrySchedule,
     signature::SignatureAlgorithm,
@@ -260,6 +261,29 @@ pub struct ServeArgs {
     /// failing topics of one host cannot take every fetch worker.
     #[arg(long, env = "HERALD_MAX_FETCHES_PER_HOST", default_value_t = 2)]
     pub max_fetches_per_host: usize,
+    /// Which topics are fetched on a schedule, though nobody pinged (docs/polling.md): off;
+    /// safety-net (topics whose publisher pinged or pushed before, at the pinged interval);
+    /// all (every topic with a subscriber, at an interval learnt from its entry rate).
+    #[arg(long, env = "HERALD_POLLING", default_value = "safety-net")]
+    pub polling: PollingMode,
+    /// The shortest interval between two polls of a topic.
+    #[arg(long, env = "HERALD_POLL_MIN_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub poll_min_interval: Duration,
+    /// The longest interval between two polls of a topic (also the cap of a failing topic's
+    /// backoff and of a Retry-After).
+    #[arg(long, env = "HERALD_POLL_MAX_INTERVAL", default_value = "24h", value_parser = parse_duration)]
+    pub poll_max_interval: Duration,
+    /// The interval of a safety-net poll of a topic whose publisher pings (halved for each ping
+    /// it was found to have missed, down to the minimum).
+    #[arg(long, env = "HERALD_POLL_PINGED_INTERVAL", default_value = "6h", value_parser = parse_duration)]
+    pub poll_pinged_interval: Duration,
+    /// At most this many polls at once in this process.
+    #[arg(long, env = "HERALD_POLL_CONCURRENCY", default_value_t = 64)]
+    pub poll_concurrency: usize,
+    /// Whether topic fetches tell publishers how many subscribers the topic has, in the
+    /// User-Agent (`Herald/<version> (+<hub URL>; N subscribers)`, PuSH 0.3 §7.2).
+    #[arg(long, env = "HERALD_SUBSCRIBER_COUNTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub subscriber_counts: bool,
     /// How long a callback host is paused after 5 connection failures or timeouts in a row
     /// (then probed; doubled up to 10 minutes while probes fail).
     #[arg(long, env = "HERALD_BREAKER_COOLDOWN", default_value = "30s", value_parser = parse_duration)]

@@ -12,6 +12,7 @@ use crate::domain::{
     address::AddressPolicy,
     delivery_mode::DeliveryMode,
     lease::{LeaseBoundsError, LeasePolicy},
+    poll::{PollBounds, PollingMode},
     rate::RateSetting,
     retry::RetryPolicy,
     signature::SignatureAlgorithm,
@@ -156,6 +157,18 @@ pub struct FetchSettings {
     pub max_bytes: usize,
     /// Concurrent fetches from one topic host.
     pub max_per_host: usize,
+    /// Whether fetches carry the topic's subscriber count in their User-Agent.
+    pub subscriber_counts: bool,
+    pub poll: PollSettings,
+}
+
+/// Polling topics on a schedule (docs/polling.md).
+#[derive(Debug, Clone)]
+pub struct PollSettings {
+    pub mode: PollingMode,
+    pub bounds: PollBounds,
+    /// Polls at once in one process.
+    pub concurrency: usize,
 }
 
 /// Content distribution (`delivery`, and the documents `distribution` plans).
@@ -201,6 +214,10 @@ pub enum ConfigError {
     Lease(#[from] LeaseBoundsError),
     #[error("{0} must be at least 1")]
     NotPositive(&'static str),
+    #[error(
+        "HERALD_POLL_MIN_INTERVAL ({min:?}) must be positive and no longer than HERALD_POLL_MAX_INTERVAL ({max:?})"
+    )]
+    PollBounds { min: Duration, max: Duration },
     #[error(transparent)]
     DatabaseUrlFile(#[from] args::DatabaseUrlFileError),
     /// A `*_FILE` setting whose file cannot be read.
@@ -214,6 +231,20 @@ pub enum ConfigError {
     /// A flag or variable that does not parse (clap's own message).
     #[error(transparent)]
     Args(#[from] clap::Error),
+}
+
+/// The polling intervals, checked: a positive minimum no longer than the maximum; the pinged
+/// interval is held within them.
+fn poll_bounds(a: &args::ServeArgs) -> Result<PollBounds, ConfigError> {
+    let (min, max) = (a.poll_min_interval, a.poll_max_interval);
+    if min.is_zero() || min > max {
+        return Err(ConfigError::PollBounds { min, max });
+    }
+    Ok(PollBounds {
+        min,
+        max,
+        pinged: a.poll_pinged_interval.clamp(min, max),
+    })
 }
 
 /// A bearer token given as a value, or read from a file (its trailing newline dropped).
@@ -240,6 +271,7 @@ impl TryFrom<ServeArgs> for Settings {
     type Error = ConfigError;
 
     fn try_from(a: ServeArgs) -> Result<Self, Self::Error> {
+        let poll_bounds = poll_bounds(&a)?;
         let public_url = a
             .public_url
             .as_deref()
@@ -326,6 +358,12 @@ impl TryFrom<ServeArgs> for Settings {
                 timeout: a.fetch_timeout,
                 max_bytes: positive("HERALD_MAX_TOPIC_BYTES", a.max_topic_bytes)?,
                 max_per_host: positive("HERALD_MAX_FETCHES_PER_HOST", a.max_fetches_per_host)?,
+                subscriber_counts: a.subscriber_counts,
+                poll: PollSettings {
+                    mode: a.polling,
+                    bounds: poll_bounds,
+                    concurrency: positive("HERALD_POLL_CONCURRENCY", a.poll_concurrency)?,
+                },
             },
             live: LiveSettings {
                 backlog_max: positive("HERALD_LIVE_BACKLOG_MAX", a.live_backlog_max)?,

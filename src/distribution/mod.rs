@@ -24,6 +24,7 @@
 mod fan_out;
 pub mod ping;
 mod plan;
+pub mod polling;
 pub mod push;
 
 use std::{sync::Arc, time::Duration};
@@ -41,6 +42,7 @@ use crate::{
     domain::{
         delivery_mode::DeliveryMode,
         ids::{DeliveryId, ProcessId, TopicId, UnixMs},
+        poll::{self, FetchOutcome, PollingMode},
         state::DistributionSource,
         url::HubUrl,
     },
@@ -59,7 +61,9 @@ use crate::{
 /// resolver or connection details): what the topic page and the APIs show.
 fn fetch_failure_class(error: &OutboundError) -> String {
     match error {
-        OutboundError::Status(status) => format!("the topic answered {status}"),
+        OutboundError::Status(status) | OutboundError::Unavailable { status, .. } => {
+            format!("the topic answered {status}")
+        }
         OutboundError::Timeout => "the topic did not answer in time".into(),
         OutboundError::Forbidden(_) => {
             "the topic's address is not allowed: this hub fetches only from public addresses".into()
@@ -103,6 +107,15 @@ pub struct Distribution {
     pub delivery: Arc<Delivery>,
     /// This process's live connections, woken for new events.
     pub live: Arc<Live>,
+}
+
+/// What a fetch is for.
+#[derive(Debug, Clone, Copy)]
+enum Trigger<'a> {
+    /// Publish pings, handled by a `hubdistrib` job.
+    Pings(&'a DistributeJob),
+    /// A scheduled poll of a topic with this many subscribers.
+    Poll { subscribers: i64 },
 }
 
 /// A `hubdistrib` job: a topic with pings to handle.
@@ -165,7 +178,7 @@ impl Distribution {
             outbox.commit().await?;
             return Ok(());
         };
-        match self.distribute(&job, &topic, now).await {
+        match self.distribute(Trigger::Pings(&job), &topic, now).await {
             Err(JobError::Store(StoreError::ClaimLost(_))) => {
                 tracing::warn!(url = %topic.url, "distribution outlived its claim; another worker took the topic over");
                 Ok(())
@@ -181,42 +194,42 @@ impl Distribution {
 
     async fn distribute(
         &self,
-        job: &DistributeJob,
+        trigger: Trigger<'_>,
         topic: &topics::ClaimedTopic,
         now: UnixMs,
     ) -> Result<(), JobError> {
+        let subscribers = match trigger {
+            _ if !self.fetch.subscriber_counts => None,
+            Trigger::Poll { subscribers } => Some(subscribers),
+            Trigger::Pings(_) => Some(topics::subscriber_count(&self.db, topic.id, now).await?),
+        };
         let fetched = self
             .outbound
             .fetch_topic(
                 topic.url.as_str(),
                 topic.etag.as_deref(),
                 topic.last_modified.as_deref(),
+                subscribers,
             )
             .await;
-        let outcome = match &fetched {
-            Ok(Fetched::NotModified) => "not_modified",
-            Ok(Fetched::Body { .. }) => "fetched",
-            Err(_) => "failed",
-        };
-        if outcome != "fetched" {
-            self.metrics.fetch(outcome);
-        }
-        let (body, mut record, hubs) = match fetched {
-            Ok(Fetched::NotModified) => (
-                None,
-                topics::FetchRecord {
+        let (body, mut record, hubs, fresh_for) = match fetched {
+            Ok(Fetched::NotModified { fresh_for }) => {
+                self.metrics.fetch("not_modified");
+                let record = topics::FetchRecord {
                     not_modified: true,
                     ..Default::default()
-                },
-                Vec::new(),
-            ),
+                };
+                (None, record, Vec::new(), fresh_for)
+            }
             Ok(Fetched::Body {
                 body,
                 content_type,
                 etag,
                 last_modified,
                 advertised_hubs,
+                fresh_for,
             }) => {
+                self.metrics.fetched_bytes(body.len());
                 let hash = content_hash(content_type.as_deref(), &body);
                 let changed = topic.content_hash.as_deref() != Some(hash.as_str());
                 self.metrics
@@ -228,24 +241,63 @@ impl Distribution {
                     last_modified,
                     ..Default::default()
                 };
-                (changed.then_some(body), record, advertised_hubs)
+                (changed.then_some(body), record, advertised_hubs, fresh_for)
             }
-            Err(e) => return self.fetch_failed(job, topic, &e).await,
+            Err(e) => {
+                self.metrics.fetch("failed");
+                return self.fetch_failed(trigger, topic, &e).await;
+            }
         };
 
         let mut outbox = self.outbox().await?;
         let mut fanned = Fanned::default();
-        if let Some(body) = &body {
-            let fan_out = FanOut {
-                topic,
-                body,
-                advertised_hubs: &hubs,
-                source: DistributionSource::Ping,
-                accepted_at: job.accepted_at.unwrap_or(now),
-                now,
-            };
-            fanned = self.fan_out(&mut outbox, &fan_out, &mut record).await?;
+        match &body {
+            // A topic never fetched before: its first poll learns what it serves, and what
+            // appears after is new (a ping's first fetch delivers, as a publisher asked it to).
+            Some(body)
+                if matches!(trigger, Trigger::Poll { .. }) && topic.content_hash.is_none() =>
+            {
+                plan::baseline(&mut outbox, topic.id, body, &mut record, now).await?;
+            }
+            Some(body) => {
+                let (source, accepted_at) = match trigger {
+                    Trigger::Pings(job) => {
+                        (DistributionSource::Ping, job.accepted_at.unwrap_or(now))
+                    }
+                    Trigger::Poll { .. } => (DistributionSource::Poll, now),
+                };
+                let fan_out = FanOut {
+                    topic,
+                    body,
+                    advertised_hubs: &hubs,
+                    source,
+                    accepted_at,
+                    now,
+                };
+                fanned = self.fan_out(&mut outbox, &fan_out, &mut record).await?;
+            }
+            None => {}
         }
+        let changed = fanned.distribution.is_some();
+        let missed_ping =
+            matches!(trigger, Trigger::Poll { .. }) && changed && topic.history.pinged;
+        if let Trigger::Poll { .. } = trigger {
+            self.metrics.poll(match (&body, changed) {
+                (_, true) => "changed",
+                (None, _) if record.not_modified => "not_modified",
+                _ => "unchanged",
+            });
+        }
+        if missed_ping {
+            self.metrics.missed_ping();
+            tracing::info!(url = %topic.url, "a poll found new entries the publisher did not ping for");
+        }
+        let outcome = if changed {
+            FetchOutcome::Changed
+        } else {
+            FetchOutcome::Unchanged
+        };
+        record.poll = self.next_poll(topic, outcome, fresh_for, missed_ping, now);
         self.finish(outbox, topic, Some(topic.ping_seq), &record, fanned.to_send)
             .await?;
         if fanned.live_events > 0 {
@@ -253,6 +305,33 @@ impl Distribution {
         }
         tracing::info!(url = %topic.url, changed = body.is_some(), deliveries = fanned.deliveries, "topic distributed");
         Ok(())
+    }
+
+    /// The topic's next poll after a fetch at `now` (none when polling is off).
+    fn next_poll(
+        &self,
+        topic: &topics::ClaimedTopic,
+        outcome: FetchOutcome,
+        fresh_for: Option<Duration>,
+        missed_ping: bool,
+        now: UnixMs,
+    ) -> Option<topics::PollWrite> {
+        let poll = &self.fetch.poll;
+        if poll.mode == PollingMode::Off {
+            return None;
+        }
+        let mut history = topic.history;
+        history.missed_pings += u32::from(missed_ping);
+        let next = poll::next_poll(&poll.bounds, &history, outcome, fresh_for, now);
+        let interval = poll::spread(next.interval);
+        Some(topics::PollWrite {
+            next_at: now.after(interval),
+            interval: next.interval,
+            reason: next.reason,
+            changed: (outcome == FetchOutcome::Changed)
+                .then(|| poll::next_gap(&topic.history, now)),
+            missed_ping,
+        })
     }
 
     /// Releases the topic (marking pings up to `seq` distributed), pushes the jobs that send
@@ -282,11 +361,11 @@ impl Distribution {
     }
 
     /// Records a failed fetch — the class of failure, which the public topic page shows; the
-    /// details (resolver and connection errors) go to the log only — and retries it later, or
-    /// gives the pings up.
+    /// details (resolver and connection errors) go to the log only — and, for pings, retries it
+    /// later or gives the pings up; a poll is put off by its backoff.
     async fn fetch_failed(
         &self,
-        job: &DistributeJob,
+        trigger: Trigger<'_>,
         topic: &topics::ClaimedTopic,
         failure: &OutboundError,
     ) -> Result<(), JobError> {
@@ -294,12 +373,33 @@ impl Distribution {
         let error = fetch_failure_class(failure);
         let error = error.as_str();
         let detail = crate::telemetry::Chain(failure).to_string();
-        if !topics::fetch_failed(&self.db, topic, error, now).await? {
+        let retry_after = match failure {
+            OutboundError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        let outcome = FetchOutcome::Failed {
+            failures: topic.fetch_failures.saturating_add(1),
+            retry_after,
+        };
+        let poll = self.next_poll(topic, outcome, None, false, now);
+        let mut outbox = self.outbox().await?;
+        if !topics::fetch_failed(&mut outbox, topic, error, poll.as_ref(), now).await? {
             tracing::warn!(url = %topic.url, "fetch outlived its claim; another worker took the topic over");
             return Ok(());
         }
+        let job = match trigger {
+            Trigger::Pings(job) => job,
+            Trigger::Poll { .. } => {
+                self.metrics.poll("failed");
+                tracing::info!(url = %topic.url, %error, %detail, next_poll_in = ?poll.map(|p| p.interval), "topic poll failed");
+                outbox.commit().await?;
+                return Ok(());
+            }
+        };
         match FETCH_RETRY_DELAYS.get(job.failures as usize) {
             Some(delay) => {
+                // A pause the topic asked for is honoured, if longer.
+                let delay = retry_after.map_or(*delay, |wait| wait.max(*delay));
                 tracing::warn!(url = %topic.url, %error, %detail, retry_in = ?delay, "topic fetch failed");
                 let retry = DistributeJob {
                     topic: topic.id,
@@ -307,15 +407,15 @@ impl Distribution {
                     accepted_at: job.accepted_at,
                     request_id: job.request_id.clone(),
                 };
-                let mut outbox = self.outbox().await?;
                 outbox
                     .push_due_later(&[
-                        Job::new(Queue::Distribute, &retry).not_before(now.after(*delay))
+                        Job::new(Queue::Distribute, &retry).not_before(now.after(delay))
                     ])
                     .await?;
                 outbox.commit().await?;
             }
             None => {
+                outbox.commit().await?;
                 tracing::warn!(url = %topic.url, %error, %detail, "topic fetch failed again; pings given up");
                 topics::abandon(&self.db, topic.id, topic.ping_seq).await?;
             }

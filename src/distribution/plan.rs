@@ -41,6 +41,27 @@ impl Outgoing {
     }
 }
 
+/// A topic's first body, from a poll: its entries are recorded as seen and nothing is
+/// delivered, so only what appears after reaches the subscribers.
+pub(super) async fn baseline(
+    tx: &mut Tx,
+    topic_id: TopicId,
+    body: &[u8],
+    record: &mut topics::FetchRecord,
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    record.analysed = true;
+    match feed::analyze(record.content_type.as_deref(), body) {
+        Analysis::Feed(feed) => {
+            record.feed_kind = Some(feed.kind.as_str());
+            topic_entries::record(tx, topic_id, &feed.entries, now).await?;
+        }
+        Analysis::NotFeed => {}
+        Analysis::Invalid(reason) => record.feed_error = Some(reason),
+    }
+    Ok(())
+}
+
 /// Decides what a changed body becomes: for a feed, the documents of each delivery mode in use
 /// (nothing when no entry is new or changed); otherwise the body itself. Records the entries
 /// seen and what kind of content it was.

@@ -14,6 +14,7 @@ pub mod hub_request;
 pub mod ids;
 pub mod lease;
 pub mod link;
+pub mod poll;
 pub mod rate;
 pub mod retry;
 pub mod secret;

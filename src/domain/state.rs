@@ -128,6 +128,8 @@ text_enum!(
         Ping = "ping",
         /// A producer's fat ping through the API.
         Push = "push",
+        /// A scheduled fetch nobody asked for (src/distribution/poll.rs).
+        Poll = "poll",
     }
 );
 

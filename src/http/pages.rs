@@ -432,7 +432,17 @@ pub async fn topic_details(
                     tr { th { "Feed" } td { (t.feed_kind.as_deref().unwrap_or("not a feed")) @if let Some(e) = &t.feed_error { span class="bad" { " — " (e) } } } }
                     tr { th { "ETag / Last-Modified" } td { (t.etag.as_deref().unwrap_or("—")) " / " (t.last_modified.as_deref().unwrap_or("—")) } }
                     tr { th { "Last error" } td class="bad" { (t.last_fetch_error.as_deref().unwrap_or("")) } }
+                    @if let Some(since) = t.failing_since {
+                        tr { th { "Failing since" } td class="bad" { (time(since)) " (" (t.fetch_failures) " fetches in a row)" } }
+                    }
                     tr { th { "Pings waiting" } td { (t.pending_pings) } }
+                    tr { th { "Next poll" } td {
+                        (opt_time(t.next_poll_at))
+                        @if let (Some(secs), Some(reason)) = (t.poll_interval_seconds, &t.poll_reason) {
+                            " — every " (humantime::format_duration(std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0)))) ", " (reason)
+                        }
+                    } }
+                    tr { th { "Missed pings" } td { (t.missed_pings) } }
                 }
                 h2 { "Recent distributions" }
                 @if recent.is_empty() {

@@ -53,6 +53,10 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     verifications: Family<VerificationLabels, Counter>,
     fetches: Family<OutcomeLabel, Counter>,
+    polls: Family<OutcomeLabel, Counter>,
+    fetched_bytes: Counter,
+    missed_pings: Counter,
+    failing_topics: Gauge,
     deliveries: Family<OutcomeLabel, Counter>,
     publish_to_delivery: Histogram,
     queue_depth: Family<QueueLabel, Gauge>,
@@ -102,6 +106,31 @@ impl Default for Metrics {
             "fetches",
             "Topic fetches, by outcome (changed, unchanged, not_modified, failed)",
             fetches.clone(),
+        );
+        let polls = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "polls",
+            "Scheduled polls, by outcome (changed, unchanged, not_modified, failed; put_off: due \
+             but not fetched, for want of a subscriber or a ping in safety-net mode)",
+            polls.clone(),
+        );
+        let fetched_bytes = Counter::default();
+        registry.register(
+            "fetched_bytes",
+            "Bytes of topic bodies fetched (pings and polls)",
+            fetched_bytes.clone(),
+        );
+        let missed_pings = Counter::default();
+        registry.register(
+            "missed_pings",
+            "Polls that found new entries on a topic whose publisher pings",
+            missed_pings.clone(),
+        );
+        let failing_topics = Gauge::default();
+        registry.register(
+            "failing_topics",
+            "Topics whose last fetch failed (sampled when scraped)",
+            failing_topics.clone(),
         );
         let deliveries = Family::<OutcomeLabel, Counter>::default();
         registry.register(
@@ -183,6 +212,9 @@ impl Default for Metrics {
         for outcome in ["changed", "unchanged", "not_modified", "failed"] {
             let _ = fetches.get_or_create(&OutcomeLabel { outcome });
         }
+        for outcome in ["changed", "unchanged", "not_modified", "failed", "put_off"] {
+            let _ = polls.get_or_create(&OutcomeLabel { outcome });
+        }
         for outcome in ["delivered", "retry", "failed", "gone", "cancelled"] {
             let _ = deliveries.get_or_create(&OutcomeLabel { outcome });
         }
@@ -208,6 +240,10 @@ impl Default for Metrics {
             http_requests,
             verifications,
             fetches,
+            polls,
+            fetched_bytes,
+            missed_pings,
+            failing_topics,
             deliveries,
             publish_to_delivery,
             queue_depth,
@@ -245,6 +281,21 @@ impl Metrics {
 
     pub fn fetch(&self, outcome: &'static str) {
         self.fetches.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// A scheduled poll's outcome (see the family's help).
+    pub fn poll(&self, outcome: &'static str) {
+        self.polls.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// A topic body of `n` bytes fetched.
+    pub fn fetched_bytes(&self, n: usize) {
+        self.fetched_bytes.inc_by(n as u64);
+    }
+
+    /// A poll found new entries its publisher did not ping for.
+    pub fn missed_ping(&self) {
+        self.missed_pings.inc();
     }
 
     pub fn delivery(&self, outcome: &'static str, n: u64) {
@@ -296,6 +347,7 @@ impl Metrics {
                 .set(n);
         }
         self.paused_hosts.set(sample.open_breakers);
+        self.failing_topics.set(sample.failing_topics);
         self.process.sample();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)

@@ -48,6 +48,13 @@ pub enum OutboundError {
     /// The server answered with a status that is not a success.
     #[error("answered {0}")]
     Status(u16),
+    /// A topic answered 429 or 503: it asks for a pause, perhaps saying how long
+    /// (`Retry-After`).
+    #[error("answered {status}")]
+    Unavailable {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
 }
 
 impl From<reqwest::Error> for OutboundError {
@@ -88,7 +95,10 @@ fn describe(e: &reqwest::Error) -> String {
 /// A fetched topic.
 #[derive(Debug)]
 pub enum Fetched {
-    NotModified,
+    NotModified {
+        /// How long the answer stays fresh (`Cache-Control: max-age`, `Expires`).
+        fresh_for: Option<Duration>,
+    },
     Body {
         body: Vec<u8>,
         content_type: Option<String>,
@@ -96,6 +106,8 @@ pub enum Fetched {
         last_modified: Option<String>,
         /// Every rel="hub" URL of the response's Link headers.
         advertised_hubs: Vec<String>,
+        /// How long the answer stays fresh (`Cache-Control: max-age`, `Expires`).
+        fresh_for: Option<Duration>,
     },
 }
 
@@ -181,19 +193,20 @@ pub struct Outbound {
     policy: AddressPolicy,
     fetch_timeout: Duration,
     max_topic_bytes: usize,
+    /// The start of a fetch's User-Agent, `Herald/<version> (+<hub URL>`, which a subscriber
+    /// count (PuSH 0.3 §7.2) and `)` complete.
+    fetch_agent: String,
 }
 
 impl Outbound {
     pub fn new(settings: &ClientSettings) -> Result<Self, reqwest::Error> {
         let policy = settings.policy.clone();
-        let user_agent = format!(
-            "Herald/{} (WebSub hub; +{})",
-            env!("CARGO_PKG_VERSION"),
-            settings
-                .public_url
-                .as_ref()
-                .map_or("unconfigured", |u| u.as_str())
-        );
+        let hub = settings
+            .public_url
+            .as_ref()
+            .map_or("unconfigured", |u| u.as_str());
+        let user_agent = format!("Herald/{} (WebSub hub; +{hub})", crate::build_info::VERSION);
+        let fetch_agent = format!("Herald/{} (+{hub}", crate::build_info::VERSION);
         let dns = Dns::from_system();
         let resolver = |policy: AddressPolicy| dns::PolicyResolver {
             dns: dns.clone(),
@@ -218,6 +231,7 @@ impl Outbound {
             policy,
             fetch_timeout: settings.fetch_timeout,
             max_topic_bytes: settings.max_topic_bytes,
+            fetch_agent,
         })
     }
 
@@ -293,7 +307,16 @@ impl Outbound {
         url: &str,
         etag: Option<&str>,
         last_modified: Option<&str>,
+        subscribers: Option<i64>,
     ) -> Result<Fetched, OutboundError> {
+        let agent = match subscribers {
+            Some(n) => format!(
+                "{}; {n} subscriber{})",
+                self.fetch_agent,
+                if n == 1 { "" } else { "s" }
+            ),
+            None => format!("{})", self.fetch_agent),
+        };
         let mut url = parse(url)?;
         let deadline = tokio::time::Instant::now() + self.fetch_timeout;
         let mut hops = 0;
@@ -303,7 +326,8 @@ impl Outbound {
                 .clients_for(&url)
                 .fetch
                 .get(url.clone())
-                .header(header::ACCEPT, "*/*");
+                .header(header::ACCEPT, "*/*")
+                .header(header::USER_AGENT, agent.as_str());
             if let Some(etag) = etag {
                 request = request.header(header::IF_NONE_MATCH, etag);
             }
@@ -325,8 +349,18 @@ impl Outbound {
             url = next;
         };
         let status = response.status();
+        let fresh_for = freshness(response.headers());
         if status == StatusCode::NOT_MODIFIED {
-            return Ok(Fetched::NotModified);
+            return Ok(Fetched::NotModified { fresh_for });
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            return Err(OutboundError::Unavailable {
+                status: status.as_u16(),
+                retry_after: response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(parse_retry_after),
+            });
         }
         if !status.is_success() {
             return Err(OutboundError::Status(status.as_u16()));
@@ -354,6 +388,7 @@ impl Outbound {
             etag,
             last_modified,
             advertised_hubs,
+            fresh_for,
         })
     }
 }
@@ -457,12 +492,80 @@ fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
     Some(delta.to_std().unwrap_or(Duration::ZERO))
 }
 
+/// How long an answer says it stays fresh: `Cache-Control: max-age` (`no-cache` / `no-store`:
+/// not at all), else `Expires` less `Date` (or now).
+fn freshness(headers: &header::HeaderMap) -> Option<Duration> {
+    let cache_control = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    if cache_control
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("no-store"))
+    {
+        return None;
+    }
+    if let Some(secs) = cache_control.iter().find_map(|d| {
+        let (name, value) = d.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("max-age")
+            .then(|| value.trim().trim_matches('"').parse::<u64>().ok())?
+    }) {
+        return Some(Duration::from_secs(secs));
+    }
+    let date = |name: header::HeaderName| {
+        let text = headers.get(name)?.to_str().ok()?;
+        chrono::DateTime::parse_from_rfc2822(text.trim()).ok()
+    };
+    let expires = date(header::EXPIRES)?;
+    let now = date(header::DATE).map_or_else(chrono::Utc::now, |d| d.with_timezone(&chrono::Utc));
+    (expires.with_timezone(&chrono::Utc) - now).to_std().ok()
+}
+
 /// Shared handle used by the jobs.
 pub type SharedOutbound = Arc<Outbound>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn freshness_from_max_age_or_expires() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut h = header::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        let d = |s| Some(Duration::from_secs(s));
+        assert_eq!(
+            freshness(&headers(&[("cache-control", "public, max-age=600")])),
+            d(600)
+        );
+        assert_eq!(
+            freshness(&headers(&[("cache-control", "no-cache, max-age=600")])),
+            None
+        );
+        assert_eq!(
+            freshness(&headers(&[
+                ("date", "Mon, 07 Dec 2026 18:00:00 GMT"),
+                ("expires", "Mon, 07 Dec 2026 19:00:00 GMT")
+            ])),
+            d(3600)
+        );
+        assert_eq!(
+            freshness(&headers(&[
+                ("date", "Mon, 07 Dec 2026 18:00:00 GMT"),
+                ("expires", "0")
+            ])),
+            None
+        );
+        assert_eq!(freshness(&headers(&[])), None);
+    }
 
     #[tokio::test]
     async fn errors_never_carry_the_url_a_challenge_travels_in() {

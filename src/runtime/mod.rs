@@ -77,7 +77,10 @@ impl Runtime {
         }
 
         // The parts every flow may share.
-        let outbound = Outbound::new(&settings.into())?;
+        // The User-Agent names the hub URL, configured or derived from the address bound.
+        let mut client = crate::outbound::ClientSettings::from(settings);
+        client.public_url = Some(public_url.clone());
+        let outbound = Outbound::new(&client)?;
         let limits = Arc::new(Limits::new(
             &settings.access,
             &settings.delivery,

@@ -152,6 +152,7 @@ pub fn start(flows: Flows) -> Workers {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let verifier = Verifier::start(flows.verification.clone());
     let reconciler = reconcile::spawn(flows.upkeep.clone());
+    let poller = crate::distribution::polling::spawn(flows.distribution.clone());
     let sweep = sweep::spawn(flows.upkeep.clone());
     let listener = match &flows.db {
         Db::Pg(pool) => {
@@ -176,6 +177,9 @@ pub fn start(flows: Flows) -> Workers {
         }
         reconciler.abort();
         sweep.abort();
+        if let Some(poller) = poller {
+            poller.abort();
+        }
         if let Some(listener) = listener {
             listener.abort();
         }

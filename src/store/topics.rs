@@ -6,9 +6,12 @@
 
 use std::sync::LazyLock;
 
+use std::time::Duration;
+
 use super::{Db, StoreError, Tx, claim_token, dispatch, dispatch_tx};
 use crate::domain::{
     ids::{ProcessId, TopicId, UnixMs},
+    poll::{PollHistory, PollReason},
     url::HubUrl,
 };
 
@@ -102,7 +105,16 @@ pub struct ClaimedTopic {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub content_hash: Option<String>,
+    /// What its past fetches say, for its polling schedule.
+    pub history: PollHistory,
+    /// Fetches that failed in a row before this one.
+    pub fetch_failures: u32,
 }
+
+/// The columns of a topic row a distribution reads.
+const CLAIMED_COLUMNS: &str = "id, distributing_until, url, ping_seq, etag, last_modified,
+    content_hash, created_at, last_change_at, change_gap_ms, missed_pings, last_pinged_at,
+    last_pushed_at, fetch_failures";
 
 #[derive(sqlx::FromRow)]
 struct ClaimedRow {
@@ -113,6 +125,18 @@ struct ClaimedRow {
     etag: Option<String>,
     last_modified: Option<String>,
     content_hash: Option<String>,
+    created_at: UnixMs,
+    last_change_at: Option<UnixMs>,
+    change_gap_ms: Option<i64>,
+    missed_pings: i64,
+    last_pinged_at: Option<UnixMs>,
+    last_pushed_at: Option<UnixMs>,
+    fetch_failures: i64,
+}
+
+/// A stored count of milliseconds, read as a duration (a negative one as zero).
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 impl TryFrom<ClaimedRow> for ClaimedTopic {
@@ -128,6 +152,14 @@ impl TryFrom<ClaimedRow> for ClaimedTopic {
             etag: r.etag,
             last_modified: r.last_modified,
             content_hash: r.content_hash,
+            history: PollHistory {
+                since: r.created_at,
+                last_change_at: r.last_change_at,
+                change_gap: r.change_gap_ms.map(millis),
+                pinged: r.last_pinged_at.is_some() || r.last_pushed_at.is_some(),
+                missed_pings: u32::try_from(r.missed_pings).unwrap_or(u32::MAX),
+            },
+            fetch_failures: u32::try_from(r.fetch_failures).unwrap_or(u32::MAX),
         })
     }
 }
@@ -139,6 +171,8 @@ pub enum ClaimFor {
     Pings,
     /// A producer's push: whether or not pings are pending.
     Push,
+    /// A scheduled poll: whether or not pings are pending (it covers them).
+    Poll,
 }
 
 /// Claims a topic for distribution until `hold_until`. `None` while another distribution holds
@@ -151,12 +185,17 @@ pub async fn claim(
     purpose: ClaimFor,
     owner: &ProcessId,
 ) -> Result<Option<ClaimedTopic>, StoreError> {
-    let sql = "UPDATE topics SET distributing_until = $3, distributing_by = $5
-               WHERE id = $1 AND ($4 = 0 OR ping_seq > distributed_seq)
-                 AND (distributing_until IS NULL OR distributing_until < $2)
-               RETURNING id, distributing_until, url, ping_seq, etag, last_modified, content_hash";
+    static CLAIM: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE topics SET distributing_until = $3, distributing_by = $5
+             WHERE id = $1 AND ($4 = 0 OR ping_seq > distributed_seq)
+               AND (distributing_until IS NULL OR distributing_until < $2)
+             RETURNING {CLAIMED_COLUMNS}"
+        )
+    });
     let pings_only = i64::from(purpose == ClaimFor::Pings);
     let hold_until = claim_token(hold_until);
+    let sql = sqlx::AssertSqlSafe(CLAIM.as_str());
     let row = dispatch!(db, c => sqlx::query_as::<_, ClaimedRow>(sql)
         .bind(id).bind(now).bind(hold_until).bind(pings_only).bind(owner).fetch_optional(c).await?);
     row.map(ClaimedTopic::try_from).transpose()
@@ -178,6 +217,45 @@ pub struct FetchRecord {
     /// The topic answered 304 Not Modified: the stored validators (`etag`, `last_modified`)
     /// still describe what it serves and are kept for the next conditional GET.
     pub not_modified: bool,
+    /// The next poll, when polling is on.
+    pub poll: Option<PollWrite>,
+}
+
+/// A topic's next poll and what the fetch before it taught.
+#[derive(Debug, Clone, Copy)]
+pub struct PollWrite {
+    pub next_at: UnixMs,
+    pub interval: Duration,
+    pub reason: PollReason,
+    /// The fetch found something new: `last_change_at` becomes its time, the gap this.
+    pub changed: Option<Option<Duration>>,
+    /// A poll found new entries although the publisher pings.
+    pub missed_ping: bool,
+}
+
+/// Writes a topic's next poll (in the transaction of the fetch's other writes).
+async fn write_poll(
+    tx: &mut Tx,
+    id: TopicId,
+    poll: &PollWrite,
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    let sql = "UPDATE topics SET poll_next_at = $2, poll_interval_ms = $3, poll_reason = $4,
+                   last_change_at = CASE WHEN $5 = 1 THEN $6 ELSE last_change_at END,
+                   change_gap_ms = CASE WHEN $5 = 1 THEN $7 ELSE change_gap_ms END,
+                   missed_pings = missed_pings + $8
+               WHERE id = $1";
+    let interval = i64::try_from(poll.interval.as_millis()).unwrap_or(i64::MAX);
+    let gap = poll
+        .changed
+        .flatten()
+        .map(|g| i64::try_from(g.as_millis()).unwrap_or(i64::MAX));
+    dispatch_tx!(tx, c => {
+        sqlx::query(sql).bind(id).bind(poll.next_at).bind(interval).bind(poll.reason.as_str())
+            .bind(i64::from(poll.changed.is_some())).bind(now).bind(gap)
+            .bind(i64::from(poll.missed_ping)).execute(c).await?;
+    });
+    Ok(())
 }
 
 /// Marks pings up to `seq` distributed (none for a producer's push), stores what the fetch
@@ -197,7 +275,8 @@ pub async fn finish(
                    etag = CASE WHEN $11 = 1 THEN etag ELSE $5 END,
                    last_modified = CASE WHEN $11 = 1 THEN last_modified ELSE $6 END,
                    last_fetched_at = $7,
-                   last_fetch_error = NULL, fetch_failures = 0,
+                   last_fetch_error = NULL, fetch_failures = 0, failing_since = NULL,
+                   last_pushed_at = CASE WHEN $2 IS NULL THEN $7 ELSE last_pushed_at END,
                    feed_kind = CASE WHEN $10 = 1 THEN $8 ELSE feed_kind END,
                    feed_error = CASE WHEN $10 = 1 THEN $9 ELSE feed_error END
                WHERE id = $1 AND distributing_until = $12 RETURNING ping_seq, distributed_seq";
@@ -208,6 +287,9 @@ pub async fn finish(
         .bind(i64::from(fetched.not_modified)).bind(claim.held_until)
         .fetch_optional(c).await?);
     let (ping_seq, distributed_seq) = row.ok_or(StoreError::ClaimLost("topic"))?;
+    if let Some(poll) = &fetched.poll {
+        write_poll(tx, claim.id, poll, now).await?;
+    }
     Ok(ping_seq > distributed_seq)
 }
 
@@ -232,17 +314,120 @@ pub async fn find_subscribed(
 /// A fetch that failed: the error is kept and the claim released, the pings stay pending.
 /// Returns false when the claim had been lost (nothing written).
 pub async fn fetch_failed(
-    db: &Db,
+    tx: &mut Tx,
     claim: &ClaimedTopic,
     error: &str,
+    poll: Option<&PollWrite>,
     now: UnixMs,
 ) -> Result<bool, StoreError> {
     let sql = "UPDATE topics SET distributing_until = NULL, distributing_by = NULL, last_fetch_error = $2,
-                   fetch_failures = fetch_failures + 1, last_fetched_at = $3
+                   fetch_failures = fetch_failures + 1, last_fetched_at = $3,
+                   failing_since = COALESCE(failing_since, $3)
                WHERE id = $1 AND distributing_until = $4";
-    let n = dispatch!(db, c => sqlx::query(sql).bind(claim.id).bind(error).bind(now)
+    let n = dispatch_tx!(tx, c => sqlx::query(sql).bind(claim.id).bind(error).bind(now)
         .bind(claim.held_until).execute(c).await?.rows_affected());
+    if n == 1
+        && let Some(poll) = poll
+    {
+        write_poll(tx, claim.id, poll, now).await?;
+    }
     Ok(n == 1)
+}
+
+/// A topic whose poll came due, taken by one poller until `lease_until`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DueTopic {
+    pub id: TopicId,
+    pub url: String,
+    /// Its publisher pinged or pushed before.
+    pub pinged: bool,
+}
+
+/// Takes up to `limit` topics whose poll is due at `now`, oldest due first, in one statement:
+/// their next poll becomes `lease_until`, so another poller passes them by, and a poller that
+/// dies leaves them due again then.
+pub async fn claim_due(
+    db: &Db,
+    now: UnixMs,
+    lease_until: UnixMs,
+    limit: i64,
+) -> Result<Vec<DueTopic>, StoreError> {
+    let sqlite = "UPDATE topics SET poll_next_at = $3
+                  WHERE id IN (SELECT id FROM topics WHERE poll_next_at <= $1
+                               ORDER BY poll_next_at LIMIT $2)
+                  RETURNING id, url,
+                      (last_pinged_at IS NOT NULL OR last_pushed_at IS NOT NULL) AS pinged";
+    let pg = "UPDATE topics SET poll_next_at = $3
+              WHERE id IN (SELECT id FROM topics WHERE poll_next_at <= $1
+                           ORDER BY poll_next_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+              RETURNING id, url,
+                  (last_pinged_at IS NOT NULL OR last_pushed_at IS NOT NULL) AS pinged";
+    Ok(match db {
+        Db::Sqlite(p) => {
+            sqlx::query_as(sqlite)
+                .bind(now)
+                .bind(limit)
+                .bind(lease_until)
+                .fetch_all(p)
+                .await?
+        }
+        Db::Pg(p) => {
+            sqlx::query_as(pg)
+                .bind(now)
+                .bind(limit)
+                .bind(lease_until)
+                .fetch_all(p)
+                .await?
+        }
+    })
+}
+
+/// When the earliest poll falls due (`None`: no topic).
+pub async fn next_due(db: &Db) -> Result<Option<UnixMs>, StoreError> {
+    let sql = "SELECT MIN(poll_next_at) FROM topics";
+    Ok(dispatch!(db, c => sqlx::query_scalar(sql).fetch_one(c).await?))
+}
+
+/// Puts a due topic off without fetching it (no subscriber, or never pinged), unless a fetch
+/// rescheduled it meanwhile.
+pub async fn put_off(
+    db: &Db,
+    id: TopicId,
+    lease_until: UnixMs,
+    next_at: UnixMs,
+    interval: Duration,
+    reason: PollReason,
+) -> Result<(), StoreError> {
+    let sql = "UPDATE topics SET poll_next_at = $3, poll_interval_ms = $4, poll_reason = $5
+               WHERE id = $1 AND poll_next_at = $2";
+    let interval = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+    dispatch!(db, c => {
+        sqlx::query(sql).bind(id).bind(lease_until).bind(next_at).bind(interval)
+            .bind(reason.as_str()).execute(c).await?;
+    });
+    Ok(())
+}
+
+/// Moves a taken topic's next poll to `at` (its host had its share of fetches running).
+pub async fn delay_due(
+    db: &Db,
+    id: TopicId,
+    lease_until: UnixMs,
+    at: UnixMs,
+) -> Result<(), StoreError> {
+    let sql = "UPDATE topics SET poll_next_at = $3 WHERE id = $1 AND poll_next_at = $2";
+    dispatch!(db, c => {
+        sqlx::query(sql).bind(id).bind(lease_until).bind(at).execute(c).await?;
+    });
+    Ok(())
+}
+
+/// Active, unexpired subscriptions and live followers of a topic at `now`.
+pub async fn subscriber_count(db: &Db, id: TopicId, now: UnixMs) -> Result<i64, StoreError> {
+    let sql = "SELECT (SELECT COUNT(*) FROM subscriptions s
+                       WHERE s.topic_id = $1 AND s.state = 'active' AND s.expires_at > $2)
+                    + (SELECT COUNT(*) FROM live_follows f WHERE f.topic_id = $1 AND f.expires_at > $2)";
+    Ok(dispatch!(db, c => sqlx::query_scalar(sql).bind(id).bind(now).fetch_one(c).await?))
 }
 
 /// Releases a claim, if still held, without marking anything distributed.

@@ -292,6 +292,23 @@ pub struct TopicView {
     #[serde(serialize_with = "crate::domain::ids::rfc3339::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: UnixMs,
+    /// When the topic is polled next (absent until it has a schedule; docs/polling.md).
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_poll_at: Option<UnixMs>,
+    /// The interval of that schedule, in seconds.
+    pub poll_interval_seconds: Option<i64>,
+    /// Why it is polled then: entry rate, quiet, server hint, publisher pings, error backoff,
+    /// retry-after, no subscriber, never pinged.
+    pub poll_reason: Option<String>,
+    /// Since when every fetch of it failed (absent: the last one succeeded).
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub failing_since: Option<UnixMs>,
+    /// Fetches that failed in a row.
+    pub fetch_failures: i64,
+    /// Polls that found new entries although its publisher pings.
+    pub missed_pings: i64,
 }
 
 /// Topics, newest first (one, by id or URL); older than `before` when given (a page's cursor).
@@ -309,7 +326,10 @@ pub async fn topics(
                       t.ping_seq - t.distributed_seq AS pending_pings,
                       (SELECT COUNT(*) FROM subscriptions s
                        WHERE s.topic_id = t.id AND s.state = 'active' AND s.expires_at > $3) AS active_subscriptions,
-                      t.created_at
+                      t.created_at,
+                      CASE WHEN t.poll_interval_ms IS NULL THEN NULL ELSE t.poll_next_at END AS next_poll_at,
+                      t.poll_interval_ms / 1000 AS poll_interval_seconds, t.poll_reason,
+                      t.failing_since, t.fetch_failures, t.missed_pings
                FROM topics t
                WHERE ($1 IS NULL OR t.id = $1) AND ($2 IS NULL OR t.url = $2)
                  AND ($5 IS NULL OR t.id < $5)
@@ -366,6 +386,8 @@ pub struct StatusSample {
     pub subscriptions: Vec<(SubscriptionState, i64)>,
     /// Callback hosts whose breaker is open.
     pub open_breakers: i64,
+    /// Topics whose last fetch failed.
+    pub failing_topics: i64,
 }
 
 pub async fn sample_status(db: &Db) -> Result<StatusSample, StoreError> {
@@ -388,9 +410,13 @@ pub async fn sample_status(db: &Db) -> Result<StatusSample, StoreError> {
     let open_breakers: i64 = dispatch!(db, c => sqlx::query_scalar(
         "SELECT COUNT(*) FROM callback_hosts WHERE state = 'open'"
     ).fetch_one(c).await?);
+    let failing_topics: i64 = dispatch!(db, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM topics WHERE failing_since IS NOT NULL"
+    ).fetch_one(c).await?);
     Ok(StatusSample {
         pending_deliveries,
         subscriptions,
         open_breakers,
+        failing_topics,
     })
 }

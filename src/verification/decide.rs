@@ -126,6 +126,8 @@ fn failure_class(error: &OutboundError) -> &'static str {
         OutboundError::Forbidden(_) => "the callback's address is not one this hub may contact",
         OutboundError::TooLarge(_) => "the callback's answer was too large to be a challenge",
         OutboundError::Transport(_) => "the connection to the callback failed",
-        OutboundError::Status(_) => "the callback did not answer with the challenge",
+        OutboundError::Status(_) | OutboundError::Unavailable { .. } => {
+            "the callback did not answer with the challenge"
+        }
     }
 }

@@ -20,6 +20,7 @@ mod methods;
 mod metrics;
 mod open_hub;
 mod pages;
+mod polling;
 mod producer;
 mod publish;
 mod recovery;

@@ -315,6 +315,11 @@ impl TestApp {
         .await
     }
 
+    /// As [`TestApp::scalar_text`], for a statement built at run time.
+    pub async fn scalar_text_built(&self, sql: String, binds: &[&str]) -> Option<String> {
+        herald_sql::text_built(&self.db, sql, binds).await
+    }
+
     pub async fn scalar_text(&self, sql: &'static str, binds: &[&str]) -> Option<String> {
         herald_sql::text(&self.db, sql, binds).await
     }
@@ -373,6 +378,26 @@ pub async fn exec_on(db: &Db, sql: String) {
 
 mod herald_sql {
     use herald::store::Db;
+
+    /// As [`text`], for a statement built at run time.
+    pub async fn text_built(db: &Db, sql: String, binds: &[&str]) -> Option<String> {
+        match db {
+            Db::Sqlite(p) => {
+                let mut q = sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql));
+                for b in binds {
+                    q = q.bind(*b);
+                }
+                q.fetch_optional(p).await.expect("query").flatten()
+            }
+            Db::Pg(p) => {
+                let mut q = sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql));
+                for b in binds {
+                    q = q.bind(*b);
+                }
+                q.fetch_optional(p).await.expect("query").flatten()
+            }
+        }
+    }
 
     pub async fn text(db: &Db, sql: &'static str, binds: &[&str]) -> Option<String> {
         match db {

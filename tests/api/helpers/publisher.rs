@@ -180,7 +180,11 @@ async fn serve(req: HttpRequest, data: web::Data<(Topics, Arc<Notify>)>) -> Http
     }
     if let Some(status) = topic.status {
         let code = actix_web::http::StatusCode::from_u16(status).expect("valid status");
-        return HttpResponse::build(code).body("error page that must never be delivered");
+        let mut response = HttpResponse::build(code);
+        for (k, v) in &topic.headers {
+            response.append_header((k.as_str(), v.as_str()));
+        }
+        return response.body("error page that must never be delivered");
     }
     let mut response = HttpResponse::Ok();
     if let Some(etag) = &topic.etag {

@@ -1,0 +1,273 @@
+//! Polling (docs/polling.md): topics fetched on a schedule, with real local feed servers.
+//! Intervals are shortened to tenths of a second so schedules run within a test; every wait
+//! is on an observed event (a delivery, a fetch, a stored schedule) with a deadline.
+
+use std::time::Duration;
+
+use crate::helpers::{Publisher, Subscriber, TestApp, eventually, eventually_within};
+
+/// A small Atom feed with these entries (id, title), newest first.
+fn atom(entries: &[(&str, &str)]) -> String {
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">\n  \
+         <id>urn:feed:polled</id>\n  <title>polled</title>\n  <updated>2026-12-07T00:00:00Z</updated>\n",
+    );
+    for (id, title) in entries {
+        out.push_str(&format!(
+            "  <entry><id>{id}</id><title>{title}</title><updated>2026-12-07T00:00:00Z</updated></entry>\n"
+        ));
+    }
+    out.push_str("</feed>\n");
+    out
+}
+
+const ATOM: Option<&str> = Some("application/atom+xml");
+
+/// Fast schedules: polls between 200 ms and 2 s apart.
+fn fast(mode: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("HERALD_POLLING", mode),
+        ("HERALD_POLL_MIN_INTERVAL", "200ms"),
+        ("HERALD_POLL_MAX_INTERVAL", "2s"),
+        ("HERALD_POLL_PINGED_INTERVAL", "1s"),
+    ]
+}
+
+/// A number of a topic row's column (by URL).
+async fn topic_number(app: &TestApp, column: &str, url: &str) -> Option<i64> {
+    let sql = format!("SELECT CAST({column} AS TEXT) FROM topics WHERE url = $1");
+    app.scalar_text_built(sql, &[url])
+        .await
+        .and_then(|v| v.parse().ok())
+}
+
+async fn topic_text(app: &TestApp, column: &'static str, url: &str) -> Option<String> {
+    let sql = format!("SELECT {column} FROM topics WHERE url = $1");
+    app.scalar_text_built(sql, &[url]).await
+}
+
+/// A feed whose publisher never pings: its first poll learns what it serves (nothing is
+/// delivered), an entry that appears later is delivered, as a diff, by the poll that finds
+/// it; the fetch tells the publisher how many subscribers the topic has.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_feed_that_never_pings_gets_its_new_entries_to_subscribers() {
+    let app = TestApp::spawn_with(&fast("all")).await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("quiet", ATOM, atom(&[("urn:e:1", "first")]));
+    let topic = publisher.url("quiet");
+    app.subscribed(&topic, &sub.callback("quiet"), &[]).await;
+    // The baseline poll.
+    eventually("the first poll", || async {
+        (publisher.fetches("quiet") >= 1).then_some(())
+    })
+    .await;
+    eventually("the baseline to be stored", || async {
+        topic_text(&app, "feed_kind", &topic).await
+    })
+    .await;
+    assert!(
+        sub.deliveries("quiet").is_empty(),
+        "the baseline is not delivered"
+    );
+
+    publisher.set(
+        "quiet",
+        ATOM,
+        atom(&[("urn:e:2", "second"), ("urn:e:1", "first")]),
+    );
+    let delivered = sub.wait_deliveries("quiet", 1).await;
+    let body = String::from_utf8_lossy(&delivered[0].body).into_owned();
+    assert!(body.contains("urn:e:2"), "{body}");
+    assert!(!body.contains("urn:e:1"), "only the new entry: {body}");
+    let sources = app
+        .texts(
+            "SELECT d.source FROM distributions d JOIN topics t ON t.id = d.topic_id WHERE t.url = $1",
+            &[&topic],
+        )
+        .await;
+    assert_eq!(sources, vec!["poll".to_owned()]);
+    let agents = publisher.request_headers("quiet", "user-agent");
+    let agent = agents.last().cloned().flatten().expect("a User-Agent");
+    assert!(
+        agent.starts_with("Herald/")
+            && agent.ends_with(&format!("+{}; 1 subscriber)", app.hub_url())),
+        "{agent}"
+    );
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("herald_polls_total{outcome=\"changed\"} ") && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+}
+
+/// A failing feed backs off exponentially from the minimum, shows since when it fails, and
+/// recovers by itself when it answers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_feed_backs_off_and_recovers() {
+    let app = TestApp::spawn_with(&fast("all")).await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("flaky", ATOM, atom(&[("urn:f:1", "one")]));
+    publisher.set_status("flaky", 500);
+    let topic = publisher.url("flaky");
+    app.subscribed(&topic, &sub.callback("flaky"), &[]).await;
+    let mut intervals = Vec::new();
+    for failures in 1..=3 {
+        let interval = eventually_within(Duration::from_secs(30), "the next failure", || async {
+            (topic_number(&app, "fetch_failures", &topic).await == Some(failures)).then_some(())?;
+            topic_number(&app, "poll_interval_ms", &topic).await
+        })
+        .await;
+        intervals.push(interval);
+    }
+    assert_eq!(intervals, vec![200, 400, 800]);
+    assert_eq!(
+        topic_text(&app, "poll_reason", &topic).await.as_deref(),
+        Some("error backoff")
+    );
+    assert!(topic_number(&app, "failing_since", &topic).await.is_some());
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l == "herald_failing_topics 1"),
+        "{metrics}"
+    );
+    let page = app
+        .get_text(&format!("/topic-details?hub.url={}", urlencode(&topic)))
+        .await;
+    assert!(page.contains("Failing since"), "{page}");
+
+    publisher.set_status("flaky", 200);
+    eventually_within(Duration::from_secs(30), "the recovery", || async {
+        (topic_number(&app, "failing_since", &topic).await.is_none()
+            && topic_number(&app, "fetch_failures", &topic).await == Some(0))
+        .then_some(())
+    })
+    .await;
+    publisher.set(
+        "flaky",
+        ATOM,
+        atom(&[("urn:f:2", "two"), ("urn:f:1", "one")]),
+    );
+    let delivered = sub.wait_deliveries("flaky", 1).await;
+    assert!(String::from_utf8_lossy(&delivered[0].body).contains("urn:f:2"));
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A 503 with `Retry-After` puts the next poll at least that far away, and no fetch comes
+/// before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_is_honoured() {
+    let app = TestApp::spawn_with(&fast("all")).await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("busy", ATOM, atom(&[("urn:b:1", "one")]));
+    publisher.set_status("busy", 503);
+    publisher.set_header("busy", "Retry-After", "1");
+    let topic = publisher.url("busy");
+    app.subscribed(&topic, &sub.callback("busy"), &[]).await;
+    let (fetched_at, next_at) = eventually_within(
+        Duration::from_secs(30),
+        "the 503 to be recorded",
+        || async {
+            (topic_text(&app, "poll_reason", &topic).await.as_deref() == Some("retry-after"))
+                .then_some(())?;
+            Some((
+                topic_number(&app, "last_fetched_at", &topic).await?,
+                topic_number(&app, "poll_next_at", &topic).await?,
+            ))
+        },
+    )
+    .await;
+    assert_eq!(
+        topic_number(&app, "poll_interval_ms", &topic).await,
+        Some(1000)
+    );
+    assert!(next_at - fetched_at >= 900, "{fetched_at} → {next_at}");
+    let fetches = publisher.fetches("busy");
+    publisher.set_status("busy", 200);
+    eventually_within(
+        Duration::from_secs(30),
+        "the poll after the pause",
+        || async { (publisher.fetches("busy") > fetches).then_some(()) },
+    )
+    .await;
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!(
+        now >= next_at,
+        "the next fetch came at {now}, before {next_at}"
+    );
+}
+
+/// A topic whose publisher pings is polled as a safety net; a poll that finds entries it did
+/// not ping for counts a missed ping and halves the safety-net interval.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missed_ping_is_counted_and_shortens_the_interval() {
+    let app = TestApp::spawn_with(&fast("safety-net")).await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("pinger", ATOM, atom(&[("urn:p:1", "one")]));
+    let topic = publisher.url("pinger");
+    app.subscribed(&topic, &sub.callback("pinger"), &[]).await;
+    app.publish(&topic).await;
+    sub.wait_deliveries("pinger", 1).await;
+    eventually("the safety-net schedule", || async {
+        (topic_text(&app, "poll_reason", &topic).await.as_deref() == Some("publisher pings"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        topic_number(&app, "poll_interval_ms", &topic).await,
+        Some(1000)
+    );
+
+    // A new entry, and no ping.
+    publisher.set(
+        "pinger",
+        ATOM,
+        atom(&[("urn:p:2", "two"), ("urn:p:1", "one")]),
+    );
+    let delivered = sub.wait_deliveries("pinger", 2).await;
+    assert!(String::from_utf8_lossy(&delivered[1].body).contains("urn:p:2"));
+    eventually("the missed ping to be counted", || async {
+        (topic_number(&app, "missed_pings", &topic).await == Some(1)).then_some(())
+    })
+    .await;
+    // The safety-net floor is halved (500 ms); the entry rate seen (two changes about a second
+    // apart) may ask for a little more.
+    let interval = topic_number(&app, "poll_interval_ms", &topic)
+        .await
+        .expect("an interval");
+    assert!((500..1000).contains(&interval), "{interval}");
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l == "herald_missed_pings_total 1"),
+        "{metrics}"
+    );
+}
+
+/// In safety-net mode (the default) a topic whose publisher never pinged is not fetched.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_safety_net_leaves_topics_that_never_pinged_alone() {
+    let app = TestApp::spawn_with(&fast("safety-net")).await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("silent", ATOM, atom(&[("urn:s:1", "one")]));
+    let topic = publisher.url("silent");
+    app.subscribed(&topic, &sub.callback("silent"), &[]).await;
+    eventually("the topic to be put off", || async {
+        (topic_text(&app, "poll_reason", &topic).await.as_deref() == Some("never pinged"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(publisher.fetches("silent"), 0);
+    assert_eq!(
+        topic_number(&app, "poll_interval_ms", &topic).await,
+        Some(2000)
+    );
+}
