@@ -249,14 +249,15 @@ impl Distribution {
             }
         };
 
+        // A poll that finds pings waiting is their fetch.
+        let polled = matches!(trigger, Trigger::Poll { .. }) && !topic.pings_pending;
         let mut outbox = self.outbox().await?;
         let mut fanned = Fanned::default();
         match &body {
-            // A topic never fetched before: its first poll learns what it serves, and what
-            // appears after is new (a ping's first fetch delivers, as a publisher asked it to).
-            Some(body)
-                if matches!(trigger, Trigger::Poll { .. }) && topic.content_hash.is_none() =>
-            {
+            // A topic never fetched nor pinged before: its first poll learns what it serves,
+            // and what appears after is new (a ping's first fetch delivers, as the publisher
+            // asked it to).
+            Some(body) if polled && topic.content_hash.is_none() && !topic.history.pinged => {
                 plan::baseline(&mut outbox, topic.id, body, &mut record, now).await?;
             }
             Some(body) => {
@@ -264,7 +265,8 @@ impl Distribution {
                     Trigger::Pings(job) => {
                         (DistributionSource::Ping, job.accepted_at.unwrap_or(now))
                     }
-                    Trigger::Poll { .. } => (DistributionSource::Poll, now),
+                    Trigger::Poll { .. } if polled => (DistributionSource::Poll, now),
+                    Trigger::Poll { .. } => (DistributionSource::Ping, now),
                 };
                 let fan_out = FanOut {
                     topic,
@@ -279,8 +281,7 @@ impl Distribution {
             None => {}
         }
         let changed = fanned.distribution.is_some();
-        let missed_ping =
-            matches!(trigger, Trigger::Poll { .. }) && changed && topic.history.pinged;
+        let missed_ping = polled && changed && topic.history.pinged;
         if let Trigger::Poll { .. } = trigger {
             self.metrics.poll(match (&body, changed) {
                 (_, true) => "changed",

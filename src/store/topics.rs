@@ -109,10 +109,13 @@ pub struct ClaimedTopic {
     pub history: PollHistory,
     /// Fetches that failed in a row before this one.
     pub fetch_failures: u32,
+    /// Pings wait for a fetch (a poll that claims the topic covers them).
+    pub pings_pending: bool,
 }
 
 /// The columns of a topic row a distribution reads.
-const CLAIMED_COLUMNS: &str = "id, distributing_until, url, ping_seq, etag, last_modified,
+const CLAIMED_COLUMNS: &str =
+    "id, distributing_until, url, ping_seq, distributed_seq, etag, last_modified,
     content_hash, created_at, last_change_at, change_gap_ms, missed_pings, last_pinged_at,
     last_pushed_at, fetch_failures";
 
@@ -122,6 +125,7 @@ struct ClaimedRow {
     distributing_until: UnixMs,
     url: String,
     ping_seq: i64,
+    distributed_seq: i64,
     etag: Option<String>,
     last_modified: Option<String>,
     content_hash: Option<String>,
@@ -160,6 +164,7 @@ impl TryFrom<ClaimedRow> for ClaimedTopic {
                 missed_pings: u32::try_from(r.missed_pings).unwrap_or(u32::MAX),
             },
             fetch_failures: u32::try_from(r.fetch_failures).unwrap_or(u32::MAX),
+            pings_pending: r.ping_seq > r.distributed_seq,
         })
     }
 }

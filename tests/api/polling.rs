@@ -271,3 +271,41 @@ async fn the_safety_net_leaves_topics_that_never_pinged_alone() {
         Some(2000)
     );
 }
+
+/// A poll that finds pings waiting (their job lost, or not yet run) is their fetch: it
+/// delivers what the publisher pinged for, once, and counts no missed ping — whichever of the
+/// poller and the reconciled ping job gets to the topic first. Run a few times: the order
+/// varies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poll_that_finds_pings_waiting_delivers_them_once() {
+    for round in 0..5 {
+        let web =
+            TestApp::spawn_with(&[("HERALD_ROLE", "web"), ("HERALD_POLLING", "safety-net")]).await;
+        let sub = Subscriber::spawn();
+        let publisher = Publisher::spawn();
+        publisher.set("waiting", Some("text/plain"), format!("pinged for {round}"));
+        let topic = publisher.url("waiting");
+        let worker = web.sibling(&[("HERALD_ROLE", "worker")]).await;
+        web.subscribed(&topic, &sub.callback("w"), &[]).await;
+        worker.stop().await;
+        assert_eq!(web.publish(&topic).await, reqwest::StatusCode::NO_CONTENT);
+        // The ping's job is lost and the topic's poll is due: the next worker's poller and its
+        // reconciler both find the topic.
+        match web.db() {
+            herald::store::Db::Sqlite(_) => web.exec("DELETE FROM Jobs").await,
+            herald::store::Db::Pg(_) => web.exec("DELETE FROM apalis.jobs").await,
+        }
+        web.exec("UPDATE topics SET poll_next_at = 0").await;
+        let worker = web.sibling(&[("HERALD_ROLE", "worker")]).await;
+        let got = sub.wait_deliveries("w", 1).await;
+        assert_eq!(got[0].body, format!("pinged for {round}").as_bytes());
+        web.wait_topics_idle().await;
+        eventually("the topic's next poll", || async {
+            topic_text(&web, "poll_reason", &topic).await
+        })
+        .await;
+        assert_eq!(sub.deliveries("w").len(), 1, "round {round}");
+        assert_eq!(topic_number(&web, "missed_pings", &topic).await, Some(0));
+        worker.stop().await;
+    }
+}
