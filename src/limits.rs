@@ -55,6 +55,10 @@ pub struct Limits {
     /// Secrets tried on the details pages, per client and per subscription.
     secret_tries: Option<(Buckets<Option<IpAddr>>, Buckets<SubscriptionId>)>,
     trusted: AddressRanges,
+    /// Polls this process may start, in all.
+    poll_budget: Option<governor::DefaultDirectRateLimiter>,
+    /// When each topic host may be polled next.
+    poll_hosts: Option<HostCalendar>,
 }
 
 impl Limits {
@@ -81,6 +85,40 @@ impl Limits {
                 .0
                 .map(|rate| (Buckets::new(rate), Buckets::new(rate))),
             trusted: access.trusted_clients.clone(),
+            poll_budget: fetch
+                .poll
+                .rate
+                .0
+                .map(|rate| RateLimiter::direct(quota(rate))),
+            poll_hosts: fetch.poll.host_rate.0.map(HostCalendar::new),
+        }
+    }
+
+    /// Takes up to `want` polls from this process's budget: how many it may start now, and,
+    /// when none, how long until one.
+    pub fn poll_budget(&self, want: usize) -> (usize, Duration) {
+        let Some(budget) = &self.poll_budget else {
+            return (want, Duration::ZERO);
+        };
+        let mut taken = 0;
+        while taken < want {
+            match budget.check() {
+                Ok(()) => taken += 1,
+                Err(not_until) if taken == 0 => {
+                    return (0, not_until.wait_time_from(DefaultClock::default().now()));
+                }
+                Err(_) => break,
+            }
+        }
+        (taken, Duration::ZERO)
+    }
+
+    /// When a poll of `topic`'s host may start, booked now: `now` itself, or a later slot at
+    /// the host's rate (the topic is then put off until it).
+    pub fn poll_host_slot(&self, topic: &HubUrl, now: UnixMs) -> UnixMs {
+        match &self.poll_hosts {
+            Some(calendar) => calendar.book(&host_key(topic), now),
+            None => now,
         }
     }
 
@@ -273,6 +311,43 @@ pub fn host_key(url: &HubUrl) -> String {
     )
 }
 
+fn quota(rate: RateLimit) -> Quota {
+    let one = NonZeroU32::MIN;
+    Quota::with_period(rate.replenish_every())
+        .unwrap_or_else(|| Quota::per_second(one))
+        .allow_burst(NonZeroU32::new(rate.burst).unwrap_or(one))
+}
+
+/// Each host's next free slot at a rate (with a burst): polls of one host are spread out
+/// rather than refused, each booked at the slot after the last.
+#[derive(Debug)]
+struct HostCalendar {
+    every: Duration,
+    burst: u32,
+    next: Mutex<HashMap<String, UnixMs>>,
+}
+
+impl HostCalendar {
+    fn new(rate: RateLimit) -> Self {
+        Self {
+            every: rate.replenish_every(),
+            burst: rate.burst.max(1),
+            next: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn book(&self, host: &str, now: UnixMs) -> UnixMs {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        if next.len() > FORGET_IDLE_ABOVE {
+            next.retain(|_, at| *at > now);
+        }
+        let earliest = now.before(self.every * (self.burst - 1));
+        let slot = next.get(host).map_or(earliest, |at| (*at).max(earliest));
+        next.insert(host.to_owned(), slot.after(self.every));
+        slot.max(now)
+    }
+}
+
 /// A token bucket per key.
 struct Buckets<K: Hash + Eq + Clone> {
     limiter: DefaultKeyedRateLimiter<K>,
@@ -292,12 +367,8 @@ const FORGET_QUIET_EVERY: u64 = 4096;
 
 impl<K: Hash + Eq + Clone> Buckets<K> {
     fn new(rate: RateLimit) -> Self {
-        let one = NonZeroU32::MIN;
-        let quota = Quota::with_period(rate.replenish_every())
-            .unwrap_or_else(|| Quota::per_second(one))
-            .allow_burst(NonZeroU32::new(rate.burst).unwrap_or(one));
         Self {
-            limiter: RateLimiter::keyed(quota),
+            limiter: RateLimiter::keyed(quota(rate)),
             checks: AtomicU64::new(0),
         }
     }
@@ -357,6 +428,34 @@ mod tests {
         let vars = vars.iter().map(|(k, v)| (*k, (*v).to_owned()));
         let settings = crate::config::Settings::from_vars(vars).expect("valid");
         Limits::new(&settings.access, &settings.delivery, &settings.fetch)
+    }
+
+    #[test]
+    fn a_hosts_polls_are_spread_at_its_rate_after_a_burst() {
+        let limits = limits_with(&[
+            ("HERALD_POLL_HOST_RATE", "2/s,3"),
+            ("HERALD_POLL_RATE", "5/h,2"),
+        ]);
+        let now = UnixMs::from_millis(1_000_000);
+        let busy = HubUrl::parse("https://feeds.example/a").unwrap();
+        let other = HubUrl::parse("https://other.example/b").unwrap();
+        let slots: Vec<i64> = (0..6)
+            .map(|_| limits.poll_host_slot(&busy, now).as_millis() - now.as_millis())
+            .collect();
+        assert_eq!(slots, vec![0, 0, 0, 500, 1000, 1500]);
+        assert_eq!(
+            limits.poll_host_slot(&other, now),
+            now,
+            "another host has its own slots"
+        );
+        assert_eq!(
+            limits.poll_budget(5).0,
+            2,
+            "the burst of the process's budget"
+        );
+        let (none, wait) = limits.poll_budget(5);
+        assert_eq!(none, 0);
+        assert!(wait > Duration::from_secs(600), "{wait:?}");
     }
 
     #[test]

@@ -277,6 +277,17 @@ pub struct ServeArgs {
     /// it was found to have missed, down to the minimum).
     #[arg(long, env = "HERALD_POLL_PINGED_INTERVAL", default_value = "6h", value_parser = parse_duration)]
     pub poll_pinged_interval: Duration,
+    /// How long every fetch of a topic may fail before it is no longer polled (until a new
+    /// subscriber or a ping asks for it again).
+    #[arg(long, env = "HERALD_POLL_GIVE_UP_AFTER", default_value = "7d", value_parser = parse_duration)]
+    pub poll_give_up_after: Duration,
+    /// Polls this process starts, in all: COUNT/UNIT[,BURST] or off.
+    #[arg(long, env = "HERALD_POLL_RATE", default_value = "100/s,100")]
+    pub poll_rate: RateSetting,
+    /// Polls of one host this process starts: COUNT/UNIT[,BURST] or off. A host's due topics
+    /// are spread out at this rate, so thousands of feeds on one host do not arrive at once.
+    #[arg(long, env = "HERALD_POLL_HOST_RATE", default_value = "1/s,4")]
+    pub poll_host_rate: RateSetting,
     /// At most this many polls at once in this process.
     #[arg(long, env = "HERALD_POLL_CONCURRENCY", default_value_t = 64)]
     pub poll_concurrency: usize,

@@ -169,6 +169,10 @@ pub struct PollSettings {
     pub bounds: PollBounds,
     /// Polls at once in one process.
     pub concurrency: usize,
+    /// Polls started per process, in all.
+    pub rate: RateSetting,
+    /// Polls started per host, per process.
+    pub host_rate: RateSetting,
 }
 
 /// Content distribution (`delivery`, and the documents `distribution` plans).
@@ -244,6 +248,7 @@ fn poll_bounds(a: &args::ServeArgs) -> Result<PollBounds, ConfigError> {
         min,
         max,
         pinged: a.poll_pinged_interval.clamp(min, max),
+        give_up: a.poll_give_up_after,
     })
 }
 
@@ -363,6 +368,8 @@ impl TryFrom<ServeArgs> for Settings {
                     mode: a.polling,
                     bounds: poll_bounds,
                     concurrency: positive("HERALD_POLL_CONCURRENCY", a.poll_concurrency)?,
+                    rate: a.poll_rate,
+                    host_rate: a.poll_host_rate,
                 },
             },
             live: LiveSettings {

@@ -324,9 +324,11 @@ impl Distribution {
         let mut history = topic.history;
         history.missed_pings += u32::from(missed_ping);
         let next = poll::next_poll(&poll.bounds, &history, outcome, fresh_for, now);
-        let interval = poll::spread(next.interval);
+        if next.reason == poll::PollReason::Parked {
+            tracing::warn!(url = %topic.url, "every fetch of this topic failed for too long: it is polled no more until a subscriber or a ping asks");
+        }
         Some(topics::PollWrite {
-            next_at: now.after(interval),
+            next_at: next.at(now),
             interval: next.interval,
             reason: next.reason,
             changed: (outcome == FetchOutcome::Changed)

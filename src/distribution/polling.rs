@@ -23,6 +23,7 @@ use crate::{
     domain::{
         ids::{TopicId, UnixMs},
         poll::{self, PollReason, PollingMode},
+        url::HubUrl,
     },
     queue::JobError,
     store::{
@@ -52,6 +53,13 @@ async fn run(flow: Arc<Distribution>) {
             Err(_) => return,
         };
         let free = slots.available_permits() + 1;
+        // The process's budget of polls per second.
+        let (free, wait) = flow.limits.poll_budget(free);
+        if free == 0 {
+            drop(first);
+            tokio::time::sleep(wait.min(IDLE_LOOK)).await;
+            continue;
+        }
         let now = UnixMs::now();
         let lease = now.after(lease_length(&flow));
         match topics::claim_due(&flow.db, now, lease, free as i64).await {
@@ -113,9 +121,24 @@ impl Distribution {
                 .put_off(due.id, lease, bounds.idle(), PollReason::NoSubscriber)
                 .await;
         }
+        let url = HubUrl::parse(&due.url)
+            .map_err(|e| StoreError::corrupt("topics", due.id.get(), format!("url {e}")))?;
+        // The host's next free slot: now, or later (thousands of feeds of one host are spread).
+        let slot = self.limits.poll_host_slot(&url, now);
+        if slot > now {
+            topics::delay_due(&self.db, due.id, lease, slot).await?;
+            return Ok(());
+        }
         let hold = now.after(self.fetch.timeout + FAN_OUT_MARGIN);
-        let claimed = topics::claim(&self.db, due.id, now, hold, ClaimFor::Poll, &self.process);
-        // A distribution of the topic is running: its fetch writes the next poll.
+        let claimed = topics::claim(
+            &self.db,
+            due.id,
+            now,
+            hold,
+            ClaimFor::Poll { lease },
+            &self.process,
+        );
+        // A distribution of the topic is running or just ran: its fetch writes the next poll.
         let Some(topic) = claimed.await? else {
             return Ok(());
         };
@@ -154,8 +177,16 @@ impl Distribution {
         reason: PollReason,
     ) -> Result<(), JobError> {
         self.metrics.poll("put_off");
-        let next_at = UnixMs::now().after(poll::spread(interval));
-        topics::put_off(&self.db, id, lease, next_at, interval, reason).await?;
+        let next = poll::NextPoll { interval, reason };
+        topics::put_off(
+            &self.db,
+            id,
+            lease,
+            next.at(UnixMs::now()),
+            interval,
+            reason,
+        )
+        .await?;
         Ok(())
     }
 }

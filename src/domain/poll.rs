@@ -12,6 +12,8 @@
 //!   the maximum).
 //! - **Pinged topics** (the publisher pinged or pushed before) are polled as a safety net, at
 //!   the pinged interval at least; each missed ping halves that floor (down to the minimum).
+//! - **Parked**: a topic whose fetches have all failed for the give-up time is no longer
+//!   polled, until a new subscriber or a ping asks for it again.
 //! - **Jitter**: ±10 %, so topics scheduled together drift apart.
 
 use std::{fmt, str::FromStr, time::Duration};
@@ -70,6 +72,8 @@ pub struct PollBounds {
     pub max: Duration,
     /// The least interval of a topic whose publisher pings.
     pub pinged: Duration,
+    /// How long a topic may fail before it is parked.
+    pub give_up: Duration,
 }
 
 impl PollBounds {
@@ -100,6 +104,8 @@ pub enum PollReason {
     NoSubscriber,
     /// Safety-net mode, and the publisher never pinged: looked at again later, not fetched.
     NeverPinged,
+    /// Every fetch failed for the give-up time: not polled until a subscriber or a ping asks.
+    Parked,
 }
 
 impl PollReason {
@@ -113,6 +119,7 @@ impl PollReason {
             Self::RetryAfter => "retry-after",
             Self::NoSubscriber => "no subscriber",
             Self::NeverPinged => "never pinged",
+            Self::Parked => "failing too long",
         }
     }
 
@@ -127,6 +134,7 @@ impl PollReason {
             Self::RetryAfter,
             Self::NoSubscriber,
             Self::NeverPinged,
+            Self::Parked,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -152,6 +160,8 @@ pub struct PollHistory {
     pub pinged: bool,
     /// Polls that found new entries although the publisher pings.
     pub missed_pings: u32,
+    /// Since when every fetch failed.
+    pub failing_since: Option<UnixMs>,
 }
 
 /// What a fetch found.
@@ -173,6 +183,19 @@ pub enum FetchOutcome {
 pub struct NextPoll {
     pub interval: Duration,
     pub reason: PollReason,
+}
+
+/// Where a parked topic's next poll is put: as good as never.
+pub const PARKED_UNTIL: UnixMs = UnixMs::from_millis(i64::MAX / 2);
+
+impl NextPoll {
+    /// The instant of the next poll after `now`, spread by [`spread`] (never, when parked).
+    pub fn at(&self, now: UnixMs) -> UnixMs {
+        match self.reason {
+            PollReason::Parked => PARKED_UNTIL,
+            _ => now.after(spread(self.interval)),
+        }
+    }
 }
 
 /// The smoothed gap between changes after a change at `now` (weight 0.3 to the newest gap).
@@ -201,6 +224,15 @@ pub fn next_poll(
     {
         let doublings = failures.saturating_sub(1).min(30);
         let backoff = clamp(bounds.min.saturating_mul(1 << doublings));
+        if history
+            .failing_since
+            .is_some_and(|since| since.until(now) >= bounds.give_up)
+        {
+            return NextPoll {
+                interval: backoff,
+                reason: PollReason::Parked,
+            };
+        }
         return match retry_after {
             Some(wait) if wait > backoff => NextPoll {
                 interval: wait.min(bounds.max.max(bounds.min)),
@@ -275,6 +307,7 @@ mod tests {
             min: MIN,
             max: DAY,
             pinged: 6 * HOUR,
+            give_up: 7 * DAY,
         }
     }
 
@@ -289,7 +322,27 @@ mod tests {
             change_gap: None,
             pinged: false,
             missed_pings: 0,
+            failing_since: None,
         }
+    }
+
+    #[test]
+    fn a_topic_failing_for_the_give_up_time_is_parked() {
+        let failed = |since| {
+            let h = PollHistory {
+                failing_since: Some(at(since)),
+                ..history()
+            };
+            let outcome = FetchOutcome::Failed {
+                failures: 9,
+                retry_after: None,
+            };
+            next_poll(&bounds(), &h, outcome, None, at(8 * DAY))
+        };
+        assert_eq!(failed(2 * DAY).reason, PollReason::Backoff);
+        let parked = failed(Duration::ZERO);
+        assert_eq!(parked.reason, PollReason::Parked);
+        assert_eq!(parked.at(at(8 * DAY)), PARKED_UNTIL);
     }
 
     #[test]

@@ -121,6 +121,7 @@ pub(super) async fn issue(
     }
     topic_ids.sort_unstable();
     topic_ids.dedup();
+    topics::wake_polls(&mut tx, &topic_ids, now).await?;
     let new = live::NewToken {
         token_hash: &grant::token_hash(&token),
         subscriber,

@@ -117,7 +117,7 @@ pub struct ClaimedTopic {
 const CLAIMED_COLUMNS: &str =
     "id, distributing_until, url, ping_seq, distributed_seq, etag, last_modified,
     content_hash, created_at, last_change_at, change_gap_ms, missed_pings, last_pinged_at,
-    last_pushed_at, fetch_failures";
+    last_pushed_at, fetch_failures, failing_since";
 
 #[derive(sqlx::FromRow)]
 struct ClaimedRow {
@@ -136,6 +136,7 @@ struct ClaimedRow {
     last_pinged_at: Option<UnixMs>,
     last_pushed_at: Option<UnixMs>,
     fetch_failures: i64,
+    failing_since: Option<UnixMs>,
 }
 
 /// A stored count of milliseconds, read as a duration (a negative one as zero).
@@ -162,6 +163,7 @@ impl TryFrom<ClaimedRow> for ClaimedTopic {
                 change_gap: r.change_gap_ms.map(millis),
                 pinged: r.last_pinged_at.is_some() || r.last_pushed_at.is_some(),
                 missed_pings: u32::try_from(r.missed_pings).unwrap_or(u32::MAX),
+                failing_since: r.failing_since,
             },
             fetch_failures: u32::try_from(r.fetch_failures).unwrap_or(u32::MAX),
             pings_pending: r.ping_seq > r.distributed_seq,
@@ -176,8 +178,9 @@ pub enum ClaimFor {
     Pings,
     /// A producer's push: whether or not pings are pending.
     Push,
-    /// A scheduled poll: whether or not pings are pending (it covers them).
-    Poll,
+    /// A scheduled poll, taken until `lease` (`claim_due`): whether or not pings are pending
+    /// (it covers them), but not once a fetch since has written the topic's next poll.
+    Poll { lease: UnixMs },
 }
 
 /// Claims a topic for distribution until `hold_until`. `None` while another distribution holds
@@ -195,14 +198,20 @@ pub async fn claim(
             "UPDATE topics SET distributing_until = $3, distributing_by = $5
              WHERE id = $1 AND ($4 = 0 OR ping_seq > distributed_seq)
                AND (distributing_until IS NULL OR distributing_until < $2)
+               AND ($6 = 0 OR poll_next_at = $6)
              RETURNING {CLAIMED_COLUMNS}"
         )
     });
     let pings_only = i64::from(purpose == ClaimFor::Pings);
+    let poll_lease = match purpose {
+        ClaimFor::Poll { lease } => lease.as_millis(),
+        _ => 0,
+    };
     let hold_until = claim_token(hold_until);
     let sql = sqlx::AssertSqlSafe(CLAIM.as_str());
     let row = dispatch!(db, c => sqlx::query_as::<_, ClaimedRow>(sql)
-        .bind(id).bind(now).bind(hold_until).bind(pings_only).bind(owner).fetch_optional(c).await?);
+        .bind(id).bind(now).bind(hold_until).bind(pings_only).bind(owner).bind(poll_lease)
+        .fetch_optional(c).await?);
     row.map(ClaimedTopic::try_from).transpose()
 }
 
@@ -424,6 +433,20 @@ pub async fn delay_due(
     dispatch!(db, c => {
         sqlx::query(sql).bind(id).bind(lease_until).bind(at).execute(c).await?;
     });
+    Ok(())
+}
+
+/// A topic that gained a subscriber is polled soon again if it had been put off for want of
+/// one, or parked for failing too long. Rows with another schedule are only read, not
+/// written (no lock held on them).
+pub async fn wake_polls(tx: &mut Tx, ids: &[TopicId], now: UnixMs) -> Result<(), StoreError> {
+    let sql = "UPDATE topics SET poll_next_at = $2
+               WHERE id = $1 AND poll_reason IN ('no subscriber', 'failing too long')";
+    for id in ids {
+        dispatch_tx!(tx, c => {
+            sqlx::query(sql).bind(id).bind(now).execute(c).await?;
+        });
+    }
     Ok(())
 }
 

@@ -188,5 +188,7 @@ async fn apply(
         }
     }
     subscriptions::activate_many(tx, &activations, now).await?;
+    let topics: Vec<TopicId> = topic_ids.into_values().collect();
+    topics::wake_polls(tx, &topics, now).await?;
     Ok(())
 }

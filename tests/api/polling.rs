@@ -274,11 +274,11 @@ async fn the_safety_net_leaves_topics_that_never_pinged_alone() {
 
 /// A poll that finds pings waiting (their job lost, or not yet run) is their fetch: it
 /// delivers what the publisher pinged for, once, and counts no missed ping — whichever of the
-/// poller and the reconciled ping job gets to the topic first. Run a few times: the order
-/// varies.
+/// poller and the reconciled ping job gets to the topic first; and a poll taken while the ping's
+/// fetch runs does not fetch again. Run a few times: the order varies.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_poll_that_finds_pings_waiting_delivers_them_once() {
-    for round in 0..5 {
+    for round in 0..10 {
         let web =
             TestApp::spawn_with(&[("HERALD_ROLE", "web"), ("HERALD_POLLING", "safety-net")]).await;
         let sub = Subscriber::spawn();
@@ -305,7 +305,110 @@ async fn a_poll_that_finds_pings_waiting_delivers_them_once() {
         })
         .await;
         assert_eq!(sub.deliveries("w").len(), 1, "round {round}");
+        assert_eq!(publisher.fetches("waiting"), 1, "one fetch, round {round}");
         assert_eq!(topic_number(&web, "missed_pings", &topic).await, Some(0));
         worker.stop().await;
     }
+}
+
+/// The race behind a double fetch, made to happen in order: a poller takes a due topic, a
+/// ping's fetch claims, fetches and writes the next poll, and only then does the poller try to
+/// claim the topic — which it must not get (the fetch it was due for has just happened).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poll_taken_before_another_fetch_rescheduled_the_topic_does_not_fetch_again() {
+    use herald::{
+        domain::{
+            ids::{ProcessId, UnixMs},
+            poll::PollReason,
+        },
+        store::topics::{self, ClaimFor, FetchRecord, PollWrite},
+    };
+    // A web-only process: no poller of its own.
+    let web = TestApp::spawn_with(&[("HERALD_ROLE", "web")]).await;
+    let sub = Subscriber::spawn();
+    let worker = web.sibling(&[("HERALD_ROLE", "worker")]).await;
+    let topic = "http://127.0.0.1:9/raced";
+    web.subscribed(topic, &sub.callback("raced"), &[]).await;
+    worker.stop().await;
+    web.exec("UPDATE topics SET poll_next_at = 0").await;
+    let db = web.db();
+    let me = ProcessId::generate();
+    let now = UnixMs::now();
+    let lease = now.after(Duration::from_secs(60));
+    let due = topics::claim_due(db, now, lease, 10).await.expect("claim");
+    assert_eq!(due.len(), 1);
+
+    // Another fetch of the topic (a ping's, a push's) runs to its end meanwhile.
+    let hold = now.after(Duration::from_secs(30));
+    let other = topics::claim(db, due[0].id, now, hold, ClaimFor::Push, &me)
+        .await
+        .expect("claim")
+        .expect("the topic is free");
+    let mut tx = db.begin().await.expect("begin");
+    let record = FetchRecord {
+        poll: Some(PollWrite {
+            next_at: now.after(Duration::from_secs(3600)),
+            interval: Duration::from_secs(3600),
+            reason: PollReason::Quiet,
+            changed: None,
+            missed_ping: false,
+        }),
+        ..Default::default()
+    };
+    topics::finish(&mut tx, &other, None, &record, now)
+        .await
+        .expect("finish");
+    tx.commit().await.expect("commit");
+
+    let late = topics::claim(db, due[0].id, now, hold, ClaimFor::Poll { lease }, &me)
+        .await
+        .expect("claim");
+    assert!(
+        late.is_none(),
+        "the poll must not fetch what was just fetched"
+    );
+}
+
+/// A topic whose every fetch failed for the give-up time is parked (polled no more); a new
+/// subscriber asks for it again, and a poll comes at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_failing_too_long_is_parked_until_a_subscriber_asks_again() {
+    let mut vars = fast("all");
+    vars.push(("HERALD_POLL_GIVE_UP_AFTER", "1s"));
+    let app = TestApp::spawn_with(&vars).await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("dead", ATOM, atom(&[("urn:d:1", "one")]));
+    publisher.set_status("dead", 500);
+    let topic = publisher.url("dead");
+    app.subscribed(&topic, &sub.callback("dead1"), &[]).await;
+    eventually_within(
+        Duration::from_secs(30),
+        "the topic to be parked",
+        || async {
+            (topic_text(&app, "poll_reason", &topic).await.as_deref() == Some("failing too long"))
+                .then_some(())
+        },
+    )
+    .await;
+    let fetches = publisher.fetches("dead");
+    assert!(fetches >= 2, "{fetches}");
+    let page = app
+        .get_text(&format!("/topic-details?hub.url={}", urlencode(&topic)))
+        .await;
+    assert!(page.contains("failing too long"), "{page}");
+
+    // A new subscriber: the topic is polled again.
+    publisher.set_status("dead", 200);
+    app.subscribed(&topic, &sub.callback("dead2"), &[]).await;
+    eventually_within(
+        Duration::from_secs(30),
+        "a poll after the new subscriber",
+        || async {
+            (publisher.fetches("dead") > fetches
+                && topic_number(&app, "failing_since", &topic).await.is_none())
+            .then_some(())
+        },
+    )
+    .await;
 }
