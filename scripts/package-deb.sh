@@ -21,7 +21,7 @@ install -D -m 0640 packaging/herald.env "$stage/etc/herald/herald.env"
 doc="$stage/usr/share/doc/herald"
 install -D -m 0644 README.md "$doc/README.md"
 install -m 0644 .env.example "$doc/env.example"
-for d in operations deploy api live architecture; do
+for d in operations deploy api live polling architecture; do
   [ -f "docs/$d.md" ] && install -m 0644 "docs/$d.md" "$doc/$d.md"
 done
 [ -f CHANGELOG.md ] && install -m 0644 CHANGELOG.md "$doc/CHANGELOG.md"
