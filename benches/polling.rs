@@ -97,7 +97,10 @@ fn atom(i: usize, version: u64) -> String {
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">\
          <id>urn:bench:{i}</id><title>feed {i}</title><updated>2026-12-07T00:00:00Z</updated>\n"
     );
-    for k in (version.saturating_sub(4)..=version).rev().filter(|k| *k > 0) {
+    for k in (version.saturating_sub(4)..=version)
+        .rev()
+        .filter(|k| *k > 0)
+    {
         out.push_str(&format!(
             "<entry><id>urn:bench:{i}:{k}</id><title>entry {k} of feed {i}</title>\
              <updated>2026-12-07T00:00:00Z</updated><content>{}</content></entry>\n",
@@ -136,7 +139,11 @@ async fn feed(req: HttpRequest, path: web::Path<usize>, feeds: web::Data<Feeds>)
         .body(atom(i, version))
 }
 
-async fn callback(body: web::Bytes, path: web::Path<usize>, feeds: web::Data<Feeds>) -> HttpResponse {
+async fn callback(
+    body: web::Bytes,
+    path: web::Path<usize>,
+    feeds: web::Data<Feeds>,
+) -> HttpResponse {
     let now = Instant::now();
     let i = path.into_inner();
     let text = String::from_utf8_lossy(&body);
@@ -158,15 +165,18 @@ fn serve(feeds: Arc<Feeds>, ports: usize) -> Vec<u16> {
             .app_data(data.clone())
             .route("/f/{i}", web::get().to(feed))
             .route("/cb/{i}", web::post().to(callback))
-            .route("/cb/{i}", web::get().to(|req: HttpRequest| async move {
-                let challenge = req
-                    .query_string()
-                    .split('&')
-                    .find_map(|p| p.strip_prefix("hub.challenge="))
-                    .unwrap_or("")
-                    .to_owned();
-                HttpResponse::Ok().body(challenge)
-            }))
+            .route(
+                "/cb/{i}",
+                web::get().to(|req: HttpRequest| async move {
+                    let challenge = req
+                        .query_string()
+                        .split('&')
+                        .find_map(|p| p.strip_prefix("hub.challenge="))
+                        .unwrap_or("")
+                        .to_owned();
+                    HttpResponse::Ok().body(challenge)
+                }),
+            )
     })
     .workers(2)
     .max_connections(100_000)
@@ -184,8 +194,8 @@ fn serve(feeds: Arc<Feeds>, ports: usize) -> Vec<u16> {
 /// One topic per feed, each with one active subscription (as if verified long ago).
 async fn seed(db: &Db, ports: &[u16], n: usize) {
     let now = chrono::Utc::now().timestamp_millis();
-    // Created a day ago: the schedule starts from a feed's age, not from zero.
-    let created = now - 86_400_000;
+    // Subscribed now: the hub knows nothing of any feed's rhythm yet and learns it.
+    let created = now;
     macro_rules! seed_on {
         ($pool:expr) => {{
             let mut tx = $pool.begin().await.expect("tx");
@@ -236,7 +246,12 @@ fn cpu_seconds(pid: u32) -> f64 {
         .map_or("", |(_, rest)| rest)
         .split_whitespace()
         .collect();
-    let ticks = |n: usize| fields.get(n).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |n: usize| {
+        fields
+            .get(n)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are the 14th and 15th fields; `rest` starts at the 3rd.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -282,7 +297,9 @@ async fn main() {
         // The schema, then the feeds and their subscribers, before the hub starts.
         let db = Db::connect(&url).await.expect("db");
         db.migrate().await.expect("migrate");
-        herald::queue::tables::migrate(&db).await.expect("queue tables");
+        herald::queue::tables::migrate(&db)
+            .await
+            .expect("queue tables");
         seed(&db, &ports, n).await;
     }
     let hub = HubProcess::start(
@@ -305,11 +322,18 @@ async fn main() {
     let wave_start = Instant::now();
     let cpu_start = cpu_seconds(hub.pid());
     loop {
-        let done = count(&db, "SELECT COUNT(*) FROM topics WHERE last_fetched_at IS NOT NULL").await;
+        let done = count(
+            &db,
+            "SELECT COUNT(*) FROM topics WHERE last_fetched_at IS NOT NULL",
+        )
+        .await;
         if done >= n as i64 {
             break;
         }
-        assert!(wave_start.elapsed() < Duration::from_secs(600), "the wave did not finish: {done}/{n}");
+        assert!(
+            wave_start.elapsed() < Duration::from_secs(600),
+            "the wave did not finish: {done}/{n}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let wave = wave_start.elapsed();
@@ -323,7 +347,8 @@ async fn main() {
     let after = polls(&client, hub.port).await;
     let cpu = cpu_seconds(hub.pid()) - cpu_before;
     let elapsed = steady_start.elapsed().as_secs_f64();
-    let delta = |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+    let delta =
+        |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
     let total: f64 = ["changed", "unchanged", "not_modified", "failed", "put_off"]
         .iter()
         .map(|k| delta(k))
@@ -344,8 +369,15 @@ async fn main() {
     let rss = hub.peak_rss_mb();
     hub.stop();
 
-    let backend = if url.starts_with("postgres") { "PostgreSQL" } else { "SQLite" };
-    println!("polling bench, {backend}, {n} feeds on {} local ports", ports.len());
+    let backend = if url.starts_with("postgres") {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    println!(
+        "polling bench, {backend}, {n} feeds on {} local ports",
+        ports.len()
+    );
     println!(
         "wave: {n} first polls in {:.1} s = {:.0} polls/s (hub CPU {:.1} s = {:.2} ms per poll)",
         wave.as_secs_f64(),

@@ -43,11 +43,24 @@ pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
                         t.active_subscriptions.to_string(),
                         opt(t.feed_kind.as_ref()),
                         t.last_fetched_at.map_or_else(|| "-".into(), time),
+                        t.next_poll_at.map_or_else(|| "-".into(), time),
+                        opt(t.poll_reason.as_ref()),
                         t.url.clone(),
                     ]
                 })
                 .collect();
-            print_table(&["ID", "ACTIVE SUBS", "FEED", "LAST FETCH", "URL"], &table);
+            print_table(
+                &[
+                    "ID",
+                    "ACTIVE SUBS",
+                    "FEED",
+                    "LAST FETCH",
+                    "NEXT POLL",
+                    "WHY",
+                    "URL",
+                ],
+                &table,
+            );
             Ok(())
         }
         Command::Show { topic, json } => {

@@ -298,7 +298,9 @@ impl Distribution {
         } else {
             FetchOutcome::Unchanged
         };
-        record.poll = self.next_poll(topic, outcome, fresh_for, missed_ping, now);
+        // The longer of what the answer's headers and the feed itself say.
+        let hint = fresh_for.max(record.feed_hint);
+        record.poll = self.next_poll(topic, outcome, hint, missed_ping, now);
         self.finish(outbox, topic, Some(topic.ping_seq), &record, fanned.to_send)
             .await?;
         if fanned.live_events > 0 {

@@ -54,6 +54,7 @@ pub(super) async fn baseline(
     match feed::analyze(record.content_type.as_deref(), body) {
         Analysis::Feed(feed) => {
             record.feed_kind = Some(feed.kind.as_str());
+            record.feed_hint = feed.refresh_hint;
             topic_entries::record(tx, topic_id, &feed.entries, now).await?;
         }
         Analysis::NotFeed => {}
@@ -85,6 +86,7 @@ pub(super) async fn plan(
         }
     };
     record.feed_kind = Some(feed.kind.as_str());
+    record.feed_hint = feed.refresh_hint;
     let known = topic_entries::known(tx, topic_id, &feed.entries).await?;
     let selection = feed::select(&feed, &known);
     topic_entries::record(tx, topic_id, &feed.entries, now).await?;

@@ -115,7 +115,7 @@ impl Distribution {
                 .put_off(due.id, lease, bounds.idle(), PollReason::NeverPinged)
                 .await;
         }
-        let subscribers = topics::subscriber_count(&self.db, due.id, now).await?;
+        let subscribers = due.subscribers;
         if subscribers == 0 {
             return self
                 .put_off(due.id, lease, bounds.idle(), PollReason::NoSubscriber)

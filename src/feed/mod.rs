@@ -67,6 +67,10 @@ pub struct Entry {
 pub struct Feed {
     pub kind: FeedKind,
     pub entries: Vec<Entry>,
+    /// How often the feed says it is worth fetching: RSS `<ttl>` (minutes), or
+    /// `sy:updatePeriod` / `sy:updateFrequency` (RSS 1.0 syndication module, also found in RSS
+    /// 2.0 and Atom). A hint for polling (docs/polling.md), nothing more.
+    pub refresh_hint: Option<std::time::Duration>,
     /// For JSON Feed: the span of the `items` array, `[` to `]` inclusive.
     items_array: Option<Range<usize>>,
 }

@@ -316,3 +316,39 @@ fn no_prefix_of_any_fixture_makes_the_parser_panic() {
         }
     }
 }
+
+#[test]
+fn refresh_hints_come_from_ttl_or_the_syndication_module() {
+    let hint = |doc: &str| match analyze(Some("application/xml"), doc.as_bytes()) {
+        Analysis::Feed(f) => f.refresh_hint,
+        other => panic!("{other:?}"),
+    };
+    let secs = |s| Some(std::time::Duration::from_secs(s));
+    assert_eq!(
+        hint(
+            "<rss version=\"2.0\"><channel><title>t</title><ttl>90</ttl><item><guid>a</guid><ttl>1</ttl></item></channel></rss>"
+        ),
+        secs(5400)
+    );
+    let sy = "xmlns:sy=\"http://purl.org/rss/1.0/modules/syndication/\"";
+    assert_eq!(
+        hint(&format!(
+            "<rss version=\"2.0\" {sy}><channel><sy:updatePeriod>daily</sy:updatePeriod><sy:updateFrequency>4</sy:updateFrequency></channel></rss>"
+        )),
+        secs(21_600)
+    );
+    assert_eq!(
+        hint(&format!(
+            "<feed xmlns=\"http://www.w3.org/2005/Atom\" {sy}><sy:updatePeriod> hourly </sy:updatePeriod><entry><id>x</id></entry></feed>"
+        )),
+        secs(3600)
+    );
+    assert_eq!(
+        hint("<feed xmlns=\"http://www.w3.org/2005/Atom\"><entry><id>x</id></entry></feed>"),
+        None
+    );
+    assert_eq!(
+        hint("<rss version=\"2.0\"><channel><ttl>soon</ttl></channel></rss>"),
+        None
+    );
+}

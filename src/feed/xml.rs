@@ -95,6 +95,9 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, ScanError> {
     let mut raw: Vec<(String, Range<usize>)> = Vec::new();
     let mut current: Option<(usize, Fields)> = None;
     let mut field: Option<(Field, String)> = None;
+    // A feed-level refresh hint being read, and those read.
+    let mut head_field: Option<(HeadField, String)> = None;
+    let mut head = Head::default();
 
     loop {
         let before = reader.buffer_position() as usize;
@@ -141,6 +144,15 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, ScanError> {
                     } else {
                         current = Some((before, fields));
                     }
+                } else if current.is_none() && !is_empty && depth == head_depth(feed_kind) {
+                    head_field = match name {
+                        b"ttl" if feed_kind == FeedKind::Rss2 => {
+                            Some((HeadField::Ttl, String::new()))
+                        }
+                        b"updatePeriod" => Some((HeadField::Period, String::new())),
+                        b"updateFrequency" => Some((HeadField::Frequency, String::new())),
+                        _ => None,
+                    };
                 } else if let Some((_, fields)) = current.as_mut()
                     && depth == entry_depth + 1
                 {
@@ -178,6 +190,9 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, ScanError> {
             }
             Event::End(_) => {
                 depth = depth.saturating_sub(1);
+                if let Some((f, text)) = head_field.take() {
+                    head.set(f, text.trim());
+                }
                 if let Some((f, text)) = field.take() {
                     if depth == entry_depth + 1 {
                         if let Some((_, fields)) = current.as_mut() {
@@ -203,6 +218,8 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, ScanError> {
             }
             Event::Text(t) => {
                 if let Some((_, text)) = field.as_mut() {
+                    text.push_str(&t.decode()?);
+                } else if let Some((_, text)) = head_field.as_mut() {
                     text.push_str(&t.decode()?);
                 }
             }
@@ -245,9 +262,62 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, ScanError> {
     let Some(kind) = kind else { return Ok(None) };
     Ok(Some(Feed {
         kind,
+        refresh_hint: head.hint(),
         entries: finish_entries(kind, raw, body),
         items_array: None,
     }))
+}
+
+/// The depth of a feed's own elements (its channel's, for RSS).
+fn head_depth(kind: FeedKind) -> usize {
+    match kind {
+        FeedKind::Atom => 1,
+        _ => 2,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum HeadField {
+    Ttl,
+    Period,
+    Frequency,
+}
+
+/// The refresh hints a feed gives of itself.
+#[derive(Debug, Default)]
+struct Head {
+    ttl_minutes: Option<u64>,
+    period: Option<std::time::Duration>,
+    frequency: Option<u32>,
+}
+
+impl Head {
+    fn set(&mut self, field: HeadField, text: &str) {
+        match field {
+            HeadField::Ttl => self.ttl_minutes = text.parse().ok(),
+            HeadField::Frequency => self.frequency = text.parse().ok().filter(|f| *f > 0),
+            HeadField::Period => {
+                let day = 86_400;
+                self.period = match text {
+                    "hourly" => Some(3600),
+                    "daily" => Some(day),
+                    "weekly" => Some(7 * day),
+                    "monthly" => Some(30 * day),
+                    "yearly" => Some(365 * day),
+                    _ => None,
+                }
+                .map(std::time::Duration::from_secs);
+            }
+        }
+    }
+
+    /// `<ttl>` first; else the update period divided by its frequency (1 when absent).
+    fn hint(&self) -> Option<std::time::Duration> {
+        if let Some(minutes) = self.ttl_minutes {
+            return Some(std::time::Duration::from_secs(minutes.saturating_mul(60)));
+        }
+        self.period.map(|p| p / self.frequency.unwrap_or(1))
+    }
 }
 
 fn attribute(

@@ -139,6 +139,11 @@ struct ClaimedRow {
     failing_since: Option<UnixMs>,
 }
 
+/// A duration as a stored count of milliseconds.
+fn millis_of(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// A stored count of milliseconds, read as a duration (a negative one as zero).
 fn millis(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
@@ -233,6 +238,9 @@ pub struct FetchRecord {
     pub not_modified: bool,
     /// The next poll, when polling is on.
     pub poll: Option<PollWrite>,
+    /// How often the feed said it is worth fetching (`feed::Feed::refresh_hint`); not stored,
+    /// a hint for the next poll.
+    pub feed_hint: Option<Duration>,
 }
 
 /// A topic's next poll and what the fetch before it taught.
@@ -247,7 +255,8 @@ pub struct PollWrite {
     pub missed_ping: bool,
 }
 
-/// Writes a topic's next poll (in the transaction of the fetch's other writes).
+/// Writes a topic's next poll (in the transaction of a failed fetch's other writes; a finished
+/// fetch writes it in [`finish`]'s own statement).
 async fn write_poll(
     tx: &mut Tx,
     id: TopicId,
@@ -259,11 +268,8 @@ async fn write_poll(
                    change_gap_ms = CASE WHEN $5 = 1 THEN $7 ELSE change_gap_ms END,
                    missed_pings = missed_pings + $8
                WHERE id = $1";
-    let interval = i64::try_from(poll.interval.as_millis()).unwrap_or(i64::MAX);
-    let gap = poll
-        .changed
-        .flatten()
-        .map(|g| i64::try_from(g.as_millis()).unwrap_or(i64::MAX));
+    let interval = millis_of(poll.interval);
+    let gap = poll.changed.flatten().map(millis_of);
     dispatch_tx!(tx, c => {
         sqlx::query(sql).bind(id).bind(poll.next_at).bind(interval).bind(poll.reason.as_str())
             .bind(i64::from(poll.changed.is_some())).bind(now).bind(gap)
@@ -292,18 +298,27 @@ pub async fn finish(
                    last_fetch_error = NULL, fetch_failures = 0, failing_since = NULL,
                    last_pushed_at = CASE WHEN $2 IS NULL THEN $7 ELSE last_pushed_at END,
                    feed_kind = CASE WHEN $10 = 1 THEN $8 ELSE feed_kind END,
-                   feed_error = CASE WHEN $10 = 1 THEN $9 ELSE feed_error END
+                   feed_error = CASE WHEN $10 = 1 THEN $9 ELSE feed_error END,
+                   poll_next_at = CASE WHEN $13 = 1 THEN $14 ELSE poll_next_at END,
+                   poll_interval_ms = CASE WHEN $13 = 1 THEN $15 ELSE poll_interval_ms END,
+                   poll_reason = CASE WHEN $13 = 1 THEN $16 ELSE poll_reason END,
+                   last_change_at = CASE WHEN $17 = 1 THEN $7 ELSE last_change_at END,
+                   change_gap_ms = CASE WHEN $17 = 1 THEN $18 ELSE change_gap_ms END,
+                   missed_pings = missed_pings + $19
                WHERE id = $1 AND distributing_until = $12 RETURNING ping_seq, distributed_seq";
+    let poll = fetched.poll.as_ref();
     let row: Option<(i64, i64)> = dispatch_tx!(tx, c => sqlx::query_as(sql)
         .bind(claim.id).bind(seq).bind(&fetched.content_type).bind(&fetched.content_hash)
         .bind(&fetched.etag).bind(&fetched.last_modified).bind(now)
         .bind(fetched.feed_kind).bind(&fetched.feed_error).bind(i64::from(fetched.analysed))
         .bind(i64::from(fetched.not_modified)).bind(claim.held_until)
+        .bind(i64::from(poll.is_some())).bind(poll.map(|p| p.next_at))
+        .bind(poll.map(|p| millis_of(p.interval))).bind(poll.map(|p| p.reason.as_str()))
+        .bind(i64::from(poll.is_some_and(|p| p.changed.is_some())))
+        .bind(poll.and_then(|p| p.changed.flatten()).map(millis_of))
+        .bind(i64::from(poll.is_some_and(|p| p.missed_ping)))
         .fetch_optional(c).await?);
     let (ping_seq, distributed_seq) = row.ok_or(StoreError::ClaimLost("topic"))?;
-    if let Some(poll) = &fetched.poll {
-        write_poll(tx, claim.id, poll, now).await?;
-    }
     Ok(ping_seq > distributed_seq)
 }
 
@@ -355,6 +370,8 @@ pub struct DueTopic {
     pub url: String,
     /// Its publisher pinged or pushed before.
     pub pinged: bool,
+    /// Its active, unexpired subscriptions and live followers.
+    pub subscribers: i64,
 }
 
 /// Takes up to `limit` topics whose poll is due at `now`, oldest due first, in one statement:
@@ -366,16 +383,26 @@ pub async fn claim_due(
     lease_until: UnixMs,
     limit: i64,
 ) -> Result<Vec<DueTopic>, StoreError> {
+    // The count as SUBSCRIBED counts (src/store/topics.rs), for the User-Agent and to pass by
+    // topics nobody follows.
     let sqlite = "UPDATE topics SET poll_next_at = $3
                   WHERE id IN (SELECT id FROM topics WHERE poll_next_at <= $1
                                ORDER BY poll_next_at LIMIT $2)
                   RETURNING id, url,
-                      (last_pinged_at IS NOT NULL OR last_pushed_at IS NOT NULL) AS pinged";
-    let pg = "UPDATE topics SET poll_next_at = $3
+                      (last_pinged_at IS NOT NULL OR last_pushed_at IS NOT NULL) AS pinged,
+                      (SELECT COUNT(*) FROM subscriptions s
+                       WHERE s.topic_id = topics.id AND s.state = 'active' AND s.expires_at > $1)
+                      + (SELECT COUNT(*) FROM live_follows f
+                         WHERE f.topic_id = topics.id AND f.expires_at > $1) AS subscribers";
+    let pg = "UPDATE topics t SET poll_next_at = $3
               WHERE id IN (SELECT id FROM topics WHERE poll_next_at <= $1
                            ORDER BY poll_next_at LIMIT $2 FOR UPDATE SKIP LOCKED)
               RETURNING id, url,
-                  (last_pinged_at IS NOT NULL OR last_pushed_at IS NOT NULL) AS pinged";
+                  (last_pinged_at IS NOT NULL OR last_pushed_at IS NOT NULL) AS pinged,
+                  (SELECT COUNT(*) FROM subscriptions s
+                   WHERE s.topic_id = t.id AND s.state = 'active' AND s.expires_at > $1)
+                  + (SELECT COUNT(*) FROM live_follows f
+                     WHERE f.topic_id = t.id AND f.expires_at > $1) AS subscribers";
     Ok(match db {
         Db::Sqlite(p) => {
             sqlx::query_as(sqlite)

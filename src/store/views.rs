@@ -292,7 +292,8 @@ pub struct TopicView {
     #[serde(serialize_with = "crate::domain::ids::rfc3339::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: UnixMs,
-    /// When the topic is polled next (absent until it has a schedule; docs/polling.md).
+    /// When the topic is polled next (absent until it has a schedule, and while it is parked
+    /// for failing too long; docs/polling.md).
     #[serde(serialize_with = "crate::domain::ids::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub next_poll_at: Option<UnixMs>,
@@ -327,7 +328,8 @@ pub async fn topics(
                       (SELECT COUNT(*) FROM subscriptions s
                        WHERE s.topic_id = t.id AND s.state = 'active' AND s.expires_at > $3) AS active_subscriptions,
                       t.created_at,
-                      CASE WHEN t.poll_interval_ms IS NULL THEN NULL ELSE t.poll_next_at END AS next_poll_at,
+                      CASE WHEN t.poll_interval_ms IS NULL OR t.poll_reason = 'failing too long' THEN NULL
+                           ELSE t.poll_next_at END AS next_poll_at,
                       t.poll_interval_ms / 1000 AS poll_interval_seconds, t.poll_reason,
                       t.failing_since, t.fetch_failures, t.missed_pings
                FROM topics t

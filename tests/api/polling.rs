@@ -412,3 +412,76 @@ async fn a_topic_failing_too_long_is_parked_until_a_subscriber_asks_again() {
     )
     .await;
 }
+
+/// What a topic says of its own freshness lengthens its interval, within the maximum: an RSS
+/// `<ttl>` (minutes) and a `Cache-Control: max-age`.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_hints_lengthen_the_interval_within_the_maximum() {
+    let app = TestApp::spawn_with(&fast("all")).await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set(
+        "ttl",
+        Some("application/rss+xml"),
+        "<rss version=\"2.0\"><channel><title>t</title><ttl>60</ttl>\
+         <item><guid>a</guid><title>A</title></item></channel></rss>",
+    );
+    publisher.set("cached", ATOM, atom(&[("urn:c:1", "one")]));
+    publisher.set_header("cached", "Cache-Control", "public, max-age=1");
+    let (ttl, cached) = (publisher.url("ttl"), publisher.url("cached"));
+    app.subscribed(&ttl, &sub.callback("ttl"), &[]).await;
+    app.subscribed(&cached, &sub.callback("cached"), &[]).await;
+    for (topic, interval) in [(&ttl, 2000), (&cached, 1000)] {
+        eventually("the hinted schedule", || async {
+            (topic_text(&app, "poll_reason", topic).await.as_deref() == Some("server hint"))
+                .then_some(())
+        })
+        .await;
+        assert_eq!(
+            topic_number(&app, "poll_interval_ms", topic).await,
+            Some(interval),
+            "{topic}"
+        );
+    }
+}
+
+/// A topic whose last subscriber left is not fetched any more; a new subscriber brings its
+/// poll forward.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_without_subscribers_is_not_fetched() {
+    let mut vars = fast("all");
+    vars.retain(|(k, _)| *k != "HERALD_POLL_MAX_INTERVAL");
+    vars.push(("HERALD_POLL_MAX_INTERVAL", "1h"));
+    let app = TestApp::spawn_with(&vars).await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("left", ATOM, atom(&[("urn:l:1", "one")]));
+    let topic = publisher.url("left");
+    let callback = sub.callback("left");
+    app.subscribed(&topic, &callback, &[]).await;
+    eventually("the first poll", || async {
+        (publisher.fetches("left") >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.unsubscribe(&topic, &callback).await,
+        reqwest::StatusCode::ACCEPTED
+    );
+    assert_eq!(app.settled_request(&topic, &callback).await, "verified");
+    eventually_within(
+        Duration::from_secs(30),
+        "the topic to be put off",
+        || async {
+            (topic_text(&app, "poll_reason", &topic).await.as_deref() == Some("no subscriber"))
+                .then_some(())
+        },
+    )
+    .await;
+    let fetches = publisher.fetches("left");
+    // Put off for an hour: a new subscriber does not wait for it.
+    app.subscribed(&topic, &sub.callback("back"), &[]).await;
+    eventually("a poll for the new subscriber", || async {
+        (publisher.fetches("left") > fetches).then_some(())
+    })
+    .await;
+}
