@@ -14,13 +14,21 @@ fn main() {
 }
 
 fn git_commit() -> Option<String> {
-    // Rebuild when HEAD moves: HEAD itself (a checkout) and the branch it names (a commit).
+    // Rebuild when HEAD moves: HEAD itself (a checkout), the branches' loose refs (a commit
+    // writes or creates one; a directory is watched whole) and packed-refs. Only paths that
+    // exist are named: cargo reruns a build script on every build for a missing one (a new
+    // repository has no packed-refs).
     let git_dir = run(&["rev-parse", "--git-dir"])?;
-    println!("cargo:rerun-if-changed={git_dir}/HEAD");
-    if let Some(branch) = run(&["symbolic-ref", "-q", "HEAD"]) {
-        println!("cargo:rerun-if-changed={git_dir}/{branch}");
+    let watched = [
+        format!("{git_dir}/HEAD"),
+        format!("{git_dir}/refs/heads"),
+        format!("{git_dir}/packed-refs"),
+    ];
+    for path in watched {
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
     }
-    println!("cargo:rerun-if-changed={git_dir}/packed-refs");
     run(&["rev-parse", "--short=12", "HEAD"])
 }
 
