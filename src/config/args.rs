@@ -288,6 +288,10 @@ pub struct ServeArgs {
     /// are spread out at this rate, so thousands of feeds on one host do not arrive at once.
     #[arg(long, env = "HERALD_POLL_HOST_RATE", default_value = "1/s,4")]
     pub poll_host_rate: RateSetting,
+    /// The most entries one `hub.mode=retrieve` answer gives (the latest stored body of the
+    /// topic, cut to them; docs/polling.md, "Catch-up").
+    #[arg(long, env = "HERALD_RETRIEVE_ENTRIES", default_value_t = 50)]
+    pub retrieve_entries: usize,
     /// At most this many polls at once in this process.
     #[arg(long, env = "HERALD_POLL_CONCURRENCY", default_value_t = 64)]
     pub poll_concurrency: usize,

@@ -71,6 +71,8 @@ pub struct AccessSettings {
     pub client_timeout: Duration,
     pub max_connections: usize,
     pub max_sync_verifications: usize,
+    /// The most entries `hub.mode=retrieve` gives (`HERALD_RETRIEVE_ENTRIES`).
+    pub retrieve_max: usize,
     /// Requests per client IP address (hub URL and APIs).
     pub rate_limit: RateSetting,
     /// New subscription requests per callback host.
@@ -325,6 +327,7 @@ impl TryFrom<ServeArgs> for Settings {
                     "HERALD_MAX_SYNC_VERIFICATIONS",
                     a.max_sync_verifications,
                 )?,
+                retrieve_max: positive("HERALD_RETRIEVE_ENTRIES", a.retrieve_entries)?,
                 rate_limit: a.rate_limit,
                 subscribe_rate_limit: a.subscribe_rate_limit,
                 subscribe_host_rate_limit: a.subscribe_host_rate_limit,

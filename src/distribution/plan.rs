@@ -16,7 +16,7 @@ use crate::{
         state::Audience,
     },
     feed::{self, Analysis},
-    store::{StoreError, Tx, live, subscriptions, topic_entries, topics},
+    store::{StoreError, Tx, bodies, live, subscriptions, topic_entries, topics},
 };
 
 /// One document to distribute and who receives it: the body, or the byte ranges of it the
@@ -51,6 +51,10 @@ pub(super) async fn baseline(
     now: UnixMs,
 ) -> Result<(), StoreError> {
     record.analysed = true;
+    // Kept for `hub.mode=retrieve` (pruned with the rest by retention).
+    if let Some(hash) = &record.content_hash {
+        bodies::insert(tx, topic_id, body, hash, now).await?;
+    }
     match feed::analyze(record.content_type.as_deref(), body) {
         Analysis::Feed(feed) => {
             record.feed_kind = Some(feed.kind.as_str());

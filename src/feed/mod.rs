@@ -45,6 +45,15 @@ impl FeedKind {
             Self::JsonFeed => "jsonfeed",
         }
     }
+
+    /// The format family a caller names (`hub.mode=retrieve`'s `format`): atom, rss or json.
+    pub fn format(self) -> &'static str {
+        match self {
+            Self::Atom => "atom",
+            Self::Rss2 | Self::Rss1 => "rss",
+            Self::JsonFeed => "json",
+        }
+    }
 }
 
 /// One entry (atom:entry, rss:item, JSON Feed item) of a parsed document.

@@ -62,6 +62,18 @@ pub enum HubError {
     CallbackHostLimited(u64),
     #[error("the request body did not arrive within {0} s")]
     SlowBody(u64),
+    /// `hub.mode=retrieve` that does not read.
+    #[error("{0}")]
+    BadRetrieve(String),
+    /// `hub.mode=retrieve` for a topic this hub has nothing of, or from a caller that did not
+    /// prove it subscribes to it (the same answer, so strangers learn nothing).
+    #[error(
+        "no entries of this topic for you: retrieve needs an active subscription's signature or the producer token"
+    )]
+    NothingToRetrieve,
+    /// `format=` asked for another format than the topic's own.
+    #[error("{0}")]
+    NotAcceptable(String),
 }
 
 impl From<IntentError> for HubError {
@@ -82,9 +94,12 @@ impl From<IntentError> for HubError {
 impl ResponseError for HubError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::CallbackRefused(_) | Self::Body(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::BadRequest(_)
+            | Self::CallbackRefused(_)
+            | Self::Body(_)
+            | Self::BadRetrieve(_) => StatusCode::BAD_REQUEST,
+            Self::NothingToRetrieve => StatusCode::NOT_FOUND,
+            Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Forbidden => StatusCode::FORBIDDEN,
             // The Google reference hub's answer to a failed synchronous verification.
@@ -215,6 +230,9 @@ pub async fn describe(
             .map(|(_, v)| v.as_str());
         if matches!(mode, Some("subscribe" | "unsubscribe")) {
             return Err(HubError::SubscribeWithGet);
+        }
+        if mode == Some("retrieve") {
+            return super::retrieve::retrieve(&req, &ctx, &pairs).await;
         }
         return match HubRequest::try_from(pairs.as_slice())? {
             HubRequest::Publish { topics } => publish(&req, &ctx, &topics).await,

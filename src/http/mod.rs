@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod pages;
 pub mod rate_limit;
 pub mod request_id;
+pub mod retrieve;
 mod server;
 mod state;
 

@@ -25,6 +25,14 @@ pub async fn insert(
     Ok(id)
 }
 
+/// The latest body stored for a topic (within retention).
+pub async fn latest(db: &Db, topic_id: TopicId) -> Result<Option<Bytes>, StoreError> {
+    let sql = "SELECT body FROM bodies WHERE topic_id = $1 ORDER BY id DESC LIMIT 1";
+    let body: Option<Vec<u8>> =
+        dispatch!(db, c => sqlx::query_scalar(sql).bind(topic_id).fetch_optional(c).await?);
+    Ok(body.map(Bytes::from))
+}
+
 /// The given bodies, keyed by id; each is loaded once however many documents use it.
 pub async fn load_many(db: &Db, ids: &[BodyId]) -> Result<HashMap<BodyId, Bytes>, StoreError> {
     let sql = "SELECT id, body FROM bodies WHERE id IN ({list})";

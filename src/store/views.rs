@@ -340,6 +340,23 @@ pub async fn topics(
         .bind(id).bind(url).bind(now).bind(limit).bind(before).fetch_all(c).await?))
 }
 
+/// The secret of the active, unexpired subscription of `callback` to the topic `topic` (a URL);
+/// `None` when there is no such subscription or it has no secret.
+pub async fn active_secret(
+    db: &Db,
+    topic: &str,
+    callback: &str,
+    now: UnixMs,
+) -> Result<Option<crate::domain::secret::Secret>, StoreError> {
+    let sql = "SELECT s.secret FROM subscriptions s JOIN topics t ON t.id = s.topic_id
+               WHERE t.url = $1 AND s.callback = $2 AND s.state = 'active' AND s.expires_at > $3";
+    let stored: Option<Option<String>> = dispatch!(db, c => sqlx::query_scalar(sql)
+        .bind(topic).bind(callback).bind(now).fetch_optional(c).await?);
+    Ok(stored
+        .flatten()
+        .and_then(crate::domain::secret::Secret::from_stored))
+}
+
 /// Whether `presented` is the secret of subscription `id` (compared in constant time); false
 /// when it has none.
 pub async fn secret_matches(

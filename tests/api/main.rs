@@ -25,6 +25,7 @@ mod producer;
 mod publish;
 mod recovery;
 mod retention;
+mod retrieve;
 mod storage_faults;
 mod subscribe;
 mod verify;
