@@ -178,14 +178,26 @@ impl Distribution {
             outbox.commit().await?;
             return Ok(());
         };
-        match self.distribute(Trigger::Pings(&job), &topic, now).await {
+        self.distribute_claimed(Trigger::Pings(&job), &topic, now)
+            .await
+    }
+
+    /// Fetches and distributes a claimed topic. A claim that lapsed meanwhile (another worker
+    /// took the topic over) ends it quietly; on any other failure the claim is given back, so
+    /// the next ping, poll or the reconciler retries at once.
+    async fn distribute_claimed(
+        &self,
+        trigger: Trigger<'_>,
+        topic: &topics::ClaimedTopic,
+        now: UnixMs,
+    ) -> Result<(), JobError> {
+        match self.distribute(trigger, topic, now).await {
             Err(JobError::Store(StoreError::ClaimLost(_))) => {
                 tracing::warn!(url = %topic.url, "distribution outlived its claim; another worker took the topic over");
                 Ok(())
             }
             Err(e) => {
-                // Give the claim back so that the next ping, or the reconciler, retries at once.
-                let _ = topics::release(&self.db, &topic).await;
+                let _ = topics::release(&self.db, topic).await;
                 Err(e)
             }
             Ok(()) => Ok(()),

@@ -153,20 +153,8 @@ impl Distribution {
             .await?;
             return Ok(());
         };
-        match self
-            .distribute(Trigger::Poll { subscribers }, &topic, now)
+        self.distribute_claimed(Trigger::Poll { subscribers }, &topic, now)
             .await
-        {
-            Err(JobError::Store(StoreError::ClaimLost(_))) => {
-                tracing::warn!(url = %topic.url, "poll outlived its claim; another worker took the topic over");
-                Ok(())
-            }
-            Err(e) => {
-                let _ = topics::release(&self.db, &topic).await;
-                Err(e)
-            }
-            Ok(()) => Ok(()),
-        }
     }
 
     async fn put_off(

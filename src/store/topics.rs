@@ -383,26 +383,28 @@ pub async fn claim_due(
     lease_until: UnixMs,
     limit: i64,
 ) -> Result<Vec<DueTopic>, StoreError> {
-    // The count as SUBSCRIBED counts (src/store/topics.rs), for the User-Agent and to pass by
-    // topics nobody follows.
-    let sqlite = "UPDATE topics SET poll_next_at = $3
-                  WHERE id IN (SELECT id FROM topics WHERE poll_next_at <= $1
-                               ORDER BY poll_next_at LIMIT $2)
-                  RETURNING id, url,
-                      (last_pinged_at IS NOT NULL OR last_pushed_at IS NOT NULL) AS pinged,
-                      (SELECT COUNT(*) FROM subscriptions s
-                       WHERE s.topic_id = topics.id AND s.state = 'active' AND s.expires_at > $1)
-                      + (SELECT COUNT(*) FROM live_follows f
-                         WHERE f.topic_id = topics.id AND f.expires_at > $1) AS subscribers";
-    let pg = "UPDATE topics t SET poll_next_at = $3
-              WHERE id IN (SELECT id FROM topics WHERE poll_next_at <= $1
-                           ORDER BY poll_next_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-              RETURNING id, url,
-                  (last_pinged_at IS NOT NULL OR last_pushed_at IS NOT NULL) AS pinged,
-                  (SELECT COUNT(*) FROM subscriptions s
-                   WHERE s.topic_id = t.id AND s.state = 'active' AND s.expires_at > $1)
-                  + (SELECT COUNT(*) FROM live_follows f
-                     WHERE f.topic_id = t.id AND f.expires_at > $1) AS subscribers";
+    // The count as SUBSCRIBED counts, for the User-Agent and to pass by topics nobody follows.
+    // PostgreSQL skips rows another poller is taking; SQLite has one writer at a time.
+    static CLAIM_DUE: LazyLock<[String; 2]> = LazyLock::new(|| {
+        ["", " FOR UPDATE SKIP LOCKED"].map(|lock| {
+            format!(
+                "UPDATE topics SET poll_next_at = $3
+                 WHERE id IN (SELECT id FROM topics WHERE poll_next_at <= $1
+                              ORDER BY poll_next_at LIMIT $2{lock})
+                 RETURNING id, url,
+                     (last_pinged_at IS NOT NULL OR last_pushed_at IS NOT NULL) AS pinged,
+                     (SELECT COUNT(*) FROM subscriptions s
+                      WHERE s.topic_id = topics.id AND s.state = 'active' AND s.expires_at > $1)
+                     + (SELECT COUNT(*) FROM live_follows f
+                        WHERE f.topic_id = topics.id AND f.expires_at > $1) AS subscribers"
+            )
+        })
+    });
+    let [sqlite, pg] = &*CLAIM_DUE;
+    let (sqlite, pg) = (
+        sqlx::AssertSqlSafe(sqlite.as_str()),
+        sqlx::AssertSqlSafe(pg.as_str()),
+    );
     Ok(match db {
         Db::Sqlite(p) => {
             sqlx::query_as(sqlite)
