@@ -98,6 +98,19 @@ pub struct SubscriptionRequest {
     pub legacy: Option<VerifyMode>,
     /// PuSH 0.3's `hub.verify_token`, echoed in every verification of this subscription.
     pub verify_token: Option<String>,
+    /// PuSH 0.3 §7.3: how many users the subscriber subscribes for (`X-Hub-On-Behalf-Of`, a
+    /// header of the HTTP request, set by the HTTP layer; [`on_behalf_of`] reads it).
+    pub on_behalf_of: Option<u32>,
+}
+
+/// The most users one subscription may say it stands for (a larger claim is held to it).
+pub const MAX_ON_BEHALF_OF: u32 = 1_000_000;
+
+/// Reads an `X-Hub-On-Behalf-Of` value: a positive whole number, held to
+/// [`MAX_ON_BEHALF_OF`]; anything else is ignored, as the header is advisory.
+pub fn on_behalf_of(value: &str) -> Option<u32> {
+    let n: u64 = value.trim().parse().ok()?;
+    (n > 0).then(|| u32::try_from(n.min(u64::from(MAX_ON_BEHALF_OF))).unwrap_or(MAX_ON_BEHALF_OF))
 }
 
 impl std::fmt::Debug for SubscriptionRequest {
@@ -298,6 +311,7 @@ impl TryFrom<&[(String, String)]> for HubRequest {
             delivery_mode,
             legacy,
             verify_token,
+            on_behalf_of: None,
         })))
     }
 }

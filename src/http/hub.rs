@@ -158,7 +158,13 @@ pub async fn post(
     let body = read_body(&req, payload, ctx.access.max_request_bytes, timeout_secs).await?;
     let pairs = parse_form(&body)?;
     match HubRequest::try_from(pairs.as_slice())? {
-        HubRequest::Subscription(request) => {
+        HubRequest::Subscription(mut request) => {
+            // PuSH 0.3 §7.3: the users it subscribes for, counted in the fetches' User-Agent.
+            request.on_behalf_of = req
+                .headers()
+                .get("x-hub-on-behalf-of")
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::domain::hub_request::on_behalf_of);
             let client = super::rate_limit::client_address(
                 &ctx,
                 req.head(),

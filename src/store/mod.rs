@@ -203,6 +203,7 @@ pub(crate) struct StoredRequestParts {
     pub delivery_mode: Option<String>,
     pub legacy: Option<crate::domain::hub_request::VerifyMode>,
     pub verify_token: Option<String>,
+    pub on_behalf_of: Option<i64>,
 }
 
 impl TryFrom<StoredRequestParts> for crate::domain::hub_request::SubscriptionRequest {
@@ -224,6 +225,7 @@ impl TryFrom<StoredRequestParts> for crate::domain::hub_request::SubscriptionReq
                 .map_err(|e| bad(format!("delivery_mode {e}")))?,
             legacy: p.legacy,
             verify_token: p.verify_token,
+            on_behalf_of: p.on_behalf_of.and_then(|n| u32::try_from(n).ok()),
         })
     }
 }

@@ -38,14 +38,14 @@ pub async fn activate_many(
     if let Tx::Pg(t) = tx {
         return activate_many_pg(t, activations, now).await;
     }
-    const COLUMNS: usize = 11;
+    const COLUMNS: usize = 12;
     let mut changed = 0;
     for chunk in activations.chunks(ACTIVATE_CHUNK) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| {
                 let p = |k: usize| format!("${}", i * COLUMNS + k);
                 format!(
-                    "({}, {}, {}, {}, 'active', {}, {}, {}, {}, {}, {}, {}, {})",
+                    "({}, {}, {}, {}, 'active', {}, {}, {}, {}, {}, {}, {}, {}, {})",
                     p(1),
                     p(2),
                     p(3),
@@ -57,7 +57,8 @@ pub async fn activate_many(
                     p(8),
                     p(9),
                     p(10),
-                    p(11)
+                    p(11),
+                    p(12)
                 )
             })
             .collect();
@@ -74,7 +75,8 @@ pub async fn activate_many(
                     .bind(a.stored_lease()).bind(a.verified_at)
                     .bind(a.expires_at()).bind(a.request_id).bind(now)
                     .bind(r.delivery_mode.map(DeliveryMode::as_str))
-                    .bind(i64::from(r.legacy.is_some())).bind(r.verify_token.as_deref());
+                    .bind(i64::from(r.legacy.is_some())).bind(r.verify_token.as_deref())
+                    .bind(r.on_behalf_of.map(i64::from));
             }
             q.execute(c).await?.rows_affected()
         });
@@ -84,7 +86,8 @@ pub async fn activate_many(
 
 const ACTIVATE_INSERT: &str = "INSERT INTO subscriptions
     (topic_id, callback, secret, lease_seconds, state, verified_at, expires_at,
-     applied_request_id, created_at, updated_at, delivery_mode, legacy, verify_token)";
+     applied_request_id, created_at, updated_at, delivery_mode, legacy, verify_token,
+     on_behalf_of)";
 
 const ACTIVATE_CONFLICT: &str = "ON CONFLICT (topic_id, callback) DO UPDATE SET
     secret = excluded.secret, lease_seconds = excluded.lease_seconds,
@@ -92,7 +95,7 @@ const ACTIVATE_CONFLICT: &str = "ON CONFLICT (topic_id, callback) DO UPDATE SET
     expires_at = excluded.expires_at, applied_request_id = excluded.applied_request_id,
     updated_at = excluded.updated_at, delivery_mode = excluded.delivery_mode,
     legacy = excluded.legacy, verify_token = excluded.verify_token,
-    renewal_requested_at = NULL, ended_at = NULL
+    on_behalf_of = excluded.on_behalf_of, renewal_requested_at = NULL, ended_at = NULL
     WHERE subscriptions.applied_request_id < excluded.applied_request_id";
 
 impl Activation<'_> {
@@ -118,11 +121,12 @@ async fn activate_many_pg(
         format!(
             "{ACTIVATE_INSERT}
              SELECT topic_id, callback, secret, lease_seconds, 'active', verified_at, expires_at,
-                    applied_request_id, $8, $8, delivery_mode, legacy, verify_token
+                    applied_request_id, $8, $8, delivery_mode, legacy, verify_token, on_behalf_of
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
-                         $6::bigint[], $7::bigint[], $9::text[], $10::bigint[], $11::text[])
+                         $6::bigint[], $7::bigint[], $9::text[], $10::bigint[], $11::text[],
+                         $12::bigint[])
                  AS a (topic_id, callback, secret, lease_seconds, verified_at, expires_at,
-                       applied_request_id, delivery_mode, legacy, verify_token)
+                       applied_request_id, delivery_mode, legacy, verify_token, on_behalf_of)
              {ACTIVATE_CONFLICT}"
         )
     });
@@ -142,6 +146,12 @@ async fn activate_many_pg(
         .bind(texts(|a| a.request.delivery_mode.map(DeliveryMode::as_str)))
         .bind(numbers(|a| i64::from(a.request.legacy.is_some())))
         .bind(texts(|a| a.request.verify_token.as_deref()))
+        .bind(
+            activations
+                .iter()
+                .map(|a| a.request.on_behalf_of.map(i64::from))
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut **t)
         .await?
         .rows_affected();
@@ -258,6 +268,7 @@ struct RenewalRow {
     delivery_mode: Option<String>,
     legacy: i64,
     verify_token: Option<String>,
+    on_behalf_of: Option<i64>,
 }
 
 impl TryFrom<RenewalRow> for SubscriptionRequest {
@@ -276,6 +287,7 @@ impl TryFrom<RenewalRow> for SubscriptionRequest {
             delivery_mode: r.delivery_mode,
             legacy: (r.legacy == 1).then_some(VerifyMode::Async),
             verify_token: r.verify_token,
+            on_behalf_of: r.on_behalf_of,
         })
     }
 }
@@ -303,7 +315,7 @@ pub async fn claim_renewals(
         .bind(now).bind(now.after(within)).bind(i64::from(all)).fetch_all(c).await?);
     let select =
         "SELECT s.id, t.url AS topic, s.callback, s.secret, s.lease_seconds, s.delivery_mode,
-                         s.legacy, s.verify_token
+                         s.legacy, s.verify_token, s.on_behalf_of
                   FROM subscriptions s JOIN topics t ON t.id = s.topic_id WHERE s.id IN ({list})";
     let mut renewals = Vec::with_capacity(ids.len());
     for (sql, chunk) in in_list_chunks(select, 1, &ids) {

@@ -370,7 +370,8 @@ pub struct DueTopic {
     pub url: String,
     /// Its publisher pinged or pushed before.
     pub pinged: bool,
-    /// Its active, unexpired subscriptions and live followers.
+    /// The users its active, unexpired subscriptions stand for (`X-Hub-On-Behalf-Of`, or 1
+    /// each) and its live followers.
     pub subscribers: i64,
 }
 
@@ -393,7 +394,7 @@ pub async fn claim_due(
                               ORDER BY poll_next_at LIMIT $2{lock})
                  RETURNING id, url,
                      (last_pinged_at IS NOT NULL OR last_pushed_at IS NOT NULL) AS pinged,
-                     (SELECT COUNT(*) FROM subscriptions s
+                     (SELECT CAST(COALESCE(SUM(COALESCE(s.on_behalf_of, 1)), 0) AS BIGINT) FROM subscriptions s
                       WHERE s.topic_id = topics.id AND s.state = 'active' AND s.expires_at > $1)
                      + (SELECT COUNT(*) FROM live_follows f
                         WHERE f.topic_id = topics.id AND f.expires_at > $1) AS subscribers"
@@ -479,9 +480,10 @@ pub async fn wake_polls(tx: &mut Tx, ids: &[TopicId], now: UnixMs) -> Result<(),
     Ok(())
 }
 
-/// Active, unexpired subscriptions and live followers of a topic at `now`.
+/// The users a topic's active, unexpired subscriptions stand for (each its `X-Hub-On-Behalf-Of`,
+/// or 1) and its live followers, at `now`.
 pub async fn subscriber_count(db: &Db, id: TopicId, now: UnixMs) -> Result<i64, StoreError> {
-    let sql = "SELECT (SELECT COUNT(*) FROM subscriptions s
+    let sql = "SELECT (SELECT CAST(COALESCE(SUM(COALESCE(s.on_behalf_of, 1)), 0) AS BIGINT) FROM subscriptions s
                        WHERE s.topic_id = $1 AND s.state = 'active' AND s.expires_at > $2)
                     + (SELECT COUNT(*) FROM live_follows f WHERE f.topic_id = $1 AND f.expires_at > $2)";
     Ok(dispatch!(db, c => sqlx::query_scalar(sql).bind(id).bind(now).fetch_one(c).await?))

@@ -485,3 +485,56 @@ async fn a_topic_without_subscribers_is_not_fetched() {
     })
     .await;
 }
+
+/// Fetches tell the publisher how many users follow the topic: each subscription counts the
+/// users it said it subscribes for (`X-Hub-On-Behalf-Of`, PuSH 0.3 §7.3), or 1; with
+/// `HERALD_SUBSCRIBER_COUNTS=false` no count is given.
+#[tokio::test(flavor = "multi_thread")]
+async fn fetches_carry_the_subscriber_count_with_the_users_subscribers_stand_for() {
+    for counts in ["true", "false"] {
+        let app = TestApp::spawn_with(&[("HERALD_SUBSCRIBER_COUNTS", counts)]).await;
+        let sub = Subscriber::spawn();
+        let publisher = Publisher::spawn();
+        publisher.set("counted", Some("text/plain"), "hello");
+        let topic = publisher.url("counted");
+        let reader = sub.callback("reader");
+        let status = app
+            .client
+            .post(app.hub_url())
+            .header("X-Hub-On-Behalf-Of", "25")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("hub.mode", "subscribe")
+                    .append_pair("hub.topic", &topic)
+                    .append_pair("hub.callback", &reader)
+                    .finish(),
+            )
+            .send()
+            .await
+            .expect("an answer")
+            .status();
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+        assert_eq!(app.settled_request(&topic, &reader).await, "verified");
+        app.subscribed(&topic, &sub.callback("plain"), &[]).await;
+        app.publish(&topic).await;
+        eventually("the fetch", || async {
+            (publisher.fetches("counted") >= 1).then_some(())
+        })
+        .await;
+        let agent = publisher
+            .request_headers("counted", "user-agent")
+            .pop()
+            .flatten()
+            .expect("a User-Agent");
+        let expected = match counts {
+            "true" => format!(
+                "Herald/{} (+{}; 26 subscribers)",
+                env!("CARGO_PKG_VERSION"),
+                app.hub_url()
+            ),
+            _ => format!("Herald/{} (+{})", env!("CARGO_PKG_VERSION"), app.hub_url()),
+        };
+        assert_eq!(agent, expected);
+    }
+}

@@ -37,10 +37,12 @@ const SUPERSEDE: &str = concat!(
       AND verify_token IS NOT DISTINCT FROM $9"
 );
 
+/// `on_behalf_of` ($13) is stored, not compared: a repeat that only updates it replaces the
+/// request before it, and the newer count is the one applied.
 const INSERT: &str = "INSERT INTO subscription_requests
     (mode, topic, callback, secret, lease_requested, created_at, delivery_mode,
-     verify_mode, verify_token, origin, claimed_until, claimed_by)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
+     verify_mode, verify_token, origin, claimed_until, claimed_by, on_behalf_of)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id";
 
 /// On PostgreSQL both in one statement (one round trip): the supersede as a data-modifying
 /// CTE, which runs whether or not the insert reads it.
@@ -93,6 +95,7 @@ pub async fn insert(
         .bind(secret).bind(lease).bind(now).bind(delivery_mode)
         .bind(verify_mode).bind(&req.verify_token).bind(origin.as_str())
         .bind(reserve.map(|(until, _)| until)).bind(reserve.map(|(_, owner)| owner))
+        .bind(req.on_behalf_of.map(i64::from))
         .fetch_one(c).await?);
     Ok(id)
 }
@@ -109,10 +112,10 @@ const INSERT_GROUP: &str = concat!(
     "WITH batch AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                              $6::text[], $7::text[], $8::text[], $9::bool[], $10::bool[],
-                             $12::text[])
+                             $12::text[], $13::bigint[])
             WITH ORDINALITY AS b (mode, topic, callback, secret, lease_requested, delivery_mode,
                                   verify_mode, verify_token, first_of_pair, replaced,
-                                  http_request_id, ord)),
+                                  http_request_id, on_behalf_of, ord)),
     superseded AS (
         UPDATE subscription_requests r
         SET state = 'superseded', completed_at = $11, reason = '",
@@ -131,14 +134,15 @@ const INSERT_GROUP: &str = concat!(
         RETURNING r.id)
     INSERT INTO subscription_requests
         (mode, topic, callback, secret, lease_requested, created_at, delivery_mode,
-         verify_mode, verify_token, origin, state, completed_at, reason, http_request_id)
+         verify_mode, verify_token, origin, state, completed_at, reason, http_request_id,
+         on_behalf_of)
     SELECT mode, topic, callback, secret, lease_requested, $11, delivery_mode, verify_mode,
            verify_token, 'subscriber',
            CASE WHEN replaced THEN 'superseded' ELSE 'pending' END,
            CASE WHEN replaced THEN $11 END,
            CASE WHEN replaced THEN '",
     superseded_reason!(),
-    "' END, http_request_id
+    "' END, http_request_id, on_behalf_of
     FROM batch ORDER BY ord
     RETURNING id"
 );
@@ -192,6 +196,12 @@ pub async fn insert_group(
         .bind(marks.iter().map(|m| m.1).collect::<Vec<_>>())
         .bind(now)
         .bind(http_request_ids)
+        .bind(
+            group
+                .iter()
+                .map(|r| r.on_behalf_of.map(i64::from))
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut **t)
         .await?;
     ids.sort_unstable();
@@ -263,22 +273,26 @@ async fn insert_group_sqlite(
         q = bind_request(q, r);
     }
     q.execute(&mut **t).await?;
-    // Each row: the request's values, whether its twin in the group replaces it, and the id
-    // of the HTTP request that made it.
+    // Each row: the request's values, whether its twin in the group replaces it, the id of the
+    // HTTP request that made it, and the users it subscribes for.
     let insert = format!(
         "INSERT INTO subscription_requests
              (mode, topic, callback, secret, lease_requested, delivery_mode, verify_mode,
-              verify_token, origin, state, created_at, completed_at, reason, http_request_id)
+              verify_token, origin, state, created_at, completed_at, reason, http_request_id,
+              on_behalf_of)
          SELECT column1, column2, column3, column4, column5, column6, column7, column8,
                 'subscriber', CASE WHEN column9 THEN 'superseded' ELSE 'pending' END, $1,
                 CASE WHEN column9 THEN $1 END,
-                CASE WHEN column9 THEN '{reason}' END, column10
+                CASE WHEN column9 THEN '{reason}' END, column10, column11
          FROM (VALUES {}) RETURNING id",
-        rows(group.len(), 2)
+        rows(group.len(), 3)
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(insert)).bind(now);
     for ((r, (_, replaced)), http_request_id) in group.iter().zip(marks).zip(http_request_ids) {
-        q = bind_request(q, r).bind(*replaced).bind(*http_request_id);
+        q = bind_request(q, r)
+            .bind(*replaced)
+            .bind(*http_request_id)
+            .bind(r.on_behalf_of.map(i64::from));
     }
     let mut ids = q
         .fetch_all(&mut **t)
@@ -308,6 +322,7 @@ mod tests {
             delivery_mode: None,
             legacy: None,
             verify_token: None,
+            on_behalf_of: None,
         }
     }
 

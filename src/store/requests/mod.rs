@@ -51,6 +51,7 @@ pub(super) struct Row {
     delivery_mode: Option<String>,
     verify_mode: Option<String>,
     verify_token: Option<String>,
+    on_behalf_of: Option<i64>,
     origin: String,
     reason: Option<String>,
     http_request_id: Option<String>,
@@ -78,6 +79,7 @@ impl TryFrom<Row> for StoredRequest {
                 .transpose()
                 .map_err(|e| bad(format!("verify_mode {e}")))?,
             verify_token: r.verify_token,
+            on_behalf_of: r.on_behalf_of,
         })?;
         Ok(Self {
             id: r.id,
@@ -92,7 +94,7 @@ impl TryFrom<Row> for StoredRequest {
 
 pub(super) const COLUMNS: &str =
     "id, mode, topic, callback, secret, lease_requested, state, delivery_mode,
-                       verify_mode, verify_token, origin, reason, http_request_id";
+                       verify_mode, verify_token, on_behalf_of, origin, reason, http_request_id";
 
 pub async fn load(db: &Db, id: RequestId) -> Result<Option<StoredRequest>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM subscription_requests WHERE id = $1");
