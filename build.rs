@@ -1,10 +1,14 @@
 //! Records which commit the binary was built from (`HERALD_COMMIT`, read by src/build_info.rs):
 //! a builder may set it (a source tarball has no `.git`), else `git` is asked, else "unknown".
+//! Also makes a change of `migrations/` rebuild the crate, which embeds them.
 
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=HERALD_COMMIT");
+    // `sqlx::migrate!` reads the migrations when the crate compiles; a new or changed migration
+    // must recompile it.
+    println!("cargo:rerun-if-changed=migrations");
     let commit = std::env::var("HERALD_COMMIT")
         .ok()
         .filter(|c| !c.trim().is_empty())

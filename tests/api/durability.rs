@@ -253,18 +253,33 @@ async fn a_database_of_the_previous_schema_with_data_is_upgraded_at_start() {
         "the database is behind this version"
     );
 
+    let before_start = chrono::Utc::now().timestamp_millis();
+    // No poller: the schedule read below is the migration's alone.
     let app = TestApp::spawn_on(
         url,
-        &[(
-            "HERALD_PRODUCER_TOKEN",
-            crate::helpers::live::PRODUCER_TOKEN,
-        )],
+        &[
+            (
+                "HERALD_PRODUCER_TOKEN",
+                crate::helpers::live::PRODUCER_TOKEN,
+            ),
+            ("HERALD_POLLING", "off"),
+        ],
     )
     .await;
     assert_eq!(
         app.count("SELECT COUNT(*) FROM live_subscribers").await,
         0,
         "migrated"
+    );
+    // Topics from before polling are not all due at once: their first polls are spread out.
+    let first_poll: i64 = app
+        .scalar_text("SELECT CAST(poll_next_at AS TEXT) FROM topics", &[])
+        .await
+        .and_then(|v| v.parse().ok())
+        .expect("a schedule");
+    assert!(
+        first_poll >= before_start && first_poll <= before_start + 6 * 3_600_000 + 60_000,
+        "{first_poll} against {before_start}"
     );
     let live = crate::helpers::live::token(&app, "after-upgrade", &[topic]).await;
     let mut sse = crate::helpers::live::Sse::open(&app, &live).await;
