@@ -312,7 +312,7 @@ impl Distribution {
         };
         // The longer of what the answer's headers and the feed itself say.
         let hint = fresh_for.max(record.feed_hint);
-        record.poll = self.next_poll(topic, outcome, hint, missed_ping, now);
+        record.poll = self.next_poll(topic, outcome, hint, record.feed_gap, missed_ping, now);
         self.finish(outbox, topic, Some(topic.ping_seq), &record, fanned.to_send)
             .await?;
         if fanned.live_events > 0 {
@@ -328,6 +328,7 @@ impl Distribution {
         topic: &topics::ClaimedTopic,
         outcome: FetchOutcome,
         fresh_for: Option<Duration>,
+        feed_gap: Option<Duration>,
         missed_ping: bool,
         now: UnixMs,
     ) -> Option<topics::PollWrite> {
@@ -337,6 +338,10 @@ impl Distribution {
         }
         let mut history = topic.history;
         history.missed_pings += u32::from(missed_ping);
+        // Until the hub has seen the feed change twice, its entries' dates say how often it
+        // publishes.
+        let estimate = feed_gap.filter(|_| history.change_gap.is_none());
+        history.change_gap = history.change_gap.or(estimate);
         let next = poll::next_poll(&poll.bounds, &history, outcome, fresh_for, now);
         if next.reason == poll::PollReason::Parked {
             tracing::warn!(url = %topic.url, "every fetch of this topic failed for too long: it is polled no more until a subscriber or a ping asks");
@@ -345,8 +350,8 @@ impl Distribution {
             next_at: next.at(now),
             interval: next.interval,
             reason: next.reason,
-            changed: (outcome == FetchOutcome::Changed)
-                .then(|| poll::next_gap(&topic.history, now)),
+            changed: (outcome == FetchOutcome::Changed).then(|| poll::next_gap(&history, now)),
+            gap_estimate: estimate,
             missed_ping,
         })
     }
@@ -398,7 +403,7 @@ impl Distribution {
             failures: topic.fetch_failures.saturating_add(1),
             retry_after,
         };
-        let poll = self.next_poll(topic, outcome, None, false, now);
+        let poll = self.next_poll(topic, outcome, None, None, false, now);
         let mut outbox = self.outbox().await?;
         if !topics::fetch_failed(&mut outbox, topic, error, poll.as_ref(), now).await? {
             tracing::warn!(url = %topic.url, "fetch outlived its claim; another worker took the topic over");

@@ -59,6 +59,7 @@ pub(super) async fn baseline(
         Analysis::Feed(feed) => {
             record.feed_kind = Some(feed.kind.as_str());
             record.feed_hint = feed.refresh_hint;
+            record.feed_gap = feed.typical_gap;
             topic_entries::record(tx, topic_id, &feed.entries, now).await?;
         }
         Analysis::NotFeed => {}
@@ -91,6 +92,7 @@ pub(super) async fn plan(
     };
     record.feed_kind = Some(feed.kind.as_str());
     record.feed_hint = feed.refresh_hint;
+    record.feed_gap = feed.typical_gap;
     let known = topic_entries::known(tx, topic_id, &feed.entries).await?;
     let selection = feed::select(&feed, &known);
     topic_entries::record(tx, topic_id, &feed.entries, now).await?;

@@ -198,9 +198,13 @@ impl NextPoll {
     }
 }
 
-/// The smoothed gap between changes after a change at `now` (weight 0.3 to the newest gap).
+/// The smoothed gap between changes after a change at `now` (weight 0.3 to the newest gap);
+/// the gap known so far when no change was seen before.
 pub fn next_gap(history: &PollHistory, now: UnixMs) -> Option<Duration> {
-    let observed = history.last_change_at?.until(now);
+    let Some(last) = history.last_change_at else {
+        return history.change_gap;
+    };
+    let observed = last.until(now);
     Some(match history.change_gap {
         Some(gap) => gap.mul_f64(0.7) + observed.mul_f64(0.3),
         None => observed,
@@ -445,6 +449,11 @@ mod tests {
             Some(HOUR.mul_f64(0.7) + (2 * HOUR).mul_f64(0.3))
         );
         assert_eq!(next_gap(&history(), at(HOUR)), None);
+        let estimated = PollHistory {
+            change_gap: Some(HOUR),
+            ..history()
+        };
+        assert_eq!(next_gap(&estimated, at(HOUR)), Some(HOUR));
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub(super) fn parse(body: &[u8], declared_feed: bool) -> Analysis {
     let kind = FeedKind::JsonFeed;
     Analysis::Feed(Feed {
         refresh_hint: None,
+        typical_gap: None,
         kind,
         entries: finish_entries(kind, raw, body),
         items_array: Some(items_start..items_start + items.get().len()),

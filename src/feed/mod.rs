@@ -80,6 +80,9 @@ pub struct Feed {
     /// `sy:updatePeriod` / `sy:updateFrequency` (RSS 1.0 syndication module, also found in RSS
     /// 2.0 and Atom). A hint for polling (docs/polling.md), nothing more.
     pub refresh_hint: Option<std::time::Duration>,
+    /// How often the feed publishes, by its newest entries' own dates ([`typical_gap`]): what
+    /// polling starts from before it has seen the feed change.
+    pub typical_gap: Option<std::time::Duration>,
     /// For JSON Feed: the span of the `items` array, `[` to `]` inclusive.
     items_array: Option<Range<usize>>,
 }
@@ -133,6 +136,20 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Gives entries their keys, telling repeated identities apart by occurrence.
+/// The median time between consecutive dates among the 10 newest of `dates` (ms); `None` with
+/// fewer than 3 dates, or when they do not differ (a feed that stamps every entry alike).
+pub(crate) fn typical_gap(mut dates: Vec<i64>) -> Option<std::time::Duration> {
+    dates.sort_unstable_by(|a, b| b.cmp(a));
+    dates.truncate(10);
+    let mut gaps: Vec<i64> = dates.windows(2).map(|w| w[0] - w[1]).collect();
+    if gaps.len() < 2 {
+        return None;
+    }
+    gaps.sort_unstable();
+    let median = gaps[gaps.len() / 2];
+    (median > 0).then(|| std::time::Duration::from_millis(median as u64))
+}
+
 pub(crate) fn finish_entries(
     kind: FeedKind,
     raw: Vec<(String, Range<usize>)>,

@@ -352,3 +352,52 @@ fn refresh_hints_come_from_ttl_or_the_syndication_module() {
         None
     );
 }
+
+#[test]
+fn the_typical_gap_is_the_median_between_the_newest_entries_dates() {
+    let gap = |doc: &str| match analyze(Some("application/xml"), doc.as_bytes()) {
+        Analysis::Feed(f) => f.typical_gap,
+        other => panic!("{other:?}"),
+    };
+    let atom = |dates: &[&str]| {
+        let entries: String = dates
+            .iter()
+            .enumerate()
+            .map(|(i, d)| format!("<entry><id>e{i}</id><updated>{d}</updated></entry>"))
+            .collect();
+        format!("<feed xmlns=\"http://www.w3.org/2005/Atom\">{entries}</feed>")
+    };
+    let hours = |h: u64| Some(std::time::Duration::from_secs(h * 3600));
+    assert_eq!(
+        gap(&atom(&[
+            "2026-12-07T12:00:00Z",
+            "2026-12-07T11:00:00Z",
+            "2026-12-07T09:00:00Z",
+            "2026-12-07T08:00:00Z"
+        ])),
+        hours(1)
+    );
+    // RSS dates, in any order.
+    assert_eq!(
+        gap("<rss version=\"2.0\"><channel>\
+             <item><guid>a</guid><pubDate>Mon, 07 Dec 2026 06:00:00 GMT</pubDate></item>\
+             <item><guid>b</guid><pubDate>Mon, 07 Dec 2026 12:00:00 GMT</pubDate></item>\
+             <item><guid>c</guid><pubDate>Mon, 07 Dec 2026 00:00:00 GMT</pubDate></item>\
+             </channel></rss>"),
+        hours(6)
+    );
+    assert_eq!(
+        gap(&atom(&["2026-12-07T12:00:00Z", "2026-12-07T11:00:00Z"])),
+        None,
+        "too few"
+    );
+    assert_eq!(
+        gap(&atom(&[
+            "2026-12-07T12:00:00Z",
+            "2026-12-07T12:00:00Z",
+            "2026-12-07T12:00:00Z"
+        ])),
+        None,
+        "all alike"
+    );
+}

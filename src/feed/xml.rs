@@ -98,6 +98,8 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, ScanError> {
     // A feed-level refresh hint being read, and those read.
     let mut head_field: Option<(HeadField, String)> = None;
     let mut head = Head::default();
+    // The entries' own dates (ms), for how often the feed publishes.
+    let mut dates: Vec<i64> = Vec::new();
 
     loop {
         let before = reader.buffer_position() as usize;
@@ -140,6 +142,7 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, ScanError> {
                     }
                     if is_empty {
                         let end = reader.buffer_position() as usize;
+                        dates.extend(fields.date.as_deref().and_then(entry_time));
                         raw.push((fields.identity(feed_kind), before..end));
                     } else {
                         current = Some((before, fields));
@@ -213,6 +216,7 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, ScanError> {
                     && let Some((start, fields)) = current.take()
                 {
                     let end = reader.buffer_position() as usize;
+                    dates.extend(fields.date.as_deref().and_then(entry_time));
                     raw.push((fields.identity(kind.unwrap_or(FeedKind::Atom)), start..end));
                 }
             }
@@ -263,9 +267,19 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, ScanError> {
     Ok(Some(Feed {
         kind,
         refresh_hint: head.hint(),
+        typical_gap: super::typical_gap(dates),
         entries: finish_entries(kind, raw, body),
         items_array: None,
     }))
+}
+
+/// An entry's date (Atom and RSS 1.0: RFC 3339; RSS 2.0: RFC 2822), in ms since the epoch.
+fn entry_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    chrono::DateTime::parse_from_rfc3339(text)
+        .or_else(|_| chrono::DateTime::parse_from_rfc2822(text))
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 /// The depth of a feed's own elements (its channel's, for RSS).

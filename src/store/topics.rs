@@ -241,6 +241,9 @@ pub struct FetchRecord {
     /// How often the feed said it is worth fetching (`feed::Feed::refresh_hint`); not stored,
     /// a hint for the next poll.
     pub feed_hint: Option<Duration>,
+    /// How often the feed publishes by its entries' dates (`feed::Feed::typical_gap`): the
+    /// topic's change gap until it has one of its own.
+    pub feed_gap: Option<Duration>,
 }
 
 /// A topic's next poll and what the fetch before it taught.
@@ -251,6 +254,8 @@ pub struct PollWrite {
     pub reason: PollReason,
     /// The fetch found something new: `last_change_at` becomes its time, the gap this.
     pub changed: Option<Option<Duration>>,
+    /// The feed's own rhythm, stored as the change gap when the topic has none yet.
+    pub gap_estimate: Option<Duration>,
     /// A poll found new entries although the publisher pings.
     pub missed_ping: bool,
 }
@@ -303,7 +308,7 @@ pub async fn finish(
                    poll_interval_ms = CASE WHEN $13 = 1 THEN $15 ELSE poll_interval_ms END,
                    poll_reason = CASE WHEN $13 = 1 THEN $16 ELSE poll_reason END,
                    last_change_at = CASE WHEN $17 = 1 THEN $7 ELSE last_change_at END,
-                   change_gap_ms = CASE WHEN $17 = 1 THEN $18 ELSE change_gap_ms END,
+                   change_gap_ms = CASE WHEN $17 = 1 THEN $18 ELSE COALESCE(change_gap_ms, $20) END,
                    missed_pings = missed_pings + $19
                WHERE id = $1 AND distributing_until = $12 RETURNING ping_seq, distributed_seq";
     let poll = fetched.poll.as_ref();
@@ -317,6 +322,7 @@ pub async fn finish(
         .bind(i64::from(poll.is_some_and(|p| p.changed.is_some())))
         .bind(poll.and_then(|p| p.changed.flatten()).map(millis_of))
         .bind(i64::from(poll.is_some_and(|p| p.missed_ping)))
+        .bind(poll.and_then(|p| p.gap_estimate).map(millis_of))
         .fetch_optional(c).await?);
     let (ping_seq, distributed_seq) = row.ok_or(StoreError::ClaimLost("topic"))?;
     Ok(ping_seq > distributed_seq)

@@ -351,6 +351,7 @@ async fn a_poll_taken_before_another_fetch_rescheduled_the_topic_does_not_fetch_
             interval: Duration::from_secs(3600),
             reason: PollReason::Quiet,
             changed: None,
+            gap_estimate: None,
             missed_ping: false,
         }),
         ..Default::default()
@@ -537,4 +538,49 @@ async fn fetches_carry_the_subscriber_count_with_the_users_subscribers_stand_for
         };
         assert_eq!(agent, expected);
     }
+}
+
+/// A feed the hub has never seen change starts at the rhythm its entries' own dates show
+/// (here one an hour: polled every 30 minutes), not at the minimum.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_feed_starts_from_the_rhythm_of_its_entries_dates() {
+    let app = TestApp::spawn_with(&[
+        ("HERALD_POLLING", "all"),
+        ("HERALD_POLL_MIN_INTERVAL", "200ms"),
+        ("HERALD_POLL_MAX_INTERVAL", "2h"),
+    ])
+    .await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    let entries: String = (0..4)
+        .map(|i| {
+            format!(
+                "<entry><id>urn:h:{i}</id><title>{i}</title><updated>2026-12-07T{:02}:00:00Z</updated></entry>",
+                12 - i
+            )
+        })
+        .collect();
+    publisher.set(
+        "hourly",
+        ATOM,
+        format!("<feed xmlns=\"http://www.w3.org/2005/Atom\"><id>urn:h</id>{entries}</feed>"),
+    );
+    let topic = publisher.url("hourly");
+    app.subscribed(&topic, &sub.callback("hourly"), &[]).await;
+    eventually("the first poll's schedule", || async {
+        topic_text(&app, "poll_reason", &topic).await
+    })
+    .await;
+    assert_eq!(
+        topic_text(&app, "poll_reason", &topic).await.as_deref(),
+        Some("entry rate")
+    );
+    assert_eq!(
+        topic_number(&app, "poll_interval_ms", &topic).await,
+        Some(1_800_000)
+    );
+    assert_eq!(
+        topic_number(&app, "change_gap_ms", &topic).await,
+        Some(3_600_000)
+    );
 }
