@@ -17,7 +17,7 @@ use actix_web::{App, HttpResponse, web};
 use herald::store::Db;
 
 mod support;
-use support::{HubProcess, database_url, ping};
+use support::{HubProcess, database_url, ping, seed_topics};
 
 #[derive(Default)]
 struct Arrivals(Mutex<Vec<Instant>>);
@@ -51,42 +51,6 @@ fn spawn_sink(answer: bool, arrivals: Arc<Arrivals>) -> u16 {
     port
 }
 
-async fn seed(db: &Db, topic: &str, callbacks: &[String]) {
-    let now = chrono::Utc::now().timestamp_millis();
-    macro_rules! seed_on {
-        ($pool:expr) => {{
-            let topic_id: i64 = sqlx::query_scalar(
-                "INSERT INTO topics (url, created_at) VALUES ($1, $2) RETURNING id",
-            )
-            .bind(topic)
-            .bind(now)
-            .fetch_one($pool)
-            .await
-            .expect("topic");
-            let mut tx = $pool.begin().await.expect("tx");
-            for cb in callbacks {
-                sqlx::query(
-                    "INSERT INTO subscriptions (topic_id, callback, lease_seconds, state, verified_at, expires_at,
-                         applied_request_id, created_at, updated_at)
-                     VALUES ($1, $2, 86400, 'active', $3, $4, 0, $3, $3)",
-                )
-                .bind(topic_id)
-                .bind(cb)
-                .bind(now)
-                .bind(now + 86_400_000)
-                .execute(&mut *tx)
-                .await
-                .expect("subscription");
-            }
-            tx.commit().await.expect("commit");
-        }};
-    }
-    match db {
-        Db::Sqlite(pool) => seed_on!(pool),
-        Db::Pg(pool) => seed_on!(pool),
-    }
-}
-
 struct Run {
     p50: Duration,
     p99: Duration,
@@ -114,7 +78,7 @@ async fn run(live_ports: &[u16], dead_port: Option<u16>, arrivals: &Arc<Arrivals
     let hub = app.hub_url();
     let db = Db::connect(&url).await.expect("db");
     let topic = format!("http://127.0.0.1:{}/topic", live_ports[0]);
-    seed(&db, &topic, &callbacks).await;
+    seed_topics(&db, &[(topic.clone(), callbacks)]).await;
     arrivals.0.lock().expect("lock").clear();
     let client = reqwest::Client::new();
     let start = Instant::now();

@@ -30,7 +30,7 @@ use actix_web::{App, HttpRequest, HttpResponse, web};
 use herald::store::Db;
 
 mod support;
-use support::{HubProcess, database_url, env_usize};
+use support::{HubProcess, database_url, env_usize, seed_topics};
 
 /// How a feed behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -191,44 +191,19 @@ fn serve(feeds: Arc<Feeds>, ports: usize) -> Vec<u16> {
     bound
 }
 
-/// One topic per feed, each with one active subscription (as if verified long ago).
+/// One topic per feed, subscribed now (the hub knows nothing of any feed's rhythm yet and
+/// learns it), each with one subscription whose callback is on the feed's port.
 async fn seed(db: &Db, ports: &[u16], n: usize) {
-    let now = chrono::Utc::now().timestamp_millis();
-    // Subscribed now: the hub knows nothing of any feed's rhythm yet and learns it.
-    let created = now;
-    macro_rules! seed_on {
-        ($pool:expr) => {{
-            let mut tx = $pool.begin().await.expect("tx");
-            for i in 0..n {
-                let port = ports[i % ports.len()];
-                let topic_id: i64 = sqlx::query_scalar(
-                    "INSERT INTO topics (url, created_at) VALUES ($1, $2) RETURNING id",
-                )
-                .bind(format!("http://127.0.0.1:{port}/f/{i}"))
-                .bind(created)
-                .fetch_one(&mut *tx)
-                .await
-                .expect("topic");
-                sqlx::query(
-                    "INSERT INTO subscriptions (topic_id, callback, lease_seconds, state, verified_at, expires_at,
-                         applied_request_id, created_at, updated_at)
-                     VALUES ($1, $2, 86400, 'active', $3, $4, 0, $3, $3)",
-                )
-                .bind(topic_id)
-                .bind(format!("http://127.0.0.1:{port}/cb/{i}"))
-                .bind(now)
-                .bind(now + 86_400_000)
-                .execute(&mut *tx)
-                .await
-                .expect("subscription");
-            }
-            tx.commit().await.expect("commit");
-        }};
-    }
-    match db {
-        Db::Sqlite(pool) => seed_on!(pool),
-        Db::Pg(pool) => seed_on!(pool),
-    }
+    let topics: Vec<(String, Vec<String>)> = (0..n)
+        .map(|i| {
+            let port = ports[i % ports.len()];
+            (
+                format!("http://127.0.0.1:{port}/f/{i}"),
+                vec![format!("http://127.0.0.1:{port}/cb/{i}")],
+            )
+        })
+        .collect();
+    seed_topics(db, &topics).await;
 }
 
 async fn count(db: &Db, sql: &'static str) -> i64 {

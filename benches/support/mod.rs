@@ -46,33 +46,48 @@ pub async fn database_url() -> String {
 
 /// Inserts `n` active subscriptions of `topic` with callbacks on the sink.
 pub async fn seed(db: &Db, topic: &str, sink_port: u16, n: usize) -> i64 {
+    let callbacks: Vec<String> = (0..n)
+        .map(|i| format!("http://127.0.0.1:{sink_port}/cb/{i}"))
+        .collect();
+    seed_topics(db, &[(topic.to_owned(), callbacks)]).await[0]
+}
+
+/// Inserts each topic (created now) with an active subscription (a day's lease, as if verified
+/// now) for each of its callbacks, in one transaction; returns the topics' ids in order.
+pub async fn seed_topics(db: &Db, topics: &[(String, Vec<String>)]) -> Vec<i64> {
     let now = chrono::Utc::now().timestamp_millis();
     let far = now + 86_400_000;
     macro_rules! seed_on {
         ($pool:expr) => {{
-            let topic_id: i64 = sqlx::query_scalar("INSERT INTO topics (url, created_at) VALUES ($1, $2) RETURNING id")
+            let mut tx = $pool.begin().await.expect("tx");
+            let mut ids = Vec::with_capacity(topics.len());
+            for (topic, callbacks) in topics {
+                let topic_id: i64 = sqlx::query_scalar(
+                    "INSERT INTO topics (url, created_at) VALUES ($1, $2) RETURNING id",
+                )
                 .bind(topic)
                 .bind(now)
-                .fetch_one($pool)
+                .fetch_one(&mut *tx)
                 .await
                 .expect("topic");
-            let mut tx = $pool.begin().await.expect("tx");
-            for i in 0..n {
-                sqlx::query(
-                    "INSERT INTO subscriptions (topic_id, callback, lease_seconds, state, verified_at, expires_at,
-                         applied_request_id, created_at, updated_at)
-                     VALUES ($1, $2, 86400, 'active', $3, $4, 0, $3, $3)",
-                )
-                .bind(topic_id)
-                .bind(format!("http://127.0.0.1:{sink_port}/cb/{i}"))
-                .bind(now)
-                .bind(far)
-                .execute(&mut *tx)
-                .await
-                .expect("subscription");
+                for callback in callbacks {
+                    sqlx::query(
+                        "INSERT INTO subscriptions (topic_id, callback, lease_seconds, state, verified_at, expires_at,
+                             applied_request_id, created_at, updated_at)
+                         VALUES ($1, $2, 86400, 'active', $3, $4, 0, $3, $3)",
+                    )
+                    .bind(topic_id)
+                    .bind(callback)
+                    .bind(now)
+                    .bind(far)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("subscription");
+                }
+                ids.push(topic_id);
             }
             tx.commit().await.expect("commit");
-            topic_id
+            ids
         }};
     }
     match db {

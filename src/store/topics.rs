@@ -400,10 +400,8 @@ pub async fn claim_due(
                               ORDER BY poll_next_at LIMIT $2{lock})
                  RETURNING id, url,
                      (last_pinged_at IS NOT NULL OR last_pushed_at IS NOT NULL) AS pinged,
-                     (SELECT CAST(COALESCE(SUM(COALESCE(s.on_behalf_of, 1)), 0) AS BIGINT) FROM subscriptions s
-                      WHERE s.topic_id = topics.id AND s.state = 'active' AND s.expires_at > $1)
-                     + (SELECT COUNT(*) FROM live_follows f
-                        WHERE f.topic_id = topics.id AND f.expires_at > $1) AS subscribers"
+                     {} AS subscribers",
+                users_of("topics.id", "$1")
             )
         })
     });
@@ -489,10 +487,21 @@ pub async fn wake_polls(tx: &mut Tx, ids: &[TopicId], now: UnixMs) -> Result<(),
 /// The users a topic's active, unexpired subscriptions stand for (each its `X-Hub-On-Behalf-Of`,
 /// or 1) and its live followers, at `now`.
 pub async fn subscriber_count(db: &Db, id: TopicId, now: UnixMs) -> Result<i64, StoreError> {
-    let sql = "SELECT (SELECT CAST(COALESCE(SUM(COALESCE(s.on_behalf_of, 1)), 0) AS BIGINT) FROM subscriptions s
-                       WHERE s.topic_id = $1 AND s.state = 'active' AND s.expires_at > $2)
-                    + (SELECT COUNT(*) FROM live_follows f WHERE f.topic_id = $1 AND f.expires_at > $2)";
+    static SQL: LazyLock<String> = LazyLock::new(|| format!("SELECT {}", users_of("$1", "$2")));
+    let sql = sqlx::AssertSqlSafe(SQL.as_str());
     Ok(dispatch!(db, c => sqlx::query_scalar(sql).bind(id).bind(now).fetch_one(c).await?))
+}
+
+/// The expression counting the users of the topic `topic` (an id expression) at `now` (a
+/// parameter): each active, unexpired subscription's `on_behalf_of` (or 1), and each live
+/// follower. One text for the poller's claim and the ping's fetch, on both backends
+/// (PostgreSQL's `SUM` of a bigint is numeric, hence the cast).
+fn users_of(topic: &str, now: &str) -> String {
+    format!(
+        "((SELECT CAST(COALESCE(SUM(COALESCE(s.on_behalf_of, 1)), 0) AS BIGINT) FROM subscriptions s
+           WHERE s.topic_id = {topic} AND s.state = 'active' AND s.expires_at > {now})
+          + (SELECT COUNT(*) FROM live_follows f WHERE f.topic_id = {topic} AND f.expires_at > {now}))"
+    )
 }
 
 /// Releases a claim, if still held, without marking anything distributed.
