@@ -261,8 +261,8 @@ impl Distribution {
             }
         };
 
-        // A poll that finds pings waiting is their fetch.
-        let polled = matches!(trigger, Trigger::Poll { .. }) && !topic.pings_pending;
+        // A poll never covers pings: the poller leaves a topic with pings waiting to their job.
+        let polled = matches!(trigger, Trigger::Poll { .. });
         let mut outbox = self.outbox().await?;
         let mut fanned = Fanned::default();
         match &body {
@@ -277,8 +277,7 @@ impl Distribution {
                     Trigger::Pings(job) => {
                         (DistributionSource::Ping, job.accepted_at.unwrap_or(now))
                     }
-                    Trigger::Poll { .. } if polled => (DistributionSource::Poll, now),
-                    Trigger::Poll { .. } => (DistributionSource::Ping, now),
+                    Trigger::Poll { .. } => (DistributionSource::Poll, now),
                 };
                 let fan_out = FanOut {
                     topic,

@@ -142,6 +142,12 @@ impl Distribution {
         let Some(topic) = claimed.await? else {
             return Ok(());
         };
+        // Pings wait: their job fetches (with the ping's request id and time), and its fetch
+        // writes the next poll; a lost job is the reconciler's, as before polling.
+        if topic.pings_pending {
+            topics::release(&self.db, &topic).await?;
+            return Ok(());
+        }
         let Some(_fetch_slot) = self.limits.fetch_slot(&topic.url) else {
             topics::release(&self.db, &topic).await?;
             topics::delay_due(

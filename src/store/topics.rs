@@ -109,7 +109,7 @@ pub struct ClaimedTopic {
     pub history: PollHistory,
     /// Fetches that failed in a row before this one.
     pub fetch_failures: u32,
-    /// Pings wait for a fetch (a poll that claims the topic covers them).
+    /// Pings wait for a fetch (a poll that claims the topic leaves it to their job).
     pub pings_pending: bool,
 }
 

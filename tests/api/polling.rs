@@ -272,10 +272,10 @@ async fn the_safety_net_leaves_topics_that_never_pinged_alone() {
     );
 }
 
-/// A poll that finds pings waiting (their job lost, or not yet run) is their fetch: it
-/// delivers what the publisher pinged for, once, and counts no missed ping — whichever of the
-/// poller and the reconciled ping job gets to the topic first; and a poll taken while the ping's
-/// fetch runs does not fetch again. Run a few times: the order varies.
+/// A poll that finds pings waiting (their job lost, or not yet run) leaves them to their job
+/// (reconciled at start): what the publisher pinged for is delivered once, fetched once, and
+/// no missed ping is counted — whichever of the poller and the ping job gets to the topic
+/// first. Run a few times: the order varies.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_poll_that_finds_pings_waiting_delivers_them_once() {
     for round in 0..10 {
