@@ -169,9 +169,10 @@ impl Distribution {
         // One host's topics get their share of fetches at a time: slow or failing topics of one
         // host cannot take every fetch worker.
         let Some(_fetch_slot) = self.limits.fetch_slot(&topic.url) else {
-            topics::release(&self.db, &topic).await?;
+            // This job comes back for the pings, released and pushed in one transaction.
             let due = UnixMs::now().after(HOST_BUSY_RECHECK);
             let mut outbox = self.outbox().await?;
+            topics::release(&mut outbox, &topic).await?;
             outbox
                 .push_due_later(&[Job::new(Queue::Distribute, &job).not_before(due)])
                 .await?;
@@ -197,7 +198,7 @@ impl Distribution {
                 Ok(())
             }
             Err(e) => {
-                let _ = topics::release(&self.db, topic).await;
+                let _ = self.release(topic).await;
                 Err(e)
             }
             Ok(()) => Ok(()),
@@ -355,6 +356,31 @@ impl Distribution {
         })
     }
 
+    /// Releases a claim without distributing anything. Pings whose job found the topic held
+    /// meanwhile (and ended, as a duplicate would) get a follow-up job, in the same transaction.
+    async fn release(&self, topic: &topics::ClaimedTopic) -> Result<(), StoreError> {
+        let mut outbox = self.outbox().await?;
+        let waiting = topics::release(&mut outbox, topic).await?;
+        self.follow_up_if(&mut outbox, topic.id, waiting).await?;
+        outbox.commit().await
+    }
+
+    /// Pushes a follow-up distribution of `topic` into `outbox` when pings are `waiting`.
+    async fn follow_up_if(
+        &self,
+        outbox: &mut Outbox,
+        topic: TopicId,
+        waiting: bool,
+    ) -> Result<(), StoreError> {
+        if waiting {
+            let follow_up = DistributeJob::follow_up(topic);
+            outbox
+                .push(&[Job::new(Queue::Distribute, &follow_up)])
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Releases the topic (marking pings up to `seq` distributed), pushes the jobs that send
     /// `to_send` (see [`Delivery::sending`]) and a follow-up distribution when pings are still
     /// waiting, commits (waking the workers) and starts an express run.
@@ -367,12 +393,8 @@ impl Distribution {
         to_send: Vec<Vec<DeliveryId>>,
     ) -> Result<(), StoreError> {
         let sending = self.delivery.sending(to_send, UnixMs::now());
-        if topics::finish(&mut outbox, topic, seq, record, UnixMs::now()).await? {
-            let follow_up = DistributeJob::follow_up(topic.id);
-            outbox
-                .push(&[Job::new(Queue::Distribute, &follow_up)])
-                .await?;
-        }
+        let waiting = topics::finish(&mut outbox, topic, seq, record, UnixMs::now()).await?;
+        self.follow_up_if(&mut outbox, topic.id, waiting).await?;
         let express = sending.push(&mut outbox).await?;
         outbox.commit().await?;
         if let Some(express) = express {
@@ -404,15 +426,19 @@ impl Distribution {
         };
         let poll = self.next_poll(topic, outcome, None, None, false, now);
         let mut outbox = self.outbox().await?;
-        if !topics::fetch_failed(&mut outbox, topic, error, poll.as_ref(), now).await? {
+        let Some(waiting) =
+            topics::fetch_failed(&mut outbox, topic, error, poll.as_ref(), now).await?
+        else {
             tracing::warn!(url = %topic.url, "fetch outlived its claim; another worker took the topic over");
             return Ok(());
-        }
+        };
         let job = match trigger {
             Trigger::Pings(job) => job,
             Trigger::Poll { .. } => {
                 self.metrics.poll("failed");
                 tracing::info!(url = %topic.url, %error, %detail, next_poll_in = ?poll.map(|p| p.interval), "topic poll failed");
+                // A ping that came during the poll found the topic held: its fetch is owed.
+                self.follow_up_if(&mut outbox, topic.id, waiting).await?;
                 outbox.commit().await?;
                 return Ok(());
             }

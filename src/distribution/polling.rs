@@ -138,18 +138,14 @@ impl Distribution {
             ClaimFor::Poll { lease },
             &self.process,
         );
-        // A distribution of the topic is running or just ran: its fetch writes the next poll.
+        // A distribution of the topic is running or just ran, or pings wait for their job
+        // (which fetches with the ping's request id and time): that fetch writes the next poll.
+        // A lost job is the reconciler's, as before polling.
         let Some(topic) = claimed.await? else {
             return Ok(());
         };
-        // Pings wait: their job fetches (with the ping's request id and time), and its fetch
-        // writes the next poll; a lost job is the reconciler's, as before polling.
-        if topic.pings_pending {
-            topics::release(&self.db, &topic).await?;
-            return Ok(());
-        }
         let Some(_fetch_slot) = self.limits.fetch_slot(&topic.url) else {
-            topics::release(&self.db, &topic).await?;
+            self.release(&topic).await?;
             topics::delay_due(
                 &self.db,
                 due.id,

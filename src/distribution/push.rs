@@ -64,7 +64,7 @@ impl Distribution {
         };
         let result = self.push_claimed(&topic, content_type, body).await;
         if result.is_err() {
-            let _ = topics::release(&self.db, &topic).await;
+            let _ = self.release(&topic).await;
         }
         result
     }

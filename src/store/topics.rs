@@ -109,13 +109,10 @@ pub struct ClaimedTopic {
     pub history: PollHistory,
     /// Fetches that failed in a row before this one.
     pub fetch_failures: u32,
-    /// Pings wait for a fetch (a poll that claims the topic leaves it to their job).
-    pub pings_pending: bool,
 }
 
 /// The columns of a topic row a distribution reads.
-const CLAIMED_COLUMNS: &str =
-    "id, distributing_until, url, ping_seq, distributed_seq, etag, last_modified,
+const CLAIMED_COLUMNS: &str = "id, distributing_until, url, ping_seq, etag, last_modified,
     content_hash, created_at, last_change_at, change_gap_ms, missed_pings, last_pinged_at,
     last_pushed_at, fetch_failures, failing_since";
 
@@ -125,7 +122,6 @@ struct ClaimedRow {
     distributing_until: UnixMs,
     url: String,
     ping_seq: i64,
-    distributed_seq: i64,
     etag: Option<String>,
     last_modified: Option<String>,
     content_hash: Option<String>,
@@ -171,7 +167,6 @@ impl TryFrom<ClaimedRow> for ClaimedTopic {
                 failing_since: r.failing_since,
             },
             fetch_failures: u32::try_from(r.fetch_failures).unwrap_or(u32::MAX),
-            pings_pending: r.ping_seq > r.distributed_seq,
         })
     }
 }
@@ -183,13 +178,14 @@ pub enum ClaimFor {
     Pings,
     /// A producer's push: whether or not pings are pending.
     Push,
-    /// A scheduled poll, taken until `lease` (`claim_due`): whether or not pings are pending
-    /// (it covers them), but not once a fetch since has written the topic's next poll.
+    /// A scheduled poll, taken until `lease` (`claim_due`): only when no ping is pending (the
+    /// pings' job fetches; had the poll taken the topic, that job would find it held and end),
+    /// and not once a fetch since has written the topic's next poll.
     Poll { lease: UnixMs },
 }
 
 /// Claims a topic for distribution until `hold_until`. `None` while another distribution holds
-/// it, or (for pings) when none is pending.
+/// it, for pings when none is pending, and for a poll when some are.
 pub async fn claim(
     db: &Db,
     id: TopicId,
@@ -201,13 +197,20 @@ pub async fn claim(
     static CLAIM: LazyLock<String> = LazyLock::new(|| {
         format!(
             "UPDATE topics SET distributing_until = $3, distributing_by = $5
-             WHERE id = $1 AND ($4 = 0 OR ping_seq > distributed_seq)
+             WHERE id = $1
+               AND CASE $4 WHEN 1 THEN ping_seq > distributed_seq
+                           WHEN 2 THEN ping_seq <= distributed_seq ELSE TRUE END
                AND (distributing_until IS NULL OR distributing_until < $2)
                AND ($6 = 0 OR poll_next_at = $6)
              RETURNING {CLAIMED_COLUMNS}"
         )
     });
-    let pings_only = i64::from(purpose == ClaimFor::Pings);
+    // Pings: only with pings pending; a poll: only without; a push: either way.
+    let pings: i64 = match purpose {
+        ClaimFor::Pings => 1,
+        ClaimFor::Poll { .. } => 2,
+        ClaimFor::Push => 0,
+    };
     let poll_lease = match purpose {
         ClaimFor::Poll { lease } => lease.as_millis(),
         _ => 0,
@@ -215,7 +218,7 @@ pub async fn claim(
     let hold_until = claim_token(hold_until);
     let sql = sqlx::AssertSqlSafe(CLAIM.as_str());
     let row = dispatch!(db, c => sqlx::query_as::<_, ClaimedRow>(sql)
-        .bind(id).bind(now).bind(hold_until).bind(pings_only).bind(owner).bind(poll_lease)
+        .bind(id).bind(now).bind(hold_until).bind(pings).bind(owner).bind(poll_lease)
         .fetch_optional(c).await?);
     row.map(ClaimedTopic::try_from).transpose()
 }
@@ -347,26 +350,27 @@ pub async fn find_subscribed(
 }
 
 /// A fetch that failed: the error is kept and the claim released, the pings stay pending.
-/// Returns false when the claim had been lost (nothing written).
+/// Returns whether pings are waiting, or `None` when the claim had been lost (nothing written).
 pub async fn fetch_failed(
     tx: &mut Tx,
     claim: &ClaimedTopic,
     error: &str,
     poll: Option<&PollWrite>,
     now: UnixMs,
-) -> Result<bool, StoreError> {
+) -> Result<Option<bool>, StoreError> {
     let sql = "UPDATE topics SET distributing_until = NULL, distributing_by = NULL, last_fetch_error = $2,
                    fetch_failures = fetch_failures + 1, last_fetched_at = $3,
                    failing_since = COALESCE(failing_since, $3)
-               WHERE id = $1 AND distributing_until = $4";
-    let n = dispatch_tx!(tx, c => sqlx::query(sql).bind(claim.id).bind(error).bind(now)
-        .bind(claim.held_until).execute(c).await?.rows_affected());
-    if n == 1
-        && let Some(poll) = poll
-    {
+               WHERE id = $1 AND distributing_until = $4 RETURNING ping_seq, distributed_seq";
+    let row: Option<(i64, i64)> = dispatch_tx!(tx, c => sqlx::query_as(sql).bind(claim.id)
+        .bind(error).bind(now).bind(claim.held_until).fetch_optional(c).await?);
+    let Some((ping_seq, distributed_seq)) = row else {
+        return Ok(None);
+    };
+    if let Some(poll) = poll {
         write_poll(tx, claim.id, poll, now).await?;
     }
-    Ok(n == 1)
+    Ok(Some(ping_seq > distributed_seq))
 }
 
 /// A topic whose poll came due, taken by one poller until `lease_until`.
@@ -504,14 +508,15 @@ fn users_of(topic: &str, now: &str) -> String {
     )
 }
 
-/// Releases a claim, if still held, without marking anything distributed.
-pub async fn release(db: &Db, claim: &ClaimedTopic) -> Result<(), StoreError> {
+/// Releases a claim, if still held, without marking anything distributed. Whether pings are
+/// waiting: a ping whose job found the topic held while this claim was in force is left to
+/// the caller, which pushes a follow-up (see `Distribution::release`).
+pub async fn release(tx: &mut Tx, claim: &ClaimedTopic) -> Result<bool, StoreError> {
     let sql = "UPDATE topics SET distributing_until = NULL, distributing_by = NULL
-               WHERE id = $1 AND distributing_until = $2";
-    dispatch!(db, c => {
-        sqlx::query(sql).bind(claim.id).bind(claim.held_until).execute(c).await?;
-    });
-    Ok(())
+               WHERE id = $1 AND distributing_until = $2 RETURNING ping_seq, distributed_seq";
+    let row: Option<(i64, i64)> = dispatch_tx!(tx, c => sqlx::query_as(sql)
+        .bind(claim.id).bind(claim.held_until).fetch_optional(c).await?);
+    Ok(row.is_some_and(|(ping_seq, distributed_seq)| ping_seq > distributed_seq))
 }
 
 /// Gives up on the pings up to `seq` after repeated fetch failures.

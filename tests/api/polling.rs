@@ -370,6 +370,88 @@ async fn a_poll_taken_before_another_fetch_rescheduled_the_topic_does_not_fetch_
     );
 }
 
+/// The race behind a lost ping, made to happen in order: a ping is recorded and its job not
+/// yet run when a poller takes the topic. The poll must not claim it (its job would find the
+/// topic held and end, and a poll does not cover pings): the ping's job claims it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poll_does_not_claim_a_topic_whose_pings_wait_for_their_job() {
+    use herald::{
+        domain::ids::{ProcessId, UnixMs},
+        store::topics::{self, ClaimFor},
+    };
+    let web = TestApp::spawn_with(&[("HERALD_ROLE", "web")]).await;
+    let sub = Subscriber::spawn();
+    let worker = web.sibling(&[("HERALD_ROLE", "worker")]).await;
+    let topic = "http://127.0.0.1:9/pinged";
+    web.subscribed(topic, &sub.callback("pinged"), &[]).await;
+    worker.stop().await;
+    assert_eq!(web.publish(topic).await, reqwest::StatusCode::NO_CONTENT);
+    web.exec("UPDATE topics SET poll_next_at = 0").await;
+    let db = web.db();
+    let me = ProcessId::generate();
+    let now = UnixMs::now();
+    let lease = now.after(Duration::from_secs(60));
+    let due = topics::claim_due(db, now, lease, 10).await.expect("claim");
+    assert_eq!(due.len(), 1);
+    let hold = now.after(Duration::from_secs(30));
+    let polled = topics::claim(db, due[0].id, now, hold, ClaimFor::Poll { lease }, &me)
+        .await
+        .expect("claim");
+    assert!(polled.is_none(), "a poll took a topic whose pings wait");
+    let pinged = topics::claim(db, due[0].id, now, hold, ClaimFor::Pings, &me)
+        .await
+        .expect("claim");
+    assert!(pinged.is_some(), "the ping's job must find the topic free");
+}
+
+/// A ping that arrives while a poll's fetch of its topic is under way finds the topic held,
+/// and its job ends; the poll fails. The failed poll must hand the ping on (a follow-up job),
+/// not leave it to the reconciler a minute later: the new content is delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ping_during_a_failing_poll_is_not_lost() {
+    let app = TestApp::spawn_with(&fast("safety-net")).await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("busy", ATOM, atom(&[("urn:b:1", "one")]));
+    let topic = publisher.url("busy");
+    app.subscribed(&topic, &sub.callback("busy"), &[]).await;
+    app.publish(&topic).await;
+    sub.wait_deliveries("busy", 1).await;
+    app.wait_topics_idle().await;
+
+    // The next poll hangs, then fails.
+    publisher.set_gated("busy");
+    publisher.set_status("busy", 500);
+    app.exec("UPDATE topics SET poll_next_at = 0").await;
+    eventually("the poll's fetch to be under way", || async {
+        (publisher.fetches("busy") == 2).then_some(())
+    })
+    .await;
+    // A ping meanwhile: its job finds the topic held by the poll and ends.
+    app.publish(&topic).await;
+    let unfinished = match app.db() {
+        herald::store::Db::Sqlite(_) => {
+            "SELECT COUNT(*) FROM Jobs WHERE job_type = 'hubdistrib' AND status <> 'Done'"
+        }
+        herald::store::Db::Pg(_) => {
+            "SELECT COUNT(*) FROM apalis.jobs WHERE job_type = 'hubdistrib' AND status <> 'Done'"
+        }
+    };
+    eventually("the ping's job to end", || async {
+        (app.count(unfinished).await == 0).then_some(())
+    })
+    .await;
+    publisher.open_gate();
+    app.wait_fetch_error(&topic).await;
+    publisher.set(
+        "busy",
+        ATOM,
+        atom(&[("urn:b:2", "two"), ("urn:b:1", "one")]),
+    );
+    let got = sub.wait_deliveries("busy", 2).await;
+    assert!(String::from_utf8_lossy(&got[1].body).contains("urn:b:2"));
+}
+
 /// A topic whose every fetch failed for the give-up time is parked (polled no more); a new
 /// subscriber asks for it again, and a poll comes at once.
 #[tokio::test(flavor = "multi_thread")]
