@@ -303,12 +303,7 @@ pub const HOST_BUSY_DEFER: Duration = Duration::from_millis(500);
 
 /// A callback host as limits count it: host and port (one server).
 pub fn host_key(url: &HubUrl) -> String {
-    let u = url.as_url();
-    format!(
-        "{}:{}",
-        u.host_str().unwrap_or_default(),
-        u.port_or_known_default().unwrap_or(0)
-    )
+    url.host_key()
 }
 
 fn quota(rate: RateLimit) -> Quota {

@@ -288,6 +288,19 @@ pub struct ServeArgs {
     /// are spread out at this rate, so thousands of feeds on one host do not arrive at once.
     #[arg(long, env = "HERALD_POLL_HOST_RATE", default_value = "1/s,4")]
     pub poll_host_rate: RateSetting,
+    /// With HERALD_POLLING=all, the most feeds that never pinged (polled for their subscribers
+    /// alone) one callback host (host:port) may subscribe to; a subscription beyond it is
+    /// denied. 0: no cap.
+    #[arg(
+        long,
+        env = "HERALD_POLL_MAX_PER_CALLBACK_HOST",
+        default_value_t = 10_000
+    )]
+    pub poll_max_per_callback_host: u64,
+    /// With HERALD_POLLING=all, the most feeds that never pinged the subscribe requests of one
+    /// client address may have the hub poll; a subscription beyond it is denied. 0: no cap.
+    #[arg(long, env = "HERALD_POLL_MAX_PER_SUBSCRIBER", default_value_t = 10_000)]
+    pub poll_max_per_subscriber: u64,
     /// The most entries one `hub.mode=retrieve` answer gives (the latest stored body of the
     /// topic, cut to them; docs/polling.md, "Catch-up").
     #[arg(long, env = "HERALD_RETRIEVE_ENTRIES", default_value_t = 50)]

@@ -150,6 +150,13 @@ pub struct SweepSettings {
 #[derive(Debug, Clone)]
 pub struct VerificationSettings {
     pub timeout: Duration,
+    /// Whether feeds that never pinged are polled (`HERALD_POLLING=all`), and so subject to
+    /// the caps below.
+    pub polls_unpinged: bool,
+    /// The caps on feeds that never pinged, per callback host and per client address
+    /// (`HERALD_POLL_MAX_PER_CALLBACK_HOST`, `HERALD_POLL_MAX_PER_SUBSCRIBER`; `None`: none).
+    pub poll_cap_per_callback_host: Option<u64>,
+    pub poll_cap_per_subscriber: Option<u64>,
 }
 
 /// Topic fetches (`distribution`).
@@ -361,6 +368,11 @@ impl TryFrom<ServeArgs> for Settings {
             },
             verification: VerificationSettings {
                 timeout: a.verify_timeout,
+                polls_unpinged: a.polling == PollingMode::All,
+                poll_cap_per_callback_host: (a.poll_max_per_callback_host > 0)
+                    .then_some(a.poll_max_per_callback_host),
+                poll_cap_per_subscriber: (a.poll_max_per_subscriber > 0)
+                    .then_some(a.poll_max_per_subscriber),
             },
             fetch: FetchSettings {
                 timeout: a.fetch_timeout,

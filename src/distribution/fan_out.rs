@@ -138,7 +138,7 @@ impl Distribution {
 
 /// Identifies a document made of ranges of a body by the body's hash and the ranges (the
 /// document itself is only assembled when sent); a whole body by its own hash.
-fn document_hash(body_hash: &str, ranges: Option<&[std::ops::Range<usize>]>) -> String {
+pub(super) fn document_hash(body_hash: &str, ranges: Option<&[std::ops::Range<usize>]>) -> String {
     let Some(ranges) = ranges else {
         return body_hash.to_owned();
     };

@@ -26,6 +26,7 @@ pub mod ping;
 mod plan;
 pub mod polling;
 pub mod push;
+pub mod replay;
 
 use std::{sync::Arc, time::Duration};
 

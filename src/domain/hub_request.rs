@@ -101,7 +101,17 @@ pub struct SubscriptionRequest {
     /// PuSH 0.3 §7.3: how many users the subscriber subscribes for (`X-Hub-On-Behalf-Of`, a
     /// header of the HTTP request, set by the HTTP layer; [`on_behalf_of`] reads it).
     pub on_behalf_of: Option<u32>,
+    /// `herald.replay`: after verification, deliver the topic's latest this many entries (the
+    /// gap between the subscriber's last fetch and its subscription; w3c/websub#174).
+    pub replay: Option<u32>,
+    /// The address the request came from (set by the HTTP layer; `None` for renewals the hub
+    /// makes): what the cap on feeds polled for one subscriber counts by.
+    pub client: Option<std::net::IpAddr>,
 }
+
+/// The most entries `herald.replay` may ask for (the hub's `HERALD_RETRIEVE_ENTRIES` may hold
+/// it to fewer).
+pub const MAX_REPLAY: u32 = 1_000;
 
 /// The most users one subscription may say it stands for (a larger claim is held to it).
 pub const MAX_ON_BEHALF_OF: u32 = 1_000_000;
@@ -124,6 +134,9 @@ impl std::fmt::Debug for SubscriptionRequest {
             .field("delivery_mode", &self.delivery_mode)
             .field("legacy", &self.legacy)
             .field("verify_token", &self.verify_token.as_ref().map(|_| "***"))
+            .field("on_behalf_of", &self.on_behalf_of)
+            .field("replay", &self.replay)
+            .field("client", &self.client)
             .finish()
     }
 }
@@ -158,6 +171,8 @@ pub enum HubRequestError {
     Secret(#[from] SecretTooLong),
     #[error("hub.verify_token must be at most {MAX_VERIFY_TOKEN_BYTES} bytes")]
     VerifyTokenTooLong,
+    #[error("herald.replay must be a whole number from 1 to {MAX_REPLAY}")]
+    Replay,
     #[error("herald.delivery {0}")]
     DeliveryMode(super::vocabulary::NotOneOf),
     #[error("a publish ping needs at least one hub.url or hub.topic")]
@@ -267,8 +282,8 @@ impl TryFrom<&[(String, String)]> for HubRequest {
         };
         let callback = form.required_url("hub.callback")?;
         let topic = form.required_url("hub.topic")?;
-        let (lease_seconds, secret, delivery_mode) = match mode {
-            Mode::Unsubscribe => (None, None, None),
+        let (lease_seconds, secret, delivery_mode, replay) = match mode {
+            Mode::Unsubscribe => (None, None, None, None),
             Mode::Subscribe => {
                 let lease = match form.one("hub.lease_seconds")? {
                     None | Some("") => None,
@@ -278,7 +293,21 @@ impl TryFrom<&[(String, String)]> for HubRequest {
                     None | Some("") => None,
                     Some(raw) => Some(raw.parse().map_err(HubRequestError::DeliveryMode)?),
                 };
-                (lease, Secret::parse(form.one("hub.secret")?)?, delivery)
+                let replay = match form.one("herald.replay")? {
+                    None | Some("") => None,
+                    Some(raw) => Some(
+                        raw.parse::<u32>()
+                            .ok()
+                            .filter(|n| (1..=MAX_REPLAY).contains(n))
+                            .ok_or(HubRequestError::Replay)?,
+                    ),
+                };
+                (
+                    lease,
+                    Secret::parse(form.one("hub.secret")?)?,
+                    delivery,
+                    replay,
+                )
             }
         };
         // PuSH 0.3 §6.1: hub.verify may repeat in order of preference; unknown keywords are
@@ -312,6 +341,8 @@ impl TryFrom<&[(String, String)]> for HubRequest {
             legacy,
             verify_token,
             on_behalf_of: None,
+            replay,
+            client: None,
         })))
     }
 }

@@ -77,6 +77,16 @@ impl HubUrl {
         &self.canonical
     }
 
+    /// `host:port` (the port the scheme implies when none is written): the unit the hub's
+    /// per-host limits, breakers and caps count by.
+    pub fn host_key(&self) -> String {
+        format!(
+            "{}:{}",
+            self.parsed.host_str().unwrap_or_default(),
+            self.parsed.port_or_known_default().unwrap_or(0)
+        )
+    }
+
     pub fn as_url(&self) -> &url::Url {
         &self.parsed
     }

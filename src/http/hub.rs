@@ -62,9 +62,9 @@ pub enum HubError {
     CallbackHostLimited(u64),
     #[error("the request body did not arrive within {0} s")]
     SlowBody(u64),
-    /// `hub.mode=retrieve` that does not read.
+    /// A parameter that does not read (retrieve's, or beyond this hub's bounds).
     #[error("{0}")]
-    BadRetrieve(String),
+    BadParameter(String),
     /// `hub.mode=retrieve` for a topic this hub has nothing of, or from a caller that did not
     /// prove it subscribes to it (the same answer, so strangers learn nothing).
     #[error(
@@ -97,7 +97,7 @@ impl ResponseError for HubError {
             Self::BadRequest(_)
             | Self::CallbackRefused(_)
             | Self::Body(_)
-            | Self::BadRetrieve(_) => StatusCode::BAD_REQUEST,
+            | Self::BadParameter(_) => StatusCode::BAD_REQUEST,
             Self::NothingToRetrieve => StatusCode::NOT_FOUND,
             Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -170,6 +170,15 @@ pub async fn post(
                 req.head(),
                 req.peer_addr().map(|a| a.ip()),
             );
+            request.client = client;
+            // herald.replay comes from the latest stored body, as retrieve does: held to its
+            // bound.
+            let most = ctx.access.retrieve_max;
+            if request.replay.is_some_and(|n| n as usize > most) {
+                return Err(HubError::BadParameter(format!(
+                    "herald.replay may ask for at most {most} entries on this hub"
+                )));
+            }
             match ctx.verification.intent(&request, client).await? {
                 Intent::Accepted(_) => {}
                 // PuSH 0.3 §6.1.2: verified before the answer; 204 when it succeeded.

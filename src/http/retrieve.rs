@@ -35,7 +35,7 @@ pub async fn retrieve(
     pairs: &[(String, String)],
 ) -> Result<HttpResponse, HubError> {
     let param = |name: &str| param(pairs, name);
-    let bad = |what: String| HubError::BadRetrieve(what);
+    let bad = |what: String| HubError::BadParameter(what);
     let topic = param("hub.topic").ok_or_else(|| bad("hub.topic is required".into()))?;
     let topic = HubUrl::parse(topic).map_err(|e| bad(format!("hub.topic {e}")))?;
     let max = ctx.access.retrieve_max;
@@ -51,13 +51,16 @@ pub async fn retrieve(
     if !allowed(req, ctx, &topic, pairs, now).await? {
         return Err(HubError::NothingToRetrieve);
     }
+    // The body first, then the topic's state: what the headers say is at least as new as
+    // the body (read the other way round, a fetch committing in between left a body with the
+    // state of before its fetch).
+    let Some(body) = bodies::latest(&ctx.db, topic.as_str()).await? else {
+        return Err(HubError::NothingToRetrieve);
+    };
     let Some(t) = views::topics(&ctx.db, Some(topic.as_str()), now, None, 1)
         .await?
         .pop()
     else {
-        return Err(HubError::NothingToRetrieve);
-    };
-    let Some(body) = bodies::latest(&ctx.db, t.id).await? else {
         return Err(HubError::NothingToRetrieve);
     };
     let document = match feed::analyze(t.content_type.as_deref(), &body) {

@@ -129,6 +129,8 @@ impl Runtime {
             lease: settings.lease.policy,
             poll: settings.queue.poll,
             intake: Intake::start(db.clone(), wakers.clone()),
+            public_url: public_url.clone(),
+            delivery: delivery.clone(),
         });
         let upkeep = Arc::new(Upkeep {
             db: db.clone(),

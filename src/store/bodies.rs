@@ -25,12 +25,38 @@ pub async fn insert(
     Ok(id)
 }
 
-/// The latest body stored for a topic (within retention).
-pub async fn latest(db: &Db, topic_id: TopicId) -> Result<Option<Bytes>, StoreError> {
-    let sql = "SELECT body FROM bodies WHERE topic_id = $1 ORDER BY id DESC LIMIT 1";
+/// The latest body stored for the topic `url` (within retention).
+pub async fn latest(db: &Db, url: &str) -> Result<Option<Bytes>, StoreError> {
+    let sql = "SELECT b.body FROM bodies b JOIN topics t ON t.id = b.topic_id
+               WHERE t.url = $1 ORDER BY b.id DESC LIMIT 1";
     let body: Option<Vec<u8>> =
-        dispatch!(db, c => sqlx::query_scalar(sql).bind(topic_id).fetch_optional(c).await?);
+        dispatch!(db, c => sqlx::query_scalar(sql).bind(url).fetch_optional(c).await?);
     Ok(body.map(Bytes::from))
+}
+
+/// The latest body stored for a topic (within retention), with its id, hash and the
+/// topic's Content-Type, read in `tx`.
+pub async fn latest_of(tx: &mut Tx, topic_id: TopicId) -> Result<Option<Latest>, StoreError> {
+    let sql = "SELECT b.id, b.body, b.content_hash, t.content_type
+               FROM bodies b JOIN topics t ON t.id = b.topic_id
+               WHERE b.topic_id = $1 ORDER BY b.id DESC LIMIT 1";
+    let row: Option<(BodyId, Vec<u8>, String, Option<String>)> = dispatch_tx!(tx, c =>
+        sqlx::query_as(sql).bind(topic_id).fetch_optional(c).await?);
+    Ok(row.map(|(id, body, content_hash, content_type)| Latest {
+        id,
+        body: Bytes::from(body),
+        content_hash,
+        content_type,
+    }))
+}
+
+/// A topic's latest stored body.
+#[derive(Debug)]
+pub struct Latest {
+    pub id: BodyId,
+    pub body: Bytes,
+    pub content_hash: String,
+    pub content_type: Option<String>,
 }
 
 /// The given bodies, keyed by id; each is loaded once however many documents use it.

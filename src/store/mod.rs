@@ -204,6 +204,8 @@ pub(crate) struct StoredRequestParts {
     pub legacy: Option<crate::domain::hub_request::VerifyMode>,
     pub verify_token: Option<String>,
     pub on_behalf_of: Option<i64>,
+    pub replay: Option<i64>,
+    pub client_addr: Option<String>,
 }
 
 impl TryFrom<StoredRequestParts> for crate::domain::hub_request::SubscriptionRequest {
@@ -226,6 +228,12 @@ impl TryFrom<StoredRequestParts> for crate::domain::hub_request::SubscriptionReq
             legacy: p.legacy,
             verify_token: p.verify_token,
             on_behalf_of: p.on_behalf_of.and_then(|n| u32::try_from(n).ok()),
+            replay: p.replay.and_then(|n| u32::try_from(n).ok()),
+            client: p
+                .client_addr
+                .map(|a| a.parse())
+                .transpose()
+                .map_err(|e| bad(format!("client_addr {e}")))?,
         })
     }
 }

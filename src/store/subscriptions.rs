@@ -5,8 +5,8 @@
 //! decision. Unsubscribed and ended rows are kept with their state for that reason.
 
 use super::{
-    Db, StoreError, StoredRequestParts, Tx, bind_all, delete_older_in_batches, dispatch_tx,
-    in_list_chunks,
+    Db, StoreError, StoredRequestParts, Tx, bind_all, delete_older_in_batches, dispatch,
+    dispatch_tx, in_list_chunks,
 };
 use crate::domain::{
     delivery_mode::DeliveryMode,
@@ -38,14 +38,14 @@ pub async fn activate_many(
     if let Tx::Pg(t) = tx {
         return activate_many_pg(t, activations, now).await;
     }
-    const COLUMNS: usize = 12;
+    const COLUMNS: usize = 14;
     let mut changed = 0;
     for chunk in activations.chunks(ACTIVATE_CHUNK) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| {
                 let p = |k: usize| format!("${}", i * COLUMNS + k);
                 format!(
-                    "({}, {}, {}, {}, 'active', {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                    "({}, {}, {}, {}, 'active', {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
                     p(1),
                     p(2),
                     p(3),
@@ -58,7 +58,9 @@ pub async fn activate_many(
                     p(9),
                     p(10),
                     p(11),
-                    p(12)
+                    p(12),
+                    p(13),
+                    p(14)
                 )
             })
             .collect();
@@ -76,7 +78,8 @@ pub async fn activate_many(
                     .bind(a.expires_at()).bind(a.request_id).bind(now)
                     .bind(r.delivery_mode.map(DeliveryMode::as_str))
                     .bind(i64::from(r.legacy.is_some())).bind(r.verify_token.as_deref())
-                    .bind(r.on_behalf_of.map(i64::from));
+                    .bind(r.on_behalf_of.map(i64::from))
+                    .bind(r.callback.host_key()).bind(r.client.map(|c| c.to_string()));
             }
             q.execute(c).await?.rows_affected()
         });
@@ -87,7 +90,7 @@ pub async fn activate_many(
 const ACTIVATE_INSERT: &str = "INSERT INTO subscriptions
     (topic_id, callback, secret, lease_seconds, state, verified_at, expires_at,
      applied_request_id, created_at, updated_at, delivery_mode, legacy, verify_token,
-     on_behalf_of)";
+     on_behalf_of, callback_host, client_addr)";
 
 const ACTIVATE_CONFLICT: &str = "ON CONFLICT (topic_id, callback) DO UPDATE SET
     secret = excluded.secret, lease_seconds = excluded.lease_seconds,
@@ -95,7 +98,9 @@ const ACTIVATE_CONFLICT: &str = "ON CONFLICT (topic_id, callback) DO UPDATE SET
     expires_at = excluded.expires_at, applied_request_id = excluded.applied_request_id,
     updated_at = excluded.updated_at, delivery_mode = excluded.delivery_mode,
     legacy = excluded.legacy, verify_token = excluded.verify_token,
-    on_behalf_of = excluded.on_behalf_of, renewal_requested_at = NULL, ended_at = NULL
+    on_behalf_of = excluded.on_behalf_of, callback_host = excluded.callback_host,
+    client_addr = COALESCE(excluded.client_addr, subscriptions.client_addr),
+    renewal_requested_at = NULL, ended_at = NULL
     WHERE subscriptions.applied_request_id < excluded.applied_request_id";
 
 impl Activation<'_> {
@@ -121,12 +126,14 @@ async fn activate_many_pg(
         format!(
             "{ACTIVATE_INSERT}
              SELECT topic_id, callback, secret, lease_seconds, 'active', verified_at, expires_at,
-                    applied_request_id, $8, $8, delivery_mode, legacy, verify_token, on_behalf_of
+                    applied_request_id, $8, $8, delivery_mode, legacy, verify_token, on_behalf_of,
+                    callback_host, client_addr
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
                          $6::bigint[], $7::bigint[], $9::text[], $10::bigint[], $11::text[],
-                         $12::bigint[])
+                         $12::bigint[], $13::text[], $14::text[])
                  AS a (topic_id, callback, secret, lease_seconds, verified_at, expires_at,
-                       applied_request_id, delivery_mode, legacy, verify_token, on_behalf_of)
+                       applied_request_id, delivery_mode, legacy, verify_token, on_behalf_of,
+                       callback_host, client_addr)
              {ACTIVATE_CONFLICT}"
         )
     });
@@ -152,13 +159,25 @@ async fn activate_many_pg(
                 .map(|a| a.request.on_behalf_of.map(i64::from))
                 .collect::<Vec<_>>(),
         )
+        .bind(
+            activations
+                .iter()
+                .map(|a| a.request.callback.host_key())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            activations
+                .iter()
+                .map(|a| a.request.client.map(|c| c.to_string()))
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut **t)
         .await?
         .rows_affected();
     Ok(changed)
 }
 
-/// Activations written per statement (11 values each).
+/// Activations written per statement (14 values each).
 const ACTIVATE_CHUNK: usize = 64;
 
 /// A verified unsubscribe. Returns false when there was nothing (newer) to remove.
@@ -269,6 +288,7 @@ struct RenewalRow {
     legacy: i64,
     verify_token: Option<String>,
     on_behalf_of: Option<i64>,
+    client_addr: Option<String>,
 }
 
 impl TryFrom<RenewalRow> for SubscriptionRequest {
@@ -288,6 +308,8 @@ impl TryFrom<RenewalRow> for SubscriptionRequest {
             legacy: (r.legacy == 1).then_some(VerifyMode::Async),
             verify_token: r.verify_token,
             on_behalf_of: r.on_behalf_of,
+            replay: None,
+            client_addr: r.client_addr,
         })
     }
 }
@@ -315,7 +337,7 @@ pub async fn claim_renewals(
         .bind(now).bind(now.after(within)).bind(i64::from(all)).fetch_all(c).await?);
     let select =
         "SELECT s.id, t.url AS topic, s.callback, s.secret, s.lease_seconds, s.delivery_mode,
-                         s.legacy, s.verify_token, s.on_behalf_of
+                         s.legacy, s.verify_token, s.on_behalf_of, s.client_addr
                   FROM subscriptions s JOIN topics t ON t.id = s.topic_id WHERE s.id IN ({list})";
     let mut renewals = Vec::with_capacity(ids.len());
     for (sql, chunk) in in_list_chunks(select, 1, &ids) {
@@ -389,4 +411,66 @@ pub async fn delete_ids(tx: &mut Tx, ids: &[SubscriptionId]) -> Result<u64, Stor
         });
     }
     Ok(deleted)
+}
+
+/// Who a cap on polled feeds counts for: a callback host (`host:port`), or the address
+/// subscribe requests came from.
+#[derive(Debug, Clone, Copy)]
+pub enum PolledFor<'a> {
+    CallbackHost(&'a str),
+    Client(&'a str),
+}
+
+/// Whether `topic` is a feed the hub would poll for its subscribers alone: unknown, or never
+/// pinged nor pushed.
+pub async fn is_unpinged(db: &Db, topic: &HubUrl) -> Result<bool, StoreError> {
+    let sql = "SELECT CASE WHEN last_pinged_at IS NULL AND last_pushed_at IS NULL THEN 1 ELSE 0 END
+               FROM topics WHERE url = $1";
+    let unpinged: Option<i64> = dispatch!(db, c => sqlx::query_scalar(sql)
+        .bind(topic.as_str()).fetch_optional(c).await?);
+    Ok(unpinged.is_none_or(|u| u == 1))
+}
+
+/// How many feeds that never pinged nor were pushed, other than `topic`, the active
+/// subscriptions of `whom` are to — counted up to `cap` (enough to tell whether it is
+/// reached), through the partial indexes on `callback_host` and `client_addr`.
+pub async fn unpinged_feeds_of(
+    db: &Db,
+    whom: PolledFor<'_>,
+    topic: &HubUrl,
+    now: UnixMs,
+    cap: u64,
+) -> Result<u64, StoreError> {
+    const HOST: &str = "SELECT COUNT(*) FROM (SELECT DISTINCT s.topic_id
+               FROM subscriptions s JOIN topics t ON t.id = s.topic_id
+               WHERE s.callback_host = $1 AND s.state = 'active' AND s.expires_at > $3
+                 AND t.last_pinged_at IS NULL AND t.last_pushed_at IS NULL AND t.url <> $2
+               LIMIT $4) AS polled";
+    const CLIENT: &str = "SELECT COUNT(*) FROM (SELECT DISTINCT s.topic_id
+               FROM subscriptions s JOIN topics t ON t.id = s.topic_id
+               WHERE s.client_addr = $1 AND s.state = 'active' AND s.expires_at > $3
+                 AND t.last_pinged_at IS NULL AND t.last_pushed_at IS NULL AND t.url <> $2
+               LIMIT $4) AS polled";
+    let (sql, key) = match whom {
+        PolledFor::CallbackHost(host) => (HOST, host),
+        PolledFor::Client(addr) => (CLIENT, addr),
+    };
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    let n: i64 = dispatch!(db, c => sqlx::query_scalar(sql)
+        .bind(key).bind(topic.as_str()).bind(now).bind(cap).fetch_one(c).await?);
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The subscription a verified request was applied to (`None` when a newer one of its pair
+/// was applied before it).
+pub async fn applied_by(
+    tx: &mut Tx,
+    topic_id: TopicId,
+    callback: &HubUrl,
+    request_id: RequestId,
+) -> Result<Option<SubscriptionId>, StoreError> {
+    let sql = "SELECT id FROM subscriptions
+               WHERE topic_id = $1 AND callback = $2 AND applied_request_id = $3 AND state = 'active'";
+    Ok(dispatch_tx!(tx, c => sqlx::query_scalar(sql)
+        .bind(topic_id).bind(callback.as_str()).bind(request_id).fetch_optional(c).await?))
 }

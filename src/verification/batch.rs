@@ -8,9 +8,10 @@ use tracing::Instrument;
 
 use super::{BATCH, Verification, decide::Decided};
 use crate::{
+    distribution::replay,
     domain::{
         hub_request::Mode,
-        ids::{RequestId, TopicId, UnixMs},
+        ids::{DeliveryId, RequestId, TopicId, UnixMs},
         state::RequestState,
         url::HubUrl,
     },
@@ -111,7 +112,14 @@ impl Verification {
             .iter()
             .filter(|(s, _)| done.contains(&s.id))
             .collect();
-        apply(&mut outbox, &completed, now).await?;
+        let replays = apply(&mut outbox, &completed, self.public_url.as_str(), now).await?;
+        let express = match replays.is_empty() {
+            true => None,
+            false => {
+                let sending = self.delivery.sending(vec![replays], now);
+                sending.push(&mut outbox).await?
+            }
+        };
         // A newer request of a pair just completed can be claimed now. (One stored after this
         // statement looked was announced by its own commit; should its claim have come before
         // this commit, the verifier's next poll takes it.)
@@ -119,6 +127,9 @@ impl Verification {
             outbox.wake(Queue::Verify).await?;
         }
         outbox.commit().await?;
+        if let Some(express) = express {
+            express.start(self.delivery.clone());
+        }
         for (stored, d) in completed {
             let _span = span(stored).entered();
             let req = &stored.request;
@@ -151,12 +162,15 @@ fn span(stored: &StoredRequest) -> tracing::Span {
 }
 
 /// What the verified requests among `completed` change: subscribes activate their
-/// subscriptions (one statement per chunk), unsubscribes end theirs.
+/// subscriptions (one statement per chunk), unsubscribes end theirs. Subscribes that asked for
+/// `herald.replay` get it (`distribution::replay`); the replay deliveries are returned, to be
+/// sent.
 async fn apply(
     tx: &mut store::Tx,
     completed: &[&(StoredRequest, Decided)],
+    hub_link: &str,
     now: UnixMs,
-) -> Result<(), StoreError> {
+) -> Result<Vec<DeliveryId>, StoreError> {
     let mut topic_ids: HashMap<&HubUrl, TopicId> = HashMap::new();
     let mut activations = Vec::new();
     for (stored, d) in completed {
@@ -188,7 +202,23 @@ async fn apply(
         }
     }
     subscriptions::activate_many(tx, &activations, now).await?;
+    let mut replayed = Vec::new();
+    for a in activations.iter().filter(|a| a.request.replay.is_some()) {
+        let Some(subscription) =
+            subscriptions::applied_by(tx, a.topic_id, &a.request.callback, a.request_id).await?
+        else {
+            continue;
+        };
+        let replay = replay::Replay {
+            topic_id: a.topic_id,
+            topic: &a.request.topic,
+            subscription,
+            entries: a.request.replay.map_or(0, |n| n as usize),
+            hub_link,
+        };
+        replayed.extend(replay::record(tx, replay, now).await?);
+    }
     let topics: Vec<TopicId> = topic_ids.into_values().collect();
     topics::wake_polls(tx, &topics, now).await?;
-    Ok(())
+    Ok(replayed)
 }

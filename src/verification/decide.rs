@@ -4,11 +4,19 @@
 use super::Verification;
 use crate::{
     domain::{
-        access::HubMode, challenge, hub_request::Mode, ids::UnixMs, state::RequestState,
+        access::HubMode,
+        challenge,
+        hub_request::{Mode, SubscriptionRequest},
+        ids::UnixMs,
+        state::RequestState,
         url::HubUrl,
     },
     outbound::OutboundError,
-    store::requests::StoredRequest,
+    store::{
+        StoreError,
+        requests::StoredRequest,
+        subscriptions::{self, PolledFor},
+    },
 };
 
 /// What one verification came to, to be written with the others of its batch.
@@ -27,9 +35,14 @@ impl Verification {
         let req = &stored.request;
         let (mode, topic, callback) = (req.mode, &req.topic, &req.callback);
 
-        if mode == Mode::Subscribe
-            && let Some(reason) = self.topic_refusal(topic).await
-        {
+        let refusal = match mode {
+            Mode::Subscribe => match self.topic_refusal(topic).await {
+                Some(reason) => Some(reason),
+                None => self.poll_cap_refusal(req).await,
+            },
+            Mode::Unsubscribe => None,
+        };
+        if let Some(reason) = refusal {
             self.deny(callback, topic, &reason).await;
             return Decided {
                 state: RequestState::Denied,
@@ -101,6 +114,61 @@ impl Verification {
         let policy = self.outbound.policy();
         (!addrs.is_empty() && addrs.iter().all(|a| !policy.permits(a.ip(), port))).then(|| {
             format!("topic host {host} resolves only to addresses this hub may not fetch from")
+        })
+    }
+
+    /// Why the hub refuses to poll `req`'s topic for it, if it does: with
+    /// `HERALD_POLLING=all`, a feed that never pinged is polled for its subscribers alone, and
+    /// one callback host, or one client address, may have at most so many such feeds polled
+    /// (an open hub is nobody's free crawler). A renewal of a subscription to such a feed is
+    /// not counted against itself. Should the count fail (the database away), the request is
+    /// not refused: its completion fails too, and it is verified again.
+    async fn poll_cap_refusal(&self, req: &SubscriptionRequest) -> Option<String> {
+        let settings = &self.settings;
+        if !settings.polls_unpinged {
+            return None;
+        }
+        let host = req.callback.host_key();
+        let client = req.client.map(|a| a.to_string());
+        let caps: Vec<(PolledFor, u64)> = [
+            settings
+                .poll_cap_per_callback_host
+                .map(|cap| (PolledFor::CallbackHost(&host), cap)),
+            settings
+                .poll_cap_per_subscriber
+                .zip(client.as_deref())
+                .map(|(cap, addr)| (PolledFor::Client(addr), cap)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if caps.is_empty() {
+            return None;
+        }
+        let checked = async {
+            if !subscriptions::is_unpinged(&self.db, &req.topic).await? {
+                return Ok(None);
+            }
+            let now = UnixMs::now();
+            for &(whom, cap) in &caps {
+                let n =
+                    subscriptions::unpinged_feeds_of(&self.db, whom, &req.topic, now, cap).await?;
+                if n >= cap {
+                    return Ok(Some(match whom {
+                        PolledFor::CallbackHost(host) => format!(
+                            "this hub polls at most {cap} feeds that do not ping for one callback host, and {host} has that many"
+                        ),
+                        PolledFor::Client(_) => format!(
+                            "this hub polls at most {cap} feeds that do not ping for one subscriber address, and yours has that many"
+                        ),
+                    }));
+                }
+            }
+            Ok::<_, StoreError>(None)
+        };
+        checked.await.unwrap_or_else(|error| {
+            tracing::warn!(error = %crate::telemetry::Chain(&error), "cannot count the feeds polled for this subscriber");
+            None
         })
     }
 

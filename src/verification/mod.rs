@@ -12,8 +12,10 @@
 //! `hub.topic`, `hub.challenge` and (for subscribe) `hub.lease_seconds` appended ([`decide`]).
 //! Success is a 2xx whose body is exactly the challenge; redirects are not followed and count
 //! as failure. Success applies the request to `subscriptions` (the HubSub row); failure
-//! changes nothing but the request's own record. A topic the hub will not serve is refused
-//! with a `hub.mode=denied` GET instead.
+//! changes nothing but the request's own record; a subscribe that asked for `herald.replay`
+//! gets its replay delivery in the same transaction (`distribution::replay`). A topic the hub
+//! will not serve — or, polling every feed, will not poll for this callback host or address
+//! beyond its caps — is refused with a `hub.mode=denied` GET instead.
 //!
 //! **Retried:** nothing is retried by the hub: a failed verification is final (the subscriber
 //! asks again). A request whose verifier stalled or died is given back when its claim lapses
@@ -42,10 +44,12 @@ use self::intake::Intake;
 pub use self::{intake::IntakeError, sync::SyncOutcome};
 use crate::{
     config::{AccessSettings, VerificationSettings},
+    delivery::Delivery,
     domain::{
         hub_request::{SubscriptionRequest, VerifyMode},
         ids::{ProcessId, RequestId, UnixMs},
         lease::LeasePolicy,
+        url::HubUrl,
     },
     limits::Limits,
     metrics::Metrics,
@@ -80,6 +84,10 @@ pub struct Verification {
     pub poll: Duration,
     /// Where subscription requests are stored, in group commits.
     pub intake: Intake,
+    /// The hub URL a replay delivery names as `rel="hub"`.
+    pub public_url: HubUrl,
+    /// Where the replay deliveries a verification creates go (`herald.replay`).
+    pub delivery: Arc<Delivery>,
 }
 
 /// A `hubverify` queue job, as earlier versions pushed one per group of requests (the requests

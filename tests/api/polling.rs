@@ -666,3 +666,71 @@ async fn a_new_feed_starts_from_the_rhythm_of_its_entries_dates() {
         Some(3_600_000)
     );
 }
+
+/// An open hub that polls every feed is nobody's free crawler: one callback host, and one
+/// subscriber address, may have only so many feeds that never pinged polled for them. Beyond
+/// a cap the subscription is denied (`hub.mode=denied`, with the reason); a feed whose
+/// publisher pings costs no polling and is not counted, nor is a renewal counted against
+/// itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_feeds_polled_for_one_callback_host_and_one_address_are_capped() {
+    let mut vars = fast("all");
+    vars.push(("HERALD_POLL_MAX_PER_CALLBACK_HOST", "2"));
+    vars.push(("HERALD_POLL_MAX_PER_SUBSCRIBER", "3"));
+    let app = TestApp::spawn_with(&vars).await;
+    let (one, two) = (Subscriber::spawn(), Subscriber::spawn());
+    let publisher = Publisher::spawn();
+    for name in ["f1", "f2", "f3", "f4", "f5", "pinger"] {
+        publisher.set(name, ATOM, atom(&[("urn:c:1", name)]));
+    }
+    let feed = |name: &str| publisher.url(name);
+    let reason = |topic: String, callback: String| {
+        let app = &app;
+        async move {
+            app.scalar_text(
+                "SELECT reason FROM subscription_requests WHERE topic = $1 AND callback = $2
+                 ORDER BY id DESC LIMIT 1",
+                &[&topic, &callback],
+            )
+            .await
+            .unwrap_or_default()
+        }
+    };
+
+    // A feed whose publisher pings, subscribed by the second host.
+    app.subscribed(&feed("pinger"), &two.callback("p"), &[])
+        .await;
+    app.publish(&feed("pinger")).await;
+    two.wait_deliveries("p", 1).await;
+
+    // The first callback host: two feeds that never pinged, then no more.
+    app.subscribed(&feed("f1"), &one.callback("a"), &[]).await;
+    app.subscribed(&feed("f2"), &one.callback("b"), &[]).await;
+    app.subscribe(&feed("f3"), &one.callback("c"), &[]).await;
+    assert_eq!(
+        app.settled_request(&feed("f3"), &one.callback("c")).await,
+        "denied"
+    );
+    let why = reason(feed("f3"), one.callback("c")).await;
+    assert!(
+        why.contains("at most 2 feeds that do not ping for one callback host"),
+        "{why}"
+    );
+    let denied = one.wait_verifications("c", 1).await;
+    assert_eq!(denied[0].param("hub.mode"), Some("denied"));
+    // A feed that pings is not counted; a renewal is not counted against itself.
+    app.subscribed(&feed("pinger"), &one.callback("d"), &[])
+        .await;
+    app.subscribed(&feed("f1"), &one.callback("a"), &[]).await;
+
+    // The second host has room, but the address (both subscribe from 127.0.0.1) has three
+    // feeds that never pinged with its third.
+    app.subscribed(&feed("f4"), &two.callback("e"), &[]).await;
+    app.subscribe(&feed("f5"), &two.callback("f"), &[]).await;
+    assert_eq!(
+        app.settled_request(&feed("f5"), &two.callback("f")).await,
+        "denied"
+    );
+    let why = reason(feed("f5"), two.callback("f")).await;
+    assert!(why.contains("for one subscriber address"), "{why}");
+}

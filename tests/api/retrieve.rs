@@ -223,6 +223,85 @@ async fn a_polled_feeds_first_body_can_be_retrieved() {
         got.headers
             .get("x-herald-poll-reason")
             .and_then(|v| v.to_str().ok()),
-        Some("quiet")
+        Some("quiet"),
+        "{:?}",
+        got.headers
     );
+}
+
+/// `herald.replay=N`: a subscriber that subscribes late receives the latest N entries of what
+/// the hub last stored, once, as soon as it is verified — in the same transaction as its
+/// activation, so a topic the hub holds nothing of replays nothing. Asking for more than the
+/// hub keeps, or for nonsense, is refused at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_subscriber_asks_for_a_replay_of_the_latest_entries() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set(
+        "news",
+        Some("application/atom+xml"),
+        atom(&[("urn:n:3", "three"), ("urn:n:2", "two"), ("urn:n:1", "one")]),
+    );
+    let topic = publisher.url("news");
+    app.subscribed(&topic, &sub.callback("early"), &[]).await;
+    app.publish(&topic).await;
+    sub.wait_deliveries("early", 1).await;
+
+    app.subscribed(&topic, &sub.callback("late"), &[("herald.replay", "2")])
+        .await;
+    let got = sub.wait_deliveries("late", 1).await;
+    let body = String::from_utf8_lossy(&got[0].body);
+    assert!(
+        body.contains("urn:n:3") && body.contains("urn:n:2"),
+        "{body}"
+    );
+    assert!(!body.contains("urn:n:1"), "{body}");
+    assert!(
+        body.contains("<id>urn:feed:kept</id>"),
+        "the feed's own envelope: {body}"
+    );
+    let link = got[0].header("link").expect("a Link header");
+    assert!(link.contains(&format!("<{topic}>; rel=\"self\"")), "{link}");
+    assert!(
+        got[0].header("x-hub-signature").is_none(),
+        "no secret, no signature"
+    );
+
+    // Nothing stored for this topic: nothing replayed (written with the activation).
+    let empty = publisher.url("empty");
+    app.subscribed(&empty, &sub.callback("nothing"), &[("herald.replay", "5")])
+        .await;
+    let replayed = app
+        .scalar_text(
+            "SELECT CAST(COUNT(*) AS TEXT) FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+             WHERE s.callback = $1",
+            &[&sub.callback("nothing")],
+        )
+        .await;
+    assert_eq!(replayed.as_deref(), Some("0"));
+
+    for (value, says) in [
+        ("0", "herald.replay must be a whole number from 1 to 1000"),
+        (
+            "many",
+            "herald.replay must be a whole number from 1 to 1000",
+        ),
+        (
+            "51",
+            "herald.replay may ask for at most 50 entries on this hub",
+        ),
+    ] {
+        let (status, text) = app
+            .post_form(&[
+                ("hub.mode", "subscribe"),
+                ("hub.topic", &topic),
+                ("hub.callback", &sub.callback("bad")),
+                ("herald.replay", value),
+            ])
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{value}");
+        assert!(text.contains(says), "{value}: {text}");
+    }
+    assert_eq!(sub.verifications("bad").len(), 0);
 }

@@ -52,6 +52,25 @@ pub async fn fan_out(
     Ok(ids)
 }
 
+/// Creates one pending delivery of `content_id` to one subscription, numbered after its last
+/// one (whose number it advances), and returns its id.
+pub async fn insert_one(
+    tx: &mut Tx,
+    content_id: ContentId,
+    subscription_id: SubscriptionId,
+    now: UnixMs,
+) -> Result<DeliveryId, StoreError> {
+    let advance = "UPDATE subscriptions SET delivery_seq = delivery_seq + 1 WHERE id = $1
+                   RETURNING delivery_seq";
+    let insert = "INSERT INTO deliveries (content_id, subscription_id, seq, next_attempt_at, created_at, updated_at)
+                  VALUES ($1, $2, $3, $4, $4, $4) RETURNING id";
+    Ok(dispatch_tx!(tx, c => {
+        let seq: i64 = sqlx::query_scalar(advance).bind(subscription_id).fetch_one(&mut *c).await?;
+        sqlx::query_scalar(insert).bind(content_id).bind(subscription_id).bind(seq).bind(now)
+            .fetch_one(&mut *c).await?
+    }))
+}
+
 /// Cancels every pending delivery to the given subscriptions (they ended).
 pub async fn cancel_open(
     tx: &mut Tx,

@@ -37,12 +37,13 @@ const SUPERSEDE: &str = concat!(
       AND verify_token IS NOT DISTINCT FROM $9"
 );
 
-/// `on_behalf_of` ($13) is stored, not compared: a repeat that only updates it replaces the
-/// request before it, and the newer count is the one applied.
+/// `on_behalf_of` ($13), `replay` ($14) and `client_addr` ($15) are stored, not compared: a
+/// repeat that only changes them replaces the request before it, and the newer values apply.
 const INSERT: &str = "INSERT INTO subscription_requests
     (mode, topic, callback, secret, lease_requested, created_at, delivery_mode,
-     verify_mode, verify_token, origin, claimed_until, claimed_by, on_behalf_of)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id";
+     verify_mode, verify_token, origin, claimed_until, claimed_by, on_behalf_of, replay,
+     client_addr)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id";
 
 /// On PostgreSQL both in one statement (one round trip): the supersede as a data-modifying
 /// CTE, which runs whether or not the insert reads it.
@@ -95,7 +96,8 @@ pub async fn insert(
         .bind(secret).bind(lease).bind(now).bind(delivery_mode)
         .bind(verify_mode).bind(&req.verify_token).bind(origin.as_str())
         .bind(reserve.map(|(until, _)| until)).bind(reserve.map(|(_, owner)| owner))
-        .bind(req.on_behalf_of.map(i64::from))
+        .bind(req.on_behalf_of.map(i64::from)).bind(req.replay.map(i64::from))
+        .bind(req.client.map(|a| a.to_string()))
         .fetch_one(c).await?);
     Ok(id)
 }
@@ -104,7 +106,8 @@ pub async fn insert(
 /// array per column, in arrival order ($1 mode, $2 topic, $3 callback, $4 secret, $5 lease,
 /// $6 delivery mode, $7 verify mode, $8 verify token; $9 whether the request is the group's
 /// first of its pair, $10 whether the next one of its pair in the group replaces it; $12 the
-/// HTTP request's id), $11 now.
+/// HTTP request's id, $13 the users it subscribes for, $14 the entries to replay, $15 the
+/// client's address), $11 now.
 /// The first of each pair may replace the pair's latest stored request, as [`SUPERSEDE`] does;
 /// one replaced within the group is stored as superseded. Identity values are drawn as the rows
 /// leave the `ORDER BY`, so ascending ids follow the arrival order.
@@ -112,10 +115,10 @@ const INSERT_GROUP: &str = concat!(
     "WITH batch AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                              $6::text[], $7::text[], $8::text[], $9::bool[], $10::bool[],
-                             $12::text[], $13::bigint[])
+                             $12::text[], $13::bigint[], $14::bigint[], $15::text[])
             WITH ORDINALITY AS b (mode, topic, callback, secret, lease_requested, delivery_mode,
                                   verify_mode, verify_token, first_of_pair, replaced,
-                                  http_request_id, on_behalf_of, ord)),
+                                  http_request_id, on_behalf_of, replay, client_addr, ord)),
     superseded AS (
         UPDATE subscription_requests r
         SET state = 'superseded', completed_at = $11, reason = '",
@@ -135,14 +138,14 @@ const INSERT_GROUP: &str = concat!(
     INSERT INTO subscription_requests
         (mode, topic, callback, secret, lease_requested, created_at, delivery_mode,
          verify_mode, verify_token, origin, state, completed_at, reason, http_request_id,
-         on_behalf_of)
+         on_behalf_of, replay, client_addr)
     SELECT mode, topic, callback, secret, lease_requested, $11, delivery_mode, verify_mode,
            verify_token, 'subscriber',
            CASE WHEN replaced THEN 'superseded' ELSE 'pending' END,
            CASE WHEN replaced THEN $11 END,
            CASE WHEN replaced THEN '",
     superseded_reason!(),
-    "' END, http_request_id, on_behalf_of
+    "' END, http_request_id, on_behalf_of, replay, client_addr
     FROM batch ORDER BY ord
     RETURNING id"
 );
@@ -200,6 +203,18 @@ pub async fn insert_group(
             group
                 .iter()
                 .map(|r| r.on_behalf_of.map(i64::from))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            group
+                .iter()
+                .map(|r| r.replay.map(i64::from))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            group
+                .iter()
+                .map(|r| r.client.map(|a| a.to_string()))
                 .collect::<Vec<_>>(),
         )
         .fetch_all(&mut **t)
@@ -274,25 +289,28 @@ async fn insert_group_sqlite(
     }
     q.execute(&mut **t).await?;
     // Each row: the request's values, whether its twin in the group replaces it, the id of the
-    // HTTP request that made it, and the users it subscribes for.
+    // HTTP request that made it, the users it subscribes for, the entries to replay and the
+    // client's address.
     let insert = format!(
         "INSERT INTO subscription_requests
              (mode, topic, callback, secret, lease_requested, delivery_mode, verify_mode,
               verify_token, origin, state, created_at, completed_at, reason, http_request_id,
-              on_behalf_of)
+              on_behalf_of, replay, client_addr)
          SELECT column1, column2, column3, column4, column5, column6, column7, column8,
                 'subscriber', CASE WHEN column9 THEN 'superseded' ELSE 'pending' END, $1,
                 CASE WHEN column9 THEN $1 END,
-                CASE WHEN column9 THEN '{reason}' END, column10, column11
+                CASE WHEN column9 THEN '{reason}' END, column10, column11, column12, column13
          FROM (VALUES {}) RETURNING id",
-        rows(group.len(), 3)
+        rows(group.len(), 5)
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(insert)).bind(now);
     for ((r, (_, replaced)), http_request_id) in group.iter().zip(marks).zip(http_request_ids) {
         q = bind_request(q, r)
             .bind(*replaced)
             .bind(*http_request_id)
-            .bind(r.on_behalf_of.map(i64::from));
+            .bind(r.on_behalf_of.map(i64::from))
+            .bind(r.replay.map(i64::from))
+            .bind(r.client.map(|a| a.to_string()));
     }
     let mut ids = q
         .fetch_all(&mut **t)
@@ -323,6 +341,8 @@ mod tests {
             legacy: None,
             verify_token: None,
             on_behalf_of: None,
+            replay: None,
+            client: None,
         }
     }
 

@@ -52,6 +52,8 @@ pub(super) struct Row {
     verify_mode: Option<String>,
     verify_token: Option<String>,
     on_behalf_of: Option<i64>,
+    replay: Option<i64>,
+    client_addr: Option<String>,
     origin: String,
     reason: Option<String>,
     http_request_id: Option<String>,
@@ -80,6 +82,8 @@ impl TryFrom<Row> for StoredRequest {
                 .map_err(|e| bad(format!("verify_mode {e}")))?,
             verify_token: r.verify_token,
             on_behalf_of: r.on_behalf_of,
+            replay: r.replay,
+            client_addr: r.client_addr,
         })?;
         Ok(Self {
             id: r.id,
@@ -94,7 +98,8 @@ impl TryFrom<Row> for StoredRequest {
 
 pub(super) const COLUMNS: &str =
     "id, mode, topic, callback, secret, lease_requested, state, delivery_mode,
-                       verify_mode, verify_token, on_behalf_of, origin, reason, http_request_id";
+                       verify_mode, verify_token, on_behalf_of, replay, client_addr, origin, reason,
+                       http_request_id";
 
 pub async fn load(db: &Db, id: RequestId) -> Result<Option<StoredRequest>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM subscription_requests WHERE id = $1");
