@@ -1,4 +1,4 @@
-//! `herald topics list | show`.
+//! `herald topics list | show | hosts`.
 
 use clap::Subcommand;
 
@@ -19,6 +19,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What polling costs each topic host: topics, polled, polls an hour, failing, parked,
+    /// next poll; most polls an hour first.
+    Hosts {
+        /// At most this many hosts.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// One topic, by id or URL.
     Show {
         topic: String,
@@ -30,6 +40,43 @@ pub enum Command {
 
 pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Hosts { limit, json } => {
+            let rows = views::topic_hosts(db, limit).await?;
+            if json {
+                return print_json(&rows);
+            }
+            if rows.is_empty() {
+                println!("no topic yet");
+                return Ok(());
+            }
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|h| {
+                    vec![
+                        h.host.clone(),
+                        h.topics.to_string(),
+                        h.polled.to_string(),
+                        format!("{:.1}", h.polls_per_hour),
+                        h.failing.to_string(),
+                        h.parked.to_string(),
+                        opt(h.next_poll_at.map(time)),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "HOST",
+                    "TOPICS",
+                    "POLLED",
+                    "POLLS/HOUR",
+                    "FAILING",
+                    "PARKED",
+                    "NEXT POLL",
+                ],
+                &table,
+            );
+            Ok(())
+        }
         Command::List { limit, json } => {
             let rows = views::topics(db, None, UnixMs::now(), None, limit).await?;
             if json {

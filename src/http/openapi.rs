@@ -36,6 +36,7 @@ use super::{admin_api, api, api_error, live_api};
         admin_api::deliveries::list_deliveries,
         admin_api::deliveries::replay_deliveries,
         admin_api::list_hosts,
+        admin_api::list_topic_hosts,
     ),
     components(schemas(api_error::ErrorBody)),
     modifiers(&BearerTokens),

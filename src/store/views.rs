@@ -7,6 +7,7 @@ use super::{Db, StoreError, dispatch};
 use crate::domain::{
     delivery_mode::DeliveryMode,
     ids::{DeliveryId, SubscriptionId, TopicId, UnixMs},
+    poll::PollReason,
     state::{DeliveryState, SubscriptionState},
 };
 
@@ -438,4 +439,84 @@ pub async fn sample_status(db: &Db) -> Result<StatusSample, StoreError> {
         open_breakers,
         failing_topics,
     })
+}
+
+/// What polling costs one topic host: how many of its topics the hub knows and polls, the
+/// polls an hour their intervals add up to, the failing and parked ones, the next due.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct TopicHostView {
+    /// `host:port` of the topics' URLs.
+    pub host: String,
+    pub topics: u64,
+    /// Topics polled on their own schedule (not put off for want of a subscriber or a ping,
+    /// nor parked).
+    pub polled: u64,
+    /// Polls an hour the polled topics' current intervals add up to.
+    pub polls_per_hour: f64,
+    /// Topics whose fetches fail (`failing_since` set).
+    pub failing: u64,
+    /// Topics failing too long, polled no more until a subscriber or a ping asks.
+    pub parked: u64,
+    #[serde(serialize_with = "crate::domain::ids::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_poll_at: Option<UnixMs>,
+}
+
+/// The topic hosts the hub polls, most polls an hour first, at most `limit`. Read in pages of
+/// topics and added up here (a host is a part of the URL no index holds).
+pub async fn topic_hosts(db: &Db, limit: usize) -> Result<Vec<TopicHostView>, StoreError> {
+    let sql = "SELECT id, url, poll_interval_ms, poll_reason, poll_next_at, failing_since
+               FROM topics WHERE id > $1 ORDER BY id LIMIT 5000";
+    type Row = (
+        TopicId,
+        String,
+        Option<i64>,
+        Option<String>,
+        Option<UnixMs>,
+        Option<UnixMs>,
+    );
+    let mut hosts: std::collections::HashMap<String, TopicHostView> = Default::default();
+    let mut after = TopicId::new(0);
+    loop {
+        let rows: Vec<Row> =
+            dispatch!(db, c => sqlx::query_as(sql).bind(after).fetch_all(c).await?);
+        let Some(last) = rows.last() else { break };
+        after = last.0;
+        for (_, url, interval_ms, reason, next_at, failing_since) in rows {
+            let Ok(url) = crate::domain::url::HubUrl::parse(&url) else {
+                continue;
+            };
+            let host = url.host_key();
+            let view = hosts.entry(host.clone()).or_insert_with(|| TopicHostView {
+                host,
+                ..Default::default()
+            });
+            view.topics += 1;
+            view.failing += u64::from(failing_since.is_some());
+            let reason = reason.as_deref().and_then(PollReason::parse);
+            if reason == Some(PollReason::Parked) {
+                view.parked += 1;
+                continue;
+            }
+            let polled = reason
+                .is_some_and(|r| !matches!(r, PollReason::NoSubscriber | PollReason::NeverPinged));
+            if let (true, Some(ms)) = (polled, interval_ms.filter(|ms| *ms > 0)) {
+                view.polled += 1;
+                view.polls_per_hour += 3_600_000.0 / ms as f64;
+                view.next_poll_at = view.next_poll_at.min(next_at).or(next_at);
+            }
+        }
+    }
+    let mut out: Vec<TopicHostView> = hosts.into_values().collect();
+    for view in &mut out {
+        view.polls_per_hour = (view.polls_per_hour * 10.0).round() / 10.0;
+    }
+    out.sort_by(|a, b| {
+        b.polls_per_hour
+            .total_cmp(&a.polls_per_hour)
+            .then_with(|| b.topics.cmp(&a.topics))
+            .then_with(|| a.host.cmp(&b.host))
+    });
+    out.truncate(limit);
+    Ok(out)
 }

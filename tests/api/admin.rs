@@ -550,3 +550,63 @@ async fn lists_are_newest_first_in_pages_followed_by_their_cursor() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(refused["error"], "bad_request");
 }
+
+/// What polling costs each topic host: its topics, the polled ones and the polls an hour their
+/// intervals add up to, the failing and parked ones, the next due poll — most polls first —
+/// in the admin API and `herald topics hosts`.
+#[tokio::test(flavor = "multi_thread")]
+async fn topic_hosts_show_what_polling_costs_each_host() {
+    let app =
+        TestApp::spawn_with(&[("HERALD_ADMIN_TOKEN", ADMIN), ("HERALD_POLLING", "off")]).await;
+    // Topics as the schedule leaves them (the poller is off: nothing moves them).
+    app.exec(
+        "INSERT INTO topics (url, created_at, poll_interval_ms, poll_reason, poll_next_at, failing_since) VALUES
+         ('http://a.example/one', 1, 600000, 'quiet', 2000000000000, NULL),
+         ('http://a.example/two', 1, 3600000, 'publisher pings', 1900000000000, 1),
+         ('http://b.example:8080/x', 1, 86400000, 'failing too long', 1800000000000, 1),
+         ('http://b.example:8080/y', 1, 3600000, 'no subscriber', 1700000000000, NULL),
+         ('https://c.example/z', 1, 1800000, 'entry rate', 2100000000000, NULL)",
+    )
+    .await;
+    let (status, page) = get(&app, "/api/v1/admin/topic-hosts").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let hosts = page["items"].as_array().expect("items");
+    let names: Vec<&str> = hosts.iter().filter_map(|h| h["host"].as_str()).collect();
+    assert_eq!(names, ["a.example:80", "c.example:443", "b.example:8080"]);
+    assert_eq!(
+        hosts[0],
+        json!({"host": "a.example:80", "topics": 2, "polled": 2, "polls_per_hour": 7.0,
+               "failing": 1, "parked": 0, "next_poll_at": "2030-03-17T17:46:40.000Z"})
+    );
+    assert_eq!(hosts[1]["polls_per_hour"], 2.0);
+    assert_eq!(
+        hosts[2],
+        json!({"host": "b.example:8080", "topics": 2, "polled": 0, "polls_per_hour": 0.0,
+               "failing": 1, "parked": 1, "next_poll_at": null})
+    );
+    let (status, page) = get(&app, "/api/v1/admin/topic-hosts?limit=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    let (status, bad) = get(&app, "/api/v1/admin/topic-hosts?limit=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["topics", "hosts"])
+        .env("HERALD_DATABASE_URL", &app.database_url)
+        .output()
+        .await
+        .expect("herald runs");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.lines().any(|l| l.contains("POLLS/HOUR")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("a.example:80") && l.contains("7.0")),
+        "{table}"
+    );
+}

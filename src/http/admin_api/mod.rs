@@ -57,6 +57,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 endpoint("/deliveries/replay", "POST").route(web::post().to(replay_deliveries)),
             )
             .service(endpoint("/hosts", "GET").route(web::get().to(list_hosts)))
+            .service(endpoint("/topic-hosts", "GET").route(web::get().to(list_topic_hosts)))
             .default_service(web::to(|| async {
                 ApiError::NotFound("no such admin API endpoint".into()).error_response()
             })),
@@ -226,6 +227,33 @@ async fn show_topic(
         Some(t) => Ok(HttpResponse::Ok().json(t)),
         None => Err(ApiError::NotFound(format!("no topic {id}"))),
     }
+}
+
+/// How many topic hosts to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TopicHostQuery {
+    /// At most this many hosts, most polls an hour first (default 100).
+    limit: Option<i64>,
+}
+
+/// What polling costs each topic host (docs/polling.md, "What it costs"): its topics, those
+/// polled, the polls an hour their intervals add up to, the failing and parked ones, and the
+/// next due poll. One page, most polls an hour first.
+#[utoipa::path(get, path = "/api/v1/admin/topic-hosts", tag = "admin",
+    security(("admin_token" = [])), params(TopicHostQuery),
+    responses((status = 200, body = Page<views::TopicHostView>), (status = "4XX", body = ErrorBody)))]
+async fn list_topic_hosts(
+    q: Result<web::Query<TopicHostQuery>, actix_web::Error>,
+    ctx: web::Data<Arc<AppState>>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query(q)?;
+    let limit = limit(q.limit, 100)?;
+    let items = views::topic_hosts(&ctx.db, usize::try_from(limit).unwrap_or(1)).await?;
+    Ok(HttpResponse::Ok().json(Page {
+        items,
+        next_cursor: None,
+    }))
 }
 
 /// Which callback hosts to list.
