@@ -1,7 +1,8 @@
 //! Recording a fan-out: a changed body becomes documents ([`super::plan`]) and, when there
 //! are any, a distribution, the body once, one `contents` row per document and its deliveries
 //! (one `INSERT … SELECT` each), numbered per subscription — and the same documents in live
-//! followers' backlogs.
+//! followers' backlogs. A topic with aliases (the same feed under other URLs, docs/polling.md)
+//! is planned once and its documents written once per topic, each naming that topic's URL.
 
 use sha2::{Digest, Sha256};
 
@@ -9,9 +10,10 @@ use super::{Distribution, plan};
 use crate::{
     domain::{
         challenge,
-        ids::{DeliveryId, DistributionId, UnixMs},
+        ids::{BodyId, DeliveryId, DistributionId, TopicId, UnixMs},
         link,
         state::{Audience, DistributionSource},
+        url::HubUrl,
     },
     store::{
         StoreError, Tx, bodies, contents, deliveries, distributions, live, subscriptions, topics,
@@ -36,8 +38,8 @@ pub(super) struct Fanned {
     /// Per document, the deliveries that may be sent at once.
     pub to_send: Vec<Vec<DeliveryId>>,
     pub deliveries: usize,
-    /// Events put in live subscribers' backlogs.
-    pub live_events: usize,
+    /// The topics whose live followers got events (the topic, its aliases): to be woken.
+    pub live_topics: Vec<TopicId>,
     pub distribution: Option<DistributionId>,
 }
 
@@ -52,10 +54,19 @@ impl Distribution {
     ) -> Result<Fanned, StoreError> {
         let (topic, body, now) = (f.topic, f.body, f.now);
         let content_type = record.content_type.clone();
+        // The topic and its aliases (the same feed under other URLs): one plan, and each
+        // one's subscribers served with documents naming its own URL.
+        let mut audience = vec![(topic.id, topic.url.clone())];
+        audience.extend(topics::aliases_of(tx, topic.id).await?);
+        let aliases: Vec<TopicId> = audience[1..].iter().map(|(id, _)| *id).collect();
+        let served = plan::Served {
+            topic: topic.id,
+            aliases: &aliases,
+        };
         let outgoing = plan::plan(
             self.feed_default,
             tx,
-            topic.id,
+            served,
             content_type.as_deref(),
             body,
             record,
@@ -79,30 +90,58 @@ impl Distribution {
             .iter()
             .find(|h| link::same_hub(h, self.public_url.as_str()))
             .map_or(self.public_url.as_str(), String::as_str);
-        let default = self.feed_default;
+        for (id, url) in &audience {
+            let target = Target {
+                id: *id,
+                url,
+                body_id,
+                body_hash: &body_hash,
+                content_type: content_type.as_deref(),
+                hub_link,
+                distribution,
+            };
+            self.fan_out_to(tx, &target, &outgoing, f, &mut fanned)
+                .await?;
+        }
+        Ok(fanned)
+    }
+
+    /// Records the documents of one fan-out for the subscribers of one topic (the distributed
+    /// topic, or one of its aliases): a `contents` row per document naming the topic's own
+    /// URL, and its deliveries and live events.
+    async fn fan_out_to(
+        &self,
+        tx: &mut Tx,
+        target: &Target<'_>,
+        outgoing: &[plan::Outgoing],
+        f: &FanOut<'_>,
+        fanned: &mut Fanned,
+    ) -> Result<(), StoreError> {
+        let (id, now, default) = (target.id, f.now, self.feed_default);
         let mut per_audience: Vec<(Audience, i64)> = Vec::new();
         // Asked once: most topics have no live follower, and their documents then cost no live
         // statement each.
-        let live_followed = live::is_followed(tx, topic.id, now).await?;
-        for doc in &outgoing {
+        let live_followed = live::is_followed(tx, id, now).await?;
+        let mut live_events = 0;
+        for doc in outgoing {
             let content = contents::NewContent {
-                topic_id: topic.id,
-                content_type: content_type.as_deref(),
-                body_id,
+                topic_id: id,
+                content_type: target.content_type,
+                body_id: target.body_id,
                 ranges: doc.ranges.as_deref(),
-                content_hash: &document_hash(&body_hash, doc.ranges.as_deref()),
-                hub_link,
-                self_link: topic.url.as_str(),
+                content_hash: &document_hash(target.body_hash, doc.ranges.as_deref()),
+                hub_link: target.hub_link,
+                self_link: target.url.as_str(),
                 audience: doc.audience,
                 event_id: &challenge::random_hex(12),
-                distribution_id: Some(distribution),
+                distribution_id: Some(target.distribution),
                 accepted_at: f.accepted_at,
             };
             let content_id = contents::insert(tx, &content, now).await?;
             let ids = deliveries::fan_out(
                 tx,
                 content_id,
-                topic.id,
+                id,
                 doc.audience,
                 default,
                 doc.seq_offset,
@@ -111,9 +150,8 @@ impl Distribution {
             .await?;
             fanned.deliveries += ids.len();
             if live_followed {
-                fanned.live_events +=
-                    live::fan_out(tx, content_id, topic.id, doc.audience, doc.seq_offset, now)
-                        .await?;
+                live_events +=
+                    live::fan_out(tx, content_id, id, doc.audience, doc.seq_offset, now).await?;
             }
             // Later single-entry documents wait for the earlier ones to the same subscriptions:
             // finishing one sends the next (`crate::delivery`), so only the first are queued.
@@ -126,14 +164,26 @@ impl Distribution {
                 None => per_audience.push((doc.audience, doc.seq_offset)),
             }
         }
-        subscriptions::advance_sequences(tx, topic.id, default, now, &per_audience).await?;
-        if fanned.live_events > 0 {
-            live::advance_sequences(tx, topic.id, now, &per_audience).await?;
-            live::bound(tx, topic.id, self.live_backlog_max as i64).await?;
-            crate::live::announce(tx, topic.id).await?;
+        subscriptions::advance_sequences(tx, id, default, now, &per_audience).await?;
+        if live_events > 0 {
+            live::advance_sequences(tx, id, now, &per_audience).await?;
+            live::bound(tx, id, self.live_backlog_max as i64).await?;
+            crate::live::announce(tx, id).await?;
+            fanned.live_topics.push(id);
         }
-        Ok(fanned)
+        Ok(())
     }
+}
+
+/// One topic a fan-out serves, and what its documents are made of.
+struct Target<'a> {
+    id: TopicId,
+    url: &'a HubUrl,
+    body_id: BodyId,
+    body_hash: &'a str,
+    content_type: Option<&'a str>,
+    hub_link: &'a str,
+    distribution: DistributionId,
 }
 
 /// Identifies a document made of ranges of a body by the body's hash and the ranges (the

@@ -20,6 +20,11 @@
 //!
 //! A job claims its topic first (one distribution per topic at a time, so a newer body never
 //! overtakes an older one); a duplicate job finds nothing to claim.
+//!
+//! Feed identity: a fetched feed that says the same of itself as another topic and served
+//! identical content becomes that topic's alias (`store::topics::merge_as_alias`, in the
+//! fetch's own transaction); pings to an alias count on the other topic, whose fan-outs serve
+//! the alias's subscribers too ([`fan_out`]).
 
 mod fan_out;
 pub mod ping;
@@ -316,8 +321,8 @@ impl Distribution {
         record.poll = self.next_poll(topic, outcome, hint, record.feed_gap, missed_ping, now);
         self.finish(outbox, topic, Some(topic.ping_seq), &record, fanned.to_send)
             .await?;
-        if fanned.live_events > 0 {
-            self.live.wake(topic.id);
+        for &id in &fanned.live_topics {
+            self.live.wake(id);
         }
         tracing::info!(url = %topic.url, changed = body.is_some(), deliveries = fanned.deliveries, "topic distributed");
         Ok(())
@@ -396,6 +401,17 @@ impl Distribution {
         let sending = self.delivery.sending(to_send, UnixMs::now());
         let waiting = topics::finish(&mut outbox, topic, seq, record, UnixMs::now()).await?;
         self.follow_up_if(&mut outbox, topic.id, waiting).await?;
+        // A fetched feed that says the same of itself as another topic, and served identical
+        // content, is that topic under another URL: from now on one fetch serves both.
+        if let (Some(_), true, Some(identity), Some(hash)) = (
+            seq,
+            record.analysed,
+            &record.feed_identity,
+            &record.content_hash,
+        ) && let Some(of) = topics::merge_as_alias(&mut outbox, topic.id, identity, hash).await?
+        {
+            tracing::info!(url = %topic.url, alias_of = %of, "the topic is the same feed as another: it becomes its alias");
+        }
         let express = sending.push(&mut outbox).await?;
         outbox.commit().await?;
         if let Some(express) = express {

@@ -60,6 +60,7 @@ pub(super) async fn baseline(
             record.feed_kind = Some(feed.kind.as_str());
             record.feed_hint = feed.refresh_hint;
             record.feed_gap = feed.typical_gap;
+            record.feed_identity = feed.identity.clone();
             topic_entries::record(tx, topic_id, &feed.entries, now).await?;
         }
         Analysis::NotFeed => {}
@@ -68,19 +69,28 @@ pub(super) async fn baseline(
     Ok(())
 }
 
+/// The topic a fan-out distributes, and its aliases: the documents are for the subscribers of
+/// all of them.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Served<'a> {
+    pub topic: TopicId,
+    pub aliases: &'a [TopicId],
+}
+
 /// Decides what a changed body becomes: for a feed, the documents of each delivery mode in use
-/// (nothing when no entry is new or changed); otherwise the body itself. Records the entries
-/// seen and what kind of content it was.
+/// by the subscribers `served` (nothing when no entry is new or changed); otherwise the body
+/// itself. Records the entries seen and what kind of content it was.
 pub(super) async fn plan(
     feed_default: DeliveryMode,
     tx: &mut Tx,
-    topic_id: TopicId,
+    served: Served<'_>,
     content_type: Option<&str>,
     body: &[u8],
     record: &mut topics::FetchRecord,
     now: UnixMs,
 ) -> Result<Vec<Outgoing>, StoreError> {
     record.analysed = true;
+    let topic_id = served.topic;
     let feed = match feed::analyze(content_type, body) {
         Analysis::Feed(feed) => feed,
         Analysis::NotFeed => return Ok(vec![Outgoing::whole()]),
@@ -93,6 +103,7 @@ pub(super) async fn plan(
     record.feed_kind = Some(feed.kind.as_str());
     record.feed_hint = feed.refresh_hint;
     record.feed_gap = feed.typical_gap;
+    record.feed_identity = feed.identity.clone();
     let known = topic_entries::known(tx, topic_id, &feed.entries).await?;
     let selection = feed::select(&feed, &known);
     topic_entries::record(tx, topic_id, &feed.entries, now).await?;
@@ -101,8 +112,11 @@ pub(super) async fn plan(
     }
     let default = feed_default;
     let mut outgoing = Vec::new();
-    let mut modes = subscriptions::modes_in_use(tx, topic_id, default, now).await?;
-    modes.extend(live::modes_in_use(tx, topic_id, now).await?);
+    let mut modes = Vec::new();
+    for &id in std::iter::once(&served.topic).chain(served.aliases) {
+        modes.extend(subscriptions::modes_in_use(tx, id, default, now).await?);
+        modes.extend(live::modes_in_use(tx, id, now).await?);
+    }
     modes.sort_unstable();
     modes.dedup();
     for mode in modes {

@@ -106,8 +106,8 @@ impl Distribution {
             std::mem::take(&mut fanned.to_send),
         )
         .await?;
-        if fanned.live_events > 0 {
-            self.live.wake(topic.id);
+        for &id in &fanned.live_topics {
+            self.live.wake(id);
         }
         tracing::info!(url = %topic.url, unchanged, deliveries = fanned.deliveries, "content pushed by the producer");
         Ok(if unchanged {

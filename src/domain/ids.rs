@@ -169,6 +169,9 @@ impl UnixMs {
     /// The beginning of time, for "due at once".
     pub const EPOCH: UnixMs = UnixMs(0);
 
+    /// The end of time, for "not scheduled".
+    pub const NEVER: UnixMs = UnixMs(i64::MAX);
+
     pub fn now() -> Self {
         Self(chrono::Utc::now().timestamp_millis())
     }

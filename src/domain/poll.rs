@@ -106,6 +106,8 @@ pub enum PollReason {
     NeverPinged,
     /// Every fetch failed for the give-up time: not polled until a subscriber or a ping asks.
     Parked,
+    /// The same feed as another topic (feed identity): that topic's polls are its polls.
+    Alias,
 }
 
 impl PollReason {
@@ -120,6 +122,7 @@ impl PollReason {
             Self::NoSubscriber => "no subscriber",
             Self::NeverPinged => "never pinged",
             Self::Parked => "failing too long",
+            Self::Alias => "alias",
         }
     }
 
@@ -135,6 +138,7 @@ impl PollReason {
             Self::NoSubscriber,
             Self::NeverPinged,
             Self::Parked,
+            Self::Alias,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)

@@ -9,6 +9,8 @@ use super::{Analysis, Feed, FeedKind, MAX_ENTRIES, finish_entries};
 #[derive(Deserialize)]
 struct Document<'a> {
     version: Option<String>,
+    /// The URL the feed gives for itself.
+    feed_url: Option<String>,
     #[serde(borrow)]
     items: Option<&'a RawValue>,
 }
@@ -82,6 +84,7 @@ pub(super) fn parse(body: &[u8], declared_feed: bool) -> Analysis {
     }
     let kind = FeedKind::JsonFeed;
     Analysis::Feed(Feed {
+        identity: super::identity(doc.feed_url.as_deref(), None),
         refresh_hint: None,
         typical_gap: None,
         kind,

@@ -76,6 +76,12 @@ pub struct Entry {
 pub struct Feed {
     pub kind: FeedKind,
     pub entries: Vec<Entry>,
+    /// What the feed says it is ([`identity`]): its `rel="self"` link (Atom, `atom:link` in
+    /// RSS, JSON Feed's `feed_url`), else Atom's `feed/id`. `None` when it says neither (an RSS
+    /// channel's `<link>` is the site's page, shared by its posts and comments feeds: never an
+    /// identity). Feed identity (docs/polling.md) merges topics only on this and identical
+    /// content.
+    pub identity: Option<String>,
     /// How often the feed says it is worth fetching: RSS `<ttl>` (minutes), or
     /// `sy:updatePeriod` / `sy:updateFrequency` (RSS 1.0 syndication module, also found in RSS
     /// 2.0 and Atom). A hint for polling (docs/polling.md), nothing more.
@@ -85,6 +91,17 @@ pub struct Feed {
     pub typical_gap: Option<std::time::Duration>,
     /// For JSON Feed: the span of the `items` array, `[` to `]` inclusive.
     items_array: Option<Range<usize>>,
+}
+
+/// A feed's identity from what it says of itself: its self link, else its Atom id; marked
+/// with which it is, so that a link and an id never match each other.
+fn identity(self_link: Option<&str>, id: Option<&str>) -> Option<String> {
+    fn trimmed(v: Option<&str>) -> Option<&str> {
+        v.map(str::trim).filter(|v| !v.is_empty())
+    }
+    trimmed(self_link)
+        .map(|link| format!("self {link}"))
+        .or_else(|| trimmed(id).map(|id| format!("id {id}")))
 }
 
 /// What a fetched body is.

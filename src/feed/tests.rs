@@ -401,3 +401,54 @@ fn the_typical_gap_is_the_median_between_the_newest_entries_dates() {
         "all alike"
     );
 }
+
+#[test]
+fn a_feed_is_identified_by_what_it_says_of_itself() {
+    let identity = |ct: &str, doc: &str| match analyze(Some(ct), doc.as_bytes()) {
+        Analysis::Feed(f) => f.identity,
+        other => panic!("{other:?}"),
+    };
+    let atom = "application/atom+xml";
+    // The self link first, else the feed's id; an entry's links and ids are not the feed's.
+    assert_eq!(
+        identity(
+            atom,
+            "<feed xmlns=\"http://www.w3.org/2005/Atom\"><id>urn:f</id><link rel=\"alternate\" href=\"https://site/\"/><link rel=\"self\" href=\"https://site/feed\"/><entry><id>e</id><link rel=\"self\" href=\"https://site/e\"/></entry></feed>"
+        )
+        .as_deref(),
+        Some("self https://site/feed")
+    );
+    assert_eq!(
+        identity(
+            atom,
+            "<feed xmlns=\"http://www.w3.org/2005/Atom\"><id> urn:f </id><entry><id>e</id></entry></feed>"
+        )
+        .as_deref(),
+        Some("id urn:f")
+    );
+    // RSS: atom:link rel=self; the channel's <link> is the site, shared by its posts and
+    // comments feeds, and never an identity.
+    assert_eq!(
+        identity(
+            "application/rss+xml",
+            "<rss version=\"2.0\" xmlns:atom=\"http://www.w3.org/2005/Atom\"><channel><link>https://site/</link><atom:link rel=\"self\" href=\"https://site/rss\" type=\"application/rss+xml\"/><item><guid>a</guid></item></channel></rss>"
+        )
+        .as_deref(),
+        Some("self https://site/rss")
+    );
+    assert_eq!(
+        identity(
+            "application/rss+xml",
+            "<rss version=\"2.0\"><channel><link>https://site/</link><item><guid>a</guid></item></channel></rss>"
+        ),
+        None
+    );
+    assert_eq!(
+        identity(
+            "application/feed+json",
+            r#"{"version":"https://jsonfeed.org/version/1.1","feed_url":"https://site/feed.json","items":[{"id":"1"}]}"#
+        )
+        .as_deref(),
+        Some("self https://site/feed.json")
+    );
+}

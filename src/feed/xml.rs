@@ -147,8 +147,22 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, ScanError> {
                     } else {
                         current = Some((before, fields));
                     }
+                } else if current.is_none()
+                    && depth == head_depth(feed_kind)
+                    && name == b"link"
+                    && attribute(&e, b"rel", reader.decoder()).as_deref() == Some("self")
+                {
+                    // Atom's own `link`, or `atom:link` in an RSS channel: what the feed says
+                    // its URL is (an RSS `<link>` without rel is the site, not the feed).
+                    head.self_link = head
+                        .self_link
+                        .take()
+                        .or_else(|| attribute(&e, b"href", reader.decoder()));
                 } else if current.is_none() && !is_empty && depth == head_depth(feed_kind) {
                     head_field = match name {
+                        b"id" if feed_kind == FeedKind::Atom => {
+                            Some((HeadField::Id, String::new()))
+                        }
                         b"ttl" if feed_kind == FeedKind::Rss2 => {
                             Some((HeadField::Ttl, String::new()))
                         }
@@ -264,8 +278,10 @@ fn scan(body: &[u8]) -> Result<Option<Feed>, ScanError> {
         return Err(ScanError::Unclosed);
     }
     let Some(kind) = kind else { return Ok(None) };
+    let identity = super::identity(head.self_link.as_deref(), head.id.as_deref());
     Ok(Some(Feed {
         kind,
+        identity,
         refresh_hint: head.hint(),
         typical_gap: super::typical_gap(dates),
         entries: finish_entries(kind, raw, body),
@@ -292,14 +308,20 @@ fn head_depth(kind: FeedKind) -> usize {
 
 #[derive(Debug, Clone, Copy)]
 enum HeadField {
+    /// Atom's `feed/id`.
+    Id,
     Ttl,
     Period,
     Frequency,
 }
 
-/// The refresh hints a feed gives of itself.
+/// What a feed says of itself in its head: its identity and its refresh hints.
 #[derive(Debug, Default)]
 struct Head {
+    /// `link rel="self"`: the URL the feed gives for itself.
+    self_link: Option<String>,
+    /// Atom's `feed/id`.
+    id: Option<String>,
     ttl_minutes: Option<u64>,
     period: Option<std::time::Duration>,
     frequency: Option<u32>,
@@ -308,6 +330,7 @@ struct Head {
 impl Head {
     fn set(&mut self, field: HeadField, text: &str) {
         match field {
+            HeadField::Id => self.id = Some(text.to_owned()).filter(|t| !t.is_empty()),
             HeadField::Ttl => self.ttl_minutes = text.parse().ok(),
             HeadField::Frequency => self.frequency = text.parse().ok().filter(|f| *f > 0),
             HeadField::Period => {

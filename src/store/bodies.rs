@@ -25,21 +25,24 @@ pub async fn insert(
     Ok(id)
 }
 
-/// The latest body stored for the topic `url` (within retention).
+/// The latest body stored for the topic `url` (within retention) — for an alias, the latest
+/// of the topic that fetches for it.
 pub async fn latest(db: &Db, url: &str) -> Result<Option<Bytes>, StoreError> {
-    let sql = "SELECT b.body FROM bodies b JOIN topics t ON t.id = b.topic_id
-               WHERE t.url = $1 ORDER BY b.id DESC LIMIT 1";
+    let sql = "SELECT body FROM bodies
+               WHERE topic_id = (SELECT COALESCE(alias_of, id) FROM topics WHERE url = $1)
+               ORDER BY id DESC LIMIT 1";
     let body: Option<Vec<u8>> =
         dispatch!(db, c => sqlx::query_scalar(sql).bind(url).fetch_optional(c).await?);
     Ok(body.map(Bytes::from))
 }
 
-/// The latest body stored for a topic (within retention), with its id, hash and the
-/// topic's Content-Type, read in `tx`.
+/// The latest body stored for a topic (within retention; for an alias, of the topic that
+/// fetches for it), with its id, hash and Content-Type, read in `tx`.
 pub async fn latest_of(tx: &mut Tx, topic_id: TopicId) -> Result<Option<Latest>, StoreError> {
     let sql = "SELECT b.id, b.body, b.content_hash, t.content_type
                FROM bodies b JOIN topics t ON t.id = b.topic_id
-               WHERE b.topic_id = $1 ORDER BY b.id DESC LIMIT 1";
+               WHERE b.topic_id = (SELECT COALESCE(alias_of, id) FROM topics WHERE id = $1)
+               ORDER BY b.id DESC LIMIT 1";
     let row: Option<(BodyId, Vec<u8>, String, Option<String>)> = dispatch_tx!(tx, c =>
         sqlx::query_as(sql).bind(topic_id).fetch_optional(c).await?);
     Ok(row.map(|(id, body, content_hash, content_type)| Latest {

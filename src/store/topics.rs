@@ -18,6 +18,10 @@ use crate::domain::{
 /// The id of the topic row for `$1`, a URL.
 const TOPIC_ID: &str = "SELECT id FROM topics WHERE url = $1";
 
+/// The topic that distributes for the topic `url`: itself, or the topic it is an alias of
+/// (feed identity: the same feed under another URL).
+const DISTRIBUTING_ID: &str = "SELECT COALESCE(alias_of, id) FROM topics WHERE url = $1";
+
 /// Returns the id of the topic row for `url`, creating it when missing. An existing row is
 /// only read, never written: verifications of many subscribers of one topic complete in
 /// parallel transactions, which a write would queue up behind one another on the row's lock.
@@ -63,13 +67,27 @@ const SUBSCRIBED: &str = "(EXISTS (
         WHERE s.topic_id = $1 AND s.state = 'active' AND s.expires_at > $2) OR EXISTS (
         SELECT 1 FROM live_follows f WHERE f.topic_id = $1 AND f.expires_at > $2))";
 
+/// As [`SUBSCRIBED`], for the topic `$1` or any of its aliases: a ping to one alias counts for
+/// all, and a fetch serves the subscribers of every one (through `topics_aliases`, which
+/// answers at once for the many topics with none).
+static GROUP_SUBSCRIBED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "({SUBSCRIBED} OR EXISTS (
+            SELECT 1 FROM topics a JOIN subscriptions s ON s.topic_id = a.id
+            WHERE a.alias_of = $1 AND s.state = 'active' AND s.expires_at > $2) OR EXISTS (
+            SELECT 1 FROM topics a JOIN live_follows f ON f.topic_id = a.id
+            WHERE a.alias_of = $1 AND f.expires_at > $2))"
+    )
+});
+
 /// Records a publish ping for `url` if the topic has an active subscriber (webhook or live).
+/// A ping to an alias is recorded on the topic it is an alias of, for the subscribers of all.
 pub async fn record_ping(
     tx: &mut Tx,
     url: &HubUrl,
     now: UnixMs,
 ) -> Result<Option<Ping>, StoreError> {
-    let Some(id): Option<TopicId> = dispatch_tx!(tx, c => sqlx::query_scalar(TOPIC_ID)
+    let Some(id): Option<TopicId> = dispatch_tx!(tx, c => sqlx::query_scalar(DISTRIBUTING_ID)
         .bind(url.as_str()).fetch_optional(c).await?)
     else {
         return Ok(None);
@@ -77,8 +95,9 @@ pub async fn record_ping(
     static RECORD: LazyLock<String> = LazyLock::new(|| {
         format!(
             "UPDATE topics SET ping_seq = ping_seq + 1, last_pinged_at = $2
-             WHERE id = $1 AND {SUBSCRIBED}
-             RETURNING id, ping_seq, distributed_seq, fetch_failures, last_fetched_at"
+             WHERE id = $1 AND {}
+             RETURNING id, ping_seq, distributed_seq, fetch_failures, last_fetched_at",
+            *GROUP_SUBSCRIBED
         )
     });
     let row: Option<(TopicId, i64, i64, i64, Option<UnixMs>)> = dispatch_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(RECORD.as_str()))
@@ -247,6 +266,8 @@ pub struct FetchRecord {
     /// How often the feed publishes by its entries' dates (`feed::Feed::typical_gap`): the
     /// topic's change gap until it has one of its own.
     pub feed_gap: Option<Duration>,
+    /// What the feed says it is (`feed::Feed::identity`), stored when `analysed`.
+    pub feed_identity: Option<String>,
 }
 
 /// A topic's next poll and what the fetch before it taught.
@@ -312,7 +333,8 @@ pub async fn finish(
                    poll_reason = CASE WHEN $13 = 1 THEN $16 ELSE poll_reason END,
                    last_change_at = CASE WHEN $17 = 1 THEN $7 ELSE last_change_at END,
                    change_gap_ms = CASE WHEN $17 = 1 THEN $18 ELSE COALESCE(change_gap_ms, $20) END,
-                   missed_pings = missed_pings + $19
+                   missed_pings = missed_pings + $19,
+                   feed_identity = CASE WHEN $10 = 1 THEN $21 ELSE feed_identity END
                WHERE id = $1 AND distributing_until = $12 RETURNING ping_seq, distributed_seq";
     let poll = fetched.poll.as_ref();
     let row: Option<(i64, i64)> = dispatch_tx!(tx, c => sqlx::query_as(sql)
@@ -326,24 +348,30 @@ pub async fn finish(
         .bind(poll.and_then(|p| p.changed.flatten()).map(millis_of))
         .bind(i64::from(poll.is_some_and(|p| p.missed_ping)))
         .bind(poll.and_then(|p| p.gap_estimate).map(millis_of))
+        .bind(&fetched.feed_identity)
         .fetch_optional(c).await?);
     let (ping_seq, distributed_seq) = row.ok_or(StoreError::ClaimLost("topic"))?;
     Ok(ping_seq > distributed_seq)
 }
 
-/// The id of the topic `url` if it has an active, unexpired subscription or live follower.
+/// The id of the topic that distributes for `url` (itself, or the topic it is an alias of) if
+/// it or one of its aliases has an active, unexpired subscription or live follower.
 pub async fn find_subscribed(
     db: &Db,
     url: &HubUrl,
     now: UnixMs,
 ) -> Result<Option<TopicId>, StoreError> {
-    let Some(id): Option<TopicId> = dispatch!(db, c => sqlx::query_scalar(TOPIC_ID)
+    let Some(id): Option<TopicId> = dispatch!(db, c => sqlx::query_scalar(DISTRIBUTING_ID)
         .bind(url.as_str()).fetch_optional(c).await?)
     else {
         return Ok(None);
     };
-    static FIND: LazyLock<String> =
-        LazyLock::new(|| format!("SELECT id FROM topics WHERE id = $1 AND {SUBSCRIBED}"));
+    static FIND: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT id FROM topics WHERE id = $1 AND {}",
+            *GROUP_SUBSCRIBED
+        )
+    });
     Ok(
         dispatch!(db, c => sqlx::query_scalar(sqlx::AssertSqlSafe(FIND.as_str())).bind(id).bind(now).fetch_optional(c).await?),
     )
@@ -498,13 +526,18 @@ pub async fn subscriber_count(db: &Db, id: TopicId, now: UnixMs) -> Result<i64, 
 
 /// The expression counting the users of the topic `topic` (an id expression) at `now` (a
 /// parameter): each active, unexpired subscription's `on_behalf_of` (or 1), and each live
-/// follower. One text for the poller's claim and the ping's fetch, on both backends
+/// follower, of the topic and of its aliases. One text for the poller's claim and the ping's fetch, on both backends
 /// (PostgreSQL's `SUM` of a bigint is numeric, hence the cast).
 fn users_of(topic: &str, now: &str) -> String {
     format!(
         "((SELECT CAST(COALESCE(SUM(COALESCE(s.on_behalf_of, 1)), 0) AS BIGINT) FROM subscriptions s
            WHERE s.topic_id = {topic} AND s.state = 'active' AND s.expires_at > {now})
-          + (SELECT COUNT(*) FROM live_follows f WHERE f.topic_id = {topic} AND f.expires_at > {now}))"
+          + (SELECT COUNT(*) FROM live_follows f WHERE f.topic_id = {topic} AND f.expires_at > {now})
+          + (SELECT CAST(COALESCE(SUM(COALESCE(s.on_behalf_of, 1)), 0) AS BIGINT)
+             FROM topics a JOIN subscriptions s ON s.topic_id = a.id
+             WHERE a.alias_of = {topic} AND s.state = 'active' AND s.expires_at > {now})
+          + (SELECT COUNT(*) FROM topics a JOIN live_follows f ON f.topic_id = a.id
+             WHERE a.alias_of = {topic} AND f.expires_at > {now}))"
     )
 }
 
@@ -532,4 +565,47 @@ pub async fn abandon(db: &Db, id: TopicId, seq: i64) -> Result<(), StoreError> {
 pub async fn pending_ids(db: &Db) -> Result<Vec<TopicId>, StoreError> {
     let sql = "SELECT id FROM topics WHERE ping_seq > distributed_seq ORDER BY id";
     Ok(dispatch!(db, c => sqlx::query_scalar(sql).fetch_all(c).await?))
+}
+
+/// The aliases of a topic (feed identity): the topics whose subscribers its fan-outs serve,
+/// each with its own URL (the `rel="self"` of their deliveries).
+pub async fn aliases_of(tx: &mut Tx, id: TopicId) -> Result<Vec<(TopicId, HubUrl)>, StoreError> {
+    let sql = "SELECT id, url FROM topics WHERE alias_of = $1 ORDER BY id";
+    let rows: Vec<(TopicId, String)> =
+        dispatch_tx!(tx, c => sqlx::query_as(sql).bind(id).fetch_all(c).await?);
+    rows.into_iter()
+        .map(|(id, url)| {
+            HubUrl::parse(&url)
+                .map(|url| (id, url))
+                .map_err(|e| StoreError::corrupt("topics", id.get(), format!("url {e}")))
+        })
+        .collect()
+}
+
+/// Makes the topic `id`, just fetched, an alias of the topic that is the same feed: one that
+/// says the same of itself (`identity`) and served identical content (`content_hash`) when it
+/// was last fetched — the earliest such, itself no alias. A topic that others are aliases of
+/// stays as it is. An alias is polled no more (`poll_reason` `alias`): its pings, polls and
+/// fan-outs are the other topic's. Returns the topic it became an alias of.
+pub async fn merge_as_alias(
+    tx: &mut Tx,
+    id: TopicId,
+    identity: &str,
+    content_hash: &str,
+) -> Result<Option<TopicId>, StoreError> {
+    let sql = "UPDATE topics SET alias_of = (
+                   SELECT c.id FROM topics c
+                   WHERE c.feed_identity = $2 AND c.content_hash = $3 AND c.alias_of IS NULL
+                     AND c.id <> $1 ORDER BY c.id LIMIT 1),
+                   poll_reason = $4, poll_next_at = $5, poll_interval_ms = NULL
+               WHERE id = $1 AND alias_of IS NULL
+                 AND NOT EXISTS (SELECT 1 FROM topics a WHERE a.alias_of = $1)
+                 AND EXISTS (SELECT 1 FROM topics c
+                             WHERE c.feed_identity = $2 AND c.content_hash = $3
+                               AND c.alias_of IS NULL AND c.id <> $1)
+               RETURNING alias_of";
+    let merged: Option<Option<TopicId>> = dispatch_tx!(tx, c => sqlx::query_scalar(sql)
+        .bind(id).bind(identity).bind(content_hash).bind(PollReason::Alias.as_str())
+        .bind(UnixMs::NEVER).fetch_optional(c).await?);
+    Ok(merged.flatten())
 }

@@ -329,7 +329,7 @@ pub async fn topics(
                       (SELECT COUNT(*) FROM subscriptions s
                        WHERE s.topic_id = t.id AND s.state = 'active' AND s.expires_at > $3) AS active_subscriptions,
                       t.created_at,
-                      CASE WHEN t.poll_interval_ms IS NULL OR t.poll_reason = 'failing too long' THEN NULL
+                      CASE WHEN t.poll_interval_ms IS NULL OR t.poll_reason IN ('failing too long', 'alias') THEN NULL
                            ELSE t.poll_next_at END AS next_poll_at,
                       t.poll_interval_ms / 1000 AS poll_interval_seconds, t.poll_reason,
                       t.failing_since, t.fetch_failures, t.missed_pings
@@ -498,8 +498,12 @@ pub async fn topic_hosts(db: &Db, limit: usize) -> Result<Vec<TopicHostView>, St
                 view.parked += 1;
                 continue;
             }
-            let polled = reason
-                .is_some_and(|r| !matches!(r, PollReason::NoSubscriber | PollReason::NeverPinged));
+            let polled = reason.is_some_and(|r| {
+                !matches!(
+                    r,
+                    PollReason::NoSubscriber | PollReason::NeverPinged | PollReason::Alias
+                )
+            });
             if let (true, Some(ms)) = (polled, interval_ms.filter(|ms| *ms > 0)) {
                 view.polled += 1;
                 view.polls_per_hour += 3_600_000.0 / ms as f64;

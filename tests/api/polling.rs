@@ -734,3 +734,90 @@ async fn the_feeds_polled_for_one_callback_host_and_one_address_are_capped() {
     let why = reason(feed("f5"), two.callback("f")).await;
     assert!(why.contains("for one subscriber address"), "{why}");
 }
+
+/// An Atom feed with a self link and these entries.
+fn atom_self(self_link: &str, entries: &[(&str, &str)]) -> String {
+    atom(entries).replacen(
+        "<title>polled</title>",
+        &format!("<title>polled</title><link rel=\"self\" href=\"{self_link}\"/>"),
+        1,
+    )
+}
+
+/// Feed identity: the same feed under two URLs — saying the same of itself and serving the
+/// same content — becomes one topic with an alias. A ping to either is one fetch of the first,
+/// and both subscribers get the new entry, each with the URL it subscribed to as
+/// `rel="self"`. Feeds that only look alike are never merged: an RSS channel's `<link>` is not
+/// an identity, and the same self link with other content is another feed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alias_pair_gets_one_fetch_and_two_correct_deliveries() {
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    let (feed, mirror) = (publisher.url("feed"), publisher.url("mirror"));
+    let one = atom_self(&feed, &[("urn:a:1", "one")]);
+    publisher.set("feed", ATOM, one.clone());
+    publisher.set("mirror", ATOM, one);
+    app.subscribed(&feed, &sub.callback("a"), &[]).await;
+    app.subscribed(&mirror, &sub.callback("b"), &[]).await;
+    app.publish(&feed).await;
+    sub.wait_deliveries("a", 1).await;
+    app.wait_topics_idle().await;
+    app.publish(&mirror).await;
+    sub.wait_deliveries("b", 1).await;
+    eventually("the mirror to become an alias", || async {
+        (topic_text(&app, "poll_reason", &mirror).await.as_deref() == Some("alias")).then_some(())
+    })
+    .await;
+    let feed_id = topic_number(&app, "id", &feed).await;
+    assert_eq!(topic_number(&app, "alias_of", &mirror).await, feed_id);
+    assert_eq!(
+        (publisher.fetches("feed"), publisher.fetches("mirror")),
+        (1, 1)
+    );
+
+    // A new entry, pinged on the alias: one fetch, of the feed; a delivery to each subscriber.
+    let two = atom_self(&feed, &[("urn:a:2", "two"), ("urn:a:1", "one")]);
+    publisher.set("feed", ATOM, two.clone());
+    publisher.set("mirror", ATOM, two);
+    assert_eq!(app.publish(&mirror).await, reqwest::StatusCode::NO_CONTENT);
+    let a = sub.wait_deliveries("a", 2).await;
+    let b = sub.wait_deliveries("b", 2).await;
+    for (got, own) in [(&a[1], &feed), (&b[1], &mirror)] {
+        let body = String::from_utf8_lossy(&got.body);
+        assert!(
+            body.contains("urn:a:2") && !body.contains("urn:a:1"),
+            "{body}"
+        );
+        let link = got.header("link").expect("a Link header");
+        assert!(link.ends_with(&format!("<{own}>; rel=\"self\"")), "{link}");
+    }
+    app.wait_topics_idle().await;
+    assert_eq!(
+        (publisher.fetches("feed"), publisher.fetches("mirror")),
+        (2, 1)
+    );
+
+    // Look-alikes stay apart: RSS feeds with the same channel link and no self link, even
+    // with identical content; the feed's self link with other entries.
+    let rss = "<rss version=\"2.0\"><channel><title>site</title><link>https://site.example/</link>\
+               <item><guid>p1</guid><title>post</title></item></channel></rss>";
+    for name in ["posts", "comments"] {
+        publisher.set(name, Some("application/rss+xml"), rss);
+    }
+    publisher.set("other", ATOM, atom_self(&feed, &[("urn:o:1", "other")]));
+    for name in ["posts", "comments", "other"] {
+        let url = publisher.url(name);
+        app.subscribed(&url, &sub.callback(name), &[]).await;
+        app.publish(&url).await;
+        sub.wait_deliveries(name, 1).await;
+    }
+    app.wait_topics_idle().await;
+    for name in ["posts", "comments", "other"] {
+        assert_eq!(
+            topic_number(&app, "alias_of", &publisher.url(name)).await,
+            None,
+            "{name}"
+        );
+    }
+}
