@@ -156,6 +156,7 @@ pub async fn run(db: &Db, command: Command) -> anyhow::Result<()> {
                 ),
                 ("poll reason", opt(t.poll_reason.as_ref())),
                 ("missed pings", t.missed_pings.to_string()),
+                ("alias of", opt(t.alias_of.as_ref())),
             ];
             for (k, v) in fields {
                 println!("{k:<14} {v}");

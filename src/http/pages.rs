@@ -443,6 +443,9 @@ pub async fn topic_details(
                         }
                     } }
                     tr { th { "Missed pings" } td { (t.missed_pings) } }
+                    @if let Some(of) = &t.alias_of {
+                        tr { th { "Same feed as" } td { code { (of) } " — fetched once for both" } }
+                    }
                 }
                 h2 { "Recent distributions" }
                 @if recent.is_empty() {

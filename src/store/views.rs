@@ -301,8 +301,11 @@ pub struct TopicView {
     /// The interval of that schedule, in seconds.
     pub poll_interval_seconds: Option<i64>,
     /// Why it is polled then: entry rate, quiet, server hint, publisher pings, error backoff,
-    /// retry-after, no subscriber, never pinged.
+    /// retry-after, no subscriber, never pinged, failing too long, alias.
     pub poll_reason: Option<String>,
+    /// The URL of the topic this one is an alias of (the same feed: that topic's fetches serve
+    /// this one's subscribers; docs/polling.md, "Feed identity").
+    pub alias_of: Option<String>,
     /// Since when every fetch of it failed (absent: the last one succeeded).
     #[serde(serialize_with = "crate::domain::ids::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -332,7 +335,8 @@ pub async fn topics(
                       CASE WHEN t.poll_interval_ms IS NULL OR t.poll_reason IN ('failing too long', 'alias') THEN NULL
                            ELSE t.poll_next_at END AS next_poll_at,
                       t.poll_interval_ms / 1000 AS poll_interval_seconds, t.poll_reason,
-                      t.failing_since, t.fetch_failures, t.missed_pings
+                      t.failing_since, t.fetch_failures, t.missed_pings,
+                      (SELECT c.url FROM topics c WHERE c.id = t.alias_of) AS alias_of
                FROM topics t
                WHERE ($1 IS NULL OR t.id = $1) AND ($2 IS NULL OR t.url = $2)
                  AND ($5 IS NULL OR t.id < $5)

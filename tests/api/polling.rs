@@ -775,6 +775,11 @@ async fn an_alias_pair_gets_one_fetch_and_two_correct_deliveries() {
         (publisher.fetches("feed"), publisher.fetches("mirror")),
         (1, 1)
     );
+    let page = app
+        .get_text(&format!("/topic-details?hub.url={}", urlencode(&mirror)))
+        .await;
+    assert!(page.contains("Same feed as"), "{page}");
+    assert!(page.contains(&feed), "{page}");
 
     // A new entry, pinged on the alias: one fetch, of the feed; a delivery to each subscriber.
     let two = atom_self(&feed, &[("urn:a:2", "two"), ("urn:a:1", "one")]);
