@@ -7,7 +7,5 @@ ALTER TABLE subscription_requests ADD COLUMN replay BIGINT;
 ALTER TABLE subscription_requests ADD COLUMN client_addr TEXT;
 ALTER TABLE subscriptions ADD COLUMN client_addr TEXT;
 ALTER TABLE subscriptions ADD COLUMN callback_host TEXT;
-CREATE INDEX subscriptions_active_by_callback_host ON subscriptions (callback_host, topic_id)
-    WHERE state = 'active';
-CREATE INDEX subscriptions_active_by_client ON subscriptions (client_addr, topic_id)
-    WHERE state = 'active';
+CREATE INDEX subscriptions_by_callback_host ON subscriptions (callback_host, state, expires_at);
+CREATE INDEX subscriptions_by_client ON subscriptions (client_addr, state, expires_at);

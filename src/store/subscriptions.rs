@@ -433,7 +433,7 @@ pub async fn is_unpinged(db: &Db, topic: &HubUrl) -> Result<bool, StoreError> {
 
 /// How many feeds that never pinged nor were pushed, other than `topic`, the active
 /// subscriptions of `whom` are to — counted up to `cap` (enough to tell whether it is
-/// reached), through the partial indexes on `callback_host` and `client_addr`.
+/// reached), through the indexes on `callback_host` and `client_addr`.
 pub async fn unpinged_feeds_of(
     db: &Db,
     whom: PolledFor<'_>,

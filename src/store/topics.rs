@@ -68,15 +68,18 @@ const SUBSCRIBED: &str = "(EXISTS (
         SELECT 1 FROM live_follows f WHERE f.topic_id = $1 AND f.expires_at > $2))";
 
 /// As [`SUBSCRIBED`], for the topic `$1` or any of its aliases: a ping to one alias counts for
-/// all, and a fetch serves the subscribers of every one (through `topics_aliases`, which
-/// answers at once for the many topics with none).
+/// all, and a fetch serves the subscribers of every one. The aliases are looked up first
+/// (`topics_aliases`, which answers at once for the many topics with none), then their
+/// subscriptions by topic: written as a join, SQLite read every active subscription instead.
 static GROUP_SUBSCRIBED: LazyLock<String> = LazyLock::new(|| {
     format!(
         "({SUBSCRIBED} OR EXISTS (
-            SELECT 1 FROM topics a JOIN subscriptions s ON s.topic_id = a.id
-            WHERE a.alias_of = $1 AND s.state = 'active' AND s.expires_at > $2) OR EXISTS (
-            SELECT 1 FROM topics a JOIN live_follows f ON f.topic_id = a.id
-            WHERE a.alias_of = $1 AND f.expires_at > $2))"
+            SELECT 1 FROM subscriptions s
+            WHERE s.topic_id IN (SELECT a.id FROM topics a WHERE a.alias_of = $1)
+              AND s.state = 'active' AND s.expires_at > $2) OR EXISTS (
+            SELECT 1 FROM live_follows f
+            WHERE f.topic_id IN (SELECT a.id FROM topics a WHERE a.alias_of = $1)
+              AND f.expires_at > $2))"
     )
 });
 
@@ -534,10 +537,12 @@ fn users_of(topic: &str, now: &str) -> String {
            WHERE s.topic_id = {topic} AND s.state = 'active' AND s.expires_at > {now})
           + (SELECT COUNT(*) FROM live_follows f WHERE f.topic_id = {topic} AND f.expires_at > {now})
           + (SELECT CAST(COALESCE(SUM(COALESCE(s.on_behalf_of, 1)), 0) AS BIGINT)
-             FROM topics a JOIN subscriptions s ON s.topic_id = a.id
-             WHERE a.alias_of = {topic} AND s.state = 'active' AND s.expires_at > {now})
-          + (SELECT COUNT(*) FROM topics a JOIN live_follows f ON f.topic_id = a.id
-             WHERE a.alias_of = {topic} AND f.expires_at > {now}))"
+             FROM subscriptions s
+             WHERE s.topic_id IN (SELECT a.id FROM topics a WHERE a.alias_of = {topic})
+               AND s.state = 'active' AND s.expires_at > {now})
+          + (SELECT COUNT(*) FROM live_follows f
+             WHERE f.topic_id IN (SELECT a.id FROM topics a WHERE a.alias_of = {topic})
+               AND f.expires_at > {now}))"
     )
 }
 
