@@ -182,6 +182,8 @@ pub struct PollSettings {
     pub rate: RateSetting,
     /// Polls started per host, per process.
     pub host_rate: RateSetting,
+    /// About one poll in this many goes without validators (`None`: never).
+    pub unconditional_every: Option<u32>,
 }
 
 /// Content distribution (`delivery`, and the documents `distribution` plans).
@@ -385,6 +387,8 @@ impl TryFrom<ServeArgs> for Settings {
                     concurrency: positive("HERALD_POLL_CONCURRENCY", a.poll_concurrency)?,
                     rate: a.poll_rate,
                     host_rate: a.poll_host_rate,
+                    unconditional_every: (a.poll_unconditional_every > 0)
+                        .then_some(a.poll_unconditional_every),
                 },
             },
             live: LiveSettings {

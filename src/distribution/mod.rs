@@ -222,14 +222,21 @@ impl Distribution {
             Trigger::Poll { subscribers } => Some(subscribers),
             Trigger::Pings(_) => Some(topics::subscriber_count(&self.db, topic.id, now).await?),
         };
+        // Now and then a poll goes without validators: a server that keeps answering 304 to
+        // new content (an ETag that never changes) is caught within a few polls.
+        let unconditional = matches!(trigger, Trigger::Poll { .. })
+            && self
+                .fetch
+                .poll
+                .unconditional_every
+                .is_some_and(poll::one_in);
+        let (etag, last_modified) = match unconditional {
+            true => (None, None),
+            false => (topic.etag.as_deref(), topic.last_modified.as_deref()),
+        };
         let fetched = self
             .outbound
-            .fetch_topic(
-                topic.url.as_str(),
-                topic.etag.as_deref(),
-                topic.last_modified.as_deref(),
-                subscribers,
-            )
+            .fetch_topic(topic.url.as_str(), etag, last_modified, subscribers)
             .await;
         let (body, mut record, hubs, fresh_for) = match fetched {
             Ok(Fetched::NotModified { fresh_for }) => {

@@ -292,6 +292,11 @@ pub fn jittered(interval: Duration, unit: f64) -> Duration {
     interval.mul_f64(1.0 + 0.1 * unit.clamp(-1.0, 1.0))
 }
 
+/// True about once in `n` calls (always for `n` ≤ 1).
+pub fn one_in(n: u32) -> bool {
+    n <= 1 || super::challenge::random_u32().is_multiple_of(n)
+}
+
 /// `interval` spread by a random ±10 %.
 pub fn spread(interval: Duration) -> Duration {
     let mut bytes = [0u8; 2];

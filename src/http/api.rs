@@ -140,12 +140,33 @@ async fn publish(
     }))
 }
 
-/// Whether a topic is subscribed.
+/// Whether a topic is subscribed, and how the hub follows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TopicStatus {
     pub topic: String,
     pub subscribed: bool,
     pub active_subscribers: i64,
+    /// Absent for a topic the hub does not know.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetching: Option<TopicFetching>,
+}
+
+/// How the hub fetches a topic (docs/polling.md).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopicFetching {
+    /// RFC 3339.
+    pub last_fetched_at: Option<String>,
+    pub last_fetch_error: Option<String>,
+    /// Since when every fetch failed (RFC 3339; absent: the last one succeeded).
+    pub failing_since: Option<String>,
+    /// RFC 3339; absent while it is not scheduled.
+    pub next_poll_at: Option<String>,
+    pub poll_interval_seconds: Option<i64>,
+    pub poll_reason: Option<String>,
+    /// Polls that found new entries this topic's publisher had not pinged for.
+    pub missed_pings: i64,
+    /// The topic this one is an alias of (the same feed, fetched once for both).
+    pub alias_of: Option<String>,
 }
 
 /// `GET /api/v1/topics?topic=<url>`: is it subscribed, and by how many.
@@ -157,13 +178,28 @@ async fn topic(
     ctx: web::Data<Arc<AppState>>,
 ) -> Result<HttpResponse, ApiError> {
     let topic = query.parse()?;
-    let active = views::active_subscribers(&ctx.db, topic.as_str(), UnixMs::now())
+    let now = UnixMs::now();
+    let active = views::active_subscribers(&ctx.db, topic.as_str(), now)
         .await?
         .unwrap_or(0);
+    let fetching = views::topics(&ctx.db, Some(topic.as_str()), now, None, 1)
+        .await?
+        .pop()
+        .map(|t| TopicFetching {
+            last_fetched_at: t.last_fetched_at.map(UnixMs::to_rfc3339),
+            last_fetch_error: t.last_fetch_error,
+            failing_since: t.failing_since.map(UnixMs::to_rfc3339),
+            next_poll_at: t.next_poll_at.map(UnixMs::to_rfc3339),
+            poll_interval_seconds: t.poll_interval_seconds,
+            poll_reason: t.poll_reason,
+            missed_pings: t.missed_pings,
+            alias_of: t.alias_of,
+        });
     Ok(HttpResponse::Ok().json(TopicStatus {
         topic: topic.as_str().to_owned(),
         subscribed: active > 0,
         active_subscribers: active,
+        fetching,
     }))
 }
 

@@ -208,7 +208,9 @@ async fn retry_after_is_honoured() {
 /// not ping for counts a missed ping and halves the safety-net interval.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missed_ping_is_counted_and_shortens_the_interval() {
-    let app = TestApp::spawn_with(&fast("safety-net")).await;
+    let mut vars = fast("safety-net");
+    vars.push(("HERALD_PRODUCER_TOKEN", "producer-token"));
+    let app = TestApp::spawn_with(&vars).await;
     let sub = Subscriber::spawn();
     let publisher = Publisher::spawn();
     publisher.set("pinger", ATOM, atom(&[("urn:p:1", "one")]));
@@ -249,6 +251,23 @@ async fn a_missed_ping_is_counted_and_shortens_the_interval() {
         metrics.lines().any(|l| l == "herald_missed_pings_total 1"),
         "{metrics}"
     );
+    // The producer sees it too.
+    let status: serde_json::Value = app
+        .client
+        .get(format!(
+            "http://127.0.0.1:{}/api/v1/topics?topic={}",
+            app.port,
+            urlencode(&topic)
+        ))
+        .bearer_auth("producer-token")
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["fetching"]["missed_pings"], 1, "{status}");
+    assert!(status["fetching"]["next_poll_at"].is_string(), "{status}");
 }
 
 /// In safety-net mode (the default) a topic whose publisher never pinged is not fetched.
@@ -825,4 +844,41 @@ async fn an_alias_pair_gets_one_fetch_and_two_correct_deliveries() {
             "{name}"
         );
     }
+}
+
+/// A server whose ETag never changes answers 304 to new content: now and then a poll goes
+/// without validators (`HERALD_POLL_UNCONDITIONAL_EVERY`, here one in three), and the new
+/// entry is delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_with_stuck_validators_is_caught_by_an_unconditional_poll() {
+    let mut vars = fast("all");
+    vars.push(("HERALD_POLL_UNCONDITIONAL_EVERY", "3"));
+    let app = TestApp::spawn_with(&vars).await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("stuck", ATOM, atom(&[("urn:s:1", "one")]));
+    publisher.set_etag("stuck", "\"v1\"");
+    let topic = publisher.url("stuck");
+    app.subscribed(&topic, &sub.callback("stuck"), &[]).await;
+    eventually("the first poll", || async {
+        topic_text(&app, "etag", &topic).await.map(|_| ())
+    })
+    .await;
+    // New content under the same validator.
+    publisher.set(
+        "stuck",
+        ATOM,
+        atom(&[("urn:s:2", "two"), ("urn:s:1", "one")]),
+    );
+    let got = sub.wait_deliveries("stuck", 1).await;
+    assert!(String::from_utf8_lossy(&got[0].body).contains("urn:s:2"));
+    let asked = publisher.request_headers("stuck", "if-none-match");
+    assert!(
+        asked.iter().skip(1).any(|v| v.as_deref() == Some("\"v1\"")),
+        "polls are conditional: {asked:?}"
+    );
+    assert!(
+        asked.iter().skip(1).any(Option::is_none),
+        "now and then one is not: {asked:?}"
+    );
 }
