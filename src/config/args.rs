@@ -151,6 +151,10 @@ pub struct ServeArgs {
     /// How long failed deliveries (and their documents) are kept for replay.
     #[arg(long, env = "HERALD_FAILED_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub failed_retention: Duration,
+    /// How long the producer's events (`GET /api/v1/events`) are kept; a reader asking for
+    /// older ones is told they are gone.
+    #[arg(long, env = "HERALD_EVENTS_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub events_retention: Duration,
     /// The most deliveries that may wait for one subscription; beyond it the oldest are dropped
     /// (for content that is not a feed, all but the newest).
     #[arg(

@@ -144,6 +144,8 @@ pub struct SweepSettings {
     pub retention: Duration,
     /// How long failed deliveries are kept.
     pub failed_retention: Duration,
+    /// How long the producer's events are kept.
+    pub events_retention: Duration,
 }
 
 /// Verification of intent (`verification`).
@@ -367,6 +369,7 @@ impl TryFrom<ServeArgs> for Settings {
                     .unwrap_or(Duration::from_secs(30)),
                 retention: a.retention,
                 failed_retention: a.failed_retention,
+                events_retention: a.events_retention,
             },
             verification: VerificationSettings {
                 timeout: a.verify_timeout,

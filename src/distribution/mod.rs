@@ -36,6 +36,7 @@ pub mod replay;
 use std::{sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use self::fan_out::{FanOut, Fanned, content_hash};
 pub use self::{
@@ -47,6 +48,7 @@ use crate::{
     delivery::Delivery,
     domain::{
         delivery_mode::DeliveryMode,
+        event::EventType,
         ids::{DeliveryId, ProcessId, TopicId, UnixMs},
         poll::{self, FetchOutcome, PollingMode},
         state::DistributionSource,
@@ -58,7 +60,7 @@ use crate::{
     outbound::{Fetched, Outbound, OutboundError},
     queue::{Job, JobError, Outbox, Queue, Wakers},
     store::{
-        Db, StoreError,
+        Db, StoreError, events,
         topics::{self, ClaimFor},
     },
 };
@@ -76,6 +78,21 @@ fn fetch_failure_class(error: &OutboundError) -> String {
         }
         OutboundError::TooLarge(max) => format!("the topic is larger than {max} bytes"),
         OutboundError::Transport(_) => "the connection to the topic failed".into(),
+    }
+}
+
+/// An event about a topic's fetches, for the producer (`store::events`).
+fn topic_event(
+    topic: &topics::ClaimedTopic,
+    kind: EventType,
+    detail: serde_json::Value,
+) -> events::NewEvent {
+    events::NewEvent {
+        kind,
+        topic: Some(topic.url.as_str().to_owned()),
+        subscription_id: None,
+        callback_host: None,
+        detail,
     }
 }
 
@@ -326,8 +343,23 @@ impl Distribution {
         // The longer of what the answer's headers and the feed itself say.
         let hint = fresh_for.max(record.feed_hint);
         record.poll = self.next_poll(topic, outcome, hint, record.feed_gap, missed_ping, now);
-        self.finish(outbox, topic, Some(topic.ping_seq), &record, fanned.to_send)
-            .await?;
+        let mut told = Vec::new();
+        if missed_ping {
+            told.push(topic_event(topic, EventType::TopicMissedPing, json!({})));
+        }
+        if let Some(since) = topic.history.failing_since {
+            let detail = json!({ "failing_since": since.to_rfc3339() });
+            told.push(topic_event(topic, EventType::TopicFetchRecovered, detail));
+        }
+        self.finish(
+            outbox,
+            topic,
+            Some(topic.ping_seq),
+            &record,
+            fanned.to_send,
+            &told,
+        )
+        .await?;
         for &id in &fanned.live_topics {
             self.live.wake(id);
         }
@@ -404,6 +436,7 @@ impl Distribution {
         seq: Option<i64>,
         record: &topics::FetchRecord,
         to_send: Vec<Vec<DeliveryId>>,
+        told: &[events::NewEvent],
     ) -> Result<(), StoreError> {
         let sending = self.delivery.sending(to_send, UnixMs::now());
         let waiting = topics::finish(&mut outbox, topic, seq, record, UnixMs::now()).await?;
@@ -420,6 +453,8 @@ impl Distribution {
             tracing::info!(url = %topic.url, alias_of = %of, "the topic is the same feed as another: it becomes its alias");
         }
         let express = sending.push(&mut outbox).await?;
+        // Last: the event counter's row is the last lock the transaction takes (docs/events.md).
+        events::record(&mut outbox, told, UnixMs::now()).await?;
         outbox.commit().await?;
         if let Some(express) = express {
             express.start(self.delivery.clone());
@@ -456,6 +491,15 @@ impl Distribution {
             tracing::warn!(url = %topic.url, "fetch outlived its claim; another worker took the topic over");
             return Ok(());
         };
+        // The first failure after a success is told; the failures after it are the same news.
+        if topic.history.failing_since.is_none() {
+            let event = topic_event(
+                topic,
+                EventType::TopicFetchFailing,
+                json!({ "error": error }),
+            );
+            events::record(&mut outbox, &[event], now).await?;
+        }
         let job = match trigger {
             Trigger::Pings(job) => job,
             Trigger::Poll { .. } => {

@@ -104,6 +104,7 @@ impl Distribution {
             None,
             &record,
             std::mem::take(&mut fanned.to_send),
+            &[],
         )
         .await?;
         for &id in &fanned.live_topics {

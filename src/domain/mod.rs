@@ -10,6 +10,7 @@ pub mod challenge;
 pub mod content;
 pub mod delivery_mode;
 pub mod duration;
+pub mod event;
 pub mod hub_request;
 pub mod ids;
 pub mod lease;

@@ -60,6 +60,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// What was asked for existed, and is gone (events pruned by retention).
+    #[error("{0}")]
+    Gone(String),
     #[error("the content is larger than {0} bytes")]
     TooLarge(usize),
     #[error("{0}")]
@@ -129,6 +132,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::BadRequest(_) => "bad_request",
             Self::NotFound(_) => "not_found",
+            Self::Gone(_) => "gone",
             Self::TooLarge(_) => "too_large",
             Self::Busy(_) => "busy",
             Self::Internal(_) => "internal",
@@ -168,6 +172,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Disabled(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Gone(_) => StatusCode::GONE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,

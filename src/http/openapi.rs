@@ -22,6 +22,7 @@ use super::{admin_api, api, api_error, live_api};
         api::topic,
         api::topic_subscriptions,
         api::distribution,
+        api::list_events,
         live_api::issue,
         live_api::revoke_token,
         live_api::revoke_subscriber,

@@ -13,7 +13,7 @@ use super::{Db, StoreError};
 /// The tables Herald updates or deletes from, and the queue's own.
 const CHURNING_TABLES: &str = "deliveries, subscription_requests, subscriptions, topics, \
      topic_entries, contents, bodies, distributions, processes, callback_hosts, live_events, \
-     live_subscribers, live_follows, apalis.jobs";
+     live_subscribers, live_follows, events, event_counter, apalis.jobs";
 
 /// Whether Herald must vacuum its own tables: PostgreSQL with `autovacuum` off.
 pub async fn needs_own_vacuum(db: &Db) -> Result<bool, StoreError> {

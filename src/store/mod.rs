@@ -11,6 +11,7 @@ pub mod callback_hosts;
 pub mod contents;
 pub mod deliveries;
 pub mod distributions;
+pub mod events;
 pub mod file;
 pub mod live;
 pub mod maintenance;

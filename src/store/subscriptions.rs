@@ -27,19 +27,19 @@ pub struct Activation<'a> {
 }
 
 /// Activates or replaces the subscriptions of verified subscribes, in one statement per chunk
-/// (at most one activation per pair: a batch never holds two requests of one pair). Returns how
-/// many rows changed; an activation older than what was last applied to its pair changes
-/// nothing.
+/// (at most one activation per pair: a batch never holds two requests of one pair). Returns
+/// the subscriptions changed, by (topic, callback); an activation older than what was last
+/// applied to its pair changes nothing.
 pub async fn activate_many(
     tx: &mut Tx,
     activations: &[Activation<'_>],
     now: UnixMs,
-) -> Result<u64, StoreError> {
+) -> Result<Vec<Applied>, StoreError> {
     if let Tx::Pg(t) = tx {
         return activate_many_pg(t, activations, now).await;
     }
     const COLUMNS: usize = 14;
-    let mut changed = 0;
+    let mut changed = Vec::new();
     for chunk in activations.chunks(ACTIVATE_CHUNK) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| {
@@ -65,11 +65,13 @@ pub async fn activate_many(
             })
             .collect();
         let sql = format!(
-            "{ACTIVATE_INSERT} VALUES {} {ACTIVATE_CONFLICT}",
+            "{ACTIVATE_INSERT} VALUES {} {ACTIVATE_CONFLICT} {ACTIVATE_RETURNING}",
             rows.join(", ")
         );
-        changed += dispatch_tx!(tx, c => {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+        let applied: Vec<Applied> = dispatch_tx!(tx, c => {
+            let mut q = sqlx::query_as::<_, (SubscriptionId, TopicId, String)>(
+                sqlx::AssertSqlSafe(sql.as_str()),
+            );
             for a in chunk {
                 let r = a.request;
                 q = q
@@ -81,11 +83,32 @@ pub async fn activate_many(
                     .bind(r.on_behalf_of.map(i64::from))
                     .bind(r.callback.host_key()).bind(r.client.map(|c| c.to_string()));
             }
-            q.execute(c).await?.rows_affected()
+            q.fetch_all(c).await?.into_iter().map(Applied::from).collect()
         });
+        changed.extend(applied);
     }
     Ok(changed)
 }
+
+/// A subscription an activation changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub id: SubscriptionId,
+    pub topic_id: TopicId,
+    pub callback: String,
+}
+
+impl From<(SubscriptionId, TopicId, String)> for Applied {
+    fn from((id, topic_id, callback): (SubscriptionId, TopicId, String)) -> Self {
+        Self {
+            id,
+            topic_id,
+            callback,
+        }
+    }
+}
+
+const ACTIVATE_RETURNING: &str = "RETURNING id, topic_id, callback";
 
 const ACTIVATE_INSERT: &str = "INSERT INTO subscriptions
     (topic_id, callback, secret, lease_seconds, state, verified_at, expires_at,
@@ -121,7 +144,7 @@ async fn activate_many_pg(
     t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     activations: &[Activation<'_>],
     now: UnixMs,
-) -> Result<u64, StoreError> {
+) -> Result<Vec<Applied>, StoreError> {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "{ACTIVATE_INSERT}
@@ -134,69 +157,70 @@ async fn activate_many_pg(
                  AS a (topic_id, callback, secret, lease_seconds, verified_at, expires_at,
                        applied_request_id, delivery_mode, legacy, verify_token, on_behalf_of,
                        callback_host, client_addr)
-             {ACTIVATE_CONFLICT}"
+             {ACTIVATE_CONFLICT} {ACTIVATE_RETURNING}"
         )
     });
     let numbers = |f: fn(&Activation) -> i64| activations.iter().map(f).collect::<Vec<_>>();
     let texts = |f: for<'a> fn(&'a Activation) -> Option<&'a str>| {
         activations.iter().map(f).collect::<Vec<_>>()
     };
-    let changed = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
-        .bind(numbers(|a| a.topic_id.get()))
-        .bind(texts(|a| Some(a.request.callback.as_str())))
-        .bind(texts(|a| a.request.secret.as_ref().map(Secret::expose)))
-        .bind(numbers(|a| a.stored_lease()))
-        .bind(numbers(|a| a.verified_at.as_millis()))
-        .bind(numbers(|a| a.expires_at().as_millis()))
-        .bind(numbers(|a| a.request_id.get()))
-        .bind(now)
-        .bind(texts(|a| a.request.delivery_mode.map(DeliveryMode::as_str)))
-        .bind(numbers(|a| i64::from(a.request.legacy.is_some())))
-        .bind(texts(|a| a.request.verify_token.as_deref()))
-        .bind(
-            activations
-                .iter()
-                .map(|a| a.request.on_behalf_of.map(i64::from))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            activations
-                .iter()
-                .map(|a| a.request.callback.host_key())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            activations
-                .iter()
-                .map(|a| a.request.client.map(|c| c.to_string()))
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut **t)
-        .await?
-        .rows_affected();
-    Ok(changed)
+    let changed: Vec<(SubscriptionId, TopicId, String)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()))
+            .bind(numbers(|a| a.topic_id.get()))
+            .bind(texts(|a| Some(a.request.callback.as_str())))
+            .bind(texts(|a| a.request.secret.as_ref().map(Secret::expose)))
+            .bind(numbers(|a| a.stored_lease()))
+            .bind(numbers(|a| a.verified_at.as_millis()))
+            .bind(numbers(|a| a.expires_at().as_millis()))
+            .bind(numbers(|a| a.request_id.get()))
+            .bind(now)
+            .bind(texts(|a| a.request.delivery_mode.map(DeliveryMode::as_str)))
+            .bind(numbers(|a| i64::from(a.request.legacy.is_some())))
+            .bind(texts(|a| a.request.verify_token.as_deref()))
+            .bind(
+                activations
+                    .iter()
+                    .map(|a| a.request.on_behalf_of.map(i64::from))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                activations
+                    .iter()
+                    .map(|a| a.request.callback.host_key())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                activations
+                    .iter()
+                    .map(|a| a.request.client.map(|c| c.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut **t)
+            .await?;
+    Ok(changed.into_iter().map(Applied::from).collect())
 }
 
 /// Activations written per statement (14 values each).
 const ACTIVATE_CHUNK: usize = 64;
 
-/// A verified unsubscribe. Returns false when there was nothing (newer) to remove.
+/// A verified unsubscribe. Returns the subscription it ended, `None` when there was nothing
+/// (newer) to remove.
 pub async fn deactivate(
     tx: &mut Tx,
     topic: &HubUrl,
     callback: &HubUrl,
     request_id: RequestId,
     now: UnixMs,
-) -> Result<bool, StoreError> {
+) -> Result<Option<SubscriptionId>, StoreError> {
     let sql =
         "UPDATE subscriptions SET state = 'unsubscribed', state_reason = 'unsubscribe verified',
                    applied_request_id = $3, updated_at = $4, ended_at = $4
                WHERE topic_id = (SELECT id FROM topics WHERE url = $1) AND callback = $2
-                 AND applied_request_id < $3";
-    let n = dispatch_tx!(tx, c => sqlx::query(sql).bind(topic.as_str()).bind(callback.as_str())
-        .bind(request_id).bind(now)
-        .execute(c).await?.rows_affected());
-    Ok(n == 1)
+                 AND applied_request_id < $3
+               RETURNING id";
+    Ok(dispatch_tx!(tx, c => sqlx::query_scalar(sql)
+        .bind(topic.as_str()).bind(callback.as_str()).bind(request_id).bind(now)
+        .fetch_optional(c).await?))
 }
 
 /// Ends subscriptions whose callback answered 410 Gone.
@@ -268,13 +292,15 @@ pub async fn advance_sequences(
 }
 
 /// Marks active subscriptions whose lease ran out as expired, recording when (the moment the
-/// lease ended) and why; returns their ids. Safe to run in several processes at once.
-pub async fn expire_lapsed(tx: &mut Tx, now: UnixMs) -> Result<Vec<SubscriptionId>, StoreError> {
+/// lease ended) and why; returns them. Safe to run in several processes at once.
+pub async fn expire_lapsed(tx: &mut Tx, now: UnixMs) -> Result<Vec<Applied>, StoreError> {
     let sql = "UPDATE subscriptions SET state = 'expired', state_reason = 'lease expired',
                    ended_at = expires_at, updated_at = $1
                WHERE state = 'active' AND expires_at <= $1
-               RETURNING id";
-    Ok(dispatch_tx!(tx, c => sqlx::query_scalar(sql).bind(now).fetch_all(c).await?))
+               RETURNING id, topic_id, callback";
+    let rows: Vec<(SubscriptionId, TopicId, String)> =
+        dispatch_tx!(tx, c => sqlx::query_as(sql).bind(now).fetch_all(c).await?);
+    Ok(rows.into_iter().map(Applied::from).collect())
 }
 
 #[derive(sqlx::FromRow)]

@@ -3,7 +3,8 @@
 //! Part of the periodic sweep ([`super::sweep`]), every `HERALD_SWEEP_INTERVAL`, in every worker
 //! process:
 //! - expires active subscriptions whose lease ran out (state `expired`, `ended_at` = the end of
-//!   the lease, reason "lease expired") and cancels their pending deliveries;
+//!   the lease, reason "lease expired"), cancels their pending deliveries and records a
+//!   `subscription.expired` event for each (`store::events`);
 //! - requests hub-initiated renewal for subscriptions whose lease ends within
 //!   `HERALD_RENEW_BEFORE`: those made PuSH 0.3-style (their subscribers may never renew) and,
 //!   with `HERALD_AUTO_RENEW=true`, all. A renewal is an ordinary `hubverify` request
@@ -15,9 +16,9 @@
 
 use super::Upkeep;
 use crate::{
-    domain::{ids::UnixMs, state::RequestOrigin},
+    domain::{event::EventType, ids::UnixMs, state::RequestOrigin},
     queue::Queue,
-    store::{StoreError, deliveries, requests, subscriptions},
+    store::{StoreError, deliveries, events, requests, subscriptions},
 };
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +32,8 @@ pub async fn sweep_once(upkeep: &Upkeep) -> Result<Sweep, StoreError> {
     let now = UnixMs::now();
     let mut tx = upkeep.outbox().await?;
     let expired = subscriptions::expire_lapsed(&mut tx, now).await?;
-    deliveries::cancel_open(&mut tx, &expired, "subscription lease expired", now).await?;
+    let ids: Vec<_> = expired.iter().map(|s| s.id).collect();
+    deliveries::cancel_open(&mut tx, &ids, "subscription lease expired", now).await?;
 
     let lease = &upkeep.lease;
     let due =
@@ -42,6 +44,16 @@ pub async fn sweep_once(upkeep: &Upkeep) -> Result<Sweep, StoreError> {
     if !due.is_empty() {
         tx.wake(Queue::Verify).await?;
     }
+    // Last: the event counter's row is the last lock the transaction takes (docs/events.md).
+    let detail = serde_json::json!({});
+    events::record_for_subscriptions(
+        &mut tx,
+        EventType::SubscriptionExpired,
+        &expired,
+        &detail,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Sweep {
         expired: expired.len(),

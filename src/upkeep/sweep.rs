@@ -10,7 +10,8 @@
 //!   failed deliveries after `HERALD_FAILED_RETENTION` (they stay replayable until then), and
 //!   so are finished queue jobs; live subscribers' updates after `HERALD_LIVE_BACKLOG_TTL`
 //!   (counted as dropped for the subscriber when no connection was sent them), and live tokens
-//!   and grants `HERALD_RETENTION` after they ended;
+//!   and grants `HERALD_RETENTION` after they ended; the producer's events after
+//!   `HERALD_EVENTS_RETENTION`;
 //! - on a PostgreSQL server whose autovacuum is off, a vacuum of Herald's tables every 30 s
 //!   (`store::maintenance`), without which they would grow whatever retention deletes.
 //!
@@ -26,8 +27,8 @@ use crate::{
     domain::ids::UnixMs,
     queue::tables,
     store::{
-        StoreError, bodies, contents, deliveries, distributions, live, maintenance, requests,
-        subscriptions,
+        StoreError, bodies, contents, deliveries, distributions, events, live, maintenance,
+        requests, subscriptions,
     },
     telemetry::Chain,
 };
@@ -55,6 +56,8 @@ pub struct Pruned {
     pub subscriptions: u64,
     /// Live subscribers' updates older than `HERALD_LIVE_BACKLOG_TTL`.
     pub live_events: u64,
+    /// The producer's events older than `HERALD_EVENTS_RETENTION`.
+    pub events: u64,
 }
 
 /// Finished queue jobs are kept this long, for operators looking at the queue (the state that
@@ -144,7 +147,9 @@ async fn prune(upkeep: &Upkeep) -> Result<Pruned, StoreError> {
     let bodies = bodies::prune(db, before).await?;
     let distributions = distributions::prune(db, before).await?;
     let jobs = tables::purge_finished(db, now.before(DONE_JOBS_KEPT), failed_before).await?;
+    let events = events::prune(db, now.before(upkeep.sweep.events_retention)).await?;
     Ok(Pruned {
+        events,
         deliveries,
         requests,
         contents,

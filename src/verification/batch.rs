@@ -10,15 +10,16 @@ use super::{BATCH, Verification, decide::Decided};
 use crate::{
     distribution::replay,
     domain::{
+        event::EventType,
         hub_request::Mode,
         ids::{DeliveryId, RequestId, TopicId, UnixMs},
-        state::RequestState,
+        state::{RequestOrigin, RequestState},
         url::HubUrl,
     },
     limits::HOST_BUSY_DEFER,
     queue::Queue,
     store::{
-        self, StoreError,
+        self, StoreError, events,
         requests::{self, StoredRequest},
         subscriptions, topics,
     },
@@ -112,7 +113,9 @@ impl Verification {
             .iter()
             .filter(|(s, _)| done.contains(&s.id))
             .collect();
-        let replays = apply(&mut outbox, &completed, self.public_url.as_str(), now).await?;
+        let (replays, mut told) =
+            apply(&mut outbox, &completed, self.public_url.as_str(), now).await?;
+        told.extend(refusal_events(&completed));
         let express = match replays.is_empty() {
             true => None,
             false => {
@@ -126,6 +129,8 @@ impl Verification {
         if newer_waiting {
             outbox.wake(Queue::Verify).await?;
         }
+        // Last: the event counter's row is the last lock the transaction takes (docs/events.md).
+        events::record(&mut outbox, &told, now).await?;
         outbox.commit().await?;
         if let Some(express) = express {
             express.start(self.delivery.clone());
@@ -161,16 +166,45 @@ fn span(stored: &StoredRequest) -> tracing::Span {
     )
 }
 
+/// The events of the requests among `completed` that were refused: denied by the hub, or not
+/// confirmed by the callback (a subscribe's; a failed unsubscribe changes nothing the producer
+/// cares about).
+fn refusal_events(completed: &[&(StoredRequest, Decided)]) -> Vec<events::NewEvent> {
+    completed
+        .iter()
+        .filter(|(s, _)| s.request.mode == Mode::Subscribe)
+        .filter_map(|(stored, d)| {
+            let kind = match d.state {
+                RequestState::Denied => EventType::SubscriptionDenied,
+                RequestState::Failed => EventType::SubscriptionVerificationFailed,
+                _ => return None,
+            };
+            let req = &stored.request;
+            Some(events::NewEvent {
+                kind,
+                topic: Some(req.topic.as_str().to_owned()),
+                subscription_id: None,
+                callback_host: Some(req.callback.host_key()),
+                detail: serde_json::json!({
+                    "reason": d.reason,
+                    "renewal": stored.origin == RequestOrigin::Renewal,
+                }),
+            })
+        })
+        .collect()
+}
+
 /// What the verified requests among `completed` change: subscribes activate their
 /// subscriptions (one statement per chunk), unsubscribes end theirs. Subscribes that asked for
 /// `herald.replay` get it (`distribution::replay`); the replay deliveries are returned, to be
-/// sent.
+/// sent, with the events to record.
 async fn apply(
     tx: &mut store::Tx,
     completed: &[&(StoredRequest, Decided)],
     hub_link: &str,
     now: UnixMs,
-) -> Result<Vec<DeliveryId>, StoreError> {
+) -> Result<(Vec<DeliveryId>, Vec<events::NewEvent>), StoreError> {
+    let mut told = Vec::new();
     let mut topic_ids: HashMap<&HubUrl, TopicId> = HashMap::new();
     let mut activations = Vec::new();
     for (stored, d) in completed {
@@ -197,11 +231,44 @@ async fn apply(
                 });
             }
             Mode::Unsubscribe => {
-                subscriptions::deactivate(tx, &req.topic, &req.callback, stored.id, now).await?;
+                let ended =
+                    subscriptions::deactivate(tx, &req.topic, &req.callback, stored.id, now)
+                        .await?;
+                if let Some(id) = ended {
+                    told.push(events::NewEvent {
+                        kind: EventType::SubscriptionUnsubscribed,
+                        topic: Some(req.topic.as_str().to_owned()),
+                        subscription_id: Some(id),
+                        callback_host: Some(req.callback.host_key()),
+                        detail: serde_json::json!({}),
+                    });
+                }
             }
         }
     }
-    subscriptions::activate_many(tx, &activations, now).await?;
+    let applied = subscriptions::activate_many(tx, &activations, now).await?;
+    // One `subscription.activated` per subscription changed, with its lease's end.
+    let activated = applied
+        .iter()
+        .filter_map(|row| {
+            let a = activations.iter().find(|a| {
+                a.topic_id == row.topic_id && a.request.callback.as_str() == row.callback
+            })?;
+            let stored = completed.iter().find(|(s, _)| s.id == a.request_id)?;
+            Some(events::NewEvent {
+                kind: EventType::SubscriptionActivated,
+                topic: Some(a.request.topic.as_str().to_owned()),
+                subscription_id: Some(row.id),
+                callback_host: Some(a.request.callback.host_key()),
+                detail: serde_json::json!({
+                    "expires_at": a.verified_at.after(std::time::Duration::from_secs(a.lease_seconds)).to_rfc3339(),
+                    "lease_seconds": a.lease_seconds,
+                    "renewal": stored.0.origin == RequestOrigin::Renewal,
+                }),
+            })
+        })
+        ;
+    told.extend(activated);
     let mut replayed = Vec::new();
     for a in activations.iter().filter(|a| a.request.replay.is_some()) {
         let Some(subscription) =
@@ -220,5 +287,5 @@ async fn apply(
     }
     let topics: Vec<TopicId> = topic_ids.into_values().collect();
     topics::wake_polls(tx, &topics, now).await?;
-    Ok(replayed)
+    Ok((replayed, told))
 }

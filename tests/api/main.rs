@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod deliver;
 mod durability;
+mod events;
 mod fanout;
 mod feeds;
 mod intents;

@@ -267,6 +267,22 @@ async fn a_missed_ping_is_counted_and_shortens_the_interval() {
         .await
         .expect("json");
     assert_eq!(status["fetching"]["missed_pings"], 1, "{status}");
+    let told: serde_json::Value = app
+        .client
+        .get(format!(
+            "http://127.0.0.1:{}/api/v1/events?type=topic.missed_ping",
+            app.port
+        ))
+        .bearer_auth("producer-token")
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    let items = told["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{told}");
+    assert_eq!(items[0]["topic"], topic.as_str());
     assert!(status["fetching"]["next_poll_at"].is_string(), "{status}");
 }
 

@@ -126,6 +126,11 @@ impl Subscriber {
             .collect()
     }
 
+    /// The port the callbacks listen on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn deliveries(&self, name: &str) -> Vec<Request> {
         self.requests(name)
             .into_iter()

@@ -1,0 +1,22 @@
+-- What happens to the producer's subscribers (docs/events.md), one row per event, written in
+-- the transaction of the change it reports. Ids come from `event_counter`, whose one row each
+-- writing transaction updates: a later transaction waits for an earlier one's commit, so ids
+-- are given in commit order, without gaps — a reader that has seen id N has seen every id
+-- below it. `pruned_upto`: the highest id retention deleted (a reader asking for an older one
+-- is told it is gone).
+CREATE TABLE events (
+    id              INTEGER PRIMARY KEY,
+    created_at      INTEGER NOT NULL,
+    type            TEXT    NOT NULL,
+    topic           TEXT,
+    subscription_id INTEGER,
+    callback_host   TEXT,
+    detail          TEXT    NOT NULL
+);
+CREATE INDEX events_created ON events (created_at);
+CREATE TABLE event_counter (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    last_id     INTEGER NOT NULL,
+    pruned_upto INTEGER NOT NULL
+);
+INSERT INTO event_counter (id, last_id, pruned_upto) VALUES (1, 0, 0);

@@ -1,0 +1,264 @@
+//! The producer's events (docs/events.md): each produced by the real flow, in the transaction
+//! of its change, read back page by page with a cursor that loses and repeats nothing.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{Answer, Publisher, Subscriber, TestApp, eventually};
+
+const TOKEN: &str = "producer-token-for-events";
+
+async fn page(app: &TestApp, query: &str) -> (StatusCode, Value) {
+    let response = app
+        .client
+        .get(format!(
+            "http://127.0.0.1:{}/api/v1/events?{query}",
+            app.port
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("answer");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Every event from the start, read in pages of `size`.
+async fn all_events(app: &TestApp, size: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor = "0".to_owned();
+    loop {
+        let (status, body) = page(app, &format!("after={cursor}&limit={size}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        let next = body["next_cursor"].as_str().expect("a cursor").to_owned();
+        if items.is_empty() {
+            assert_eq!(next, cursor, "an empty page keeps the cursor");
+            return out;
+        }
+        out.extend(items);
+        cursor = next;
+    }
+}
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().filter_map(|e| e["type"].as_str()).collect()
+}
+
+/// A subscriber that subscribes, one whose lease runs out, one that unsubscribes, one the
+/// callback does not confirm, one the hub denies, and a topic whose fetches fail then
+/// recover: each an event, in order, with gap-free ids across pages.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_producer_hears_what_happens_to_its_subscribers() {
+    let app = TestApp::spawn_with(&[
+        ("HERALD_PRODUCER_TOKEN", TOKEN),
+        ("HERALD_SWEEP_INTERVAL", "200ms"),
+        ("HERALD_ALLOW_PRIVATE_ADDRESSES", "loopback"),
+    ])
+    .await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("t", Some("text/plain"), "first");
+    let topic = publisher.url("t");
+
+    app.subscribed(&topic, &sub.callback("stays"), &[]).await;
+    app.subscribed(
+        &topic,
+        &sub.callback("short"),
+        &[("hub.lease_seconds", "1")],
+    )
+    .await;
+    app.subscribed(&topic, &sub.callback("leaves"), &[]).await;
+    assert_eq!(
+        app.unsubscribe(&topic, &sub.callback("leaves")).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        app.settled_request(&topic, &sub.callback("leaves")).await,
+        "verified"
+    );
+    sub.on_verify("refuses", [Answer::Status(404)]);
+    app.subscribe(&topic, &sub.callback("refuses"), &[]).await;
+    assert_eq!(
+        app.settled_request(&topic, &sub.callback("refuses")).await,
+        "failed"
+    );
+    let forbidden = "http://10.1.2.3/feed";
+    app.subscribe(forbidden, &sub.callback("denied"), &[]).await;
+    assert_eq!(
+        app.settled_request(forbidden, &sub.callback("denied"))
+            .await,
+        "denied"
+    );
+    eventually("the short lease to expire", || async {
+        (app.subscription_state(&topic, &sub.callback("short"))
+            .await
+            .as_deref()
+            == Some("expired"))
+        .then_some(())
+    })
+    .await;
+    // The topic fails, then recovers.
+    publisher.set_status("t", 500);
+    app.publish(&topic).await;
+    app.wait_fetch_error(&topic).await;
+    publisher.set("t", Some("text/plain"), "second");
+    app.publish(&topic).await;
+    sub.wait_deliveries("stays", 1).await;
+    app.wait_topics_idle().await;
+
+    let events = eventually("the recovery event", || async {
+        let events = all_events(&app, 2).await;
+        types(&events)
+            .contains(&"topic.fetch_recovered")
+            .then_some(events)
+    })
+    .await;
+    let ids: Vec<i64> = events.iter().filter_map(|e| e["id"].as_i64()).collect();
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "gap-free: {events:?}"
+    );
+    let kinds = types(&events);
+    for expected in [
+        "subscription.activated",
+        "subscription.unsubscribed",
+        "subscription.verification_failed",
+        "subscription.denied",
+        "subscription.expired",
+        "topic.fetch_failing",
+        "topic.fetch_recovered",
+    ] {
+        assert!(kinds.contains(&expected), "{expected} in {kinds:?}");
+    }
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "subscription.activated")
+            .count(),
+        3,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "topic.fetch_failing")
+            .count(),
+        1,
+        "a failure is told once: {kinds:?}"
+    );
+    let by_type = |t: &str| events.iter().find(|e| e["type"] == t).expect(t).clone();
+    let activated = by_type("subscription.activated");
+    assert_eq!(activated["topic"], topic.as_str());
+    assert_eq!(
+        activated["callback_host"],
+        format!("127.0.0.1:{}", sub.port())
+    );
+    assert!(
+        activated["subscription_id"].as_i64().is_some(),
+        "{activated}"
+    );
+    assert!(
+        activated["detail"]["expires_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    assert_eq!(by_type("subscription.denied")["topic"], forbidden);
+    assert!(
+        by_type("subscription.denied")["detail"]["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    );
+    assert!(
+        by_type("subscription.verification_failed")["detail"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("404") || r.contains("challenge"))
+    );
+    let short_id = app
+        .scalar_text(
+            "SELECT CAST(id AS TEXT) FROM subscriptions WHERE callback = $1",
+            &[&sub.callback("short")],
+        )
+        .await;
+    assert_eq!(
+        by_type("subscription.expired")["subscription_id"]
+            .as_i64()
+            .map(|id| id.to_string()),
+        short_id
+    );
+    assert!(by_type("topic.fetch_failing")["detail"]["error"].is_string());
+    let never: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["callback_host"].as_str().is_some_and(|h| h.contains('/')))
+        .collect();
+    assert!(
+        never.is_empty(),
+        "hosts only, never callback URLs: {never:?}"
+    );
+
+    // Filters: by type, by topic.
+    let (status, body) = page(&app, "type=subscription.expired,topic.fetch_failing").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        types(body["items"].as_array().expect("items")),
+        ["subscription.expired", "topic.fetch_failing"]
+    );
+    let (_, body) = page(
+        &app,
+        &format!(
+            "topic={}",
+            url::form_urlencoded::byte_serialize(forbidden.as_bytes()).collect::<String>()
+        ),
+    )
+    .await;
+    assert_eq!(
+        types(body["items"].as_array().expect("items")),
+        ["subscription.denied"]
+    );
+    // Bad parameters are JSON errors.
+    for query in ["type=subscription.nothing", "limit=0", "after=-1"] {
+        let (status, body) = page(&app, query).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["error"], "bad_request");
+    }
+}
+
+/// Events older than `HERALD_EVENTS_RETENTION` are pruned by the sweep; a reader asking for
+/// what came after a pruned id is told so (410), never silently given what is left; one that
+/// asks from the start gets what is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_behind_retention_is_told_its_events_are_gone() {
+    let app = TestApp::spawn_with(&[
+        ("HERALD_PRODUCER_TOKEN", TOKEN),
+        ("HERALD_SWEEP_INTERVAL", "200ms"),
+        ("HERALD_EVENTS_RETENTION", "3s"),
+    ])
+    .await;
+    let sub = Subscriber::spawn();
+    app.subscribed("http://127.0.0.1:9/old", &sub.callback("old"), &[])
+        .await;
+    eventually("the first event to be pruned", || async {
+        (app.count("SELECT COUNT(*) FROM events").await == 0).then_some(())
+    })
+    .await;
+    app.subscribed("http://127.0.0.1:9/new", &sub.callback("new"), &[])
+        .await;
+    let (status, body) = page(&app, "after=0").await;
+    assert_eq!(status, StatusCode::GONE, "{body}");
+    assert_eq!(body["error"], "gone");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("after 1")),
+        "{body}"
+    );
+    let (status, body) = page(&app, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let items = body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{body}");
+    assert_eq!(items[0]["id"], 2);
+    assert_eq!(items[0]["topic"], "http://127.0.0.1:9/new");
+    let (status, _) = page(&app, "after=1").await;
+    assert_eq!(status, StatusCode::OK);
+}
