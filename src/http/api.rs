@@ -17,18 +17,17 @@ use crate::{
     distribution::Pushed,
     domain::{
         delivery_mode::DeliveryMode,
-        event::EventType,
         ids::{DistributionId, SubscriptionId, UnixMs},
         state::{DeliveryState, DistributionSource, SubscriptionState},
         url::HubUrl,
     },
     http::AppState,
-    store::{distributions, events, views},
+    store::{distributions, views},
 };
 
 use super::{
     api_error::{ApiError, ErrorBody, rfc3339},
-    endpoint,
+    endpoint, events_api,
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -41,7 +40,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 endpoint("/topics/subscriptions", "GET").route(web::get().to(topic_subscriptions)),
             )
             .service(endpoint("/distributions/{id}", "GET").route(web::get().to(distribution)))
-            .service(endpoint("/events", "GET").route(web::get().to(list_events)))
+            .service(endpoint("/events", "GET").route(web::get().to(events_api::list_events)))
+            .service(
+                endpoint("/events/stream", "GET").route(web::get().to(events_api::stream_events)),
+            )
             .default_service(web::to(|| async {
                 ApiError::NotFound("no such API endpoint".into()).error_response()
             })),
@@ -326,95 +328,4 @@ async fn distribution(
         cancelled: o.cancelled,
         complete: o.pending == 0,
     }))
-}
-
-/// Which events to read.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct EventQuery {
-    /// Only events after this id: the `next_cursor` of the page before (absent: from the
-    /// oldest kept).
-    #[param(minimum = 0)]
-    after: Option<i64>,
-    /// At most this many (default 100, at most 1000).
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<i64>,
-    /// Only events of these types, comma-separated (`subscription.activated,topic.missed_ping`).
-    #[serde(rename = "type")]
-    #[param(rename = "type")]
-    kind: Option<String>,
-    /// Only events of this topic URL.
-    #[param(min_length = 1)]
-    topic: Option<String>,
-}
-
-/// A page of events, oldest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EventPage {
-    pub items: Vec<events::Event>,
-    /// What to pass as `after` for the next page: the last event's id (the same cursor when
-    /// the page is empty: ask again later).
-    pub next_cursor: String,
-}
-
-/// `GET /api/v1/events?after=<id>`: what happened to the producer's subscribers and topics
-/// since `after` (docs/events.md). `410 Gone` when retention deleted events after that id.
-#[utoipa::path(get, path = "/api/v1/events", tag = "producer",
-    security(("producer_token" = [])), params(EventQuery),
-    responses((status = 200, body = EventPage), (status = "4XX", body = ErrorBody)))]
-async fn list_events(
-    query: web::Query<EventQuery>,
-    ctx: web::Data<Arc<AppState>>,
-) -> Result<HttpResponse, ApiError> {
-    let limit = match query.limit.unwrap_or(100) {
-        n @ 1..=1000 => n,
-        n => {
-            return Err(ApiError::BadRequest(format!(
-                "limit must be between 1 and 1000, not {n}"
-            )));
-        }
-    };
-    if let Some(after) = query.after
-        && after < 0
-    {
-        return Err(ApiError::BadRequest(format!(
-            "after must be an event id (0 or more), not {after}"
-        )));
-    }
-    let types = match query.kind.as_deref() {
-        None | Some("") => Vec::new(),
-        Some(list) => list
-            .split(',')
-            .map(|t| t.trim().parse::<EventType>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError::BadRequest(format!("type {e}")))?,
-    };
-    let topic = match query.topic.as_deref() {
-        None => None,
-        Some(raw) => Some(
-            HubUrl::parse(raw)
-                .map_err(|e| ApiError::BadRequest(format!("topic {e}")))?
-                .as_str()
-                .to_owned(),
-        ),
-    };
-    let filter = events::Filter { types, topic };
-    match events::page(&ctx.db, query.after, limit, &filter).await? {
-        events::Page::Gone { resume_after } => Err(ApiError::Gone(format!(
-            "events after {} were deleted by retention (HERALD_EVENTS_RETENTION); the oldest kept come after {resume_after}",
-            query.after.unwrap_or(0)
-        ))),
-        events::Page::Events(items) => {
-            let next = items
-                .last()
-                .map(|e| e.id)
-                .or(query.after)
-                .unwrap_or(0)
-                .to_string();
-            Ok(HttpResponse::Ok().json(EventPage {
-                items,
-                next_cursor: next,
-            }))
-        }
-    }
 }

@@ -6,6 +6,7 @@
 pub mod admin_api;
 pub mod api;
 pub mod api_error;
+pub mod events_api;
 pub mod guard;
 pub mod health;
 pub mod hub;

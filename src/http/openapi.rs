@@ -9,7 +9,7 @@ use utoipa::{
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
 };
 
-use super::{admin_api, api, api_error, live_api};
+use super::{admin_api, api, api_error, events_api, live_api};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,7 +22,8 @@ use super::{admin_api, api, api_error, live_api};
         api::topic,
         api::topic_subscriptions,
         api::distribution,
-        api::list_events,
+        events_api::list_events,
+        events_api::stream_events,
         live_api::issue,
         live_api::revoke_token,
         live_api::revoke_subscriber,

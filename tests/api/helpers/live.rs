@@ -145,6 +145,14 @@ impl Sse {
         })
     }
 
+    /// An event stream already answered 200 (another endpoint's).
+    pub fn from_response(response: reqwest::Response) -> Self {
+        Self {
+            response,
+            buffer: String::new(),
+        }
+    }
+
     pub async fn open(app: &TestApp, token: &str) -> Self {
         Self::connect(
             app,
