@@ -45,6 +45,13 @@ pub enum Command {
         #[command(subcommand)]
         command: admin::deliveries::Command,
     },
+    /// What happened to the producer's subscribers and topics (docs/events.md).
+    Events {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        args: admin::events::EventsArgs,
+    },
     /// Callback hosts whose circuit breaker is open: their deliveries are paused.
     Hosts {
         #[command(flatten)]
@@ -160,6 +167,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deliveries { db, command } => {
             admin::deliveries::run(&database(&db).await?, command).await
         }
+        Command::Events { db, args } => admin::events::run(&database(&db).await?, args).await,
         Command::Hosts { db, all, json } => {
             admin::hosts::run(&database(&db).await?, all, json).await
         }

@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub mod deliveries;
+pub mod events;
 pub mod hosts;
 pub mod subscriptions;
 pub mod system;

@@ -751,3 +751,69 @@ async fn tables_fit_the_terminal_and_stay_whole_in_a_pipe() {
         assert!(joined.contains(t.as_str()), "{t} in {text}");
     }
 }
+
+/// `herald events`: the producer's events for operators — a table, JSON lines, a filter, and
+/// `--follow`, which prints what is recorded while it runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_are_listed_and_followed() {
+    use tokio::io::AsyncBufReadExt;
+    let app = TestApp::spawn().await;
+    let sub = Subscriber::spawn();
+    app.subscribed("http://127.0.0.1:9/e1", &sub.callback("e1"), &[])
+        .await;
+    app.unsubscribe("http://127.0.0.1:9/e1", &sub.callback("e1"))
+        .await;
+    assert_eq!(
+        app.settled_request("http://127.0.0.1:9/e1", &sub.callback("e1"))
+            .await,
+        "verified"
+    );
+    let table = herald(&app, &["events"]).await;
+    assert!(table.ok, "{}", table.stderr);
+    assert!(
+        table.stdout.contains("subscription.activated"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stdout.contains("subscription.unsubscribed"),
+        "{}",
+        table.stdout
+    );
+    let lines = herald(
+        &app,
+        &["events", "--json", "--type", "subscription.unsubscribed"],
+    )
+    .await;
+    assert!(lines.ok, "{}", lines.stderr);
+    let events: Vec<Value> = lines
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(events.len(), 1, "{}", lines.stdout);
+    assert_eq!(events[0]["id"], 2);
+    let bad = herald(&app, &["events", "--type", "nothing"]).await;
+    assert!(!bad.ok && bad.stderr.contains("nothing"), "{}", bad.stderr);
+
+    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["events", "--follow", "--json", "--after", "2"])
+        .env("HERALD_DATABASE_URL", &app.database_url)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("herald runs");
+    let mut out = tokio::io::BufReader::new(follow.stdout.take().expect("stdout")).lines();
+    app.subscribed("http://127.0.0.1:9/e2", &sub.callback("e2"), &[])
+        .await;
+    let line = tokio::time::timeout(crate::helpers::DEADLINE, out.next_line())
+        .await
+        .expect("a line within the deadline")
+        .expect("read")
+        .expect("a line");
+    let event: Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(event["id"], 3, "what comes after 2, as it comes: {line}");
+    assert_eq!(event["topic"], "http://127.0.0.1:9/e2");
+    follow.kill().await.expect("stopped");
+}
