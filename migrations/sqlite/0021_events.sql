@@ -20,3 +20,6 @@ CREATE TABLE event_counter (
     pruned_upto INTEGER NOT NULL
 );
 INSERT INTO event_counter (id, last_id, pruned_upto) VALUES (1, 0, 0);
+-- Since when deliveries to a subscription fail (a delivery exhausted its retries; NULL once
+-- one arrives again): told to the producer as callback.failing / callback.recovered.
+ALTER TABLE subscriptions ADD COLUMN failing_since INTEGER;

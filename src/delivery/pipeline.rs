@@ -26,13 +26,19 @@ use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, mpsc::UnboundedSender};
 
 use super::{DeliverJob, Delivery, jobs_due};
+use serde_json::json;
+
 use crate::{
-    domain::ids::{ContentId, DeliveryId, UnixMs},
-    queue::{Job, JobError, Queue},
+    domain::{
+        event::EventType,
+        ids::{ContentId, DeliveryId, SubscriptionId, UnixMs},
+    },
+    queue::{Job, JobError, Outbox, Queue},
     store::{
+        StoreError,
         contents::ContentRow,
         deliveries::{self, ClaimedDelivery, Recorded},
-        subscriptions,
+        events, subscriptions,
     },
 };
 
@@ -211,7 +217,7 @@ impl Delivery {
             results.iter().map(|(row, r)| (row.id, r.clone())).collect();
 
         let mut outbox = self.outbox().await?;
-        deliveries::record(&mut outbox, token, &records, now).await?;
+        let dead = deliveries::record(&mut outbox, token, &records, now).await?;
         subscriptions::end(&mut outbox, &gone, "callback answered 410 Gone", now).await?;
         deliveries::cancel_open(&mut outbox, &gone, "subscription ended (410 Gone)", now).await?;
         let next = deliveries::successors(&mut outbox, &finished).await?;
@@ -228,9 +234,67 @@ impl Delivery {
             jobs.push(Job::new(Queue::Deliver, &job).not_before(due));
         }
         outbox.push(&jobs).await?;
+        // Last: the event counter's row is the last lock the transaction takes (docs/events.md).
+        self.tell_health(&mut outbox, results, &dead, now).await?;
         outbox.commit().await?;
         self.count_outcomes(&records);
         Ok(if stream { next } else { Vec::new() })
+    }
+
+    /// The producer's events of a recorded group (docs/events.md): each dead-lettered delivery,
+    /// the subscriptions it makes failing (the first dead letter since a delivery arrived), and
+    /// the failing subscriptions a delivery reached again.
+    async fn tell_health(
+        &self,
+        outbox: &mut Outbox,
+        results: &[(ClaimedDelivery, Recorded)],
+        dead: &[DeliveryId],
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        let mut arrived: Vec<SubscriptionId> = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Recorded::Delivered { .. }))
+            .map(|(row, _)| row.subscription_id)
+            .collect();
+        arrived.sort_unstable();
+        arrived.dedup();
+        let recovered = subscriptions::mark_recovered(outbox, &arrived).await?;
+        let recovered: Vec<_> = recovered.into_iter().map(|s| (s, json!({}))).collect();
+        events::record_for_subscriptions(outbox, EventType::CallbackRecovered, &recovered, now)
+            .await?;
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let dead_rows: Vec<&(ClaimedDelivery, Recorded)> = results
+            .iter()
+            .filter(|(row, _)| dead.contains(&row.id))
+            .collect();
+        let mut subs: Vec<SubscriptionId> = dead_rows
+            .iter()
+            .map(|(row, _)| row.subscription_id)
+            .collect();
+        subs.sort_unstable();
+        subs.dedup();
+        let described = subscriptions::describe(outbox, &subs).await?;
+        let lettered: Vec<_> = dead_rows
+            .iter()
+            .filter_map(|(row, recorded)| {
+                let s = described.iter().find(|s| s.id == row.subscription_id)?;
+                let error = match recorded {
+                    Recorded::Failed { error, .. } => error.as_str(),
+                    _ => "",
+                };
+                Some((s.clone(), json!({ "delivery_id": row.id, "error": error })))
+            })
+            .collect();
+        events::record_for_subscriptions(outbox, EventType::DeliveryDeadLettered, &lettered, now)
+            .await?;
+        let failing = subscriptions::mark_failing(outbox, &subs, now).await?;
+        let failing: Vec<_> = failing
+            .into_iter()
+            .map(|s| (s, json!({ "reason": "a delivery exhausted its retries" })))
+            .collect();
+        events::record_for_subscriptions(outbox, EventType::CallbackFailing, &failing, now).await
     }
 
     /// Counts recorded outcomes (`herald_deliveries_total`).

@@ -20,6 +20,14 @@ pub enum EventType {
     SubscriptionDenied,
     /// The callback did not confirm it (with the reason).
     SubscriptionVerificationFailed,
+    /// Deliveries to a callback stopped arriving: one exhausted its retries (for its
+    /// subscription), or the callback host's circuit breaker opened (for the host).
+    CallbackFailing,
+    /// A delivery to it arrived again, or the host's breaker closed.
+    CallbackRecovered,
+    /// A delivery exhausted its retries (with the delivery id; replayable until
+    /// `HERALD_FAILED_RETENTION`).
+    DeliveryDeadLettered,
     /// The topic's fetches started failing (with the error).
     TopicFetchFailing,
     /// A fetch succeeded again.
@@ -29,23 +37,29 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 11] = [
         Self::SubscriptionActivated,
         Self::SubscriptionUnsubscribed,
         Self::SubscriptionExpired,
         Self::SubscriptionDenied,
         Self::SubscriptionVerificationFailed,
+        Self::CallbackFailing,
+        Self::CallbackRecovered,
+        Self::DeliveryDeadLettered,
         Self::TopicFetchFailing,
         Self::TopicFetchRecovered,
         Self::TopicMissedPing,
     ];
 
-    const NAMES: [&'static str; 8] = [
+    const NAMES: [&'static str; 11] = [
         "subscription.activated",
         "subscription.unsubscribed",
         "subscription.expired",
         "subscription.denied",
         "subscription.verification_failed",
+        "callback.failing",
+        "callback.recovered",
+        "delivery.dead_lettered",
         "topic.fetch_failing",
         "topic.fetch_recovered",
         "topic.missed_ping",

@@ -3,28 +3,66 @@
 
 use serde::Serialize;
 
-use super::{Db, StoreError, dispatch};
-use crate::domain::ids::UnixMs;
+use super::{Db, StoreError, dispatch, dispatch_tx, events};
+use crate::domain::{event::EventType, ids::UnixMs};
 
-/// Records that `host`'s breaker opened (paused until `retry_at`) or, with `None`, closed.
+/// Records that `host`'s breaker opened (paused until `retry_at`) or, with `None`, closed. A
+/// change of the stored state — the first process to open or close it — is told to the producer
+/// (`callback.failing`, `callback.recovered`), in the same transaction.
 pub async fn record(
     db: &Db,
     host: &str,
     retry_at: Option<UnixMs>,
     now: UnixMs,
 ) -> Result<(), StoreError> {
-    let sql = "INSERT INTO callback_hosts (host, state, opened_at, retry_at, updated_at)
-               VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (host) DO UPDATE SET state = excluded.state,
-                   opened_at = CASE WHEN excluded.state = 'open' AND callback_hosts.state = 'open'
-                                    THEN callback_hosts.opened_at ELSE excluded.opened_at END,
-                   retry_at = excluded.retry_at, updated_at = excluded.updated_at";
     let state = if retry_at.is_some() { "open" } else { "closed" };
     let opened_at = retry_at.map(|_| now);
-    dispatch!(db, c => {
-        sqlx::query(sql).bind(host).bind(state).bind(opened_at).bind(retry_at).bind(now)
-            .execute(c).await?;
-    });
+    let insert = "INSERT INTO callback_hosts (host, state, opened_at, retry_at, updated_at)
+                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (host) DO NOTHING RETURNING host";
+    // The row is locked by the update: a second process waits and then finds the state changed.
+    let change =
+        "UPDATE callback_hosts SET state = $2, opened_at = $3, retry_at = $4, updated_at = $5
+                  WHERE host = $1 AND state <> $2 RETURNING host";
+    let extend = "UPDATE callback_hosts SET retry_at = $2, updated_at = $3 WHERE host = $1";
+    let mut tx = db.begin().await?;
+    let inserted: Option<String> = dispatch_tx!(&mut tx, c => sqlx::query_scalar(insert)
+        .bind(host).bind(state).bind(opened_at).bind(retry_at).bind(now).fetch_optional(c).await?);
+    let changed = match inserted {
+        // A host seen for the first time was closed before.
+        Some(_) => retry_at.is_some(),
+        None => {
+            let changed: Option<String> = dispatch_tx!(&mut tx, c => sqlx::query_scalar(change)
+                .bind(host).bind(state).bind(opened_at).bind(retry_at).bind(now)
+                .fetch_optional(c).await?);
+            if changed.is_none() {
+                dispatch_tx!(&mut tx, c => {
+                    sqlx::query(extend).bind(host).bind(retry_at).bind(now).execute(c).await?;
+                });
+            }
+            changed.is_some()
+        }
+    };
+    if changed {
+        let (kind, detail) = match retry_at {
+            Some(at) => (
+                EventType::CallbackFailing,
+                serde_json::json!({
+                    "reason": "the callback host does not answer: its deliveries are paused",
+                    "retry_at": at.to_rfc3339(),
+                }),
+            ),
+            None => (EventType::CallbackRecovered, serde_json::json!({})),
+        };
+        let event = events::NewEvent {
+            kind,
+            topic: None,
+            subscription_id: None,
+            callback_host: Some(host.to_owned()),
+            detail,
+        };
+        events::record(&mut tx, &[event], now).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 

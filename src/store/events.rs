@@ -72,19 +72,18 @@ pub fn callback_host(callback: &str) -> Option<String> {
     HubUrl::parse(callback).ok().map(|u| u.host_key())
 }
 
-/// Records an event of `kind` for each of `subscriptions` (their topics' URLs looked up in
-/// `tx`), each with the same `detail`.
+/// Records an event of `kind` for each of `subscriptions`, with its detail (their topics' URLs
+/// looked up in `tx`).
 pub async fn record_for_subscriptions(
     tx: &mut Tx,
     kind: EventType,
-    subscriptions: &[Applied],
-    detail: &serde_json::Value,
+    subscriptions: &[(Applied, serde_json::Value)],
     now: UnixMs,
 ) -> Result<(), StoreError> {
     if subscriptions.is_empty() {
         return Ok(());
     }
-    let mut ids: Vec<TopicId> = subscriptions.iter().map(|s| s.topic_id).collect();
+    let mut ids: Vec<TopicId> = subscriptions.iter().map(|(s, _)| s.topic_id).collect();
     ids.sort_unstable();
     ids.dedup();
     let mut urls = std::collections::HashMap::new();
@@ -96,7 +95,7 @@ pub async fn record_for_subscriptions(
     }
     let events: Vec<NewEvent> = subscriptions
         .iter()
-        .map(|s| NewEvent {
+        .map(|(s, detail)| NewEvent {
             kind,
             topic: urls.get(&s.topic_id).cloned(),
             subscription_id: Some(s.id),

@@ -500,3 +500,62 @@ pub async fn applied_by(
     Ok(dispatch_tx!(tx, c => sqlx::query_scalar(sql)
         .bind(topic_id).bind(callback.as_str()).bind(request_id).fetch_optional(c).await?))
 }
+
+/// Marks the given subscriptions failing (a delivery to each exhausted its retries) unless they
+/// are already; returns those that were not.
+pub async fn mark_failing(
+    tx: &mut Tx,
+    ids: &[SubscriptionId],
+    now: UnixMs,
+) -> Result<Vec<Applied>, StoreError> {
+    let sql = "UPDATE subscriptions SET failing_since = $1
+               WHERE failing_since IS NULL AND id IN ({list}) RETURNING id, topic_id, callback";
+    changed_among(tx, sql, ids, Some(now)).await
+}
+
+/// Clears the failing mark of the given subscriptions (a delivery to each arrived); returns
+/// those that had it.
+pub async fn mark_recovered(
+    tx: &mut Tx,
+    ids: &[SubscriptionId],
+) -> Result<Vec<Applied>, StoreError> {
+    let sql = "UPDATE subscriptions SET failing_since = NULL
+               WHERE failing_since IS NOT NULL AND id IN ({list}) RETURNING id, topic_id, callback";
+    changed_among(tx, sql, ids, None).await
+}
+
+/// Runs `sql` (an update of the subscriptions `{list}`, with `$1` when `at` is given) for `ids`
+/// in chunks; returns the rows it changed.
+async fn changed_among(
+    tx: &mut Tx,
+    sql: &str,
+    ids: &[SubscriptionId],
+    at: Option<UnixMs>,
+) -> Result<Vec<Applied>, StoreError> {
+    let mut out = Vec::new();
+    let first = if at.is_some() { 2 } else { 1 };
+    for (sql, chunk) in in_list_chunks(sql, first, ids) {
+        let rows: Vec<(SubscriptionId, TopicId, String)> = dispatch_tx!(tx, c => {
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()));
+            if let Some(at) = at {
+                q = q.bind(at);
+            }
+            bind_all!(q, chunk).fetch_all(c).await?
+        });
+        out.extend(rows.into_iter().map(Applied::from));
+    }
+    Ok(out)
+}
+
+/// The topic and callback of the given subscriptions.
+pub async fn describe(tx: &mut Tx, ids: &[SubscriptionId]) -> Result<Vec<Applied>, StoreError> {
+    let sql = "SELECT id, topic_id, callback FROM subscriptions WHERE id IN ({list})";
+    let mut out = Vec::new();
+    for (sql, chunk) in in_list_chunks(sql, 1, ids) {
+        let rows: Vec<(SubscriptionId, TopicId, String)> = dispatch_tx!(tx, c => {
+            bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())), chunk).fetch_all(c).await?
+        });
+        out.extend(rows.into_iter().map(Applied::from));
+    }
+    Ok(out)
+}

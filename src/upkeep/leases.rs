@@ -45,18 +45,16 @@ pub async fn sweep_once(upkeep: &Upkeep) -> Result<Sweep, StoreError> {
         tx.wake(Queue::Verify).await?;
     }
     // Last: the event counter's row is the last lock the transaction takes (docs/events.md).
-    let detail = serde_json::json!({});
-    events::record_for_subscriptions(
-        &mut tx,
-        EventType::SubscriptionExpired,
-        &expired,
-        &detail,
-        now,
-    )
-    .await?;
+    let count = expired.len();
+    let expired: Vec<_> = expired
+        .into_iter()
+        .map(|s| (s, serde_json::json!({})))
+        .collect();
+    events::record_for_subscriptions(&mut tx, EventType::SubscriptionExpired, &expired, now)
+        .await?;
     tx.commit().await?;
     Ok(Sweep {
-        expired: expired.len(),
+        expired: count,
         renewals: due.len(),
     })
 }

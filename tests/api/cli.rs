@@ -493,6 +493,18 @@ async fn an_unreachable_callback_host_is_paused_without_using_up_attempts_and_sh
             .as_str()
             .is_some_and(|t| t.ends_with('Z'))
     );
+    // The producer hears it once, for the host.
+    let told = herald(&app, &["events", "--json", "--type", "callback.failing"]).await;
+    assert!(told.ok, "{}", told.stderr);
+    let lines: Vec<Value> = told
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", told.stdout);
+    assert_eq!(lines[0]["callback_host"], format!("127.0.0.1:{dead}"));
+    assert!(lines[0]["subscription_id"].is_null());
+    assert!(lines[0]["detail"]["retry_at"].is_string());
 }
 
 /// A PostgreSQL server that is not there is reported at once with the reason, not as the

@@ -346,3 +346,70 @@ async fn the_stream_sends_events_as_they_happen_and_resumes_where_it_stopped() {
         Some("4")
     );
 }
+
+/// A callback that fails until a delivery exhausts its retries: the delivery is dead-lettered
+/// and the subscription is failing (told once); the next delivery that arrives recovers it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_callback_is_told_once_and_its_recovery_too() {
+    let app = TestApp::spawn_with(&[("HERALD_PRODUCER_TOKEN", TOKEN)]).await;
+    let sub = Subscriber::spawn();
+    let publisher = Publisher::spawn();
+    publisher.set("f", Some("text/plain"), "one");
+    let topic = publisher.url("f");
+    app.subscribed(&topic, &sub.callback("flaky"), &[]).await;
+    sub.on_deliver("flaky", vec![Answer::Status(500); 8]);
+    app.publish(&topic).await;
+    app.wait_delivery_state("failed").await;
+    // A second failure is the same news.
+    publisher.set("f", Some("text/plain"), "two");
+    app.publish(&topic).await;
+    eventually("the second delivery to fail", || async {
+        (app.count("SELECT COUNT(*) FROM deliveries WHERE state = 'failed'")
+            .await
+            == 2)
+            .then_some(())
+    })
+    .await;
+    sub.on_deliver("flaky", []);
+    publisher.set("f", Some("text/plain"), "three");
+    app.publish(&topic).await;
+    sub.wait_deliveries("flaky", 9).await;
+    let events = eventually("the recovery", || async {
+        let events = all_events(&app, 100).await;
+        types(&events)
+            .contains(&"callback.recovered")
+            .then_some(events)
+    })
+    .await;
+    let health: Vec<&str> = types(&events)
+        .into_iter()
+        .filter(|t| !t.starts_with("subscription."))
+        .collect();
+    assert_eq!(
+        health,
+        [
+            "delivery.dead_lettered",
+            "callback.failing",
+            "delivery.dead_lettered",
+            "callback.recovered"
+        ]
+    );
+    let dead = events
+        .iter()
+        .find(|e| e["type"] == "delivery.dead_lettered")
+        .expect("a dead letter");
+    let first_failed = app
+        .scalar_text(
+            "SELECT CAST(MIN(id) AS TEXT) FROM deliveries WHERE state = 'failed'",
+            &[],
+        )
+        .await;
+    assert_eq!(
+        dead["detail"]["delivery_id"]
+            .as_i64()
+            .map(|id| id.to_string()),
+        first_failed
+    );
+    assert_eq!(dead["topic"], topic.as_str());
+    assert!(dead["subscription_id"].as_i64().is_some());
+}

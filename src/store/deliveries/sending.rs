@@ -209,13 +209,14 @@ pub enum Recorded {
 /// Writes the results of one batch claimed with `token`. A delivery whose claim lapsed and was
 /// taken by another worker meanwhile is left to that worker: its result is not written here.
 /// Deliveries that succeeded with the same status are updated together; the rarer outcomes row
-/// by row.
+/// by row. Returns the deliveries it wrote as failed (dead-lettered).
 pub async fn record(
     tx: &mut Tx,
     token: UnixMs,
     results: &[(DeliveryId, Recorded)],
     now: UnixMs,
-) -> Result<(), StoreError> {
+) -> Result<Vec<DeliveryId>, StoreError> {
+    let mut dead = Vec::new();
     let mut delivered: std::collections::BTreeMap<u16, Vec<DeliveryId>> = Default::default();
     for (id, r) in results {
         if let Recorded::Delivered { status } = r {
@@ -297,14 +298,17 @@ pub async fn record(
             ),
             Recorded::Cancelled { reason } => ("cancelled", 0, None, Some(reason), None),
         };
-        dispatch_tx!(tx, c => {
+        let written = dispatch_tx!(tx, c => {
             sqlx::query(one)
                 .bind(id).bind(state).bind(attempted).bind(status.map(i64::from)).bind(error)
                 .bind(next).bind(now).bind(token)
-                .execute(c).await?;
+                .execute(c).await?.rows_affected()
         });
+        if written == 1 && matches!(r, Recorded::Failed { .. }) {
+            dead.push(*id);
+        }
     }
-    Ok(())
+    Ok(dead)
 }
 
 /// Those of `ids` still pending, each with the earliest time a claim can take it.
