@@ -413,3 +413,103 @@ async fn a_failing_callback_is_told_once_and_its_recovery_too() {
     assert_eq!(dead["topic"], topic.as_str());
     assert!(dead["subscription_id"].as_i64().is_some());
 }
+
+/// Events are written with the changes they report: a hub killed (SIGKILL) while it verifies
+/// hundreds of subscriptions, and started again, leaves exactly one `subscription.activated`
+/// per subscription it activated — none lost with a verification cut short, none repeated
+/// when that verification is done again — and ids without gaps.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_loses_and_repeats_no_event() {
+    use crate::helpers::{
+        loopback_listener,
+        process::{HubProcess, post_hub},
+    };
+    const N: usize = 300;
+    // Verifications wait as long as the test needs: the held ones end with the kill, not
+    // with a timeout.
+    let app = TestApp::spawn_with(&[("HERALD_VERIFY_TIMEOUT", "60s")]).await;
+    let (database_url, vars) = (app.database_url.clone(), app.vars.clone());
+    app.stop().await;
+    let sub = Subscriber::spawn();
+    let client = reqwest::Client::new();
+    let (_, port) = loopback_listener();
+    let first = HubProcess::start(&database_url, port, &vars);
+    let topic = "http://127.0.0.1:9/killed";
+    // The second half's verifications hang until the kill: claimed and asked, not answered.
+    for i in N / 2..N {
+        sub.on_verify(&format!("k{i}"), [Answer::Gated]);
+    }
+    for i in 0..N {
+        let callback = sub.callback(&format!("k{i}"));
+        let pairs = [
+            ("hub.mode", "subscribe"),
+            ("hub.topic", topic),
+            ("hub.callback", callback.as_str()),
+        ];
+        let status = eventually("the request to be accepted", || async {
+            post_hub(&client, port, &pairs).await
+        })
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let db = herald::store::Db::connect(&database_url)
+        .await
+        .expect("database");
+    let active = |db: &herald::store::Db| {
+        let db = db.clone();
+        async move {
+            crate::helpers::app::herald_sql::count(
+                &db,
+                "SELECT COUNT(*) FROM subscriptions WHERE state = 'active'",
+            )
+            .await
+        }
+    };
+    // Killed in the middle of the verifications: some done, the held ones in flight.
+    eventually("some to be verified", || async {
+        (active(&db).await >= 50).then_some(())
+    })
+    .await;
+    eventually(
+        "verifications of the second half to be in flight",
+        || async { (sub.verifications(&format!("k{}", N / 2)).len() == 1).then_some(()) },
+    )
+    .await;
+    first.kill();
+    let at_kill = active(&db).await;
+    assert!(at_kill < N as i64, "the kill came before the end");
+    sub.open_gate_for_good();
+    let _second = HubProcess::start(&database_url, port, &vars);
+    // The killed process's claims are taken back when it is found dead (`upkeep::liveness`).
+    crate::helpers::eventually_within(
+        std::time::Duration::from_secs(60),
+        "every subscription to be active",
+        || async { (active(&db).await == N as i64).then_some(()) },
+    )
+    .await;
+    let ids =
+        crate::helpers::app::herald_sql::texts(&db, "SELECT CAST(id AS TEXT) FROM events", &[])
+            .await;
+    let mut ids: Vec<i64> = ids.iter().filter_map(|i| i.parse().ok()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "no gap");
+    let per_subscription = crate::helpers::app::herald_sql::count(
+        &db,
+        "SELECT COUNT(*) FROM (SELECT subscription_id FROM events
+                               WHERE type = 'subscription.activated'
+                               GROUP BY subscription_id HAVING COUNT(*) = 1) AS once",
+    )
+    .await;
+    assert_eq!(
+        per_subscription, N as i64,
+        "one activation event per subscription (killed with {at_kill} active)"
+    );
+    assert_eq!(
+        crate::helpers::app::herald_sql::count(
+            &db,
+            "SELECT COUNT(*) FROM events WHERE type = 'subscription.activated'"
+        )
+        .await,
+        N as i64
+    );
+}

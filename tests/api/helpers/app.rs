@@ -376,7 +376,7 @@ pub async fn exec_on(db: &Db, sql: String) {
     }
 }
 
-mod herald_sql {
+pub mod herald_sql {
     use herald::store::Db;
 
     /// As [`text`], for a statement built at run time.
