@@ -46,35 +46,25 @@ async fn seed(db: &Db, n: usize) {
                 i, 'reader.example:443', $3 FROM generate_series(1, $1::bigint) AS i",
     );
     let count = "UPDATE event_counter SET last_id = $1 WHERE id = 1";
+    macro_rules! seed_on {
+        ($pool:expr, $insert:expr) => {{
+            sqlx::query($insert)
+                .bind(n as i64)
+                .bind(now)
+                .bind(detail)
+                .execute($pool)
+                .await
+                .expect("seed");
+            sqlx::query(count)
+                .bind(n as i64)
+                .execute($pool)
+                .await
+                .expect("counter");
+        }};
+    }
     match db {
-        Db::Sqlite(p) => {
-            sqlx::query(sqlite)
-                .bind(n as i64)
-                .bind(now)
-                .bind(detail)
-                .execute(p)
-                .await
-                .expect("seed");
-            sqlx::query(count)
-                .bind(n as i64)
-                .execute(p)
-                .await
-                .expect("counter");
-        }
-        Db::Pg(p) => {
-            sqlx::query(pg)
-                .bind(n as i64)
-                .bind(now)
-                .bind(detail)
-                .execute(p)
-                .await
-                .expect("seed");
-            sqlx::query(count)
-                .bind(n as i64)
-                .execute(p)
-                .await
-                .expect("counter");
-        }
+        Db::Sqlite(p) => seed_on!(p, sqlite),
+        Db::Pg(p) => seed_on!(p, pg),
     }
 }
 

@@ -1,9 +1,9 @@
 -- What happens to the producer's subscribers (docs/events.md), one row per event, written in
--- the transaction of the change it reports. Ids come from `event_counter`, whose one row each
--- writing transaction updates: a later transaction waits for an earlier one's commit, so ids
--- are given in commit order, without gaps — a reader that has seen id N has seen every id
--- below it. `pruned_upto`: the highest id retention deleted (a reader asking for an older one
--- is told it is gone).
+-- the transaction of the change it reports. Ids follow commit order without gaps — a reader that
+-- has seen id N has seen every id below it: SQLite's one writer commits in turn, and each
+-- transaction numbers its events after the highest stored (src/store/events.rs); PostgreSQL
+-- takes them from `event_counter`. `pruned_upto`: the highest id retention deleted (a reader
+-- asking for an older one is told it is gone; numbering goes on after it when none is left).
 CREATE TABLE events (
     id              INTEGER PRIMARY KEY,
     created_at      INTEGER NOT NULL,

@@ -2,10 +2,10 @@
 //! per event, written by [`record`] in the transaction of the change it reports — none is lost,
 //! none is told for a change that rolled back.
 //!
-//! Ids are taken from `event_counter`'s one row, which every writing transaction updates: a
-//! later transaction waits for an earlier one's commit, so ids follow commit order without gaps,
-//! and a reader that has seen id N has seen every id below it ([`page`] after N misses
-//! nothing). Retention ([`prune`]) remembers the highest id it deleted; a reader asking for
+//! Ids follow commit order without gaps, so a reader that has seen id N has seen every id below
+//! it ([`page`] after N misses nothing): on PostgreSQL they are taken from `event_counter`'s one
+//! row, which every writing transaction updates (a later one waits for an earlier one's commit);
+//! on SQLite, whose one writer commits in turn, they follow the highest stored. Retention ([`prune`]) remembers the highest id it deleted; a reader asking for
 //! what came after an older id is told so ([`Page::Gone`]).
 
 use serde::Serialize;
@@ -35,35 +35,93 @@ pub struct NewEvent {
 /// Events written per statement (7 values each).
 const CHUNK: usize = 100;
 
-/// Records `events` in `tx`, numbered in order after every event already committed.
+/// Records `events` in `tx`, numbered in order after every event already committed: one
+/// statement per backend (the extra statements were most of what events cost a verification
+/// batch, docs/performance.md).
 pub async fn record(tx: &mut Tx, events: &[NewEvent], now: UnixMs) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
-    let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    let take = "UPDATE event_counter SET last_id = last_id + $1 WHERE id = 1 RETURNING last_id";
-    let last: i64 = dispatch_tx!(tx, c => sqlx::query_scalar(take).bind(n).fetch_one(c).await?);
-    let mut next = last - n + 1;
-    for chunk in events.chunks(CHUNK) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(1 + i * 7, 7)))
-            .collect();
-        let sql = format!(
-            "INSERT INTO events (id, created_at, type, topic, subscription_id, callback_host, detail)
-             VALUES {}",
-            rows.join(", ")
-        );
-        dispatch_tx!(tx, c => {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-            for (i, e) in chunk.iter().enumerate() {
-                q = q
-                    .bind(next + i as i64).bind(now).bind(e.kind.as_str()).bind(&e.topic)
-                    .bind(e.subscription_id).bind(&e.callback_host).bind(e.detail.to_string());
+    match tx {
+        Tx::Pg(t) => record_pg(t, events, now).await,
+        Tx::Sqlite(t) => {
+            for chunk in events.chunks(CHUNK) {
+                record_sqlite(t, chunk, now).await?;
             }
-            q.execute(c).await?;
-        });
-        next += chunk.len() as i64;
+            Ok(())
+        }
     }
+}
+
+/// On PostgreSQL the counter row numbers the events: its update waits for the commit of an
+/// earlier transaction that took it, so ids follow commit order. Taken and used in one
+/// statement.
+async fn record_pg(
+    t: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    events: &[NewEvent],
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    const SQL: &str = "WITH taken AS (
+            UPDATE event_counter SET last_id = last_id + $1 WHERE id = 1 RETURNING last_id)
+        INSERT INTO events (id, created_at, type, topic, subscription_id, callback_host, detail)
+        SELECT taken.last_id - $1 + e.ord, $2, e.type, e.topic, e.subscription_id,
+               e.callback_host, e.detail
+        FROM taken, unnest($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[])
+             WITH ORDINALITY AS e (type, topic, subscription_id, callback_host, detail, ord)";
+    let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    sqlx::query(SQL)
+        .bind(n)
+        .bind(now)
+        .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.topic.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.subscription_id).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.callback_host.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.detail.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut **t)
+        .await?;
+    Ok(())
+}
+
+/// On SQLite one writer commits at a time (`BEGIN IMMEDIATE`), so ids after the highest
+/// stored (or, when retention deleted them all, after the highest it deleted) follow commit
+/// order without the counter (whose `last_id` SQLite leaves alone).
+async fn record_sqlite(
+    t: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    events: &[NewEvent],
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    let rows: Vec<String> = (0..events.len())
+        .map(|i| format!("({})", placeholders(2 + i * 6, 6)))
+        .collect();
+    let sql = format!(
+        "INSERT INTO events (id, created_at, type, topic, subscription_id, callback_host, detail)
+         SELECT base.last + e.column1, $1, e.column2, e.column3, e.column4, e.column5, e.column6
+         FROM (SELECT COALESCE((SELECT MAX(id) FROM events),
+                               (SELECT pruned_upto FROM event_counter WHERE id = 1)) AS last) AS base,
+              (VALUES {}) AS e",
+        rows.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+    for (i, e) in events.iter().enumerate() {
+        q = q
+            .bind(i as i64 + 1)
+            .bind(e.kind.as_str())
+            .bind(&e.topic)
+            .bind(e.subscription_id)
+            .bind(&e.callback_host)
+            .bind(e.detail.to_string());
+    }
+    q.execute(&mut **t).await?;
     Ok(())
 }
 
@@ -206,8 +264,14 @@ pub async fn page(
 
 /// The id of the latest event recorded (0 when none).
 pub async fn last_id(db: &Db) -> Result<i64, StoreError> {
-    Ok(dispatch!(db, c => sqlx::query_scalar(
-        "SELECT last_id FROM event_counter WHERE id = 1").fetch_one(c).await?))
+    let sql = match db {
+        Db::Pg(_) => "SELECT last_id FROM event_counter WHERE id = 1",
+        Db::Sqlite(_) => {
+            "SELECT COALESCE((SELECT MAX(id) FROM events),
+                             (SELECT pruned_upto FROM event_counter WHERE id = 1))"
+        }
+    };
+    Ok(dispatch!(db, c => sqlx::query_scalar(sql).fetch_one(c).await?))
 }
 
 /// Deletes events recorded before `before`, in batches, and remembers the highest id deleted.

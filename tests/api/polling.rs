@@ -33,6 +33,19 @@ fn fast(mode: &'static str) -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// The JSON answer of the producer API at `path` (the token `producer-token`).
+async fn producer_get(app: &TestApp, path: &str) -> serde_json::Value {
+    app.client
+        .get(format!("http://127.0.0.1:{}{path}", app.port))
+        .bearer_auth("producer-token")
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// A number of a topic row's column (by URL).
 async fn topic_number(app: &TestApp, column: &str, url: &str) -> Option<i64> {
     let sql = format!("SELECT CAST({column} AS TEXT) FROM topics WHERE url = $1");
@@ -252,34 +265,9 @@ async fn a_missed_ping_is_counted_and_shortens_the_interval() {
         "{metrics}"
     );
     // The producer sees it too.
-    let status: serde_json::Value = app
-        .client
-        .get(format!(
-            "http://127.0.0.1:{}/api/v1/topics?topic={}",
-            app.port,
-            urlencode(&topic)
-        ))
-        .bearer_auth("producer-token")
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("json");
+    let status = producer_get(&app, &format!("/api/v1/topics?topic={}", urlencode(&topic))).await;
     assert_eq!(status["fetching"]["missed_pings"], 1, "{status}");
-    let told: serde_json::Value = app
-        .client
-        .get(format!(
-            "http://127.0.0.1:{}/api/v1/events?type=topic.missed_ping",
-            app.port
-        ))
-        .bearer_auth("producer-token")
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("json");
+    let told = producer_get(&app, "/api/v1/events?type=topic.missed_ping").await;
     let items = told["items"].as_array().expect("items");
     assert_eq!(items.len(), 1, "{told}");
     assert_eq!(items[0]["topic"], topic.as_str());
