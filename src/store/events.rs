@@ -277,9 +277,19 @@ pub async fn last_id(db: &Db) -> Result<i64, StoreError> {
 /// Deletes events recorded before `before`, in batches, and remembers the highest id deleted.
 /// Returns how many went.
 pub async fn prune(db: &Db, before: UnixMs) -> Result<u64, StoreError> {
-    let upto: Option<i64> = dispatch!(db, c => sqlx::query_scalar(
-        "SELECT MAX(id) FROM events WHERE created_at < $1").bind(before).fetch_one(c).await?);
-    let Some(upto) = upto else { return Ok(0) };
+    // Ids follow time: the first event to keep is found walking them from the oldest (reading
+    // only what goes), with no index on the time to write for every event.
+    let first_kept: Option<i64> = dispatch!(db, c => sqlx::query_scalar(
+        "SELECT id FROM events WHERE created_at >= $1 ORDER BY id LIMIT 1")
+        .bind(before).fetch_optional(c).await?);
+    let upto: Option<i64> = match first_kept {
+        Some(kept) => Some(kept - 1),
+        None => dispatch!(db, c => sqlx::query_scalar("SELECT MAX(id) FROM events")
+            .fetch_one(c).await?),
+    };
+    let Some(upto) = upto.filter(|upto| *upto > 0) else {
+        return Ok(0);
+    };
     // First what a reader may ask for, then the rows: a reader between the two statements is
     // told the events are gone, never given a page with a hole.
     dispatch!(db, c => {
