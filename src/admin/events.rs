@@ -50,6 +50,11 @@ pub async fn run(db: &Db, args: EventsArgs) -> anyhow::Result<()> {
     loop {
         let page = match events::page(db, Some(after), PAGE, &filter).await? {
             events::Page::Events(page) => page,
+            // The last 20 reach back past what retention kept: the oldest kept, then.
+            events::Page::Gone { resume_after } if args.after.is_none() => {
+                after = resume_after;
+                continue;
+            }
             events::Page::Gone { resume_after } => {
                 if !args.follow {
                     return Err(NotFound(format!(

@@ -828,4 +828,22 @@ async fn events_are_listed_and_followed() {
     assert_eq!(event["id"], 3, "what comes after 2, as it comes: {line}");
     assert_eq!(event["topic"], "http://127.0.0.1:9/e2");
     follow.kill().await.expect("stopped");
+
+    // Retention took the oldest: the last 20 are what is kept; asking for a pruned id is told.
+    app.exec("DELETE FROM events WHERE id <= 2").await;
+    app.exec("UPDATE event_counter SET pruned_upto = 2").await;
+    let kept = herald(&app, &["events", "--json"]).await;
+    assert!(kept.ok, "{}", kept.stderr);
+    let ids: Vec<i64> = kept
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["id"].as_i64())
+        .collect();
+    assert_eq!(ids, [3]);
+    let gone = herald(&app, &["events", "--after", "1"]).await;
+    assert!(
+        !gone.ok && gone.stderr.contains("retention"),
+        "{}",
+        gone.stderr
+    );
 }
