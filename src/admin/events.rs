@@ -42,6 +42,13 @@ pub async fn run(db: &Db, args: EventsArgs) -> anyhow::Result<()> {
     };
     let filter = events::Filter { types, topic: None };
     let last = events::last_id(db).await?;
+    if let Some(after) = args.after
+        && after > last
+    {
+        return Err(
+            super::Refused(format!("there is no event {after}: the latest is {last}")).into(),
+        );
+    }
     let mut after = match (args.after, args.follow) {
         (Some(after), _) => after,
         (None, true) => last,

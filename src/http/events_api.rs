@@ -79,6 +79,9 @@ pub async fn list_events(
         )));
     }
     let filter = query.filter()?;
+    if let Some(after) = query.after {
+        not_beyond_the_last(&ctx.db, after).await?;
+    }
     match events::page(&ctx.db, query.after, limit, &filter).await? {
         events::Page::Gone { resume_after } => Err(ApiError::Gone(format!(
             "events after {} were deleted by retention (HERALD_EVENTS_RETENTION); the oldest kept come after {resume_after}",
@@ -123,6 +126,18 @@ impl EventQuery {
     }
 }
 
+/// Refuses a cursor past the latest event: the events numbered after the latest are recorded
+/// later, so a reader waiting after a number it never saw would miss those below it.
+async fn not_beyond_the_last(db: &Db, after: i64) -> Result<(), ApiError> {
+    let last = events::last_id(db).await?;
+    if after > last {
+        return Err(ApiError::BadRequest(format!(
+            "there is no event {after}: the latest is {last}"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads an event id (a cursor).
 fn cursor(raw: &str) -> Result<i64, ApiError> {
     raw.trim()
@@ -158,7 +173,10 @@ pub async fn stream_events(
         Some(after) if after < 0 => {
             return Err(ApiError::BadRequest("after must be 0 or more".into()));
         }
-        Some(after) => after,
+        Some(after) => {
+            not_beyond_the_last(&ctx.db, after).await?;
+            after
+        }
         None => events::last_id(&ctx.db).await?,
     };
     let state = StreamState {

@@ -217,7 +217,12 @@ async fn the_producer_hears_what_happens_to_its_subscribers() {
         ["subscription.denied"]
     );
     // Bad parameters are JSON errors.
-    for query in ["type=subscription.nothing", "limit=0", "after=-1"] {
+    for query in [
+        "type=subscription.nothing",
+        "limit=0",
+        "after=-1",
+        "after=100000",
+    ] {
         let (status, body) = page(&app, query).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
         assert_eq!(body["error"], "bad_request");
