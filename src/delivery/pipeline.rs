@@ -251,9 +251,11 @@ impl Delivery {
         dead: &[DeliveryId],
         now: UnixMs,
     ) -> Result<(), StoreError> {
+        // Only subscriptions known failing when the batch was loaded: the healthy many cost
+        // no statement here.
         let mut arrived: Vec<SubscriptionId> = results
             .iter()
-            .filter(|(_, r)| matches!(r, Recorded::Delivered { .. }))
+            .filter(|(row, r)| row.failing && matches!(r, Recorded::Delivered { .. }))
             .map(|(row, _)| row.subscription_id)
             .collect();
         arrived.sort_unstable();

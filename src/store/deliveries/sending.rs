@@ -100,6 +100,9 @@ pub struct ClaimedDelivery {
     pub expires_at: UnixMs,
     /// The subscription was made PuSH 0.3-style.
     pub legacy: bool,
+    /// Deliveries to the subscription were failing when the batch was loaded (a dead letter
+    /// since the last arrival): an arrival now is told as a recovery.
+    pub failing: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -114,6 +117,7 @@ struct ClaimedRow {
     subscription_state: String,
     expires_at: UnixMs,
     legacy: i64,
+    failing: i64,
 }
 
 impl TryFrom<ClaimedRow> for ClaimedDelivery {
@@ -136,13 +140,15 @@ impl TryFrom<ClaimedRow> for ClaimedDelivery {
                 .map_err(|e| bad(format!("state {e}")))?,
             expires_at: r.expires_at,
             legacy: r.legacy == 1,
+            failing: r.failing == 1,
         })
     }
 }
 
 pub async fn load_claimed(db: &Db, ids: &[DeliveryId]) -> Result<Vec<ClaimedDelivery>, StoreError> {
     const COLUMNS: &str = "d.id, d.attempts, d.seq, d.content_id, s.id AS subscription_id,
-        s.callback, s.secret, s.state AS subscription_state, s.expires_at, s.legacy";
+        s.callback, s.secret, s.state AS subscription_state, s.expires_at, s.legacy,
+        CASE WHEN s.failing_since IS NULL THEN 0 ELSE 1 END AS failing";
     let mut rows: Vec<ClaimedRow> = Vec::with_capacity(ids.len());
     match db {
         Db::Pg(pool) => {
