@@ -487,20 +487,6 @@ pub async fn unpinged_feeds_of(
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// The subscription a verified request was applied to (`None` when a newer one of its pair
-/// was applied before it).
-pub async fn applied_by(
-    tx: &mut Tx,
-    topic_id: TopicId,
-    callback: &HubUrl,
-    request_id: RequestId,
-) -> Result<Option<SubscriptionId>, StoreError> {
-    let sql = "SELECT id FROM subscriptions
-               WHERE topic_id = $1 AND callback = $2 AND applied_request_id = $3 AND state = 'active'";
-    Ok(dispatch_tx!(tx, c => sqlx::query_scalar(sql)
-        .bind(topic_id).bind(callback.as_str()).bind(request_id).fetch_optional(c).await?))
-}
-
 /// Marks the given subscriptions failing (a delivery to each exhausted its retries) unless they
 /// are already; returns those that were not.
 pub async fn mark_failing(

@@ -271,8 +271,12 @@ async fn apply(
     told.extend(activated);
     let mut replayed = Vec::new();
     for a in activations.iter().filter(|a| a.request.replay.is_some()) {
-        let Some(subscription) =
-            subscriptions::applied_by(tx, a.topic_id, &a.request.callback, a.request_id).await?
+        // The subscription this activation changed (none when a newer request of the pair was
+        // applied before it).
+        let Some(subscription) = applied
+            .iter()
+            .find(|row| row.topic_id == a.topic_id && row.callback == a.request.callback.as_str())
+            .map(|row| row.id)
         else {
             continue;
         };
