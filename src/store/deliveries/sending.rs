@@ -148,7 +148,7 @@ impl TryFrom<ClaimedRow> for ClaimedDelivery {
 pub async fn load_claimed(db: &Db, ids: &[DeliveryId]) -> Result<Vec<ClaimedDelivery>, StoreError> {
     const COLUMNS: &str = "d.id, d.attempts, d.seq, d.content_id, s.id AS subscription_id,
         s.callback, s.secret, s.state AS subscription_state, s.expires_at, s.legacy,
-        CASE WHEN s.failing_since IS NULL THEN 0 ELSE 1 END AS failing";
+        CAST(CASE WHEN s.failing_since IS NULL THEN 0 ELSE 1 END AS BIGINT) AS failing";
     let mut rows: Vec<ClaimedRow> = Vec::with_capacity(ids.len());
     match db {
         Db::Pg(pool) => {
