@@ -312,8 +312,9 @@ pub struct ServeArgs {
     /// At most this many polls at once in this process.
     #[arg(long, env = "HERALD_POLL_CONCURRENCY", default_value_t = 64)]
     pub poll_concurrency: usize,
-    /// About one poll in this many is made without ETag and Last-Modified, so that a server
-    /// whose validators never change (answering 304 to new content) is caught. 0: never.
+    /// After this many polls less one answered 304 Not Modified in a row, the next goes without
+    /// ETag and Last-Modified, so that a server whose validators never change (answering 304
+    /// to new content) is caught within this many polls. 0: never.
     #[arg(long, env = "HERALD_POLL_UNCONDITIONAL_EVERY", default_value_t = 20)]
     pub poll_unconditional_every: u32,
     /// Whether topic fetches tell publishers how many subscribers the topic has, in the

@@ -184,7 +184,8 @@ pub struct PollSettings {
     pub rate: RateSetting,
     /// Polls started per host, per process.
     pub host_rate: RateSetting,
-    /// About one poll in this many goes without validators (`None`: never).
+    /// After this many polls less one answered 304 in a row, the next goes without validators
+    /// (`None`: never).
     pub unconditional_every: Option<u32>,
 }
 

@@ -246,7 +246,7 @@ impl Distribution {
                 .fetch
                 .poll
                 .unconditional_every
-                .is_some_and(poll::one_in);
+                .is_some_and(|every| poll::unconditional(every, topic.not_modified_streak));
         let (etag, last_modified) = match unconditional {
             true => (None, None),
             false => (topic.etag.as_deref(), topic.last_modified.as_deref()),

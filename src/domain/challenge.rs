@@ -7,15 +7,6 @@ pub fn generate() -> String {
     random_hex(32)
 }
 
-/// A random number from the operating system's source.
-pub fn random_u32() -> u32 {
-    let mut bytes = [0u8; 4];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .expect("the operating system's random source is available");
-    u32::from_le_bytes(bytes)
-}
-
 /// `n` random bytes from the operating system, hex-encoded.
 pub fn random_hex(n: usize) -> String {
     let mut bytes = vec![0u8; n];

@@ -292,9 +292,11 @@ pub fn jittered(interval: Duration, unit: f64) -> Duration {
     interval.mul_f64(1.0 + 0.1 * unit.clamp(-1.0, 1.0))
 }
 
-/// True about once in `n` calls (always for `n` ≤ 1).
-pub fn one_in(n: u32) -> bool {
-    n <= 1 || super::challenge::random_u32().is_multiple_of(n)
+/// Whether a poll goes without validators: every `every`-th one after polls answered 304 in a
+/// row (`not_modified_streak` of them), so that a server whose ETag never changes is caught
+/// within `every` polls, and one that answers 200 is never asked unconditionally.
+pub fn unconditional(every: u32, not_modified_streak: u32) -> bool {
+    not_modified_streak.saturating_add(1) >= every
 }
 
 /// `interval` spread by a random ±10 %.
@@ -309,6 +311,20 @@ pub fn spread(interval: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_nth_poll_after_a_run_of_304s_is_unconditional() {
+        use super::unconditional;
+        assert!(!unconditional(3, 0));
+        assert!(!unconditional(3, 1));
+        assert!(unconditional(3, 2));
+        assert!(unconditional(3, 7));
+        assert!(unconditional(1, 0));
+        assert!(unconditional(0, 0));
+        assert!(!unconditional(20, 18));
+        assert!(unconditional(20, 19));
+        assert!(unconditional(20, u32::MAX));
+    }
+
     use super::*;
 
     const MIN: Duration = Duration::from_secs(300);

@@ -131,12 +131,14 @@ pub struct ClaimedTopic {
     pub history: PollHistory,
     /// Fetches that failed in a row before this one.
     pub fetch_failures: u32,
+    /// Fetches answered 304 Not Modified in a row before this one.
+    pub not_modified_streak: u32,
 }
 
 /// The columns of a topic row a distribution reads.
 const CLAIMED_COLUMNS: &str = "id, distributing_until, url, ping_seq, etag, last_modified,
     content_hash, created_at, last_change_at, change_gap_ms, missed_pings, last_pinged_at,
-    last_pushed_at, fetch_failures, failing_since";
+    last_pushed_at, fetch_failures, failing_since, not_modified_streak";
 
 #[derive(sqlx::FromRow)]
 struct ClaimedRow {
@@ -155,6 +157,7 @@ struct ClaimedRow {
     last_pushed_at: Option<UnixMs>,
     fetch_failures: i64,
     failing_since: Option<UnixMs>,
+    not_modified_streak: i64,
 }
 
 /// A duration as a stored count of milliseconds.
@@ -189,6 +192,7 @@ impl TryFrom<ClaimedRow> for ClaimedTopic {
                 failing_since: r.failing_since,
             },
             fetch_failures: u32::try_from(r.fetch_failures).unwrap_or(u32::MAX),
+            not_modified_streak: u32::try_from(r.not_modified_streak).unwrap_or(u32::MAX),
         })
     }
 }
@@ -326,6 +330,7 @@ pub async fn finish(
                    content_type = COALESCE($3, content_type), content_hash = COALESCE($4, content_hash),
                    etag = CASE WHEN $11 = 1 THEN etag ELSE $5 END,
                    last_modified = CASE WHEN $11 = 1 THEN last_modified ELSE $6 END,
+                   not_modified_streak = CASE WHEN $11 = 1 THEN not_modified_streak + 1 ELSE 0 END,
                    last_fetched_at = $7,
                    last_fetch_error = NULL, fetch_failures = 0, failing_since = NULL,
                    last_pushed_at = CASE WHEN $2 IS NULL THEN $7 ELSE last_pushed_at END,
