@@ -155,6 +155,22 @@ pub struct ServeArgs {
     /// older ones is told they are gone.
     #[arg(long, env = "HERALD_EVENTS_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub events_retention: Duration,
+    /// Where the producer's events are pushed as they happen (docs/events.md): each page of
+    /// events a signed POST, in order, retried and dead-lettered like any delivery. Unset: no
+    /// push (the events stay readable at `/api/v1/events`).
+    #[arg(long, env = "HERALD_PRODUCER_EVENTS_URL")]
+    pub producer_events_url: Option<String>,
+    /// The key of the pushed events' `X-Hub-Signature` (HMAC, `HERALD_SIGNATURE_ALGORITHM`);
+    /// needed with HERALD_PRODUCER_EVENTS_URL.
+    #[arg(long, env = "HERALD_PRODUCER_EVENTS_SECRET", hide_env_values = true)]
+    pub producer_events_secret: Option<Redacted>,
+    /// A file holding HERALD_PRODUCER_EVENTS_SECRET instead (its trailing newline ignored).
+    #[arg(
+        long,
+        env = "HERALD_PRODUCER_EVENTS_SECRET_FILE",
+        conflicts_with = "producer_events_secret"
+    )]
+    pub producer_events_secret_file: Option<std::path::PathBuf>,
     /// The most deliveries that may wait for one subscription; beyond it the oldest are dropped
     /// (for content that is not a feed, all but the newest).
     #[arg(

@@ -15,6 +15,7 @@ use crate::domain::{
     poll::{PollBounds, PollingMode},
     rate::RateSetting,
     retry::RetryPolicy,
+    secret::{Secret, SecretTooLong},
     signature::SignatureAlgorithm,
     url::{HubUrl, UrlError},
 };
@@ -42,6 +43,15 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub queue: QueueSettings,
     pub live: LiveSettings,
+    /// Where the producer's events are pushed (`HERALD_PRODUCER_EVENTS_URL`); `None`: nowhere.
+    pub events_push: Option<EventsPush>,
+}
+
+/// The producer's endpoint for pushed events, and the key their signatures are made with.
+#[derive(Debug, Clone)]
+pub struct EventsPush {
+    pub url: HubUrl,
+    pub secret: Secret,
 }
 
 /// Live subscribers over SSE and WebSocket (`live`).
@@ -246,6 +256,20 @@ pub enum ConfigError {
         #[source]
         error: std::io::Error,
     },
+    #[error("HERALD_PRODUCER_EVENTS_URL {error}: {url:?}")]
+    EventsPushUrl {
+        url: String,
+        #[source]
+        error: UrlError,
+    },
+    #[error(
+        "HERALD_PRODUCER_EVENTS_URL needs HERALD_PRODUCER_EVENTS_SECRET (pushed events are signed)"
+    )]
+    EventsPushWithoutSecret,
+    #[error("HERALD_PRODUCER_EVENTS_SECRET is set but HERALD_PRODUCER_EVENTS_URL is not")]
+    EventsSecretWithoutUrl,
+    #[error("HERALD_PRODUCER_EVENTS_SECRET must be shorter than 200 bytes (it has {})", .0.0)]
+    EventsPushSecret(SecretTooLong),
     /// A flag or variable that does not parse (clap's own message).
     #[error(transparent)]
     Args(#[from] clap::Error),
@@ -272,17 +296,52 @@ fn token(
     file: Option<&std::path::Path>,
     setting: &'static str,
 ) -> Result<Option<BearerToken>, ConfigError> {
+    Ok(secret_text(value, file, setting)?.and_then(|t| BearerToken::new(&t)))
+}
+
+/// A secret given as a value or in a file (`setting`, the file's variable, names it in an
+/// error); the file's trailing newline is not part of it.
+fn secret_text(
+    value: Option<&Redacted>,
+    file: Option<&std::path::Path>,
+    setting: &'static str,
+) -> Result<Option<String>, ConfigError> {
     match (value, file) {
-        (Some(value), _) => Ok(BearerToken::new(value.expose())),
+        (Some(value), _) => Ok(Some(value.expose().to_owned())),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|error| ConfigError::SecretFile {
                 setting,
                 path: path.display().to_string(),
                 error,
             })?;
-            Ok(BearerToken::new(text.trim_end_matches(['\n', '\r'])))
+            Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
         }
         (None, None) => Ok(None),
+    }
+}
+
+/// `HERALD_PRODUCER_EVENTS_URL` and its secret, both or neither.
+fn events_push(a: &ServeArgs) -> Result<Option<EventsPush>, ConfigError> {
+    let secret = secret_text(
+        a.producer_events_secret.as_ref(),
+        a.producer_events_secret_file.as_deref(),
+        "HERALD_PRODUCER_EVENTS_SECRET_FILE",
+    )?
+    .filter(|s| !s.is_empty());
+    let url = a.producer_events_url.as_deref().filter(|u| !u.is_empty());
+    match (url, secret) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(ConfigError::EventsSecretWithoutUrl),
+        (Some(_), None) => Err(ConfigError::EventsPushWithoutSecret),
+        (Some(url), Some(secret)) => Ok(Some(EventsPush {
+            url: HubUrl::parse(url).map_err(|error| ConfigError::EventsPushUrl {
+                url: url.to_owned(),
+                error,
+            })?,
+            secret: Secret::parse(Some(&secret))
+                .map_err(ConfigError::EventsPushSecret)?
+                .ok_or(ConfigError::EventsPushWithoutSecret)?,
+        })),
     }
 }
 
@@ -291,6 +350,7 @@ impl TryFrom<ServeArgs> for Settings {
 
     fn try_from(a: ServeArgs) -> Result<Self, Self::Error> {
         let poll_bounds = poll_bounds(&a)?;
+        let events_push = events_push(&a)?;
         let public_url = a
             .public_url
             .as_deref()
@@ -395,6 +455,7 @@ impl TryFrom<ServeArgs> for Settings {
                         .then_some(a.poll_unconditional_every),
                 },
             },
+            events_push,
             live: LiveSettings {
                 backlog_max: positive("HERALD_LIVE_BACKLOG_MAX", a.live_backlog_max)?,
                 backlog_ttl: a.live_backlog_ttl,
@@ -521,6 +582,48 @@ mod redaction_tests {
         assert!(
             missing.to_string().contains("HERALD_DATABASE_URL_FILE"),
             "{missing}"
+        );
+    }
+
+    #[test]
+    fn the_events_push_needs_its_url_and_its_secret_together() {
+        let url = (
+            "HERALD_PRODUCER_EVENTS_URL",
+            "https://producer.example/herald".to_owned(),
+        );
+        let secret = ("HERALD_PRODUCER_EVENTS_SECRET", "k".to_owned());
+        let push = Settings::from_vars([url.clone(), secret.clone()])
+            .expect("valid settings")
+            .events_push
+            .expect("a push");
+        assert_eq!(push.url.as_str(), "https://producer.example/herald");
+        assert!(push.secret.matches("k"));
+        for (vars, says) in [
+            (vec![url.clone()], "needs HERALD_PRODUCER_EVENTS_SECRET"),
+            (vec![secret.clone()], "HERALD_PRODUCER_EVENTS_URL is not"),
+            (
+                vec![
+                    ("HERALD_PRODUCER_EVENTS_URL", "ftp://x/".to_owned()),
+                    secret.clone(),
+                ],
+                "HERALD_PRODUCER_EVENTS_URL",
+            ),
+            (
+                vec![
+                    url.clone(),
+                    ("HERALD_PRODUCER_EVENTS_SECRET", "k".repeat(200)),
+                ],
+                "shorter than 200 bytes",
+            ),
+        ] {
+            let error = Settings::from_vars(vars).expect_err(says).to_string();
+            assert!(error.contains(says), "{error}");
+        }
+        assert!(
+            Settings::from_vars([])
+                .expect("valid")
+                .events_push
+                .is_none()
         );
     }
 

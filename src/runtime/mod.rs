@@ -24,7 +24,7 @@ use crate::{
     store::file::DatabaseFile,
     store::{Db, StoreError},
     telemetry::Chain,
-    upkeep::{Upkeep, liveness},
+    upkeep::{Upkeep, events_push, liveness},
     verification::{Verification, intake::Intake},
 };
 
@@ -52,6 +52,8 @@ pub struct Runtime {
     /// The live dispatcher and listener (processes that serve HTTP).
     live_tasks: Vec<tokio::task::JoinHandle<()>>,
     workers: Option<Workers>,
+    /// The pusher of the producer's events (worker processes, when it is configured).
+    events_pusher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Runtime {
@@ -165,7 +167,20 @@ impl Runtime {
                 upkeep: upkeep.clone(),
             })
         });
+        // Worker processes keep the push subscription as the settings say, and push.
+        let events_pusher = match runs_workers {
+            true => {
+                events_push::start(
+                    upkeep.clone(),
+                    settings.events_push.as_ref(),
+                    public_url.to_string(),
+                )
+                .await?
+            }
+            false => None,
+        };
         Ok(Self {
+            events_pusher,
             db,
             public_url,
             outbound,
@@ -186,6 +201,9 @@ impl Runtime {
     /// Drains the workers (in-flight jobs get a bounded time to finish), hands back whatever
     /// this process still held, and closes the database. Stop the HTTP server first.
     pub async fn stop(self) {
+        if let Some(pusher) = &self.events_pusher {
+            pusher.abort();
+        }
         if let Some(workers) = self.workers {
             workers.stop().await;
         }

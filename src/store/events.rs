@@ -151,8 +151,13 @@ pub async fn record_for_subscriptions(
         });
         urls.extend(rows);
     }
+    // Nothing is told of the push's own subscription (`events_push`): its failures would be
+    // pushed to the endpoint that fails.
     let events: Vec<NewEvent> = subscriptions
         .iter()
+        .filter(|(s, _)| {
+            urls.get(&s.topic_id).map(String::as_str) != Some(super::events_push::TOPIC)
+        })
         .map(|(s, detail)| NewEvent {
             kind,
             topic: urls.get(&s.topic_id).cloned(),
@@ -247,31 +252,53 @@ pub async fn page(
         }
         q.fetch_all(c).await?
     });
-    Ok(Page::Events(
-        rows.into_iter()
-            .map(|r| Event {
-                id: r.id,
-                at: r.created_at,
-                kind: r.kind,
-                topic: r.topic,
-                subscription_id: r.subscription_id,
-                callback_host: r.callback_host,
-                detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
-            })
-            .collect(),
-    ))
+    Ok(Page::Events(rows.into_iter().map(Event::from).collect()))
+}
+
+impl From<Row> for Event {
+    fn from(r: Row) -> Self {
+        Event {
+            id: r.id,
+            at: r.created_at,
+            kind: r.kind,
+            topic: r.topic,
+            subscription_id: r.subscription_id,
+            callback_host: r.callback_host,
+            detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// In `tx`: up to `limit` events with ids above `after`, oldest first, unfiltered.
+pub async fn after_in(tx: &mut Tx, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+    let sql = "SELECT id, created_at, type, topic, subscription_id, callback_host, detail
+               FROM events WHERE id > $1 ORDER BY id LIMIT $2";
+    let rows: Vec<Row> = dispatch_tx!(tx, c => sqlx::query_as(sql).bind(after).bind(limit)
+        .fetch_all(c).await?);
+    Ok(rows.into_iter().map(Event::from).collect())
+}
+
+/// The latest recorded event's id (0 when none), as one backend or the other numbers them.
+fn last_id_sql(pg: bool) -> &'static str {
+    match pg {
+        true => "SELECT last_id FROM event_counter WHERE id = 1",
+        false => {
+            "SELECT COALESCE((SELECT MAX(id) FROM events),
+                             (SELECT pruned_upto FROM event_counter WHERE id = 1))"
+        }
+    }
 }
 
 /// The id of the latest event recorded (0 when none).
 pub async fn last_id(db: &Db) -> Result<i64, StoreError> {
-    let sql = match db {
-        Db::Pg(_) => "SELECT last_id FROM event_counter WHERE id = 1",
-        Db::Sqlite(_) => {
-            "SELECT COALESCE((SELECT MAX(id) FROM events),
-                             (SELECT pruned_upto FROM event_counter WHERE id = 1))"
-        }
-    };
+    let sql = last_id_sql(matches!(db, Db::Pg(_)));
     Ok(dispatch!(db, c => sqlx::query_scalar(sql).fetch_one(c).await?))
+}
+
+/// [`last_id`], in `tx`.
+pub async fn last_id_in(tx: &mut Tx) -> Result<i64, StoreError> {
+    let sql = last_id_sql(matches!(tx, Tx::Pg(_)));
+    Ok(dispatch_tx!(tx, c => sqlx::query_scalar(sql).fetch_one(c).await?))
 }
 
 /// Deletes events recorded before `before`, in batches, and remembers the highest id deleted.

@@ -12,6 +12,7 @@ pub mod contents;
 pub mod deliveries;
 pub mod distributions;
 pub mod events;
+pub mod events_push;
 pub mod file;
 pub mod live;
 pub mod maintenance;

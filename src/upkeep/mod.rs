@@ -10,6 +10,8 @@
 //!   documents, bodies, finished queue jobs, live backlogs);
 //! - [`reconcile`], at start-up and every `HERALD_RECONCILE_INTERVAL`: pending work that no
 //!   queue job covers gets one;
+//! - [`events_push`], every 250 ms when `HERALD_PRODUCER_EVENTS_URL` is set: the producer's new
+//!   events handed to deliveries of the push subscription;
 //! - [`liveness`], every 2 s in every process: this process's heartbeat, and the claims of
 //!   processes that stopped beating taken back and queued again.
 //!
@@ -19,6 +21,7 @@
 //! failed pass is simply run again next time, and processes sharing a PostgreSQL database can
 //! all run it without acting twice.
 
+pub mod events_push;
 pub mod leases;
 pub mod liveness;
 pub mod reconcile;

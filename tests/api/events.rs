@@ -45,15 +45,60 @@ fn types(events: &[Value]) -> Vec<&str> {
     events.iter().filter_map(|e| e["type"].as_str()).collect()
 }
 
+const PUSH_SECRET: &str = "the-producer-events-key";
+
+/// The settings that push the events to `producer`'s callback `events`.
+fn push_to(producer: &Subscriber) -> [(&'static str, String); 2] {
+    [
+        ("HERALD_PRODUCER_EVENTS_URL", producer.callback("events")),
+        ("HERALD_PRODUCER_EVENTS_SECRET", PUSH_SECRET.to_owned()),
+    ]
+}
+
+/// The events pushed to `producer` in the POSTs after the first `failed` (which it answered
+/// with an error), in the order they came; every POST's signature checked.
+fn pushed(producer: &Subscriber, failed: usize) -> Vec<Value> {
+    let posts = producer.deliveries("events");
+    let mut events = Vec::new();
+    for (i, post) in posts.iter().enumerate() {
+        assert_eq!(post.header("content-type"), Some("application/json"));
+        assert_eq!(
+            post.header("x-hub-signature"),
+            Some(
+                crate::helpers::subscriber::expected_signature("sha256", PUSH_SECRET, &post.body)
+                    .as_str()
+            ),
+            "every push is signed with HERALD_PRODUCER_EVENTS_SECRET"
+        );
+        let page: Value = serde_json::from_slice(&post.body).expect("a JSON page");
+        let items = page["items"].as_array().expect("items");
+        assert_eq!(
+            page["next_cursor"].as_str(),
+            items.last().map(|e| e["id"].to_string()).as_deref(),
+            "{page}"
+        );
+        if i >= failed {
+            events.extend(items.iter().cloned());
+        }
+    }
+    events
+}
+
 /// A subscriber that subscribes, one whose lease runs out, one that unsubscribes, one the
 /// callback does not confirm, one the hub denies, and a topic whose fetches fail then
 /// recover: each an event, in order, with gap-free ids across pages.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_producer_hears_what_happens_to_its_subscribers() {
+    // Pushed too, to an endpoint that fails twice before it takes the first page.
+    let producer = Subscriber::spawn();
+    producer.on_deliver("events", vec![Answer::Status(503); 2]);
+    let [url, secret] = push_to(&producer);
     let app = TestApp::spawn_with(&[
         ("HERALD_PRODUCER_TOKEN", TOKEN),
         ("HERALD_SWEEP_INTERVAL", "200ms"),
         ("HERALD_ALLOW_PRIVATE_ADDRESSES", "loopback"),
+        (url.0, &url.1),
+        (secret.0, &secret.1),
     ])
     .await;
     let sub = Subscriber::spawn();
@@ -196,6 +241,19 @@ async fn the_producer_hears_what_happens_to_its_subscribers() {
         never.is_empty(),
         "hosts only, never callback URLs: {never:?}"
     );
+    // The push: the same events, in the same order, each once, the failed POSTs retried.
+    let got = eventually("every event to be pushed", || async {
+        let got = pushed(&producer, 2);
+        (got.len() >= events.len()).then_some(got)
+    })
+    .await;
+    assert_eq!(got[..events.len()], events[..]);
+    let failed = producer.deliveries("events");
+    assert_eq!(
+        failed[0].body, failed[1].body,
+        "a failed page is sent again"
+    );
+    assert_eq!(failed[1].body, failed[2].body);
 
     // Filters: by type, by topic.
     let (status, body) = page(&app, "type=subscription.expired,topic.fetch_failing").await;
@@ -432,7 +490,16 @@ async fn a_kill_loses_and_repeats_no_event() {
     const N: usize = 300;
     // Verifications wait as long as the test needs: the held ones end with the kill, not
     // with a timeout.
-    let app = TestApp::spawn_with(&[("HERALD_VERIFY_TIMEOUT", "60s")]).await;
+    // The events are pushed as well: across the kill, each reaches the producer at least
+    // once (a page whose POST the kill cut short is sent again, whole).
+    let producer = Subscriber::spawn();
+    let [url, secret] = push_to(&producer);
+    let app = TestApp::spawn_with(&[
+        ("HERALD_VERIFY_TIMEOUT", "60s"),
+        (url.0, &url.1),
+        (secret.0, &secret.1),
+    ])
+    .await;
     let (database_url, vars) = (app.database_url.clone(), app.vars.clone());
     app.stop().await;
     let sub = Subscriber::spawn();
@@ -465,7 +532,8 @@ async fn a_kill_loses_and_repeats_no_event() {
         async move {
             crate::helpers::app::herald_sql::count(
                 &db,
-                "SELECT COUNT(*) FROM subscriptions WHERE state = 'active'",
+                "SELECT COUNT(*) FROM subscriptions s JOIN topics t ON t.id = s.topic_id
+                 WHERE s.state = 'active' AND t.url = 'http://127.0.0.1:9/killed'",
             )
             .await
         }
@@ -517,4 +585,75 @@ async fn a_kill_loses_and_repeats_no_event() {
         .await,
         N as i64
     );
+    let all = ids.len();
+    let got = eventually("every event to be pushed", || async {
+        let got = pushed(&producer, 0);
+        let mut seen: Vec<i64> = got.iter().filter_map(|e| e["id"].as_i64()).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        (seen.len() >= all).then_some(got)
+    })
+    .await;
+    let mut seen: Vec<i64> = got.iter().filter_map(|e| e["id"].as_i64()).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, ids, "every event pushed");
+}
+
+/// A page the producer never takes is dead-lettered like any delivery, without an event
+/// about it (that would be pushed to the endpoint that fails); the pages after it are pushed,
+/// and the dead letter, replayed by the operator, arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_that_exhausts_its_retries_is_dead_lettered_and_replayable() {
+    let producer = Subscriber::spawn();
+    producer.on_deliver("events", vec![Answer::Status(500); 4]);
+    let [url, secret] = push_to(&producer);
+    let app = TestApp::spawn_with(&[
+        ("HERALD_PRODUCER_TOKEN", TOKEN),
+        ("HERALD_ADMIN_TOKEN", "admin-token"),
+        (url.0, &url.1),
+        (secret.0, &secret.1),
+    ])
+    .await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/pushed";
+    app.subscribed(topic, &sub.callback("first"), &[]).await;
+    app.wait_delivery_state("failed").await;
+    app.subscribed(topic, &sub.callback("second"), &[]).await;
+    let after = eventually("the next page", || async {
+        let got = pushed(&producer, 4);
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert_eq!(types(&after), ["subscription.activated"]);
+    assert_eq!(after[0]["id"], 2, "{after:?}");
+    let events = all_events(&app, 100).await;
+    assert_eq!(
+        types(&events),
+        ["subscription.activated", "subscription.activated"],
+        "nothing is told of the push's own failure"
+    );
+    let replayed = app
+        .client
+        .post(format!(
+            "http://127.0.0.1:{}/api/v1/admin/deliveries/replay",
+            app.port
+        ))
+        .bearer_auth("admin-token")
+        .json(&serde_json::json!({ "all_failed": true }))
+        .send()
+        .await
+        .expect("answer");
+    assert!(
+        replayed.status().is_success(),
+        "{:?}",
+        replayed.text().await
+    );
+    let got = eventually("the replayed page", || async {
+        let got = pushed(&producer, 4);
+        (got.len() == 2).then_some(got)
+    })
+    .await;
+    assert_eq!(got[1]["id"], 1);
+    assert_eq!(got[1], events[0]);
 }
