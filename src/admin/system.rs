@@ -101,6 +101,7 @@ async fn report(settings: &Settings) -> anyhow::Result<serde_json::Value> {
         "public_url": public_url,
         "mode": if settings.access.mode == HubMode::Closed { "closed" } else { "open" },
         "producer_api": settings.access.producer_token.is_some(),
+        "producer_events_url": settings.events_push.as_ref().map(|p| p.url.to_string()),
         "address_policy": settings.address_policy.to_string(),
         "signature_algorithm": settings.delivery.signature_algorithm.name(),
         "legacy_signature_algorithm": settings.delivery.legacy_signature_algorithm.name(),

@@ -504,7 +504,29 @@ impl Settings {
             );
         }
         warnings.extend(self.unreachable_hub_url());
+        warnings.extend(self.events_push_refused());
         warnings
+    }
+
+    /// Why every push to `HERALD_PRODUCER_EVENTS_URL` would be refused, if it would: its host
+    /// is an IP address the address policy does not let deliveries reach (a name is resolved
+    /// and checked at each POST).
+    fn events_push_refused(&self) -> Option<String> {
+        let push = self.events_push.as_ref()?;
+        let url = push.url.as_url();
+        let ip: std::net::IpAddr = match url.host()? {
+            url::Host::Ipv4(ip) => ip.into(),
+            url::Host::Ipv6(ip) => ip.into(),
+            url::Host::Domain(_) => return None,
+        };
+        let port = url.port_or_known_default().unwrap_or(80);
+        (!self.address_policy.permits(ip, port)).then(|| {
+            format!(
+                "HERALD_PRODUCER_EVENTS_URL is on {ip}, which HERALD_ALLOW_PRIVATE_ADDRESSES does \
+                 not let the hub reach: every push would fail; allow it (for example \
+                 loopback:{port}) or use another address"
+            )
+        })
     }
 
     /// Why the hub URL deliveries name cannot be reached by subscribers, if it cannot: the
@@ -625,6 +647,27 @@ mod redaction_tests {
                 .events_push
                 .is_none()
         );
+        // A push to an address the hub may not reach is warned about.
+        let local = (
+            "HERALD_PRODUCER_EVENTS_URL",
+            "http://127.0.0.1:8088/events".to_owned(),
+        );
+        let warned = Settings::from_vars([local.clone(), secret.clone()]).expect("valid");
+        assert!(
+            warned
+                .warnings()
+                .iter()
+                .any(|w| w.contains("every push would fail")),
+            "{:?}",
+            warned.warnings()
+        );
+        let allowed = Settings::from_vars([
+            local,
+            secret,
+            ("HERALD_ALLOW_PRIVATE_ADDRESSES", "loopback:8088".to_owned()),
+        ])
+        .expect("valid");
+        assert!(allowed.warnings().iter().all(|w| !w.contains("push")));
     }
 
     #[test]

@@ -657,3 +657,119 @@ async fn a_push_that_exhausts_its_retries_is_dead_lettered_and_replayable() {
     assert_eq!(got[1]["id"], 1);
     assert_eq!(got[1], events[0]);
 }
+
+/// A push configured for the first time starts with the events recorded after it; turned off,
+/// its subscription ends; turned on again, it goes on from where it stopped — the events
+/// recorded meanwhile first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_starts_where_it_is_configured_and_resumes_where_it_stopped() {
+    let producer = Subscriber::spawn();
+    let [url, secret] = push_to(&producer);
+    let with_push = [(url.0, url.1.as_str()), (secret.0, secret.1.as_str())];
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/on-and-off";
+    let pushed_ids = || -> Vec<i64> {
+        pushed(&producer, 0)
+            .iter()
+            .filter_map(|e| e["id"].as_i64())
+            .collect()
+    };
+
+    let app = TestApp::spawn().await;
+    app.subscribed(topic, &sub.callback("before"), &[]).await;
+    let database_url = app.database_url.clone();
+    app.stop().await;
+
+    let app = TestApp::spawn_on(database_url.clone(), &with_push).await;
+    app.subscribed(topic, &sub.callback("pushed"), &[]).await;
+    eventually("the first push", || async {
+        (!pushed_ids().is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(
+        pushed_ids(),
+        [2],
+        "the event before the push was configured is not pushed"
+    );
+    app.stop().await;
+
+    let app = TestApp::spawn_on(database_url.clone(), &[]).await;
+    let state = app
+        .scalar_text(
+            "SELECT s.state FROM subscriptions s JOIN topics t ON t.id = s.topic_id
+             WHERE t.url = 'herald:producer-events'",
+            &[],
+        )
+        .await;
+    assert_eq!(state.as_deref(), Some("ended"));
+    app.subscribed(topic, &sub.callback("while-off"), &[]).await;
+    app.stop().await;
+
+    let app = TestApp::spawn_on(database_url, &with_push).await;
+    app.subscribed(topic, &sub.callback("again"), &[]).await;
+    eventually("the events of while it was off, and after", || async {
+        (pushed_ids().len() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(pushed_ids(), [2, 3, 4]);
+    assert_eq!(app.count("SELECT COUNT(*) FROM events").await, 4);
+}
+
+/// A producer that takes no push for longer than `HERALD_EVENTS_RETENTION` misses what
+/// retention deleted before it could be pushed, and the next page says which ids those were.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_pruned_before_they_were_pushed_are_said_to_be_missed() {
+    let producer = Subscriber::spawn();
+    // Every POST is held until the test opens the gate (the delivery timeout is longer).
+    for _ in 0..4 {
+        producer.on_deliver("events", [Answer::Gated]);
+    }
+    let [url, secret] = push_to(&producer);
+    let app = TestApp::spawn_with(&[
+        (url.0, &url.1),
+        (secret.0, &secret.1),
+        ("HERALD_DELIVERY_TIMEOUT", "60s"),
+        ("HERALD_EVENTS_RETENTION", "2s"),
+        ("HERALD_SWEEP_INTERVAL", "200ms"),
+    ])
+    .await;
+    let sub = Subscriber::spawn();
+    let topic = "http://127.0.0.1:9/missed";
+    let waiting = "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'sending')";
+    // Four pages of one event each wait for the producer (the most that may wait).
+    for i in 1..=4 {
+        app.subscribed(topic, &sub.callback(&format!("s{i}")), &[])
+            .await;
+        eventually("the page to be made", || async {
+            (app.count(waiting).await == i).then_some(())
+        })
+        .await;
+    }
+    // Two more stay in the log, and retention deletes them there.
+    app.subscribed(topic, &sub.callback("s5"), &[]).await;
+    app.subscribed(topic, &sub.callback("s6"), &[]).await;
+    eventually("retention to delete the unpushed events", || async {
+        (app.count("SELECT COUNT(*) FROM event_counter WHERE pruned_upto >= 6")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(app.count(waiting).await, 4, "no page of them was made");
+    producer.open_gate_for_good();
+    app.subscribed(topic, &sub.callback("s7"), &[]).await;
+    let pages = eventually("the page after the gap", || async {
+        let posts = producer.deliveries("events");
+        (posts.len() >= 5).then_some(posts)
+    })
+    .await;
+    let page: Value = serde_json::from_slice(&pages[4].body).expect("a JSON page");
+    assert_eq!(page["missed_after"], 4, "{page}");
+    assert_eq!(page["missed_upto"], 6, "{page}");
+    assert_eq!(page["items"][0]["id"], 7, "{page}");
+    let ids: Vec<i64> = pushed(&producer, 0)
+        .iter()
+        .filter_map(|e| e["id"].as_i64())
+        .collect();
+    assert_eq!(ids, [1, 2, 3, 4, 7]);
+}
