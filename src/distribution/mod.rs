@@ -294,16 +294,23 @@ impl Distribution {
 
         // A poll never covers pings: the poller leaves a topic with pings waiting to their job.
         let polled = matches!(trigger, Trigger::Poll { .. });
-        let mut outbox = self.outbox().await?;
+        // A transaction only for a body to store (a 304 or an unchanged body writes the topic's
+        // row alone, see `finish_alone`).
+        let mut outbox = match &body {
+            Some(_) => Some(self.outbox().await?),
+            None => None,
+        };
         let mut fanned = Fanned::default();
-        match &body {
+        match (&body, &mut outbox) {
             // A topic never fetched nor pinged before: its first poll learns what it serves,
             // and what appears after is new (a ping's first fetch delivers, as the publisher
             // asked it to).
-            Some(body) if polled && topic.content_hash.is_none() && !topic.history.pinged => {
-                plan::baseline(&mut outbox, topic.id, body, &mut record, now).await?;
+            (Some(body), Some(outbox))
+                if polled && topic.content_hash.is_none() && !topic.history.pinged =>
+            {
+                plan::baseline(outbox, topic.id, body, &mut record, now).await?;
             }
-            Some(body) => {
+            (Some(body), Some(outbox)) => {
                 let (source, accepted_at) = match trigger {
                     Trigger::Pings(job) => {
                         (DistributionSource::Ping, job.accepted_at.unwrap_or(now))
@@ -318,9 +325,9 @@ impl Distribution {
                     accepted_at,
                     now,
                 };
-                fanned = self.fan_out(&mut outbox, &fan_out, &mut record).await?;
+                fanned = self.fan_out(outbox, &fan_out, &mut record).await?;
             }
-            None => {}
+            _ => {}
         }
         let changed = fanned.distribution.is_some();
         let missed_ping = polled && changed && topic.history.pinged;
@@ -351,15 +358,19 @@ impl Distribution {
             let detail = json!({ "failing_since": since.to_rfc3339() });
             told.push(topic_event(topic, EventType::TopicFetchRecovered, detail));
         }
-        self.finish(
-            outbox,
-            topic,
-            Some(topic.ping_seq),
-            &record,
-            fanned.to_send,
-            &told,
-        )
-        .await?;
+        let seq = Some(topic.ping_seq);
+        match outbox {
+            None if told.is_empty() => self.finish_alone(topic, seq, &record).await?,
+            None => {
+                let outbox = self.outbox().await?;
+                self.finish(outbox, topic, seq, &record, fanned.to_send, &told)
+                    .await?;
+            }
+            Some(outbox) => {
+                self.finish(outbox, topic, seq, &record, fanned.to_send, &told)
+                    .await?;
+            }
+        }
         for &id in &fanned.live_topics {
             self.live.wake(id);
         }
@@ -458,6 +469,24 @@ impl Distribution {
         outbox.commit().await?;
         if let Some(express) = express {
             express.start(self.delivery.clone());
+        }
+        Ok(())
+    }
+
+    /// [`Self::finish`] for a fetch that stores nothing but the topic's row: that one
+    /// statement, and a follow-up job for pings that came meanwhile in a transaction of its own
+    /// (should the process die between the two, the reconciler finds those pings).
+    async fn finish_alone(
+        &self,
+        topic: &topics::ClaimedTopic,
+        seq: Option<i64>,
+        record: &topics::FetchRecord,
+    ) -> Result<(), StoreError> {
+        let waiting = topics::finish_alone(&self.db, topic, seq, record, UnixMs::now()).await?;
+        if waiting {
+            let mut outbox = self.outbox().await?;
+            self.follow_up_if(&mut outbox, topic.id, true).await?;
+            outbox.commit().await?;
         }
         Ok(())
     }

@@ -314,18 +314,8 @@ async fn write_poll(
     Ok(())
 }
 
-/// Marks pings up to `seq` distributed (none for a producer's push), stores what the fetch
-/// learnt, releases the claim, and returns whether pings are still waiting. Fails with
-/// [`StoreError::ClaimLost`] when the claim lapsed and another distribution took the topic:
-/// the caller's transaction must then roll back, so the work is not done twice.
-pub async fn finish(
-    tx: &mut Tx,
-    claim: &ClaimedTopic,
-    seq: Option<i64>,
-    fetched: &FetchRecord,
-    now: UnixMs,
-) -> Result<bool, StoreError> {
-    let sql = "UPDATE topics SET distributed_seq = COALESCE($2, distributed_seq), distributing_until = NULL,
+/// What a fetch learnt, written as it releases the claim (see [`finish`]).
+const FINISH: &str = "UPDATE topics SET distributed_seq = COALESCE($2, distributed_seq), distributing_until = NULL,
                    distributing_by = NULL,
                    content_type = COALESCE($3, content_type), content_hash = COALESCE($4, content_hash),
                    etag = CASE WHEN $11 = 1 THEN etag ELSE $5 END,
@@ -344,19 +334,64 @@ pub async fn finish(
                    missed_pings = missed_pings + $19,
                    feed_identity = CASE WHEN $10 = 1 THEN $21 ELSE feed_identity END
                WHERE id = $1 AND distributing_until = $12 RETURNING ping_seq, distributed_seq";
-    let poll = fetched.poll.as_ref();
-    let row: Option<(i64, i64)> = dispatch_tx!(tx, c => sqlx::query_as(sql)
-        .bind(claim.id).bind(seq).bind(&fetched.content_type).bind(&fetched.content_hash)
-        .bind(&fetched.etag).bind(&fetched.last_modified).bind(now)
-        .bind(fetched.feed_kind).bind(&fetched.feed_error).bind(i64::from(fetched.analysed))
-        .bind(i64::from(fetched.not_modified)).bind(claim.held_until)
-        .bind(i64::from(poll.is_some())).bind(poll.map(|p| p.next_at))
-        .bind(poll.map(|p| millis_of(p.interval))).bind(poll.map(|p| p.reason.as_str()))
-        .bind(i64::from(poll.is_some_and(|p| p.changed.is_some())))
-        .bind(poll.and_then(|p| p.changed.flatten()).map(millis_of))
-        .bind(i64::from(poll.is_some_and(|p| p.missed_ping)))
-        .bind(poll.and_then(|p| p.gap_estimate).map(millis_of))
-        .bind(&fetched.feed_identity)
+
+/// [`FINISH`] with its parameters, ready to run on a transaction or alone.
+macro_rules! finish_statement {
+    ($claim:expr, $seq:expr, $fetched:expr, $now:expr) => {{
+        let (claim, fetched) = ($claim, $fetched);
+        let poll = fetched.poll.as_ref();
+        sqlx::query_as::<_, (i64, i64)>(FINISH)
+            .bind(claim.id)
+            .bind($seq)
+            .bind(&fetched.content_type)
+            .bind(&fetched.content_hash)
+            .bind(&fetched.etag)
+            .bind(&fetched.last_modified)
+            .bind($now)
+            .bind(fetched.feed_kind)
+            .bind(&fetched.feed_error)
+            .bind(i64::from(fetched.analysed))
+            .bind(i64::from(fetched.not_modified))
+            .bind(claim.held_until)
+            .bind(i64::from(poll.is_some()))
+            .bind(poll.map(|p| p.next_at))
+            .bind(poll.map(|p| millis_of(p.interval)))
+            .bind(poll.map(|p| p.reason.as_str()))
+            .bind(i64::from(poll.is_some_and(|p| p.changed.is_some())))
+            .bind(poll.and_then(|p| p.changed.flatten()).map(millis_of))
+            .bind(i64::from(poll.is_some_and(|p| p.missed_ping)))
+            .bind(poll.and_then(|p| p.gap_estimate).map(millis_of))
+            .bind(&fetched.feed_identity)
+    }};
+}
+
+/// Marks pings up to `seq` distributed (none for a producer's push), stores what the fetch
+/// learnt, releases the claim, and returns whether pings are still waiting. Fails with
+/// [`StoreError::ClaimLost`] when the claim lapsed and another distribution took the topic:
+/// the caller's transaction must then roll back, so the work is not done twice.
+pub async fn finish(
+    tx: &mut Tx,
+    claim: &ClaimedTopic,
+    seq: Option<i64>,
+    fetched: &FetchRecord,
+    now: UnixMs,
+) -> Result<bool, StoreError> {
+    let row = dispatch_tx!(tx, c => finish_statement!(claim, seq, fetched, now)
+        .fetch_optional(c).await?);
+    let (ping_seq, distributed_seq) = row.ok_or(StoreError::ClaimLost("topic"))?;
+    Ok(ping_seq > distributed_seq)
+}
+
+/// [`finish`] as a statement of its own, for a fetch that writes nothing else (a 304, an
+/// unchanged body): one statement where a transaction would take three.
+pub async fn finish_alone(
+    db: &Db,
+    claim: &ClaimedTopic,
+    seq: Option<i64>,
+    fetched: &FetchRecord,
+    now: UnixMs,
+) -> Result<bool, StoreError> {
+    let row = dispatch!(db, c => finish_statement!(claim, seq, fetched, now)
         .fetch_optional(c).await?);
     let (ping_seq, distributed_seq) = row.ok_or(StoreError::ClaimLost("topic"))?;
     Ok(ping_seq > distributed_seq)
