@@ -6,15 +6,17 @@
 //! them by), at most `HERALD_POLL_CONCURRENCY` at once.
 //!
 //! **Out:** a topic with no active subscriber, or (in safety-net mode) whose publisher never
-//! pinged or pushed, is put off without a fetch. Any other is claimed like a ping's
-//! distribution and fetched through the same path — conditional GET, diff, fan-out — with its
-//! subscriber count in the User-Agent; every fetch, polled or pinged, writes the topic's next
-//! poll (`domain::poll`: entry rate, server hints, backoff, `Retry-After`, jitter).
+//! pinged or pushed, is put off without a fetch. The others are claimed for their
+//! distributions together (`store::topics::claim_polls`, one statement) and fetched through
+//! a ping's path — conditional GET, diff, fan-out — with the subscriber count in the
+//! User-Agent; every fetch, polled or pinged, writes the topic's next poll (`domain::poll`:
+//! entry rate, server hints, backoff, `Retry-After`, jitter). A fetch that stores nothing but
+//! the topic's row (a 304, an unchanged body) writes it in one statement.
 //!
 //! **Retried:** nothing is retried here: a failed poll is put off by its backoff. A poller that
 //! dies leaves its topics due again when their lease ends.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio::sync::Semaphore;
 
@@ -28,7 +30,7 @@ use crate::{
     queue::JobError,
     store::{
         StoreError,
-        topics::{self, ClaimFor, DueTopic},
+        topics::{self, DueTopic},
     },
     telemetry::Chain,
 };
@@ -72,8 +74,28 @@ async fn run(flow: Arc<Distribution>) {
                 tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
             }
             Ok(due) => {
+                // The ones to fetch now, claimed for their distribution in one statement.
+                let subscribers: HashMap<TopicId, i64> =
+                    due.iter().map(|t| (t.id, t.subscribers)).collect();
+                let ready = flow.sort_out(due, lease, now).await;
+                let hold = now.after(flow.fetch.timeout + FAN_OUT_MARGIN);
+                let claimed = match ready.is_empty() {
+                    true => Ok(Vec::new()),
+                    false => {
+                        topics::claim_polls(&flow.db, &ready, now, hold, lease, &flow.process).await
+                    }
+                };
+                let claimed = match claimed {
+                    Ok(claimed) => claimed,
+                    Err(error) => {
+                        drop(first);
+                        tracing::warn!(error = %Chain(&error), "cannot claim the due polls");
+                        tokio::time::sleep(ERROR_PAUSE).await;
+                        continue;
+                    }
+                };
                 let mut permits = vec![first];
-                for topic in due {
+                for topic in claimed {
                     let permit = match permits.pop() {
                         Some(p) => p,
                         None => match slots.clone().acquire_owned().await {
@@ -82,9 +104,10 @@ async fn run(flow: Arc<Distribution>) {
                         },
                     };
                     let flow = flow.clone();
+                    let subscribers = subscribers.get(&topic.id).copied().unwrap_or(0);
                     tokio::spawn(async move {
                         let (id, url) = (topic.id, topic.url.clone());
-                        if let Err(error) = flow.poll(topic, lease).await {
+                        if let Err(error) = flow.poll(topic, subscribers, lease, now).await {
                             tracing::warn!(topic = %id, %url, error = %Chain(&error), "poll failed");
                         }
                         drop(permit);
@@ -106,49 +129,56 @@ fn lease_length(flow: &Distribution) -> Duration {
 }
 
 impl Distribution {
-    /// Polls one due topic, taken until `lease`.
-    async fn poll(&self, due: DueTopic, lease: UnixMs) -> Result<(), JobError> {
-        let now = UnixMs::now();
+    /// Of the topics a poller took until `lease`, those to fetch now. The others are put off
+    /// without a fetch — nobody follows the topic, or (safety-net mode) its publisher never
+    /// pinged — or, when their host's next free slot is later, moved to it (thousands of feeds
+    /// of one host are spread).
+    async fn sort_out(&self, due: Vec<DueTopic>, lease: UnixMs, now: UnixMs) -> Vec<TopicId> {
         let bounds = &self.fetch.poll.bounds;
-        if self.fetch.poll.mode == PollingMode::SafetyNet && !due.pinged {
-            return self
-                .put_off(due.id, lease, bounds.idle(), PollReason::NeverPinged)
-                .await;
+        let mut ready = Vec::with_capacity(due.len());
+        for topic in due {
+            let put_off = match () {
+                _ if self.fetch.poll.mode == PollingMode::SafetyNet && !topic.pinged => {
+                    Some(PollReason::NeverPinged)
+                }
+                _ if topic.subscribers == 0 => Some(PollReason::NoSubscriber),
+                _ => None,
+            };
+            let done = match (put_off, HubUrl::parse(&topic.url)) {
+                (Some(reason), _) => self.put_off(topic.id, lease, bounds.idle(), reason).await,
+                (None, Err(e)) => {
+                    Err(StoreError::corrupt("topics", topic.id.get(), format!("url {e}")).into())
+                }
+                (None, Ok(url)) => match self.limits.poll_host_slot(&url, now) {
+                    slot if slot > now => topics::delay_due(&self.db, topic.id, lease, slot)
+                        .await
+                        .map_err(JobError::from),
+                    _ => {
+                        ready.push(topic.id);
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(error) = done {
+                tracing::warn!(topic = %topic.id, url = %topic.url, error = %Chain(&error), "poll not taken");
+            }
         }
-        let subscribers = due.subscribers;
-        if subscribers == 0 {
-            return self
-                .put_off(due.id, lease, bounds.idle(), PollReason::NoSubscriber)
-                .await;
-        }
-        let url = HubUrl::parse(&due.url)
-            .map_err(|e| StoreError::corrupt("topics", due.id.get(), format!("url {e}")))?;
-        // The host's next free slot: now, or later (thousands of feeds of one host are spread).
-        let slot = self.limits.poll_host_slot(&url, now);
-        if slot > now {
-            topics::delay_due(&self.db, due.id, lease, slot).await?;
-            return Ok(());
-        }
-        let hold = now.after(self.fetch.timeout + FAN_OUT_MARGIN);
-        let claimed = topics::claim(
-            &self.db,
-            due.id,
-            now,
-            hold,
-            ClaimFor::Poll { lease },
-            &self.process,
-        );
-        // A distribution of the topic is running or just ran, or pings wait for their job
-        // (which fetches with the ping's request id and time): that fetch writes the next poll.
-        // A lost job is the reconciler's, as before polling.
-        let Some(topic) = claimed.await? else {
-            return Ok(());
-        };
+        ready
+    }
+
+    /// Polls one due topic, claimed for it (`topics::claim_polls`).
+    async fn poll(
+        &self,
+        topic: topics::ClaimedTopic,
+        subscribers: i64,
+        lease: UnixMs,
+        now: UnixMs,
+    ) -> Result<(), JobError> {
         let Some(_fetch_slot) = self.limits.fetch_slot(&topic.url) else {
             self.release(&topic).await?;
             topics::delay_due(
                 &self.db,
-                due.id,
+                topic.id,
                 lease,
                 UnixMs::now().after(HOST_BUSY_RECHECK),
             )

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use std::time::Duration;
 
-use super::{Db, StoreError, Tx, claim_token, dispatch, dispatch_tx};
+use super::{Db, StoreError, Tx, bind_all, claim_token, dispatch, dispatch_tx, in_list_chunks};
 use crate::domain::{
     ids::{ProcessId, TopicId, UnixMs},
     poll::{PollHistory, PollReason},
@@ -197,21 +197,17 @@ impl TryFrom<ClaimedRow> for ClaimedTopic {
     }
 }
 
-/// What a distribution claims a topic for.
+/// What a distribution claims a topic for (a poll's claim is [`claim_polls`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimFor {
     /// A fetch: only when pings are pending.
     Pings,
     /// A producer's push: whether or not pings are pending.
     Push,
-    /// A scheduled poll, taken until `lease` (`claim_due`): only when no ping is pending (the
-    /// pings' job fetches; had the poll taken the topic, that job would find it held and end),
-    /// and not once a fetch since has written the topic's next poll.
-    Poll { lease: UnixMs },
 }
 
 /// Claims a topic for distribution until `hold_until`. `None` while another distribution holds
-/// it, for pings when none is pending, and for a poll when some are.
+/// it, and for pings when none is pending.
 pub async fn claim(
     db: &Db,
     id: TopicId,
@@ -223,30 +219,76 @@ pub async fn claim(
     static CLAIM: LazyLock<String> = LazyLock::new(|| {
         format!(
             "UPDATE topics SET distributing_until = $3, distributing_by = $5
-             WHERE id = $1
-               AND CASE $4 WHEN 1 THEN ping_seq > distributed_seq
-                           WHEN 2 THEN ping_seq <= distributed_seq ELSE TRUE END
+             WHERE id = $1 AND ($4 = 0 OR ping_seq > distributed_seq)
                AND (distributing_until IS NULL OR distributing_until < $2)
-               AND ($6 = 0 OR poll_next_at = $6)
              RETURNING {CLAIMED_COLUMNS}"
         )
     });
-    // Pings: only with pings pending; a poll: only without; a push: either way.
+    // Pings: only with pings pending; a push: either way.
     let pings: i64 = match purpose {
         ClaimFor::Pings => 1,
-        ClaimFor::Poll { .. } => 2,
         ClaimFor::Push => 0,
-    };
-    let poll_lease = match purpose {
-        ClaimFor::Poll { lease } => lease.as_millis(),
-        _ => 0,
     };
     let hold_until = claim_token(hold_until);
     let sql = sqlx::AssertSqlSafe(CLAIM.as_str());
     let row = dispatch!(db, c => sqlx::query_as::<_, ClaimedRow>(sql)
-        .bind(id).bind(now).bind(hold_until).bind(pings).bind(owner).bind(poll_lease)
+        .bind(id).bind(now).bind(hold_until).bind(pings).bind(owner)
         .fetch_optional(c).await?);
     row.map(ClaimedTopic::try_from).transpose()
+}
+
+/// Claims for their polls the topics `ids` that [`claim_due`] took until `lease`, in one
+/// statement. Left out: a topic another distribution holds; one whose pings wait for their
+/// job (that job fetches, with the ping's request id and time; had the poll taken the topic,
+/// the job would find it held and end, and a poll does not cover pings); one whose next poll
+/// a fetch wrote since it was taken (it was just fetched).
+pub async fn claim_polls(
+    db: &Db,
+    ids: &[TopicId],
+    now: UnixMs,
+    hold_until: UnixMs,
+    lease: UnixMs,
+    owner: &ProcessId,
+) -> Result<Vec<ClaimedTopic>, StoreError> {
+    const SET: &str = "UPDATE topics SET distributing_until = $1, distributing_by = $2";
+    const CLAIMABLE: &str = "ping_seq <= distributed_seq
+               AND (distributing_until IS NULL OR distributing_until < $3)
+               AND poll_next_at = $4";
+    static SQL: LazyLock<[String; 2]> = LazyLock::new(|| {
+        [
+            format!("{SET} WHERE id IN ({{list}}) AND {CLAIMABLE} RETURNING {CLAIMED_COLUMNS}"),
+            format!(
+                "{SET} WHERE id = ANY($5::bigint[]) AND {CLAIMABLE} RETURNING {CLAIMED_COLUMNS}"
+            ),
+        ]
+    });
+    let hold_until = claim_token(hold_until);
+    let mut rows: Vec<ClaimedRow> = Vec::with_capacity(ids.len());
+    match db {
+        Db::Sqlite(pool) => {
+            for (sql, chunk) in in_list_chunks(&SQL[0], 5, ids) {
+                let q = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                    .bind(hold_until)
+                    .bind(owner)
+                    .bind(now)
+                    .bind(lease);
+                let more: Vec<ClaimedRow> = bind_all!(q, chunk).fetch_all(pool).await?;
+                rows.extend(more);
+            }
+        }
+        Db::Pg(pool) => {
+            let raw: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+            rows = sqlx::query_as(sqlx::AssertSqlSafe(SQL[1].as_str()))
+                .bind(hold_until)
+                .bind(owner)
+                .bind(now)
+                .bind(lease)
+                .bind(raw)
+                .fetch_all(pool)
+                .await?;
+        }
+    }
+    rows.into_iter().map(ClaimedTopic::try_from).collect()
 }
 
 /// What a finished fetch leaves on the topic.

@@ -384,11 +384,11 @@ async fn a_poll_taken_before_another_fetch_rescheduled_the_topic_does_not_fetch_
         .expect("finish");
     tx.commit().await.expect("commit");
 
-    let late = topics::claim(db, due[0].id, now, hold, ClaimFor::Poll { lease }, &me)
+    let late = topics::claim_polls(db, &[due[0].id], now, hold, lease, &me)
         .await
         .expect("claim");
     assert!(
-        late.is_none(),
+        late.is_empty(),
         "the poll must not fetch what was just fetched"
     );
 }
@@ -417,10 +417,10 @@ async fn a_poll_does_not_claim_a_topic_whose_pings_wait_for_their_job() {
     let due = topics::claim_due(db, now, lease, 10).await.expect("claim");
     assert_eq!(due.len(), 1);
     let hold = now.after(Duration::from_secs(30));
-    let polled = topics::claim(db, due[0].id, now, hold, ClaimFor::Poll { lease }, &me)
+    let polled = topics::claim_polls(db, &[due[0].id], now, hold, lease, &me)
         .await
         .expect("claim");
-    assert!(polled.is_none(), "a poll took a topic whose pings wait");
+    assert!(polled.is_empty(), "a poll took a topic whose pings wait");
     let pinged = topics::claim(db, due[0].id, now, hold, ClaimFor::Pings, &me)
         .await
         .expect("claim");
