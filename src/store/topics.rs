@@ -257,8 +257,13 @@ pub async fn claim_polls(
     static SQL: LazyLock<[String; 2]> = LazyLock::new(|| {
         [
             format!("{SET} WHERE id IN ({{list}}) AND {CLAIMABLE} RETURNING {CLAIMED_COLUMNS}"),
+            // Rows another transaction is writing are passed by, not waited for (they stay
+            // taken until the lease): no lock wait, and no deadlock with a statement that
+            // writes many topics in another order.
             format!(
-                "{SET} WHERE id = ANY($5::bigint[]) AND {CLAIMABLE} RETURNING {CLAIMED_COLUMNS}"
+                "{SET} WHERE id IN (SELECT id FROM topics WHERE id = ANY($5::bigint[])
+                                    AND {CLAIMABLE} ORDER BY id FOR UPDATE SKIP LOCKED)
+                   AND {CLAIMABLE} RETURNING {CLAIMED_COLUMNS}"
             ),
         ]
     });
