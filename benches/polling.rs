@@ -215,6 +215,26 @@ async fn count(db: &Db, sql: &'static str) -> i64 {
     }
 }
 
+/// Waits until each of the `n` feeds has a last fetch (10 minutes at most).
+async fn wait_every_feed_fetched(db: &Db, n: usize, wave: &str) {
+    let start = Instant::now();
+    loop {
+        let done = count(
+            db,
+            "SELECT COUNT(*) FROM topics WHERE last_fetched_at IS NOT NULL",
+        )
+        .await;
+        if done >= n as i64 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "{wave} did not finish: {done}/{n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Makes every topic due now (as a hub restarted after a long stop would find them), its last
 /// fetch forgotten: a topic is polled again when it has one (a poll that ends as this runs
 /// counts, as it should: its next poll is then its own).
@@ -310,21 +330,7 @@ async fn main() {
     // 1. The wave: every feed's first poll.
     let wave_start = Instant::now();
     let cpu_start = cpu_seconds(hub.pid());
-    loop {
-        let done = count(
-            &db,
-            "SELECT COUNT(*) FROM topics WHERE last_fetched_at IS NOT NULL",
-        )
-        .await;
-        if done >= n as i64 {
-            break;
-        }
-        assert!(
-            wave_start.elapsed() < Duration::from_secs(600),
-            "the wave did not finish: {done}/{n}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_every_feed_fetched(&db, n, "the wave").await;
     let wave = wave_start.elapsed();
     let wave_cpu = cpu_seconds(hub.pid()) - cpu_start;
 
@@ -361,21 +367,7 @@ async fn main() {
     let rewave_cpu_start = cpu_seconds(hub.pid());
     let rewave_start = Instant::now();
     set_all_due(&db).await;
-    loop {
-        let done = count(
-            &db,
-            "SELECT COUNT(*) FROM topics WHERE last_fetched_at IS NOT NULL",
-        )
-        .await;
-        if done >= n as i64 {
-            break;
-        }
-        assert!(
-            rewave_start.elapsed() < Duration::from_secs(600),
-            "the second wave did not finish: {done}/{n}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_every_feed_fetched(&db, n, "the second wave").await;
     let rewave = rewave_start.elapsed();
     let rewave_cpu = cpu_seconds(hub.pid()) - rewave_cpu_start;
     let polls_after = polls(&client, hub.port).await;

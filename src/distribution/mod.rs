@@ -374,7 +374,14 @@ impl Distribution {
         for &id in &fanned.live_topics {
             self.live.wake(id);
         }
-        tracing::info!(url = %topic.url, changed = body.is_some(), deliveries = fanned.deliveries, "topic distributed");
+        // A fetch that changed nothing (most polls) is told at debug level: 10,000 polled feeds
+        // would otherwise fill the log with dozens of lines a second that say nothing.
+        match body.is_some() {
+            true => {
+                tracing::info!(url = %topic.url, changed = true, deliveries = fanned.deliveries, "topic distributed")
+            }
+            false => tracing::debug!(url = %topic.url, changed = false, "topic distributed"),
+        }
         Ok(())
     }
 

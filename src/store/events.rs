@@ -305,15 +305,14 @@ pub async fn last_id_in(tx: &mut Tx) -> Result<i64, StoreError> {
 /// Returns how many went.
 pub async fn prune(db: &Db, before: UnixMs) -> Result<u64, StoreError> {
     // Ids follow time: the first event to keep is found walking them from the oldest (reading
-    // only what goes), with no index on the time to write for every event.
-    let first_kept: Option<i64> = dispatch!(db, c => sqlx::query_scalar(
-        "SELECT id FROM events WHERE created_at >= $1 ORDER BY id LIMIT 1")
-        .bind(before).fetch_optional(c).await?);
-    let upto: Option<i64> = match first_kept {
-        Some(kept) => Some(kept - 1),
-        None => dispatch!(db, c => sqlx::query_scalar("SELECT MAX(id) FROM events")
-            .fetch_one(c).await?),
-    };
+    // only what goes), with no index on the time to write for every event. One statement, so
+    // one snapshot: asked in two, an event committed between them (none to keep seen by the
+    // first, then the newest id read by the second) was counted as old and deleted.
+    let upto: Option<i64> = dispatch!(db, c => sqlx::query_scalar(
+        "SELECT COALESCE(
+             (SELECT id FROM events WHERE created_at >= $1 ORDER BY id LIMIT 1) - 1,
+             (SELECT MAX(id) FROM events))")
+        .bind(before).fetch_one(c).await?);
     let Some(upto) = upto.filter(|upto| *upto > 0) else {
         return Ok(0);
     };
