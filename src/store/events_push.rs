@@ -12,7 +12,7 @@
 
 use serde_json::json;
 
-use super::{Db, StoreError, Tx, bodies, contents, deliveries, dispatch_tx, events};
+use super::{Db, StoreError, Tx, bodies, contents, deliveries, dispatch, dispatch_tx, events};
 use crate::domain::{
     ids::{DeliveryId, SubscriptionId, TopicId, UnixMs},
     secret::Secret,
@@ -93,6 +93,13 @@ pub async fn configure(
     };
     tx.commit().await?;
     Ok(Some(id))
+}
+
+/// Whether events wait to be pushed: a plain read, so that an idle pusher takes no write lock.
+pub async fn pending(db: &Db) -> Result<bool, StoreError> {
+    let cursor: (i64, i64) = dispatch!(db, c => sqlx::query_as(
+        "SELECT pushed_upto, pruned_upto FROM event_counter WHERE id = 1").fetch_one(c).await?);
+    Ok(events::last_id(db).await? > cursor.0.max(cursor.1))
 }
 
 /// A page of events handed to a delivery.

@@ -66,6 +66,10 @@ async fn push_page(
     subscription: SubscriptionId,
     hub_link: &str,
 ) -> Result<bool, StoreError> {
+    // Looked at without a transaction first: an idle pusher takes no write lock.
+    if !events_push::pending(&upkeep.db).await? {
+        return Ok(false);
+    }
     let mut outbox = upkeep.outbox().await?;
     let now = UnixMs::now();
     let Some(pushed) =
